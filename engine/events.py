@@ -1,0 +1,164 @@
+"""The one event vocabulary shared by the engine, the headless printer, the JSON
+transcript, the relay and the TUI.
+
+Every event is a small frozen dataclass. ``to_json()`` returns a JSON-ready dict with
+a ``type`` field and the schema version ``v``; ``event_from_json()`` reads one back and
+ignores fields it does not know, so newer writers stay readable by older readers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+# Node statuses, in the order a node moves through them.
+PENDING = "pending"
+RUNNING = "running"
+WAITING = "waiting"  # a gate waiting for an approval
+OK = "ok"
+FAILED = "failed"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+
+STATUSES = (PENDING, RUNNING, WAITING, OK, FAILED, SKIPPED, CANCELLED)
+DONE_STATUSES = frozenset({OK, FAILED, SKIPPED, CANCELLED})
+
+
+def now() -> float:
+    """Wall-clock time used for event timestamps (seconds since the epoch)."""
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class: every event belongs to one deploy."""
+
+    type: ClassVar[str] = "event"
+    deploy_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"type": self.type, "v": SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            data[f.name] = getattr(self, f.name)
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReady(Event):
+    """The stage tree, built before anything runs.
+
+    ``nodes`` are dicts as produced by :meth:`engine.plan.Node.to_json`, parents
+    before children. ``meta`` holds project, ref, sha, release_id, operator, kind.
+    """
+
+    type: ClassVar[str] = "plan"
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployMeta(Event):
+    """Facts learnt while running (the resolved sha, the release id)."""
+
+    type: ClassVar[str] = "meta"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus(Event):
+    type: ClassVar[str] = "status"
+    key: str = ""
+    status: str = PENDING
+    at: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine(Event):
+    type: ClassVar[str] = "log"
+    key: str = ""
+    stream: str = "stdout"  # stdout | stderr | info
+    text: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(Event):
+    type: ClassVar[str] = "progress"
+    key: str = ""
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GateWaiting(Event):
+    type: ClassVar[str] = "gate"
+    key: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Control(Event):
+    """An operator's action that the engine acted on (abort, approve)."""
+
+    type: ClassVar[str] = "control"
+    action: str = ""  # abort | approve
+    by: str = ""
+    key: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeployFinished(Event):
+    """``status`` is ok, failed (some hosts failed within budget) or stopped.
+
+    ``summary`` holds counts, ``failed`` ({host: reason}) and ``exit_code``.
+    """
+
+    type: ClassVar[str] = "finished"
+    status: str = OK
+    summary: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (PlanReady, DeployMeta, NodeStatus, LogLine, Progress, GateWaiting, Control, DeployFinished)
+}
+
+
+class EventDecodeError(ValueError):
+    """Raised when a dict or line cannot be read as an event."""
+
+
+def event_from_json(data: dict[str, Any] | str) -> Event:
+    """Build an event from its JSON form (dict or string); unknown fields are ignored.
+
+    Raises :class:`EventDecodeError` on an unknown type or missing ``deploy_id``.
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise EventDecodeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EventDecodeError("an event must be a JSON object")
+    cls = EVENT_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise EventDecodeError(f"unknown event type {data.get('type')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    if not isinstance(kwargs.get("deploy_id"), str):
+        raise EventDecodeError("event has no deploy_id")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise EventDecodeError(str(exc)) from None

@@ -1,0 +1,237 @@
+"""The stage tree as data: built before anything runs, updated by events.
+
+Node keys read as paths (``release/wave-1/web1/upload``); a node's parent is its key's
+prefix. The same :class:`Plan` is used by the engine (to know what to run), the
+headless printer, the relay (snapshot for a late joiner) and the TUI (its model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import (
+    DONE_STATUSES,
+    FAILED,
+    OK,
+    PENDING,
+    RUNNING,
+    WAITING,
+    DeployMeta,
+    Event,
+    NodeStatus,
+    PlanReady,
+    Progress,
+)
+
+# The per-host steps, in the order they run.
+HOST_STEPS: tuple[str, ...] = (
+    "connect",
+    "lock",
+    "upload",
+    "unpack",
+    "link",
+    "before",
+    "activate",
+    "restart",
+    "health",
+    "cleanup",
+)
+
+ROLLBACK_STEPS: tuple[str, ...] = ("connect", "lock", "activate", "restart", "health")
+
+
+@dataclass(slots=True)
+class Node:
+    key: str
+    label: str
+    kind: str  # stage | wave | gate | host | step
+    status: str = PENDING
+    started: float | None = None
+    ended: float | None = None
+    detail: str = ""
+    done: int = 0  # progress (bytes for upload)
+    total: int = 0
+
+    @property
+    def parent(self) -> str | None:
+        head, sep, _ = self.key.rpartition("/")
+        return head if sep else None
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition("/")[2]
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"key": self.key, "label": self.label, "kind": self.kind}
+        if self.status != PENDING:
+            data["status"] = self.status
+        for attr in ("started", "ended"):
+            value = getattr(self, attr)
+            if value is not None:
+                data[attr] = value
+        if self.detail:
+            data["detail"] = self.detail
+        if self.total:
+            data["done"], data["total"] = self.done, self.total
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Node:
+        return cls(
+            key=str(data["key"]),
+            label=str(data.get("label", data["key"])),
+            kind=str(data.get("kind", "step")),
+            status=str(data.get("status", PENDING)),
+            started=data.get("started"),
+            ended=data.get("ended"),
+            detail=str(data.get("detail", "")),
+            done=int(data.get("done", 0)),
+            total=int(data.get("total", 0)),
+        )
+
+
+@dataclass
+class Plan:
+    """An ordered map of nodes, parents before children."""
+
+    deploy_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    children: dict[str | None, list[str]] = field(default_factory=dict)
+
+    def add(self, key: str, label: str, kind: str) -> Node:
+        node = Node(key=key, label=label, kind=kind)
+        if node.parent is not None and node.parent not in self.nodes:
+            raise KeyError(f"parent of {key!r} is not in the plan")
+        self.nodes[key] = node
+        self.children.setdefault(node.parent, []).append(key)
+        return node
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, key: str) -> Node:
+        return self.nodes[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.nodes
+
+    def kids(self, key: str | None) -> list[Node]:
+        return [self.nodes[k] for k in self.children.get(key, ())]
+
+    def descendants(self, key: str) -> Iterator[Node]:
+        for child in self.kids(key):
+            yield child
+            yield from self.descendants(child.key)
+
+    def depth(self, key: str) -> int:
+        return key.count("/")
+
+    def hosts(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "host"]
+
+    def waves(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "wave"]
+
+    def counts(self, key: str) -> dict[str, int]:
+        """Status counts of the host nodes under ``key`` (or of its children if none)."""
+        under = [n for n in self.descendants(key) if n.kind == "host"] or self.kids(key)
+        out: dict[str, int] = {}
+        for n in under:
+            out[n.status] = out.get(n.status, 0) + 1
+        return out
+
+    # -- events -------------------------------------------------------------
+
+    def to_event(self) -> PlanReady:
+        return PlanReady(
+            deploy_id=self.deploy_id,
+            nodes=[n.to_json() for n in self.nodes.values()],
+            meta=dict(self.meta),
+        )
+
+    @classmethod
+    def from_event(cls, event: PlanReady) -> Plan:
+        plan = cls(deploy_id=event.deploy_id, meta=dict(event.meta))
+        for data in event.nodes:
+            node = Node.from_json(data)
+            plan.nodes[node.key] = node
+            plan.children.setdefault(node.parent, []).append(node.key)
+        return plan
+
+    def apply(self, event: Event) -> Node | None:
+        """Update the model from one event; return the node it changed, if any."""
+        if isinstance(event, NodeStatus):
+            node = self.nodes.get(event.key)
+            if node is None:
+                return None
+            node.status = event.status
+            if event.status in (RUNNING, WAITING) and node.started is None:
+                node.started = event.at
+            elif event.status in DONE_STATUSES:
+                node.ended = event.at
+                if node.started is None and event.status in (OK, FAILED):
+                    node.started = event.at
+            if event.detail or event.status in DONE_STATUSES:
+                node.detail = event.detail
+            return node
+        if isinstance(event, Progress):
+            node = self.nodes.get(event.key)
+            if node is not None:
+                node.done, node.total = event.done, event.total
+            return node
+        if isinstance(event, DeployMeta):
+            self.meta.update(event.meta)
+        return None
+
+    def snapshot(self) -> PlanReady:
+        """The plan with the current state of every node (for a late joiner)."""
+        return self.to_event()
+
+
+def host_key(wave: int, host: str) -> str:
+    return f"release/wave-{wave}/{host}"
+
+
+def build_plan(
+    deploy_id: str,
+    waves: Iterable[Iterable[str]],
+    *,
+    meta: dict[str, Any] | None = None,
+    build: bool = True,
+    gates: Iterable[int] = (),
+    steps: tuple[str, ...] = HOST_STEPS,
+    wave_labels: Iterable[str] | None = None,
+    with_source: bool = True,
+) -> Plan:
+    """Build the deploy tree: fetch, build, package, release -> waves -> hosts -> steps.
+
+    ``gates`` lists the 1-based wave numbers followed by an approval gate.
+    """
+    plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
+    if with_source:
+        plan.add("fetch", "fetch", "stage")
+        plan.add("build", "build", "stage")
+        plan.add("package", "package", "stage")
+    plan.add("release", "release", "stage")
+    gate_after = set(gates)
+    waves = [list(w) for w in waves]
+    labels = list(wave_labels) if wave_labels is not None else [f"wave {i}" for i in range(1, len(waves) + 1)]
+    for number, hosts in enumerate(waves, start=1):
+        wkey = f"release/wave-{number}"
+        plan.add(wkey, labels[number - 1], "wave")
+        for host in hosts:
+            hkey = f"{wkey}/{host}"
+            plan.add(hkey, host, "host")
+            for step in steps:
+                plan.add(f"{hkey}/{step}", step, "step")
+        if number in gate_after and number < len(waves):
+            plan.add(f"release/gate-{number}", f"gate after wave {number}", "gate")
+    if not build and with_source:
+        plan["build"].detail = "no build commands"
+    return plan
