@@ -1,0 +1,911 @@
+"""Running a release: :class:`Deployment` (fetch, build, package, release in waves)
+and :class:`Rollback`. Both build their plan at construction, emit events to their
+subscribers while they run, and can be aborted or approved from outside.
+
+    d = Deployment(config)
+    d.subscribe(print)
+    result = await d.run()        # DeployResult(status, exit_code, summary)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import build as buildmod
+from engine import git as gitmod
+from engine.config import Config, ConfigError, HostSpec
+from engine.events import (
+    CANCELLED,
+    FAILED,
+    OK,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Control,
+    DeployFinished,
+    DeployMeta,
+    Event,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    Progress,
+    now,
+)
+from engine.history import History, TranscriptWriter, _alive
+from engine.plan import HOST_STEPS, ROLLBACK_STEPS, Plan, build_plan
+from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
+from engine.steps import (
+    HostState,
+    activate_script,
+    cleanup_script,
+    finish_script,
+    hook_command,
+    lock_owner,
+    parse_kv,
+    probe_script,
+    releases_script,
+    revision_line,
+    takeover_script,
+    unpack_script,
+    utc_stamp,
+)
+from engine.strategy import Budget, wave_plan
+
+log = logging.getLogger("shipdeck.engine")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+
+__all__ = ["Deployment", "Rollback", "DeployResult", "Prompter", "default_operator", "Subscriber"]
+
+Subscriber = Callable[[Event], None]
+
+
+def default_operator() -> str:
+    """SHIPDECK_OPERATOR, else user@hostname."""
+    name = os.environ.get("SHIPDECK_OPERATOR", "").strip()
+    if name:
+        return name
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass
+class DeployResult:
+    status: str  # ok | failed | stopped
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    """A step failed on one host; the message is the reason shown to the operator."""
+
+
+class LockHeld(StepFailed):
+    """Another operator holds the host's deploy lock."""
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Run:
+    """What deploys and rollbacks share: events, abort, approvals, host bookkeeping."""
+
+    kind = "deploy"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hosts: str | None = None,
+        operator: str | None = None,
+        prompter: Prompter | None = None,
+        force_unlock: bool = False,
+        history: History | None = None,
+    ):
+        self.config = config
+        self.operator = operator or default_operator()
+        self.prompter = prompter
+        self.force_unlock = force_unlock
+        self.history = history if history is not None else History()
+        self.selected: list[HostSpec] = config.select_hosts(hosts)
+        self.started_at = time.time()
+        stamp = utc_stamp(self.started_at)
+        self.deploy_id = f"{stamp}-{secrets.token_hex(3)}"
+        self.stamp = stamp
+        self._subscribers: list[Subscriber] = []
+        self._abort = asyncio.Event()
+        self.aborted_by = ""
+        self._approvals: dict[str, asyncio.Event] = {}
+        self.waiting_gate: str | None = None
+        self.states: dict[str, HostState] = {}
+        self.budget = Budget.from_config(config.deploy.max_fail, len(self.selected))
+        self.stop_reason = ""
+        self.plan: Plan = self._build_plan()
+
+    # -- plan and events -----------------------------------------------------
+
+    def _build_plan(self) -> Plan:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(event)`` for every event, in order, on the event loop."""
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def emit(self, event: Event) -> None:
+        self.plan.apply(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber never breaks a deploy
+                log.exception("event subscriber failed")
+
+    def status(self, key: str, status: str, detail: str = "") -> None:
+        self.emit(NodeStatus(self.deploy_id, key=key, status=status, at=now(), detail=detail))
+
+    def log(self, key: str, text: str, stream: str = "info") -> None:
+        self.emit(LogLine(self.deploy_id, key=key, stream=stream, text=text, at=now()))
+
+    def line_handler(self, key: str) -> Callable[[str, str], None]:
+        return lambda stream, text: self.log(key, text, stream)
+
+    # -- control -------------------------------------------------------------
+
+    @property
+    def aborting(self) -> bool:
+        return self._abort.is_set()
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        """Stop at the next safe point: no new step starts; a host between activate
+        and its health check (or rollback) finishes that first. Idempotent."""
+        if self._abort.is_set():
+            return
+        self.aborted_by = by or self.operator
+        self.stop_reason = reason or f"aborted by {self.aborted_by}"
+        self._abort.set()
+        self.emit(Control(self.deploy_id, action="abort", by=self.aborted_by, key="", at=now()))
+        self.log("release", f"abort requested by {self.aborted_by}" + (f": {reason}" if reason else ""))
+
+    def approve(self, by: str = "", key: str | None = None) -> bool:
+        """Approve the waiting gate (or ``key``). Returns False if no gate waits."""
+        key = key or self.waiting_gate
+        if key is None or key not in self._approvals:
+            return False
+        event = self._approvals[key]
+        if event.is_set():
+            return False
+        self.emit(Control(self.deploy_id, action="approve", by=by or self.operator, key=key, at=now()))
+        event.set()
+        return True
+
+    # -- hosts ---------------------------------------------------------------
+
+    def _steps_of(self, hkey: str) -> list[str]:
+        return [n.key for n in self.plan.kids(hkey)]
+
+    def _close_host(self, hkey: str, status: str, detail: str = "") -> None:
+        """Mark the host's unfinished steps and the host itself."""
+        for skey in self._steps_of(hkey):
+            if self.plan[skey].status in (PENDING, RUNNING, WAITING):
+                self.status(skey, status if status != FAILED else SKIPPED)
+        self.status(hkey, status, detail)
+
+    async def _step(self, key: str, work: Any, *, shielded: bool = False) -> Any:
+        """Run one step: running -> ok/failed with timing. Checks abort first."""
+        if self.aborting and not shielded:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise _Aborted()
+        self.status(key, RUNNING)
+        try:
+            result = await work
+        except StepFailed as exc:
+            self.status(key, FAILED, str(exc))
+            raise
+        except CommandTimeout as exc:
+            self.status(key, FAILED, str(exc))
+            raise StepFailed(str(exc)) from None
+        except SSHError as exc:
+            self.status(key, FAILED, str(exc))
+            raise StepFailed(str(exc)) from None
+        detail = result if isinstance(result, str) else ""
+        if self.plan[key].status == RUNNING:
+            self.status(key, OK, detail)
+        return result
+
+    async def _run_hook(self, host: Host, key: str, cwd: str, command: str, env: dict[str, str], timeout: float) -> None:
+        self.log(key, f"$ {command}")
+        res = await host.run(hook_command(cwd, command, env), on_line=self.line_handler(key), timeout=timeout)
+        if not res.ok:
+            last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+            raise StepFailed(f"`{command}` exited {res.exit_status}" + (f": {last[0][:200]}" if last[0] else ""))
+
+    async def _lock(self, st: HostState, key: str, artifact_sha: str | None) -> str:
+        owner = lock_owner(self.operator, self.deploy_id)
+        res = await st.host.run(probe_script(self.config.deploy.path, artifact_sha, owner), timeout=60)  # type: ignore[union-attr]
+        info = parse_kv(res.stdout)
+        if not res.ok or "path" not in info:
+            raise StepFailed(f"cannot prepare {self.config.deploy.path}: {(res.stderr or res.stdout).strip()[:300]}")
+        st.path = info["path"]
+        st.current = info.get("current", "")
+        st.artifact_sha = info.get("artifact_sha", "")
+        st.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
+        if info.get("lock") == "acquired":
+            st.locked = True
+            return f"{st.path} (current: {st.current or 'none'})"
+        held = info.get("owner", "").strip()
+        try:
+            who = json.loads(held) if held else {}
+        except ValueError:
+            who = {}
+        desc = _describe_owner(who)
+        stale = not who or (who.get("host") == socket.gethostname() and isinstance(who.get("pid"), int) and not _alive(who["pid"]))
+        if stale or self.force_unlock:
+            why = "stale: its process is gone" if stale else "--force-unlock"
+            self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
+            res = await st.host.run(takeover_script(st.path, owner, self.deploy_id), timeout=30)  # type: ignore[union-attr]
+            if "lock=acquired" in res.stdout:
+                st.locked = True
+                return f"took over lock of {desc}"
+            raise LockHeld(f"could not take over the lock held by {desc}")
+        raise LockHeld(f"locked by {desc}; if that deploy is dead, rerun with --force-unlock")
+
+    async def _finish_host(self, st: HostState, release_id: str, sha: str, remove_release: str | None) -> None:
+        """Append to revisions.log, drop an unactivated release, release the lock."""
+        if st.host is None or not st.path:
+            return
+        line = revision_line(release_id, sha, self.operator, st.outcome or st.status, self.deploy_id, self.kind)
+        try:
+            await st.host.run(finish_script(st.path, line, unlock=st.locked, remove_release=remove_release), timeout=30)
+            st.locked = False
+        except SSHError as exc:
+            self.log(st.key, f"could not release the lock: {exc}", "stderr")
+
+    async def _health(self, host: Host, key: str, cwd: str, env: dict[str, str]) -> tuple[bool, str]:
+        d = self.config.deploy
+        if not d.health:
+            return True, ""
+        deadline = time.monotonic() + d.health_timeout
+        attempt = 0
+        last = ""
+        while True:
+            attempt += 1
+            remaining = max(0.5, deadline - time.monotonic())
+            try:
+                res = await host.run(hook_command(cwd, d.health, env), on_line=self.line_handler(key), timeout=remaining)
+                if res.ok:
+                    return True, f"healthy after {attempt} attempt{'s' if attempt > 1 else ''}"
+                last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
+                last = last[0][:200]
+            except CommandTimeout:
+                last = "health command timed out"
+            if time.monotonic() + d.health_interval >= deadline:
+                return False, f"unhealthy after {attempt} attempts in {d.health_timeout:g}s: {last}"
+            await asyncio.sleep(d.health_interval)
+
+    def _env(self, st: HostState, release_id: str, sha: str) -> dict[str, str]:
+        return {
+            "SHIPDECK_RELEASE": release_id,
+            "SHIPDECK_RELEASE_DIR": f"{st.path}/releases/{release_id}",
+            "SHIPDECK_DEPLOY_PATH": st.path,
+            "SHIPDECK_SHA": sha,
+            "SHIPDECK_PREVIOUS": st.current,
+            "SHIPDECK_OPERATOR": self.operator,
+        }
+
+    # -- waves ---------------------------------------------------------------
+
+    async def _run_waves(self, connector: Connector, flow: Callable[[HostState], Any]) -> None:
+        sem = asyncio.Semaphore(self.config.deploy.parallel)
+        waves = self.plan.waves()
+        for index, wave in enumerate(waves, start=1):
+            hosts = self.plan.kids(wave.key)
+            if self.aborting or self.budget.exceeded or self.stop_reason:
+                status = CANCELLED if self.aborting else SKIPPED
+                for h in hosts:
+                    self._close_host(h.key, status, self.stop_reason)
+                self.status(wave.key, status, self.stop_reason)
+                self._close_gate(index, status)
+                continue
+            self.status(wave.key, RUNNING)
+
+            async def one(hnode: Any) -> None:
+                st = self.states[hnode.key]
+                async with sem:
+                    if self.aborting or self.budget.exceeded or (self.stop_reason and not self.aborting):
+                        status = CANCELLED if self.aborting else SKIPPED
+                        self._close_host(hnode.key, status, self.stop_reason)
+                        return
+                    await flow(st)
+
+            await asyncio.gather(*(one(h) for h in hosts))
+            counts = self.plan.counts(wave.key)
+            failed = counts.get(FAILED, 0)
+            detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (f", {failed} failed" if failed else "")
+            if self.budget.exceeded and not self.stop_reason:
+                self.stop_reason = (
+                    f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
+                )
+                self.log("release", self.stop_reason, "stderr")
+            self.status(wave.key, FAILED if failed else (CANCELLED if self.aborting and not counts.get(OK) else OK), detail)
+            if index < len(waves):
+                await self._gate(index)
+
+    def _close_gate(self, index: int, status: str) -> None:
+        key = f"release/gate-{index}"
+        if key in self.plan and self.plan[key].status in (PENDING, WAITING):
+            self.status(key, status)
+
+    async def _gate(self, index: int) -> None:
+        key = f"release/gate-{index}"
+        if key not in self.plan:
+            return
+        if self.aborting or self.stop_reason:
+            self._close_gate(index, CANCELLED if self.aborting else SKIPPED)
+            return
+        approved = self._approvals.setdefault(key, asyncio.Event())
+        self.waiting_gate = key
+        self.status(key, WAITING, "waiting for approval")
+        self.emit(GateWaiting(self.deploy_id, key=key, at=now()))
+        aborted = asyncio.ensure_future(self._abort.wait())
+        approval = asyncio.ensure_future(approved.wait())
+        await asyncio.wait({aborted, approval}, return_when=asyncio.FIRST_COMPLETED)
+        aborted.cancel()
+        approval.cancel()
+        self.waiting_gate = None
+        if approved.is_set():
+            self.status(key, OK, "approved")
+        else:
+            self.status(key, CANCELLED, self.stop_reason)
+
+    # -- summary -------------------------------------------------------------
+
+    def _summary(self, release_id: str) -> tuple[str, int, dict[str, Any]]:
+        hosts = self.plan.hosts()
+        by: dict[str, int] = {}
+        for h in hosts:
+            by[h.status] = by.get(h.status, 0) + 1
+        failed = {h.label: (h.detail or "failed") for h in hosts if h.status == FAILED}
+        if self.stop_reason:
+            status, code = "stopped", EXIT_STOPPED
+        elif failed:
+            status, code = "failed", EXIT_FAILED
+        else:
+            status, code = OK, EXIT_OK
+        summary = {
+            "hosts": len(hosts),
+            "ok": by.get(OK, 0),
+            "failed": len(failed),
+            "skipped": by.get(SKIPPED, 0),
+            "cancelled": by.get(CANCELLED, 0),
+            "failures": failed,
+            "reason": self.stop_reason,
+            "release_id": release_id,
+            "exit_code": code,
+            "duration": round(time.time() - self.started_at, 3),
+        }
+        return status, code, summary
+
+    def _host_rows(self, release_id: str) -> list[dict[str, Any]]:
+        rows = []
+        for h in self.plan.hosts():
+            st = self.states.get(h.key)
+            rows.append(
+                {
+                    "host": h.label,
+                    "status": h.status,
+                    "detail": h.detail,
+                    "release_id": release_id if h.status == OK else "",
+                    "previous": st.current if st else "",
+                }
+            )
+        return rows
+
+    async def _finish(self, release_id: str, sha: str, writer: TranscriptWriter | None) -> DeployResult:
+        status, code, summary = self._summary(release_id)
+        self.status("release", {OK: OK, "failed": FAILED}.get(status, FAILED if summary["failed"] else CANCELLED), _count_text(summary))
+        self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
+        try:
+            self.history.update(self.deploy_id, sha=sha, release_id=release_id)
+            self.history.finish(self.deploy_id, status, code, summary, self._host_rows(release_id))
+        except Exception as exc:  # history must not turn a deploy into a crash
+            log.warning("could not record history: %s", exc)
+        if writer is not None:
+            self.unsubscribe(writer)
+            writer.close()
+        return DeployResult(status=status, exit_code=code, summary=summary)
+
+    def _start_history(self, ref: str) -> TranscriptWriter | None:
+        try:
+            self.history.start(self.deploy_id, self.kind, self.config.project.name, ref, self.operator, str(self.config.path))
+            writer = TranscriptWriter(self.history, self.deploy_id)
+        except Exception as exc:
+            log.warning("could not record history: %s", exc)
+            return None
+        self.subscribe(writer)
+        return writer
+
+
+class Deployment(_Run):
+    """Deploy ``ref`` (default: the config's) to the selected hosts."""
+
+    kind = "deploy"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        ref: str | None = None,
+        hosts: str | None = None,
+        operator: str | None = None,
+        prompter: Prompter | None = None,
+        force_unlock: bool = False,
+        auto_approve: bool = False,
+        history: History | None = None,
+    ):
+        self.ref = ref or config.project.ref
+        self.auto_approve = auto_approve
+        super().__init__(config, hosts=hosts, operator=operator, prompter=prompter, force_unlock=force_unlock, history=history)
+        self.sha = ""
+        self.release_id = ""
+        self.package: buildmod.Package | None = None
+
+    def _build_plan(self) -> Plan:
+        waves, labels, gates = wave_plan(self.selected, self.config.deploy)
+        if self.auto_approve:
+            gates = set()
+        plan = build_plan(
+            self.deploy_id,
+            [[h.name for h in w] for w in waves],
+            meta={
+                "kind": "deploy",
+                "project": self.config.project.name,
+                "ref": self.ref,
+                "sha": "",
+                "release_id": "",
+                "operator": self.operator,
+                "hosts": len(self.selected),
+            },
+            build=bool(self.config.build.commands),
+            gates=gates,
+            wave_labels=labels,
+        )
+        for w, wave in enumerate(waves, start=1):
+            for h in wave:
+                key = f"release/wave-{w}/{h.name}"
+                self.states[key] = HostState(name=h.name, key=key)
+        return plan
+
+    async def run(self) -> DeployResult:
+        """Run the whole deploy. Never raises for host failures; see DeployResult."""
+        self.emit(self.plan.to_event())
+        writer = self._start_history(self.ref)
+        try:
+            ok = await self._source()
+            if ok:
+                await self._release()
+            else:
+                for n in self.plan:
+                    if n.status in (PENDING,) and n.key != "release":
+                        self.status(n.key, SKIPPED if not self.aborting else CANCELLED)
+            return await self._finish(self.release_id, self.sha, writer)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+
+    # -- fetch, build, package -------------------------------------------------
+
+    async def _source(self) -> bool:
+        cfg = self.config
+        repo = gitmod.normalise_repo(cfg.project.repo, cfg.base_dir)
+        self.status("fetch", RUNNING)
+        self.log("fetch", f"git fetch {cfg.project.repo} ({self.ref})")
+        try:
+            mirror, sha, cloned = await gitmod.fetch(repo, self.ref)
+            info = await asyncio.to_thread(gitmod.commit_info, mirror, sha)
+        except gitmod.GitError as exc:
+            self.log("fetch", str(exc), "stderr")
+            self.status("fetch", FAILED, str(exc))
+            self.stop_reason = f"fetch failed: {exc}"
+            return False
+        self.sha = sha
+        self.release_id = f"{self.stamp}-{sha[:7]}"
+        self.emit(DeployMeta(self.deploy_id, meta={"sha": sha, "release_id": self.release_id, "subject": info["subject"]}))
+        self.log("fetch", f"{self.ref} -> {sha[:12]} {info['subject']}")
+        self.status("fetch", OK, f"{sha[:7]} {info['subject'][:60]}" + (" (cloned)" if cloned else ""))
+        if self.aborting:
+            return False
+
+        cached = buildmod.cached_package(sha, cfg.build)
+        if cached is not None:
+            self.package = cached
+            self.status("build", SKIPPED, "reused the package of an identical build")
+            self.status("package", OK, f"reused {cached.sha256[:12]} ({_size(cached.size)})")
+            self.log("package", f"reusing {cached.path}")
+            return True
+        self.status("build", RUNNING)
+        try:
+            self.package = await buildmod.build_package(mirror, sha, cfg.build, self.line_handler("build"))
+        except (buildmod.BuildError, gitmod.GitError) as exc:
+            self.log("build", str(exc), "stderr")
+            self.status("build", FAILED, str(exc))
+            self.stop_reason = f"build failed: {exc}"
+            return False
+        self.status("build", OK if cfg.build.commands else SKIPPED, f"{len(cfg.build.commands)} command(s)" if cfg.build.commands else "no build commands")
+        self.status("package", OK, f"{self.package.sha256[:12]} ({_size(self.package.size)}, {self.package.files} files)")
+        self.log("package", f"{self.package.path}")
+        return not self.aborting
+
+    # -- release ---------------------------------------------------------------
+
+    async def _release(self) -> None:
+        self.status("release", RUNNING)
+        connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter, on_log=lambda m: self.log("release", m))
+        if self.auto_approve:
+            pass
+        try:
+            await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
+        finally:
+            await connector.close()
+
+    def approve_all(self) -> None:
+        self.auto_approve = True
+
+    async def _gate(self, index: int) -> None:
+        key = f"release/gate-{index}"
+        if self.auto_approve and key in self.plan and not (self.aborting or self.stop_reason):
+            self.status(key, OK, "approved (--yes)")
+            return
+        await super()._gate(index)
+
+    async def _deploy_host(self, connector: Connector, st: HostState) -> None:
+        d = self.config.deploy
+        hk = st.key
+        pkg = self.package
+        assert pkg is not None
+        self.status(hk, RUNNING)
+        remove_release: str | None = None
+        try:
+            st.host = await self._step(f"{hk}/connect", connector.connect(self._spec(st.name)))
+            await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
+            env = self._env(st, self.release_id, self.sha)
+            host = st.host
+
+            # upload
+            if st.artifact_sha == pkg.sha256:
+                self.status(f"{hk}/upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+            else:
+                await self._step(f"{hk}/upload", self._upload(st, f"{hk}/upload"))
+            remove_release = self.release_id
+            await self._step(f"{hk}/unpack", self._unpack(st, f"{hk}/unpack"))
+            if d.shared:
+                await self._step(f"{hk}/link", self._link(st, f"{hk}/link"))
+            else:
+                self.status(f"{hk}/link", SKIPPED, "no shared entries")
+            if d.before_activate:
+                rel = f"{st.path}/releases/{self.release_id}"
+                await self._step(f"{hk}/before", self._hooks(host, f"{hk}/before", rel, d.before_activate, env))
+            else:
+                self.status(f"{hk}/before", SKIPPED, "no hooks")
+            if self.aborting:
+                raise _Aborted()
+            # From here to the end of health (and its rollback) the host is switched:
+            # an abort waits until it is healthy or rolled back.
+            await self._step(f"{hk}/activate", self._activate(st, self.release_id), shielded=True)
+            st.activated = True
+            remove_release = None
+            await self._after_activate(st, env)
+            if st.status == FAILED:
+                return
+            if self.aborting:
+                raise _Aborted()
+            await self._step(f"{hk}/cleanup", self._cleanup(st))
+            st.status = OK
+            st.outcome = "ok"
+            self._close_host(hk, OK, f"{self.release_id}")
+        except _Aborted:
+            st.status, st.outcome = CANCELLED, "cancelled"
+            self._close_host(hk, CANCELLED, self.stop_reason or "aborted")
+        except StepFailed as exc:
+            st.status, st.outcome = FAILED, "failed"
+            st.reason = str(exc)
+            self.budget.fail(st.name, st.reason)
+            if isinstance(exc, LockHeld) and not self.stop_reason:
+                self.stop_reason = f"{st.name}: {exc}"
+            self._close_host(hk, FAILED, st.reason)
+        finally:
+            if st.host is not None:
+                await self._finish_host(st, self.release_id, self.sha, remove_release)
+
+    async def _after_activate(self, st: HostState, env: dict[str, str]) -> None:
+        """restart + health; on failure roll this host back to its previous release."""
+        d = self.config.deploy
+        hk = st.key
+        assert st.host is not None
+        cur = f"{st.path}/current"
+        try:
+            if d.after_activate:
+                await self._step(f"{hk}/restart", self._hooks(st.host, f"{hk}/restart", cur, d.after_activate, env), shielded=True)
+            else:
+                self.status(f"{hk}/restart", SKIPPED, "no hooks")
+            if d.health:
+                self.status(f"{hk}/health", RUNNING)
+                healthy, detail = await self._health(st.host, f"{hk}/health", cur, env)
+                if healthy:
+                    self.status(f"{hk}/health", OK, detail)
+                    return
+                self.status(f"{hk}/health", FAILED, detail)
+                raise StepFailed(detail)
+            self.status(f"{hk}/health", SKIPPED, "no health check")
+        except StepFailed as exc:
+            st.status, st.reason = FAILED, str(exc)
+            self.budget.fail(st.name, st.reason)
+            st.outcome = "failed"
+            if d.rollback_on_failure and st.current:
+                detail = await self._rollback_host(st, st.current, env)
+                st.reason = f"{exc}; {detail}"
+                st.outcome = "rolled-back" if "healthy" in detail and "unhealthy" not in detail else "rollback-failed"
+            elif d.rollback_on_failure:
+                st.reason = f"{exc}; no previous release to roll back to"
+            self._close_host(hk, FAILED, st.reason)
+
+    async def _rollback_host(self, st: HostState, target: str, env: dict[str, str]) -> str:
+        hk = st.key
+        host = st.host
+        assert host is not None
+        self.log(hk, f"rolling back to {target}", "stderr")
+        try:
+            res = await host.run(activate_script(st.path, target), timeout=60)
+            if not res.ok:
+                return f"rollback to {target} failed: {res.stderr.strip()[:200]}"
+            self.log(hk, f"current -> releases/{target} (rolled back)")
+            env = {**env, "SHIPDECK_RELEASE": target, "SHIPDECK_RELEASE_DIR": f"{st.path}/releases/{target}"}
+            for command in self.config.deploy.after_activate:
+                await self._run_hook(host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout)
+            healthy, detail = await self._health(host, hk, f"{st.path}/current", env)
+        except (StepFailed, SSHError) as exc:
+            return f"rolled back to {target}, but: {exc}"
+        self.log(hk, f"rollback to {target}: {'healthy' if healthy else 'UNHEALTHY'}", "info" if healthy else "stderr")
+        return f"rolled back to {target} ({'healthy' if healthy else 'unhealthy: ' + detail})"
+
+    def _spec(self, name: str) -> HostSpec:
+        for h in self.selected:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    async def _upload(self, st: HostState, key: str) -> str:
+        pkg = self.package
+        assert pkg is not None and st.host is not None
+        remote = f"{st.path}/artifacts/{pkg.sha256}.tar.gz.part"
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            t = time.monotonic()
+            if done == total or t - last[0] >= 0.1:
+                last[0] = t
+                self.emit(Progress(self.deploy_id, key=key, done=done, total=total))
+
+        started = time.monotonic()
+        upload = asyncio.ensure_future(st.host.put(pkg.path, remote, progress))
+        aborted = asyncio.ensure_future(self._abort.wait())
+        await asyncio.wait({upload, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        if not upload.done():
+            upload.cancel()
+            aborted.cancel()
+            try:
+                await upload
+            except (asyncio.CancelledError, SSHError):
+                pass
+            raise _Aborted()
+        aborted.cancel()
+        upload.result()
+        secs = max(time.monotonic() - started, 1e-6)
+        return f"{_size(pkg.size)} in {secs:.2f}s ({pkg.size / secs / 1e6:.1f} MB/s)"
+
+    async def _unpack(self, st: HostState, key: str) -> str:
+        assert self.package is not None and st.host is not None
+        res = await st.host.run(unpack_script(st.path, self.package.sha256, self.release_id, self.sha), on_line=self.line_handler(key), timeout=self.config.ssh.command_timeout)
+        if not res.ok:
+            raise StepFailed(f"unpack failed: {(res.stderr or res.stdout).strip()[-300:]}")
+        return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+
+    async def _link(self, st: HostState, key: str) -> str:
+        assert st.host is not None
+        from engine.steps import link_script
+
+        res = await st.host.run(link_script(st.path, self.release_id, self.config.deploy.shared), on_line=self.line_handler(key), timeout=60)
+        if not res.ok:
+            raise StepFailed(f"linking shared entries failed: {res.stderr.strip()[-300:]}")
+        return f"{len(self.config.deploy.shared)} shared"
+
+    async def _hooks(self, host: Host, key: str, cwd: str, commands: tuple[str, ...], env: dict[str, str]) -> str:
+        for command in commands:
+            await self._run_hook(host, key, cwd, command, env, self.config.deploy.hook_timeout)
+        return f"{len(commands)} hook(s)"
+
+    async def _activate(self, st: HostState, release_id: str) -> str:
+        assert st.host is not None
+        res = await st.host.run(activate_script(st.path, release_id), timeout=60)
+        if not res.ok:
+            raise StepFailed(f"activate failed: {(res.stderr or res.stdout).strip()[:300]}")
+        return f"current -> {release_id}"
+
+    async def _cleanup(self, st: HostState) -> str:
+        assert st.host is not None
+        res = await st.host.run(
+            cleanup_script(st.path, self.config.deploy.keep_releases, [self.release_id, st.current]),
+            on_line=self.line_handler(f"{st.key}/cleanup"),
+            timeout=120,
+        )
+        removed = sum(1 for line in res.stdout.splitlines() if line.startswith("removed release"))
+        return f"removed {removed} old release{'s' if removed != 1 else ''}" if removed else "nothing to remove"
+
+
+class Rollback(_Run):
+    """Switch ``current`` back to the previous release (or ``to``) on the selected hosts."""
+
+    kind = "rollback"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        to: str | None = None,
+        hosts: str | None = None,
+        operator: str | None = None,
+        prompter: Prompter | None = None,
+        force_unlock: bool = False,
+        history: History | None = None,
+    ):
+        self.to = to
+        super().__init__(config, hosts=hosts, operator=operator, prompter=prompter, force_unlock=force_unlock, history=history)
+        self.release_id = to or ""
+
+    def _build_plan(self) -> Plan:
+        plan = build_plan(
+            self.deploy_id,
+            [[h.name for h in self.selected]],
+            meta={
+                "kind": "rollback",
+                "project": self.config.project.name,
+                "ref": "",
+                "sha": "",
+                "release_id": self.to or "previous",
+                "operator": self.operator,
+                "hosts": len(self.selected),
+            },
+            steps=ROLLBACK_STEPS,
+            wave_labels=[f"rollback to {self.to or 'previous release'}"],
+            with_source=False,
+        )
+        for h in self.selected:
+            key = f"release/wave-1/{h.name}"
+            self.states[key] = HostState(name=h.name, key=key)
+        return plan
+
+    async def run(self) -> DeployResult:
+        self.emit(self.plan.to_event())
+        writer = self._start_history(self.to or "previous")
+        connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)
+        self.status("release", RUNNING)
+        try:
+            await self._run_waves(connector, lambda st: self._rollback(connector, st))
+        finally:
+            await connector.close()
+        targets = {st.outcome for st in self.states.values() if st.status == OK}
+        return await self._finish(",".join(sorted(targets)), "", writer)
+
+    async def _rollback(self, connector: Connector, st: HostState) -> None:
+        hk = st.key
+        self.status(hk, RUNNING)
+        target = ""
+        try:
+            spec = next(h for h in self.selected if h.name == st.name)
+            st.host = await self._step(f"{hk}/connect", connector.connect(spec))
+            await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", None))
+            res = await st.host.run(releases_script(st.path), timeout=60)
+            releases = [line[8:] for line in res.stdout.splitlines() if line.startswith("release=")]
+            if self.to:
+                if self.to not in releases:
+                    self.status(f"{hk}/activate", FAILED, f"release {self.to} is not on this host")
+                    raise StepFailed(f"release {self.to} is not on this host (has: {', '.join(releases[-5:]) or 'none'})")
+                target = self.to
+            else:
+                # releases are listed newest first (by time unpacked)
+                older = releases[releases.index(st.current) + 1 :] if st.current in releases else []
+                if not older:
+                    self.status(f"{hk}/activate", FAILED, "no previous release")
+                    raise StepFailed(f"no release older than {st.current or 'current'} to roll back to")
+                target = older[0]
+            env = self._env(st, target, "")
+            await self._step(f"{hk}/activate", self._switch(st, target), shielded=True)
+            st.activated = True
+            cur = f"{st.path}/current"
+            if self.config.deploy.after_activate:
+                await self._step(f"{hk}/restart", self._hooks(st, f"{hk}/restart", cur, env), shielded=True)
+            else:
+                self.status(f"{hk}/restart", SKIPPED, "no hooks")
+            if self.config.deploy.health:
+                self.status(f"{hk}/health", RUNNING)
+                healthy, detail = await self._health(st.host, f"{hk}/health", cur, env)
+                self.status(f"{hk}/health", OK if healthy else FAILED, detail)
+                if not healthy:
+                    raise StepFailed(detail)
+            else:
+                self.status(f"{hk}/health", SKIPPED, "no health check")
+            st.status, st.outcome = OK, target
+            self._close_host(hk, OK, f"{st.current} -> {target}")
+        except _Aborted:
+            st.status, st.outcome = CANCELLED, "cancelled"
+            self._close_host(hk, CANCELLED, self.stop_reason or "aborted")
+        except StepFailed as exc:
+            st.status, st.outcome, st.reason = FAILED, "failed", str(exc)
+            self.budget.fail(st.name, st.reason)
+            if isinstance(exc, LockHeld) and not self.stop_reason:
+                self.stop_reason = f"{st.name}: {exc}"
+            self._close_host(hk, FAILED, st.reason)
+        finally:
+            if st.host is not None:
+                outcome = st.outcome
+                st.outcome = "ok" if st.status == OK else outcome
+                await self._finish_host(st, target or "-", "", None)
+                st.outcome = outcome
+
+    async def _switch(self, st: HostState, target: str) -> str:
+        assert st.host is not None
+        res = await st.host.run(activate_script(st.path, target), timeout=60)
+        if not res.ok:
+            raise StepFailed(f"switch failed: {(res.stderr or res.stdout).strip()[:300]}")
+        return f"current -> {target}"
+
+    async def _hooks(self, st: HostState, key: str, cwd: str, env: dict[str, str]) -> str:
+        assert st.host is not None
+        for command in self.config.deploy.after_activate:
+            await self._run_hook(st.host, key, cwd, command, env, self.config.deploy.hook_timeout)
+        return f"{len(self.config.deploy.after_activate)} hook(s)"
+
+
+def _describe_owner(who: dict[str, Any]) -> str:
+    if not who:
+        return "an unknown owner (empty lock)"
+    return f"{who.get('operator', '?')} (pid {who.get('pid', '?')} on {who.get('host', '?')}, since {who.get('since', '?')})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _count_text(summary: dict[str, Any]) -> str:
+    parts = [f"{summary['ok']}/{summary['hosts']} ok"]
+    for k in ("failed", "skipped", "cancelled"):
+        if summary.get(k):
+            parts.append(f"{summary[k]} {k}")
+    return ", ".join(parts)
+
+
+_ = (HOST_STEPS, ConfigError, Path)

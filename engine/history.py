@@ -1,0 +1,175 @@
+"""Local history: every deploy and rollback in SQLite, plus a JSON-lines transcript
+of its events kept beside it.
+
+``$XDG_STATE_HOME/shipdeck/history.db`` and ``.../transcripts/<deploy_id>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.events import Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deploys (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    project TEXT NOT NULL,
+    ref TEXT,
+    sha TEXT,
+    release_id TEXT,
+    operator TEXT,
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    summary TEXT,
+    config TEXT,
+    pid INTEGER,
+    client TEXT
+);
+CREATE TABLE IF NOT EXISTS deploy_hosts (
+    deploy_id TEXT NOT NULL REFERENCES deploys(id),
+    host TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT,
+    release_id TEXT,
+    previous TEXT,
+    PRIMARY KEY (deploy_id, host)
+);
+CREATE INDEX IF NOT EXISTS deploys_started ON deploys(started);
+"""
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "shipdeck"
+
+
+class History:
+    """The history database. Each call opens its own short connection (WAL)."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path else state_dir() / "history.db"
+        self.transcripts = self.path.parent / "transcripts"
+
+    def _db(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        return db
+
+    def start(self, deploy_id: str, kind: str, project: str, ref: str, operator: str, config: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO deploys (id, kind, project, ref, operator, started, status, config, pid, client)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (deploy_id, kind, project, ref, operator, time.time(), config, os.getpid(), socket.gethostname()),
+            )
+
+    def update(self, deploy_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._db() as db:
+            db.execute(f"UPDATE deploys SET {cols} WHERE id = ?", (*fields.values(), deploy_id))
+
+    def finish(self, deploy_id: str, status: str, exit_code: int, summary: dict[str, Any], hosts: list[dict[str, Any]]) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE deploys SET ended = ?, status = ?, exit_code = ?, summary = ? WHERE id = ?",
+                (time.time(), status, exit_code, json.dumps(summary), deploy_id),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO deploy_hosts (deploy_id, host, status, detail, release_id, previous)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(deploy_id, h["host"], h["status"], h.get("detail", ""), h.get("release_id", ""), h.get("previous", "")) for h in hosts],
+            )
+
+    def _row(self, row: sqlite3.Row, db: sqlite3.Connection) -> dict[str, Any]:
+        d = dict(row)
+        d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+        if d["status"] == "running" and d.get("client") == socket.gethostname() and d.get("pid") and not _alive(d["pid"]):
+            d["status"] = "interrupted"
+        counts = db.execute(
+            "SELECT status, COUNT(*) AS n FROM deploy_hosts WHERE deploy_id = ? GROUP BY status", (d["id"],)
+        ).fetchall()
+        by = {r["status"]: r["n"] for r in counts}
+        d["hosts_ok"] = by.get("ok", 0)
+        d["hosts_failed"] = by.get("failed", 0)
+        return d
+
+    def list(self, n: int = 20, project: str | None = None) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            if project:
+                rows = db.execute("SELECT * FROM deploys WHERE project = ? ORDER BY started DESC LIMIT ?", (project, n)).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM deploys ORDER BY started DESC LIMIT ?", (n,)).fetchall()
+            return [self._row(r, db) for r in rows]
+
+    def get(self, deploy_id: str) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        with self._db() as db:
+            row = db.execute("SELECT * FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
+            if row is None:
+                rows = db.execute("SELECT * FROM deploys WHERE id LIKE ? ORDER BY started DESC", (deploy_id + "%",)).fetchall()
+                if len(rows) != 1:
+                    return None
+                row = rows[0]
+            d = self._row(row, db)
+            d["hosts"] = [dict(r) for r in db.execute("SELECT * FROM deploy_hosts WHERE deploy_id = ? ORDER BY host", (d["id"],))]
+            return d
+
+    def releases(self, project: str) -> list[str]:
+        """Release ids deployed successfully (to at least one host), newest first."""
+        if not self.path.exists():
+            return []
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT DISTINCT h.release_id FROM deploy_hosts h JOIN deploys d ON d.id = h.deploy_id"
+                " WHERE d.project = ? AND d.kind = 'deploy' AND h.status = 'ok' AND h.release_id != ''"
+                " ORDER BY h.release_id DESC",
+                (project,),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+    def transcript(self, deploy_id: str) -> Path | None:
+        path = self.transcripts / f"{deploy_id}.jsonl"
+        return path if path.exists() else None
+
+
+class TranscriptWriter:
+    """Subscriber that appends every event as one JSON line (flushed per line)."""
+
+    def __init__(self, history: History, deploy_id: str):
+        history.transcripts.mkdir(parents=True, exist_ok=True)
+        self.path = history.transcripts / f"{deploy_id}.jsonl"
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def __call__(self, event: Event) -> None:
+        self._file.write(event.dumps() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

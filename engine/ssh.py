@@ -1,0 +1,412 @@
+"""The SSH layer: one asyncssh connection per host, reused for every command and
+SFTP transfer of a deploy.
+
+- handshakes are capped (``ssh.max_startups``) so sshd's MaxStartups never drops us;
+- commands on one connection are capped (``ssh.max_sessions``) below MaxSessions;
+- a jump host is connected once and every target is tunnelled through it;
+- ~/.ssh/config (Host aliases, HostName, User, Port, IdentityFile, ProxyJump),
+  ssh-agent and known_hosts are honoured; host keys are strict by default,
+  ``accept-new`` records an unknown key, a changed key is always refused;
+- timeouts everywhere: connect, commands, keepalives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import asyncssh
+
+from engine.config import HostSpec, SshConfig, parse_host
+
+LineHandler = Callable[[str, str], None]  # (stream, text)
+
+
+class SSHError(Exception):
+    """A host could not be reached, authenticated or a command could not run."""
+
+
+class HostKeyError(SSHError):
+    """The host key is unknown (strict policy) or has CHANGED."""
+
+    def __init__(self, message: str, *, changed: bool, fingerprint: str, key_type: str):
+        super().__init__(message)
+        self.changed = changed
+        self.fingerprint = fingerprint
+        self.key_type = key_type
+
+
+class CommandTimeout(SSHError):
+    pass
+
+
+class Prompter(Protocol):
+    """How the engine asks the operator (the TUI shows modals; headless may use a TTY)."""
+
+    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool: ...
+
+    async def ask_password(self, host: str, user: str) -> str | None: ...
+
+
+@dataclass
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def q(value: str) -> str:
+    """Shell-quote one argument."""
+    return shlex.quote(value)
+
+
+def _expand(path: str | None, base: Path) -> str | None:
+    if not path:
+        return None
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else base / p)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect, after ssh config and shipdeck.toml are merged."""
+
+    name: str
+    host: str  # what we connect to (after HostName)
+    port: int
+    user: str
+    identities: tuple[str, ...]
+    jump: str | None
+
+
+class _HostKeyCheck:
+    """Decides on keys that known_hosts does not already trust."""
+
+    def __init__(self, known_hosts: str, policy: str, lock: asyncio.Lock | None = None):
+        self.path = known_hosts
+        self.policy = policy
+        self.seen: dict[tuple[str, int], tuple[bool, asyncssh.SSHKey]] = {}
+
+    def has_entry(self, host: str, addr: str, port: int) -> bool:
+        try:
+            kh = asyncssh.read_known_hosts(self.path)
+        except (OSError, ValueError):
+            return False
+        keys = kh.match(host, addr, port if port != 22 else None)[0]
+        return bool(keys)
+
+    def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
+        pattern = host if port == 22 else f"[{host}]:{port}"
+        line = f"{pattern} {key.export_public_key().decode().strip()}\n"
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    def decide(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        changed = self.has_entry(host, addr, port)
+        self.seen[(host, port)] = (changed, key)
+        if changed:
+            return False
+        if self.policy == "accept-new":
+            self.record(host, port, key)
+            return True
+        return False
+
+
+def _client_factory(check: _HostKeyCheck, prompter: Prompter | None, password: str | None, label: str) -> type:
+    class Client(asyncssh.SSHClient):
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+            return check.decide(host, addr, port, key)
+
+        async def password_auth_requested(self) -> str | None:  # type: ignore[override]
+            if password is not None:
+                return password
+            if prompter is None:
+                return None
+            return await prompter.ask_password(label, getattr(self, "_user", ""))
+
+    return Client
+
+
+class Host:
+    """One connected host: run commands and transfer files over one connection."""
+
+    def __init__(self, name: str, conn: asyncssh.SSHClientConnection, max_sessions: int, command_timeout: float):
+        self.name = name
+        self.conn = conn
+        self._sessions = asyncio.Semaphore(max_sessions)
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
+        self.command_timeout = command_timeout
+        self.commands_run = 0
+
+    async def run(
+        self,
+        command: str,
+        *,
+        on_line: LineHandler | None = None,
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> CommandResult:
+        """Run a shell command; stream its lines to ``on_line``. Raises CommandTimeout/SSHError."""
+        timeout = timeout or self.command_timeout
+        async with self._sessions:
+            self.commands_run += 1
+            try:
+                proc = await self.conn.create_process(command, stdin=asyncssh.PIPE if input is not None else asyncssh.DEVNULL)
+            except (asyncssh.Error, OSError) as exc:
+                raise SSHError(f"cannot start command: {exc}") from None
+            out: list[str] = []
+            err: list[str] = []
+
+            async def pump(stream: Any, name: str, sink: list[str]) -> None:
+                async for line in stream:
+                    if not line:
+                        continue
+                    text = line.rstrip("\n")
+                    sink.append(text)
+                    if on_line is not None:
+                        on_line(name, text)
+
+            try:
+                if input is not None:
+                    proc.stdin.write(input)
+                    proc.stdin.write_eof()
+                await asyncio.wait_for(
+                    asyncio.gather(pump(proc.stdout, "stdout", out), pump(proc.stderr, "stderr", err), proc.wait()),
+                    timeout,
+                )
+            except TimeoutError:
+                proc.close()
+                raise CommandTimeout(f"command timed out after {timeout:g}s") from None
+            except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+                proc.close()
+                raise SSHError(f"connection lost: {exc}") from None
+            except asyncio.CancelledError:
+                proc.close()
+                raise
+            status = proc.exit_status
+            if status is None:
+                status = 255
+                if proc.exit_signal:
+                    err.append(f"killed by signal {proc.exit_signal[0]}")
+            return CommandResult(status, "\n".join(out), "\n".join(err))
+
+    async def sftp(self) -> asyncssh.SFTPClient:
+        async with self._sftp_lock:
+            if self._sftp is None:
+                try:
+                    self._sftp = await self.conn.start_sftp_client()
+                except (asyncssh.Error, OSError) as exc:
+                    raise SSHError(f"cannot start SFTP: {exc}") from None
+            return self._sftp
+
+    async def put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None) -> None:
+        sftp = await self.sftp()
+
+        def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+
+        try:
+            async with self._sessions:
+                await sftp.put(str(local), remote, block_size=256 * 1024 - 1024, max_requests=64, progress_handler=handler)
+        except (asyncssh.Error, OSError) as exc:
+            raise SSHError(f"upload failed: {exc}") from None
+
+    async def get(self, remote: str, local: Path) -> None:
+        sftp = await self.sftp()
+        try:
+            async with self._sessions:
+                await sftp.get(remote, str(local))
+        except asyncssh.SFTPNoSuchFile:
+            raise SSHError(f"{remote}: no such file") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise SSHError(f"download of {remote} failed: {exc}") from None
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+        self.conn.close()
+
+
+class Connector:
+    """Opens (and closes) the connections of one deploy."""
+
+    def __init__(
+        self,
+        ssh: SshConfig,
+        base_dir: Path,
+        *,
+        prompter: Prompter | None = None,
+        on_log: Callable[[str], None] | None = None,
+    ):
+        self.ssh = ssh
+        self.base_dir = base_dir
+        self.prompter = prompter
+        self.on_log = on_log or (lambda _msg: None)
+        self.known_hosts = _expand(ssh.known_hosts, base_dir) or os.path.expanduser("~/.ssh/known_hosts")
+        self.config_path = _expand(ssh.config, base_dir)
+        if self.config_path and not os.path.isfile(self.config_path):
+            self.config_path = None
+        self.check = _HostKeyCheck(self.known_hosts, ssh.host_key_policy)
+        self.password = os.environ.get(ssh.password_env) if ssh.password_env else None
+        self._startups = asyncio.Semaphore(ssh.max_startups)
+        self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self._hosts: list[Host] = []
+        self._prompt_lock = asyncio.Lock()
+        self.connections_opened = 0
+
+    # -- resolution ----------------------------------------------------------
+
+    def resolve(self, spec: HostSpec) -> Target:
+        """Merge the host spec, [ssh] and the OpenSSH client config for this host."""
+        opts: dict[str, Any] = {}
+        if self.config_path:
+            try:
+                cfg = asyncssh.config.SSHClientConfig.load(
+                    None, [self.config_path], False, False, False, getpass.getuser(), (), spec.host, ()
+                )
+                opts = {k: cfg.get(k) for k in ("Hostname", "User", "Port", "IdentityFile", "ProxyJump")}
+            except (OSError, asyncssh.Error, ValueError) as exc:
+                raise SSHError(f"cannot read ssh config {self.config_path}: {exc}") from None
+        host = opts.get("Hostname") or spec.host
+        port = spec.port or self.ssh.port or opts.get("Port") or 22
+        user = spec.user or self.ssh.user or opts.get("User") or getpass.getuser()
+        identities: list[str] = []
+        if self.ssh.identity:
+            identities.append(_expand(self.ssh.identity, self.base_dir) or "")
+        for ident in opts.get("IdentityFile") or ():
+            identities.append(os.path.expanduser(str(ident)))
+        jump = self.ssh.jump or opts.get("ProxyJump")
+        if isinstance(jump, (list, tuple)):
+            jump = ",".join(jump)
+        if jump in ("none", ""):
+            jump = None
+        return Target(spec.name, str(host), int(port), str(user), tuple(i for i in identities if i), jump)
+
+    # -- connecting ------------------------------------------------------------
+
+    def _options(self, target: Target) -> dict[str, Any]:
+        keys = [k for k in target.identities if os.path.exists(k)]
+        options: dict[str, Any] = dict(
+            known_hosts=self.known_hosts if os.path.exists(self.known_hosts) else b"",
+            username=target.user,
+            port=target.port,
+            connect_timeout=self.ssh.connect_timeout,
+            login_timeout=self.ssh.connect_timeout,
+            keepalive_interval=self.ssh.keepalive,
+            keepalive_count_max=3,
+            config=None,
+            password=None,
+        )
+        if keys:
+            options["client_keys"] = keys
+        return options
+
+    async def _open(self, target: Target, tunnel: Any) -> asyncssh.SSHClientConnection:
+        client = _client_factory(self.check, self.prompter, self.password, target.name)
+        options = self._options(target)
+        async with self._startups:
+            try:
+                conn, _ = await asyncio.wait_for(
+                    asyncssh.create_connection(client, target.host, tunnel=tunnel, **options),
+                    self.ssh.connect_timeout * 2,
+                )
+            except TimeoutError:
+                raise SSHError(f"timed out connecting to {target.host}:{target.port} after {self.ssh.connect_timeout:g}s") from None
+            except asyncssh.HostKeyNotVerifiable:
+                raise self._host_key_error(target) from None
+            except asyncssh.PermissionDenied as exc:
+                raise SSHError(f"authentication failed for {target.user}@{target.host}:{target.port}: {exc.reason}") from None
+            except asyncssh.DisconnectError as exc:
+                raise SSHError(f"{target.host}:{target.port} disconnected: {exc.reason}") from None
+            except ConnectionRefusedError:
+                raise SSHError(f"connection refused by {target.host}:{target.port}") from None
+            except OSError as exc:
+                raise SSHError(f"cannot reach {target.host}:{target.port}: {exc.strerror or exc}") from None
+            except asyncssh.Error as exc:
+                raise SSHError(f"{target.host}:{target.port}: {exc}") from None
+        self.connections_opened += 1
+        return conn
+
+    def _host_key_error(self, target: Target) -> HostKeyError:
+        changed, key = self.check.seen.get((target.host, target.port), (False, None))
+        if key is None:
+            return HostKeyError(f"host key for {target.host}:{target.port} is not trusted", changed=False, fingerprint="", key_type="")
+        fp, kt = key.get_fingerprint(), key.get_algorithm()
+        if changed:
+            return HostKeyError(
+                f"HOST KEY CHANGED for {target.host}:{target.port} (now {kt} {fp}); refusing to connect. "
+                f"If the change is expected, remove the old entry from {self.known_hosts}",
+                changed=True, fingerprint=fp, key_type=kt,
+            )
+        return HostKeyError(
+            f"unknown host key for {target.host}:{target.port} ({kt} {fp}); verify it and add it to "
+            f"{self.known_hosts}, or set ssh.host_key_policy = \"accept-new\"",
+            changed=False, fingerprint=fp, key_type=kt,
+        )
+
+    async def _jump(self, jump: str) -> asyncssh.SSHClientConnection:
+        task = self._jumps.get(jump)
+        if task is None:
+            spec = parse_host(jump.split(",")[0])
+            target = self.resolve(spec)
+            target = Target(f"jump {jump}", target.host, target.port, target.user, target.identities, None)
+            task = asyncio.ensure_future(self._open_checked(target, None))
+            self._jumps[jump] = task
+            self.on_log(f"jump host {jump}: one connection for every target")
+        try:
+            return await asyncio.shield(task)
+        except SSHError as exc:
+            raise SSHError(f"jump host {jump}: {exc}") from None
+
+    async def _open_checked(self, target: Target, tunnel: Any) -> asyncssh.SSHClientConnection:
+        """Open, asking the operator about an unknown host key when a prompter exists."""
+        try:
+            return await self._open(target, tunnel)
+        except HostKeyError as exc:
+            if exc.changed or self.prompter is None or not exc.fingerprint:
+                raise
+            async with self._prompt_lock:
+                accepted = await self.prompter.confirm_host_key(target.name, exc.fingerprint, exc.key_type)
+            if not accepted:
+                raise HostKeyError(f"host key {exc.key_type} {exc.fingerprint} rejected by the operator", changed=False, fingerprint=exc.fingerprint, key_type=exc.key_type) from None
+            _, key = self.check.seen[(target.host, target.port)]
+            self.check.record(target.host, target.port, key)
+            return await self._open(target, tunnel)
+
+    async def connect(self, spec: HostSpec) -> Host:
+        """Connect to one host (through its jump host if any). Raises SSHError."""
+        target = self.resolve(spec)
+        tunnel = await self._jump(target.jump) if target.jump else None
+        conn = await self._open_checked(target, tunnel)
+        host = Host(spec.name, conn, max(1, self.ssh.max_sessions), self.ssh.command_timeout)
+        self._hosts.append(host)
+        return host
+
+    async def close(self) -> None:
+        for host in self._hosts:
+            host.close()
+        for host in self._hosts:
+            try:
+                await asyncio.wait_for(host.conn.wait_closed(), 2)
+            except (TimeoutError, asyncssh.Error, OSError):
+                pass
+        self._hosts.clear()
+        for task in self._jumps.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+        self._jumps.clear()

@@ -1,0 +1,200 @@
+"""The per-host release steps and the remote shell they run.
+
+Every remote path and argument is shell-quoted. Files appear atomically: an upload
+goes to ``<sha256>.tar.gz.part`` and is renamed only after its checksum is verified;
+a release is unpacked into ``<id>.tmp`` and renamed when complete; ``current`` is
+switched with a new symlink and ``mv -T``. So ``current`` always names a complete
+release, whatever moment the deploy dies at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from engine.ssh import Host, q
+
+LOCK_DIR = ".shipdeck.lock"
+RELEASE_FILE = ".shipdeck-release"
+
+
+def utc_stamp(at: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(at if at is not None else time.time()))
+
+
+def iso(at: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at if at is not None else time.time()))
+
+
+def lock_owner(operator: str, deploy_id: str) -> dict[str, object]:
+    return {"operator": operator, "pid": os.getpid(), "host": socket.gethostname(), "since": iso(), "deploy_id": deploy_id}
+
+
+def _resolve_path_sh(path: str) -> str:
+    """Shell that sets $P to the absolute deploy path (relative and ~/ are under $HOME)."""
+    return (
+        f"P={q(path)}\n"
+        'case "$P" in /*) ;; "~") P="$HOME" ;; "~/"*) P="$HOME/${P#"~/"}" ;; *) P="${HOME:-$(pwd)}/$P" ;; esac\n'
+    )
+
+
+def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] | None) -> str:
+    """Resolve the path, create the layout, report current/artifact/disk and take the lock.
+
+    With ``owner=None`` nothing is created or locked (the dry-run preflight)."""
+    lines = ["export LC_ALL=C", _resolve_path_sh(path), 'echo "path=$P"']
+    if owner is not None:
+        lines.append('mkdir -p "$P/releases" "$P/shared" "$P/artifacts" || exit 1')
+    lines += [
+        'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
+        'd="$P"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
+        'echo "free_kb=$(df -Pk "$d" 2>/dev/null | awk \'NR==2{print $4}\')"',
+        'if [ -w "$d" ]; then echo writable=yes; else echo writable=no; fi',
+    ]
+    if artifact_sha:
+        a = f'"$P/artifacts/"{q(artifact_sha + ".tar.gz")}'
+        lines.append(f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi")
+    lock = f'"$P/"{LOCK_DIR}'
+    if owner is None:
+        lines.append(f'if [ -d {lock} ]; then echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; else echo lock=free; fi')
+    else:
+        lines.append(
+            f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner; echo lock=acquired; "
+            f'else echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; fi'
+        )
+    return "\n".join(lines)
+
+
+def takeover_script(path: str, owner: dict[str, object], tag: str) -> str:
+    lock = f"{q(path)}/{LOCK_DIR}"
+    stale = f"{lock}.stale.{q(tag)}"
+    return (
+        f"mv {lock} {stale} 2>/dev/null; mkdir {lock} && printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner "
+        f"&& rm -rf {stale} && echo lock=acquired"
+    )
+
+
+def parse_kv(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier():
+            out[key] = value.strip()
+    return out
+
+
+def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> str:
+    a = f"artifacts/{artifact_sha}.tar.gz"
+    r = f"releases/{release_id}"
+    return "\n".join(
+        [
+            "set -e",
+            f"cd {q(path)}",
+            f"A={q(a)}; R={q(r)}",
+            'if [ -f "$A.part" ]; then',
+            "  if command -v sha256sum >/dev/null 2>&1; then",
+            f'    echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; exit 1; }}',
+            "  fi",
+            '  mv -f "$A.part" "$A"',
+            "fi",
+            'rm -rf "$R.tmp"; mkdir -p "$R.tmp"',
+            'tar -xzf "$A" -C "$R.tmp"',
+            f"printf 'release=%s\\nsha=%s\\nartifact=%s\\n' {q(release_id)} {q(sha)} {q(artifact_sha)} > \"$R.tmp/{RELEASE_FILE}\"",
+            'rm -rf "$R"; mv "$R.tmp" "$R"',
+            'echo "unpacked $(find "$R" -type f | wc -l | tr -d " ") files into $R"',
+        ]
+    )
+
+
+def link_script(path: str, release_id: str, shared: tuple[str, ...]) -> str:
+    lines = ["set -e", f"cd {q(path)}", f"R=releases/{q(release_id)}"]
+    for entry in shared:
+        e = q(entry.rstrip("/"))
+        lines += [
+            f'if [ ! -e shared/{e} ]; then mkdir -p "$(dirname shared/{e})";'
+            f' if [ -e "$R"/{e} ]; then cp -a "$R"/{e} shared/{e}; else mkdir -p shared/{e}; fi; fi',
+            f'rm -rf "$R"/{e}; mkdir -p "$(dirname "$R"/{e})"; ln -s {q(path)}/shared/{e} "$R"/{e}',
+            f"echo {q('linked ' + entry + ' -> shared/' + entry)}",
+        ]
+    return "\n".join(lines)
+
+
+def hook_command(cwd: str, command: str, env: dict[str, str]) -> str:
+    exports = " ".join(f"{k}={q(v)}" for k, v in env.items())
+    return f"cd {q(cwd)} && export {exports} && {command}" if exports else f"cd {q(cwd)} && {command}"
+
+
+def activate_script(path: str, release_id: str) -> str:
+    tmp = f".current.tmp.{release_id}"
+    return (
+        f"cd {q(path)} && test -d releases/{q(release_id)} && ln -sfn releases/{q(release_id)} {q(tmp)} "
+        f"&& mv -T {q(tmp)} current && echo {q('current -> releases/' + release_id)}"
+    )
+
+
+def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
+    keep_names = " ".join(q(p) for p in protect if p)
+    return "\n".join(
+        [
+            f"cd {q(path)}/releases || exit 0",
+            'for t in *.tmp; do [ -e "$t" ] && rm -rf "$t"; done',
+            'c=$(readlink ../current 2>/dev/null || true); c=${c##*/}',
+            "n=0",
+            "for r in $(ls -1t); do",
+            "  n=$((n+1))",
+            f'  if [ $n -le {keep} ] || [ "$r" = "$c" ]; then continue; fi',
+            f"  for p in {keep_names} ''; do [ \"$r\" = \"$p\" ] && continue 2; done",
+            '  rm -rf "$r" && echo "removed release $r"',
+            "done",
+            "cd ../artifacts || exit 0",
+            'for a in *.tar.gz; do [ -e "$a" ] || continue; s=${a%.tar.gz};',
+            f'  if ! cat ../releases/*/{RELEASE_FILE} 2>/dev/null | grep -q "^artifact=$s$"; then rm -f "$a" && echo "removed artifact $s"; fi',
+            "done",
+        ]
+    )
+
+
+def finish_script(path: str, line: str, *, unlock: bool, remove_release: str | None) -> str:
+    parts = [f"cd {q(path)} || exit 1", f"printf '%s\\n' {q(line)} >> revisions.log"]
+    if remove_release:
+        parts.append(f"rm -rf releases/{q(remove_release)} releases/{q(remove_release)}.tmp")
+    if unlock:
+        parts.append(f"rm -rf {LOCK_DIR}")
+    return "\n".join(parts)
+
+
+def releases_script(path: str) -> str:
+    return "\n".join(
+        [
+            _resolve_path_sh(path),
+            'echo "path=$P"',
+            'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
+            'ls -1t "$P/releases" 2>/dev/null | grep -v "\\.tmp$" | sed "s/^/release=/"',
+        ]
+    )
+
+
+def revision_line(release_id: str, sha: str, operator: str, outcome: str, deploy_id: str, kind: str = "deploy") -> str:
+    return f"{iso()} {kind} release={release_id} sha={sha} operator={operator} outcome={outcome} deploy={deploy_id}"
+
+
+@dataclass
+class HostState:
+    """What the engine learnt about one host during a run."""
+
+    name: str
+    key: str
+    host: Host | None = None
+    path: str = ""
+    current: str = ""  # release current before this run
+    artifact_sha: str = ""  # sha256 of the artifact already there, if any
+    free_kb: int | None = None
+    locked: bool = False
+    release_created: bool = False
+    activated: bool = False
+    status: str = "pending"
+    reason: str = ""
+    outcome: str = ""  # for revisions.log

@@ -1,0 +1,337 @@
+"""The ``shipdeck`` command. Imports lazily: relay, say, tail, history, show,
+download and ``deploy --headless`` never import textual."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"shipdeck: {msg}\n")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from engine.config import load_config
+
+    return load_config(args.config)
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default="shipdeck.toml", metavar="FILE", help="config file (default: ./shipdeck.toml)")
+
+
+class _HeadlessPrompter:
+    """Asks on the terminal when there is one; otherwise declines."""
+
+    def __init__(self, interactive: bool):
+        self.interactive = interactive
+
+    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
+        if not self.interactive:
+            return False
+        answer = await asyncio.to_thread(input, f"{host}: unknown host key {key_type} {fingerprint}. Trust it? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    async def ask_password(self, host: str, user: str) -> str | None:
+        if not self.interactive:
+            return None
+        import getpass
+
+        return await asyncio.to_thread(getpass.getpass, f"password for {user}@{host}: ")
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
+
+
+async def _run_headless(run: Any, args: argparse.Namespace) -> int:
+    from engine.printer import HeadlessPrinter, JsonPrinter
+
+    run.subscribe(JsonPrinter() if args.json else HeadlessPrinter(verbose=getattr(args, "verbose", False)))
+    loop = asyncio.get_running_loop()
+    presses = [0]
+
+    def on_sigint() -> None:
+        presses[0] += 1
+        if presses[0] == 1:
+            _err("Ctrl-C: stopping at a safe point (hosts being switched finish first; press again to see this message)")
+            run.abort(reason="interrupted (Ctrl-C)")
+        else:
+            _err("still stopping safely: no host is left half-switched; waiting for in-flight steps")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_sigint)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+    gate_task: asyncio.Task[None] | None = None
+    if getattr(run, "plan", None) is not None and any(n.kind == "gate" for n in run.plan):
+
+        def on_gate(event: Any) -> None:
+            nonlocal gate_task
+            if event.type != "gate":
+                return
+            if _interactive():
+                async def ask() -> None:
+                    answer = await asyncio.to_thread(input, f"{event.key}: approve and continue? [y/N] ")
+                    if answer.strip().lower() in ("y", "yes"):
+                        run.approve(key=event.key)
+                    else:
+                        run.abort(reason=f"{event.key} not approved")
+
+                gate_task = asyncio.ensure_future(ask())
+            else:
+                run.abort(reason=f"{event.key} needs an approval: pass --yes, or run interactively")
+
+        run.subscribe(on_gate)
+    result = await run.run()
+    return result.exit_code
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from engine.config import ConfigError
+
+    try:
+        config = _load(args)
+        if args.dry_run:
+            return asyncio.run(_dry_run(config, args))
+        if not args.headless and not args.json:
+            if not sys.stdout.isatty() and not os.environ.get("SHIPDECK_FORCE_TUI"):
+                _err("no terminal: running headless (pass --headless to say so)")
+            else:
+                launch = importlib.import_module("tui.launch")
+                return int(launch.run_deploy_tui(args))
+        from engine.deploy import Deployment
+
+        async def main() -> int:
+            d = Deployment(
+                config,
+                ref=args.ref,
+                hosts=args.hosts,
+                prompter=_HeadlessPrompter(_interactive()),
+                force_unlock=args.force_unlock,
+                auto_approve=args.yes,
+            )
+            publisher = await _relay_publisher(config, d)
+            try:
+                return await _run_headless(d, args)
+            finally:
+                if publisher is not None:
+                    await publisher()
+
+        return asyncio.run(main())
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+async def _relay_publisher(config: Any, run: Any) -> Any:
+    """Publish the run's events to the configured relay room, if the relay client is present."""
+    if config.relay is None:
+        return None
+    try:
+        integration = importlib.import_module("relay.publish")
+    except ImportError:
+        return None
+    try:
+        return await integration.attach(config, run)
+    except Exception as exc:  # the relay is a convenience; a deploy never depends on it
+        _err(f"relay: {exc} (continuing without it)")
+        return None
+
+
+async def _dry_run(config: Any, args: argparse.Namespace) -> int:
+    from engine.deploy import Deployment
+    from engine.preflight import preflight
+    from engine.printer import render_tree
+
+    d = Deployment(config, ref=args.ref, hosts=args.hosts, auto_approve=args.yes)
+    for line in render_tree(d.plan, collapse_steps=True):
+        print(line)
+    print()
+    if args.no_connect:
+        return EXIT_OK
+    report = await preflight(config, d.selected, ref=d.ref, prompter=_HeadlessPrompter(_interactive()))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from engine.config import ConfigError
+
+    try:
+        config = _load(args)
+        from engine.deploy import Rollback
+
+        async def main() -> int:
+            r = Rollback(config, to=args.to, hosts=args.hosts, prompter=_HeadlessPrompter(_interactive()), force_unlock=args.force_unlock)
+            return await _run_headless(r, args)
+
+        return asyncio.run(main())
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from engine.history import History
+
+    rows = History().list(args.n)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no deploys yet")
+        return EXIT_OK
+    print(f"{'ID':<26} {'KIND':<8} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED")
+    for r in rows:
+        dur = f"{r['ended'] - r['started']:.1f}s" if r.get("ended") else ""
+        hosts = f"{r['hosts_ok']}✓ {r['hosts_failed']}✗"
+        print(
+            f"{r['id']:<26} {r['kind']:<8} {r['project'][:12]:<12} {(r.get('ref') or '')[:12]:<12} "
+            f"{(r.get('release_id') or '-')[:26]:<26} {r['status']:<11} {hosts:<9} {(r.get('operator') or '')[:20]:<20} "
+            f"{_when(r['started'])} {dur}"
+        )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.history import History
+
+    h = History()
+    r = h.get(args.deploy_id)
+    if r is None:
+        _err(f"no deploy {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(r, indent=2, default=str))
+        return EXIT_OK
+    print(f"{r['kind']} {r['id']}")
+    print(f"  project   {r['project']}")
+    print(f"  ref       {r.get('ref') or '-'}  sha {(r.get('sha') or '-')[:12]}")
+    print(f"  release   {r.get('release_id') or '-'}")
+    print(f"  operator  {r.get('operator')}")
+    print(f"  started   {_when(r['started'])}   ended {_when(r.get('ended'))}")
+    print(f"  status    {r['status']} (exit {r.get('exit_code')})")
+    reason = (r.get("summary") or {}).get("reason")
+    if reason:
+        print(f"  reason    {reason}")
+    print("  hosts:")
+    for host in r["hosts"]:
+        glyph = {"ok": "✓", "failed": "✗"}.get(host["status"], "–")
+        print(f"    {glyph} {host['host']:<24} {host['status']:<10} {host.get('detail') or ''}")
+    t = h.transcript(r["id"])
+    if t:
+        print(f"  transcript {t}")
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from engine.config import ConfigError
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    from engine.preflight import download
+
+    results = asyncio.run(download(config, config.select_hosts(args.hosts), args.remote_path, Path(args.dest), prompter=_HeadlessPrompter(_interactive())))
+    failed = 0
+    for name, (ok, text) in results.items():
+        print(f"{'✓' if ok else '✗'} {name}: {text}")
+        failed += not ok
+    return EXIT_OK if not failed else (EXIT_FAILED if failed < len(results) else EXIT_STOPPED)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipdeck", description="Release code to a fleet over SSH, from the terminal.")
+    parser.add_argument("--version", action="version", version="shipdeck 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("deploy", help="deploy a git ref to the fleet (TUI, or --headless)")
+    _add_config(p)
+    p.add_argument("--ref", help="branch, tag or sha (default: project.ref)")
+    p.add_argument("--hosts", metavar="PATTERN", help="comma-separated globs of groups or hosts")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and check every host without changing anything")
+    p.add_argument("--no-connect", action="store_true", help="with --dry-run: print the plan only")
+    p.add_argument("--headless", action="store_true", help="no TUI: one line per stage change")
+    p.add_argument("--json", action="store_true", help="headless, events as JSON lines")
+    p.add_argument("--yes", "-y", action="store_true", help="approve every gate")
+    p.add_argument("--force-unlock", action="store_true", help="take over a lock left by someone else (says whose)")
+    p.add_argument("--verbose", "-v", action="store_true", help="headless: print every output line")
+    p.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
+    _add_config(p)
+    p.add_argument("--to", metavar="RELEASE_ID")
+    p.add_argument("--hosts", metavar="PATTERN")
+    p.add_argument("--headless", action="store_true", help="(rollback always runs headless)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--force-unlock", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("history", help="list past deploys and rollbacks")
+    p.add_argument("-n", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("show", help="one deploy with per-host results")
+    p.add_argument("deploy_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("download", help="fetch a file (a log) from every host into DEST/<host>/")
+    _add_config(p)
+    p.add_argument("remote_path")
+    p.add_argument("--dest", default=".")
+    p.add_argument("--hosts", metavar="PATTERN")
+    p.set_defaults(func=cmd_download)
+
+    for module in ("relay.cli", "tui.launch"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return EXIT_STOPPED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
