@@ -35,7 +35,9 @@ class Package:
 
 
 def build_key(sha: str, build: BuildConfig) -> str:
-    spec = json.dumps({"sha": sha, "commands": list(build.commands), "artifact": build.artifact}, sort_keys=True)
+    spec = json.dumps(
+        {"sha": sha, "commands": list(build.commands), "artifact": build.artifact}, sort_keys=True
+    )
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 
@@ -49,7 +51,13 @@ def cached_package(sha: str, build: BuildConfig) -> Package | None:
         info = json.loads(meta.read_text())
         path = meta.parent / f"{info['sha256']}.tar.gz"
         if path.stat().st_size == info["size"]:
-            return Package(path=path, sha256=info["sha256"], size=info["size"], files=info["files"], reused=True)
+            return Package(
+                path=path,
+                sha256=info["sha256"],
+                size=info["size"],
+                files=info["files"],
+                reused=True,
+            )
     except (OSError, ValueError, KeyError):
         pass
     return None
@@ -69,7 +77,10 @@ def _pack(src: Path, dest_dir: Path) -> Package:
         return info
 
     try:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
+        ):
             with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for root, dirs, names in os.walk(src):
                     dirs.sort()
@@ -91,12 +102,18 @@ def _pack(src: Path, dest_dir: Path) -> Package:
     finally:
         tmp.unlink(missing_ok=True)
     size = final.stat().st_size
-    (dest_dir / "package.json").write_text(json.dumps({"sha256": sha256, "size": size, "files": files}))
+    (dest_dir / "package.json").write_text(
+        json.dumps({"sha256": sha256, "size": size, "files": files})
+    )
     return Package(path=final, sha256=sha256, size=size, files=files)
 
 
 async def run_local(
-    command: str, cwd: Path, on_line: Callable[[str, str], None], timeout: float, env: dict[str, str] | None = None
+    command: str,
+    cwd: Path,
+    on_line: Callable[[str, str], None],
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> int:
     """Run a shell command locally, streaming each output line to ``on_line(stream, text)``."""
     proc = await asyncio.create_subprocess_shell(
@@ -146,14 +163,20 @@ async def build_package(
         for command in build.commands:
             on_line("info", f"$ {command}")
             try:
-                code = await run_local(command, tree, on_line, build.timeout, env={"SHIPDECK_SHA": sha})
+                code = await run_local(
+                    command, tree, on_line, build.timeout, env={"SHIPDECK_SHA": sha}
+                )
             except TimeoutError:
-                raise BuildError(f"build command timed out after {build.timeout:g}s: {command}") from None
+                raise BuildError(
+                    f"build command timed out after {build.timeout:g}s: {command}"
+                ) from None
             if code != 0:
                 raise BuildError(f"build command failed (exit {code}): {command}")
         src = tree / build.artifact if build.artifact else tree
         if not src.is_dir():
-            raise BuildError(f"build artifact folder {build.artifact!r} does not exist after the build")
+            raise BuildError(
+                f"build artifact folder {build.artifact!r} does not exist after the build"
+            )
         return await asyncio.to_thread(_pack, src, packages_dir() / build_key(sha, build))
     finally:
         shutil.rmtree(work, ignore_errors=True)

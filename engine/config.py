@@ -213,7 +213,11 @@ def resolve_size(value: str | int, total: int) -> int:
 _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # key: (type(s), required)
     "project": {"name": (str, True), "repo": (str, True), "ref": (str, False)},
-    "build": {"commands": (list, False), "artifact": (str, False), "timeout": ((int, float), False)},
+    "build": {
+        "commands": (list, False),
+        "artifact": (str, False),
+        "timeout": ((int, float), False),
+    },
     "deploy": {
         "path": (str, True),
         "keep_releases": (int, False),
@@ -248,12 +252,20 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "relay": {"url": (str, True), "room": (str, True), "token_env": (str, False)},
 }
 _SECTIONS_REQUIRED = ("project", "deploy", "hosts")
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     if isinstance(t, tuple):
-        return " or ".join(_TYPE_NAMES.get(x, x.__name__) for x in t if x is not float or int not in t)
+        return " or ".join(
+            _TYPE_NAMES.get(x, x.__name__) for x in t if x is not float or int not in t
+        )
     return _TYPE_NAMES.get(t, t.__name__)
 
 
@@ -284,8 +296,14 @@ class _Reader:
         self.path = path
         self.loc = _Locator(text)
 
-    def error(self, section: str, key: str | None, message: str, index: int | None = None) -> ConfigError:
-        name = f"[{section}]" + (f" {key}" if key else "") + (f"[{index}]" if index is not None else "")
+    def error(
+        self, section: str, key: str | None, message: str, index: int | None = None
+    ) -> ConfigError:
+        name = (
+            f"[{section}]"
+            + (f" {key}" if key else "")
+            + (f"[{index}]" if index is not None else "")
+        )
         return ConfigError(self.path, message, key=name, line=self.loc.line(section, key))
 
     def table(self, data: dict[str, Any], section: str, required: bool) -> dict[str, Any]:
@@ -301,7 +319,11 @@ class _Reader:
             for key in value:
                 if key not in schema:
                     near = difflib.get_close_matches(key, list(schema), n=1)
-                    hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(schema)})"
+                    hint = (
+                        f" (did you mean {near[0]!r}?)"
+                        if near
+                        else f" (valid: {', '.join(schema)})"
+                    )
                     raise self.error(section, key, f"unknown key{hint}")
             for key, (typ, req) in schema.items():
                 if key not in value:
@@ -309,16 +331,24 @@ class _Reader:
                         raise self.error(section, None, f"missing required key {key!r}")
                     continue
                 v = value[key]
-                ok = isinstance(v, typ) and not (isinstance(v, bool) and typ in (int, (int, float), (str, int)))
+                ok = isinstance(v, typ) and not (
+                    isinstance(v, bool) and typ in (int, (int, float), (str, int))
+                )
                 if not ok:
-                    raise self.error(section, key, f"expected {_type_name(typ)}, got {type(v).__name__} {v!r}")
+                    raise self.error(
+                        section, key, f"expected {_type_name(typ)}, got {type(v).__name__} {v!r}"
+                    )
         return value
 
-    def str_list(self, section: str, key: str, value: list[Any], *, nonempty_items: bool = True) -> tuple[str, ...]:
+    def str_list(
+        self, section: str, key: str, value: list[Any], *, nonempty_items: bool = True
+    ) -> tuple[str, ...]:
         out = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                raise self.error(section, key, f"expected a string, got {type(item).__name__} {item!r}", i)
+                raise self.error(
+                    section, key, f"expected a string, got {type(item).__name__} {item!r}", i
+                )
             if nonempty_items and not item.strip():
                 raise self.error(section, key, "expected a non-empty string", i)
             out.append(item)
@@ -349,15 +379,21 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"at line (\d+)", msg)
-        raise ConfigError(path, f"invalid TOML: {msg}", line=int(m.group(1)) if m else None) from None
+        raise ConfigError(
+            path, f"invalid TOML: {msg}", line=int(m.group(1)) if m else None
+        ) from None
     r = _Reader(path, text)
 
     known = set(_SCHEMA) | {"hosts"}
     for section in data:
         if section not in known:
             near = difflib.get_close_matches(section, sorted(known), n=1)
-            hint = f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(sorted(known))})"
-            raise ConfigError(path, f"unknown section{hint}", key=f"[{section}]", line=r.loc.line(section))
+            hint = (
+                f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(sorted(known))})"
+            )
+            raise ConfigError(
+                path, f"unknown section{hint}", key=f"[{section}]", line=r.loc.line(section)
+            )
 
     p = r.table(data, "project", True)
     project = ProjectConfig(name=p["name"], repo=p["repo"], ref=p.get("ref", "main"))
@@ -371,13 +407,19 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         artifact=b.get("artifact"),
         timeout=float(b.get("timeout", 1800)),
     )
-    if build.artifact is not None and (build.artifact.startswith("/") or ".." in Path(build.artifact).parts):
-        raise r.error("build", "artifact", "expected a folder inside the build tree (relative, no '..')")
+    if build.artifact is not None and (
+        build.artifact.startswith("/") or ".." in Path(build.artifact).parts
+    ):
+        raise r.error(
+            "build", "artifact", "expected a folder inside the build tree (relative, no '..')"
+        )
 
     d = r.table(data, "deploy", True)
     if not d["path"].strip():
         raise r.error("deploy", "path", "must not be empty")
-    batches = r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
+    batches = (
+        r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
+    )
     if not batches:
         raise r.error("deploy", "batches", "expected at least one wave size")
     for i, size in enumerate(batches):
@@ -386,7 +428,9 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         except ValueError as exc:
             raise r.error("deploy", "batches", str(exc), i) from None
         if number <= 0:
-            raise r.error("deploy", "batches", f'"{size}" is an empty wave (expected at least 1 host)', i)
+            raise r.error(
+                "deploy", "batches", f'"{size}" is an empty wave (expected at least 1 host)', i
+            )
     max_fail = d.get("max_fail", "100%")
     try:
         parse_size(max_fail)
@@ -401,7 +445,9 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     shared = r.str_list("deploy", "shared", d.get("shared", []))
     for i, item in enumerate(shared):
         if item.startswith("/") or ".." in Path(item).parts:
-            raise r.error("deploy", "shared", f"{item!r} must be a relative path inside the release", i)
+            raise r.error(
+                "deploy", "shared", f"{item!r} must be a relative path inside the release", i
+            )
     deploy = DeployConfig(
         path=d["path"],
         keep_releases=d.get("keep_releases", 5),
@@ -427,7 +473,9 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     s = r.table(data, "ssh", False)
     policy = s.get("host_key_policy", "strict")
     if policy not in ("strict", "accept-new"):
-        raise r.error("ssh", "host_key_policy", f"expected \"strict\" or \"accept-new\", got {policy!r}")
+        raise r.error(
+            "ssh", "host_key_policy", f'expected "strict" or "accept-new", got {policy!r}'
+        )
     ssh = SshConfig(
         user=s.get("user"),
         port=s.get("port"),
@@ -456,11 +504,20 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
 
     h = data.get("hosts")
     if h is None:
-        raise ConfigError(path, "missing section [hosts] (groups of hosts, e.g. web = [\"web1\"])", key="[hosts]")
+        raise ConfigError(
+            path, 'missing section [hosts] (groups of hosts, e.g. web = ["web1"])', key="[hosts]"
+        )
     if not isinstance(h, dict):
-        raise ConfigError(path, "expected a table of groups", key="[hosts]", line=r.loc.line("hosts"))
+        raise ConfigError(
+            path, "expected a table of groups", key="[hosts]", line=r.loc.line("hosts")
+        )
     if not h:
-        raise ConfigError(path, "no host groups (expected e.g. web = [\"web1.example.com\"])", key="[hosts]", line=r.loc.line("hosts"))
+        raise ConfigError(
+            path,
+            'no host groups (expected e.g. web = ["web1.example.com"])',
+            key="[hosts]",
+            line=r.loc.line("hosts"),
+        )
     hosts: dict[str, tuple[HostSpec, ...]] = {}
     memberships: dict[str, list[str]] = {}
     for group, items in h.items():
@@ -470,7 +527,9 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
             raise r.error("hosts", group, "empty host list (expected at least one host)")
         for i, item in enumerate(items):
             if not isinstance(item, str):
-                raise r.error("hosts", group, f"expected a string, got {type(item).__name__} {item!r}", i)
+                raise r.error(
+                    "hosts", group, f"expected a string, got {type(item).__name__} {item!r}", i
+                )
             try:
                 spec = parse_host(item)
             except ValueError as exc:
@@ -490,12 +549,18 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     if rl:
         if not re.match(r"^wss?://", rl["url"]):
             raise r.error("relay", "url", f"expected a ws:// or wss:// URL, got {rl['url']!r}")
-        relay = RelayConfig(url=rl["url"], room=rl["room"], token_env=rl.get("token_env", "SHIPDECK_TOKEN"))
+        relay = RelayConfig(
+            url=rl["url"], room=rl["room"], token_env=rl.get("token_env", "SHIPDECK_TOKEN")
+        )
 
-    return Config(path=path, project=project, build=build, deploy=deploy, ssh=ssh, hosts=hosts, relay=relay)
+    return Config(
+        path=path, project=project, build=build, deploy=deploy, ssh=ssh, hosts=hosts, relay=relay
+    )
 
 
-def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> list[list[HostSpec]]:
+def split_waves(
+    hosts: list[HostSpec], batches: tuple[str, ...] | list[str]
+) -> list[list[HostSpec]]:
     """Split hosts into waves: each entry a count or a % of all hosts (rounded up),
     in config order; the last wave takes every host left. Empty waves are dropped."""
     total = len(hosts)

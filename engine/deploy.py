@@ -183,7 +183,9 @@ class _Run:
         self.stop_reason = reason or f"aborted by {self.aborted_by}"
         self._abort.set()
         self.emit(Control(self.deploy_id, action="abort", by=self.aborted_by, key="", at=now()))
-        self.log("release", f"abort requested by {self.aborted_by}" + (f": {reason}" if reason else ""))
+        self.log(
+            "release", f"abort requested by {self.aborted_by}" + (f": {reason}" if reason else "")
+        )
 
     def approve(self, by: str = "", key: str | None = None) -> bool:
         """Approve the waiting gate (or ``key``). Returns False if no gate waits."""
@@ -193,7 +195,9 @@ class _Run:
         event = self._approvals[key]
         if event.is_set():
             return False
-        self.emit(Control(self.deploy_id, action="approve", by=by or self.operator, key=key, at=now()))
+        self.emit(
+            Control(self.deploy_id, action="approve", by=by or self.operator, key=key, at=now())
+        )
         event.set()
         return True
 
@@ -232,19 +236,29 @@ class _Run:
             self.status(key, OK, detail)
         return result
 
-    async def _run_hook(self, host: Host, key: str, cwd: str, command: str, env: dict[str, str], timeout: float) -> None:
+    async def _run_hook(
+        self, host: Host, key: str, cwd: str, command: str, env: dict[str, str], timeout: float
+    ) -> None:
         self.log(key, f"$ {command}")
-        res = await host.run(hook_command(cwd, command, env), on_line=self.line_handler(key), timeout=timeout)
+        res = await host.run(
+            hook_command(cwd, command, env), on_line=self.line_handler(key), timeout=timeout
+        )
         if not res.ok:
             last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-            raise StepFailed(f"`{command}` exited {res.exit_status}" + (f": {last[0][:200]}" if last[0] else ""))
+            raise StepFailed(
+                f"`{command}` exited {res.exit_status}" + (f": {last[0][:200]}" if last[0] else "")
+            )
 
     async def _lock(self, st: HostState, key: str, artifact_sha: str | None) -> str:
         owner = lock_owner(self.operator, self.deploy_id)
-        res = await st.host.run(probe_script(self.config.deploy.path, artifact_sha, owner), timeout=60)  # type: ignore[union-attr]
+        res = await st.host.run(
+            probe_script(self.config.deploy.path, artifact_sha, owner), timeout=60
+        )  # type: ignore[union-attr]
         info = parse_kv(res.stdout)
         if not res.ok or "path" not in info:
-            raise StepFailed(f"cannot prepare {self.config.deploy.path}: {(res.stderr or res.stdout).strip()[:300]}")
+            raise StepFailed(
+                f"cannot prepare {self.config.deploy.path}: {(res.stderr or res.stdout).strip()[:300]}"
+            )
         st.path = info["path"]
         st.current = info.get("current", "")
         st.artifact_sha = info.get("artifact_sha", "")
@@ -258,7 +272,11 @@ class _Run:
         except ValueError:
             who = {}
         desc = _describe_owner(who)
-        stale = not who or (who.get("host") == socket.gethostname() and isinstance(who.get("pid"), int) and not _alive(who["pid"]))
+        stale = not who or (
+            who.get("host") == socket.gethostname()
+            and isinstance(who.get("pid"), int)
+            and not _alive(who["pid"])
+        )
         if stale or self.force_unlock:
             why = "stale: its process is gone" if stale else "--force-unlock"
             self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
@@ -269,18 +287,27 @@ class _Run:
             raise LockHeld(f"could not take over the lock held by {desc}")
         raise LockHeld(f"locked by {desc}; if that deploy is dead, rerun with --force-unlock")
 
-    async def _finish_host(self, st: HostState, release_id: str, sha: str, remove_release: str | None) -> None:
+    async def _finish_host(
+        self, st: HostState, release_id: str, sha: str, remove_release: str | None
+    ) -> None:
         """Append to revisions.log, drop an unactivated release, release the lock."""
         if st.host is None or not st.path:
             return
-        line = revision_line(release_id, sha, self.operator, st.outcome or st.status, self.deploy_id, self.kind)
+        line = revision_line(
+            release_id, sha, self.operator, st.outcome or st.status, self.deploy_id, self.kind
+        )
         try:
-            await st.host.run(finish_script(st.path, line, unlock=st.locked, remove_release=remove_release), timeout=30)
+            await st.host.run(
+                finish_script(st.path, line, unlock=st.locked, remove_release=remove_release),
+                timeout=30,
+            )
             st.locked = False
         except SSHError as exc:
             self.log(st.key, f"could not release the lock: {exc}", "stderr")
 
-    async def _health(self, host: Host, key: str, cwd: str, env: dict[str, str]) -> tuple[bool, str]:
+    async def _health(
+        self, host: Host, key: str, cwd: str, env: dict[str, str]
+    ) -> tuple[bool, str]:
         d = self.config.deploy
         if not d.health:
             return True, ""
@@ -291,10 +318,16 @@ class _Run:
             attempt += 1
             remaining = max(0.5, deadline - time.monotonic())
             try:
-                res = await host.run(hook_command(cwd, d.health, env), on_line=self.line_handler(key), timeout=remaining)
+                res = await host.run(
+                    hook_command(cwd, d.health, env),
+                    on_line=self.line_handler(key),
+                    timeout=remaining,
+                )
                 if res.ok:
                     return True, f"healthy after {attempt} attempt{'s' if attempt > 1 else ''}"
-                last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
+                last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [
+                    f"exit {res.exit_status}"
+                ]
                 last = last[0][:200]
             except CommandTimeout:
                 last = "health command timed out"
@@ -331,7 +364,11 @@ class _Run:
             async def one(hnode: Any) -> None:
                 st = self.states[hnode.key]
                 async with sem:
-                    if self.aborting or self.budget.exceeded or (self.stop_reason and not self.aborting):
+                    if (
+                        self.aborting
+                        or self.budget.exceeded
+                        or (self.stop_reason and not self.aborting)
+                    ):
                         status = CANCELLED if self.aborting else SKIPPED
                         self._close_host(hnode.key, status, self.stop_reason)
                         return
@@ -340,13 +377,17 @@ class _Run:
             await asyncio.gather(*(one(h) for h in hosts))
             counts = self.plan.counts(wave.key)
             failed = counts.get(FAILED, 0)
-            detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (f", {failed} failed" if failed else "")
+            detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (
+                f", {failed} failed" if failed else ""
+            )
             if self.budget.exceeded and not self.stop_reason:
-                self.stop_reason = (
-                    f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
-                )
+                self.stop_reason = f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
                 self.log("release", self.stop_reason, "stderr")
-            self.status(wave.key, FAILED if failed else (CANCELLED if self.aborting and not counts.get(OK) else OK), detail)
+            self.status(
+                wave.key,
+                FAILED if failed else (CANCELLED if self.aborting and not counts.get(OK) else OK),
+                detail,
+            )
             if index < len(waves):
                 await self._gate(index)
 
@@ -420,9 +461,15 @@ class _Run:
             )
         return rows
 
-    async def _finish(self, release_id: str, sha: str, writer: TranscriptWriter | None) -> DeployResult:
+    async def _finish(
+        self, release_id: str, sha: str, writer: TranscriptWriter | None
+    ) -> DeployResult:
         status, code, summary = self._summary(release_id)
-        self.status("release", {OK: OK, "failed": FAILED}.get(status, FAILED if summary["failed"] else CANCELLED), _count_text(summary))
+        self.status(
+            "release",
+            {OK: OK, "failed": FAILED}.get(status, FAILED if summary["failed"] else CANCELLED),
+            _count_text(summary),
+        )
         self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
         try:
             self.history.update(self.deploy_id, sha=sha, release_id=release_id)
@@ -436,7 +483,14 @@ class _Run:
 
     def _start_history(self, ref: str) -> TranscriptWriter | None:
         try:
-            self.history.start(self.deploy_id, self.kind, self.config.project.name, ref, self.operator, str(self.config.path))
+            self.history.start(
+                self.deploy_id,
+                self.kind,
+                self.config.project.name,
+                ref,
+                self.operator,
+                str(self.config.path),
+            )
             writer = TranscriptWriter(self.history, self.deploy_id)
         except Exception as exc:
             log.warning("could not record history: %s", exc)
@@ -464,7 +518,14 @@ class Deployment(_Run):
     ):
         self.ref = ref or config.project.ref
         self.auto_approve = auto_approve
-        super().__init__(config, hosts=hosts, operator=operator, prompter=prompter, force_unlock=force_unlock, history=history)
+        super().__init__(
+            config,
+            hosts=hosts,
+            operator=operator,
+            prompter=prompter,
+            force_unlock=force_unlock,
+            history=history,
+        )
         self.sha = ""
         self.release_id = ""
         self.package: buildmod.Package | None = None
@@ -497,8 +558,8 @@ class Deployment(_Run):
 
     async def run(self) -> DeployResult:
         """Run the whole deploy. Never raises for host failures; see DeployResult."""
-        self.emit(self.plan.to_event())
         writer = self._start_history(self.ref)
+        self.emit(self.plan.to_event())
         try:
             ok = await self._source()
             if ok:
@@ -530,9 +591,16 @@ class Deployment(_Run):
             return False
         self.sha = sha
         self.release_id = f"{self.stamp}-{sha[:7]}"
-        self.emit(DeployMeta(self.deploy_id, meta={"sha": sha, "release_id": self.release_id, "subject": info["subject"]}))
+        self.emit(
+            DeployMeta(
+                self.deploy_id,
+                meta={"sha": sha, "release_id": self.release_id, "subject": info["subject"]},
+            )
+        )
         self.log("fetch", f"{self.ref} -> {sha[:12]} {info['subject']}")
-        self.status("fetch", OK, f"{sha[:7]} {info['subject'][:60]}" + (" (cloned)" if cloned else ""))
+        self.status(
+            "fetch", OK, f"{sha[:7]} {info['subject'][:60]}" + (" (cloned)" if cloned else "")
+        )
         if self.aborting:
             return False
 
@@ -545,14 +613,24 @@ class Deployment(_Run):
             return True
         self.status("build", RUNNING)
         try:
-            self.package = await buildmod.build_package(mirror, sha, cfg.build, self.line_handler("build"))
+            self.package = await buildmod.build_package(
+                mirror, sha, cfg.build, self.line_handler("build")
+            )
         except (buildmod.BuildError, gitmod.GitError) as exc:
             self.log("build", str(exc), "stderr")
             self.status("build", FAILED, str(exc))
             self.stop_reason = f"build failed: {exc}"
             return False
-        self.status("build", OK if cfg.build.commands else SKIPPED, f"{len(cfg.build.commands)} command(s)" if cfg.build.commands else "no build commands")
-        self.status("package", OK, f"{self.package.sha256[:12]} ({_size(self.package.size)}, {self.package.files} files)")
+        self.status(
+            "build",
+            OK if cfg.build.commands else SKIPPED,
+            f"{len(cfg.build.commands)} command(s)" if cfg.build.commands else "no build commands",
+        )
+        self.status(
+            "package",
+            OK,
+            f"{self.package.sha256[:12]} ({_size(self.package.size)}, {self.package.files} files)",
+        )
         self.log("package", f"{self.package.path}")
         return not self.aborting
 
@@ -560,7 +638,12 @@ class Deployment(_Run):
 
     async def _release(self) -> None:
         self.status("release", RUNNING)
-        connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter, on_log=lambda m: self.log("release", m))
+        connector = Connector(
+            self.config.ssh,
+            self.config.base_dir,
+            prompter=self.prompter,
+            on_log=lambda m: self.log("release", m),
+        )
         if self.auto_approve:
             pass
         try:
@@ -604,7 +687,9 @@ class Deployment(_Run):
                 self.status(f"{hk}/link", SKIPPED, "no shared entries")
             if d.before_activate:
                 rel = f"{st.path}/releases/{self.release_id}"
-                await self._step(f"{hk}/before", self._hooks(host, f"{hk}/before", rel, d.before_activate, env))
+                await self._step(
+                    f"{hk}/before", self._hooks(host, f"{hk}/before", rel, d.before_activate, env)
+                )
             else:
                 self.status(f"{hk}/before", SKIPPED, "no hooks")
             if self.aborting:
@@ -645,7 +730,11 @@ class Deployment(_Run):
         cur = f"{st.path}/current"
         try:
             if d.after_activate:
-                await self._step(f"{hk}/restart", self._hooks(st.host, f"{hk}/restart", cur, d.after_activate, env), shielded=True)
+                await self._step(
+                    f"{hk}/restart",
+                    self._hooks(st.host, f"{hk}/restart", cur, d.after_activate, env),
+                    shielded=True,
+                )
             else:
                 self.status(f"{hk}/restart", SKIPPED, "no hooks")
             if d.health:
@@ -664,7 +753,11 @@ class Deployment(_Run):
             if d.rollback_on_failure and st.current:
                 detail = await self._rollback_host(st, st.current, env)
                 st.reason = f"{exc}; {detail}"
-                st.outcome = "rolled-back" if "healthy" in detail and "unhealthy" not in detail else "rollback-failed"
+                st.outcome = (
+                    "rolled-back"
+                    if "healthy" in detail and "unhealthy" not in detail
+                    else "rollback-failed"
+                )
             elif d.rollback_on_failure:
                 st.reason = f"{exc}; no previous release to roll back to"
             self._close_host(hk, FAILED, st.reason)
@@ -679,13 +772,23 @@ class Deployment(_Run):
             if not res.ok:
                 return f"rollback to {target} failed: {res.stderr.strip()[:200]}"
             self.log(hk, f"current -> releases/{target} (rolled back)")
-            env = {**env, "SHIPDECK_RELEASE": target, "SHIPDECK_RELEASE_DIR": f"{st.path}/releases/{target}"}
+            env = {
+                **env,
+                "SHIPDECK_RELEASE": target,
+                "SHIPDECK_RELEASE_DIR": f"{st.path}/releases/{target}",
+            }
             for command in self.config.deploy.after_activate:
-                await self._run_hook(host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout)
+                await self._run_hook(
+                    host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout
+                )
             healthy, detail = await self._health(host, hk, f"{st.path}/current", env)
         except (StepFailed, SSHError) as exc:
             return f"rolled back to {target}, but: {exc}"
-        self.log(hk, f"rollback to {target}: {'healthy' if healthy else 'UNHEALTHY'}", "info" if healthy else "stderr")
+        self.log(
+            hk,
+            f"rollback to {target}: {'healthy' if healthy else 'UNHEALTHY'}",
+            "info" if healthy else "stderr",
+        )
         return f"rolled back to {target} ({'healthy' if healthy else 'unhealthy: ' + detail})"
 
     def _spec(self, name: str) -> HostSpec:
@@ -725,7 +828,11 @@ class Deployment(_Run):
 
     async def _unpack(self, st: HostState, key: str) -> str:
         assert self.package is not None and st.host is not None
-        res = await st.host.run(unpack_script(st.path, self.package.sha256, self.release_id, self.sha), on_line=self.line_handler(key), timeout=self.config.ssh.command_timeout)
+        res = await st.host.run(
+            unpack_script(st.path, self.package.sha256, self.release_id, self.sha),
+            on_line=self.line_handler(key),
+            timeout=self.config.ssh.command_timeout,
+        )
         if not res.ok:
             raise StepFailed(f"unpack failed: {(res.stderr or res.stdout).strip()[-300:]}")
         return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
@@ -734,12 +841,18 @@ class Deployment(_Run):
         assert st.host is not None
         from engine.steps import link_script
 
-        res = await st.host.run(link_script(st.path, self.release_id, self.config.deploy.shared), on_line=self.line_handler(key), timeout=60)
+        res = await st.host.run(
+            link_script(st.path, self.release_id, self.config.deploy.shared),
+            on_line=self.line_handler(key),
+            timeout=60,
+        )
         if not res.ok:
             raise StepFailed(f"linking shared entries failed: {res.stderr.strip()[-300:]}")
         return f"{len(self.config.deploy.shared)} shared"
 
-    async def _hooks(self, host: Host, key: str, cwd: str, commands: tuple[str, ...], env: dict[str, str]) -> str:
+    async def _hooks(
+        self, host: Host, key: str, cwd: str, commands: tuple[str, ...], env: dict[str, str]
+    ) -> str:
         for command in commands:
             await self._run_hook(host, key, cwd, command, env, self.config.deploy.hook_timeout)
         return f"{len(commands)} hook(s)"
@@ -754,12 +867,18 @@ class Deployment(_Run):
     async def _cleanup(self, st: HostState) -> str:
         assert st.host is not None
         res = await st.host.run(
-            cleanup_script(st.path, self.config.deploy.keep_releases, [self.release_id, st.current]),
+            cleanup_script(
+                st.path, self.config.deploy.keep_releases, [self.release_id, st.current]
+            ),
             on_line=self.line_handler(f"{st.key}/cleanup"),
             timeout=120,
         )
         removed = sum(1 for line in res.stdout.splitlines() if line.startswith("removed release"))
-        return f"removed {removed} old release{'s' if removed != 1 else ''}" if removed else "nothing to remove"
+        return (
+            f"removed {removed} old release{'s' if removed != 1 else ''}"
+            if removed
+            else "nothing to remove"
+        )
 
 
 class Rollback(_Run):
@@ -779,7 +898,14 @@ class Rollback(_Run):
         history: History | None = None,
     ):
         self.to = to
-        super().__init__(config, hosts=hosts, operator=operator, prompter=prompter, force_unlock=force_unlock, history=history)
+        super().__init__(
+            config,
+            hosts=hosts,
+            operator=operator,
+            prompter=prompter,
+            force_unlock=force_unlock,
+            history=history,
+        )
         self.release_id = to or ""
 
     def _build_plan(self) -> Plan:
@@ -805,8 +931,8 @@ class Rollback(_Run):
         return plan
 
     async def run(self) -> DeployResult:
-        self.emit(self.plan.to_event())
         writer = self._start_history(self.to or "previous")
+        self.emit(self.plan.to_event())
         connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)
         self.status("release", RUNNING)
         try:
@@ -829,21 +955,27 @@ class Rollback(_Run):
             if self.to:
                 if self.to not in releases:
                     self.status(f"{hk}/activate", FAILED, f"release {self.to} is not on this host")
-                    raise StepFailed(f"release {self.to} is not on this host (has: {', '.join(releases[-5:]) or 'none'})")
+                    raise StepFailed(
+                        f"release {self.to} is not on this host (has: {', '.join(releases[-5:]) or 'none'})"
+                    )
                 target = self.to
             else:
                 # releases are listed newest first (by time unpacked)
                 older = releases[releases.index(st.current) + 1 :] if st.current in releases else []
                 if not older:
                     self.status(f"{hk}/activate", FAILED, "no previous release")
-                    raise StepFailed(f"no release older than {st.current or 'current'} to roll back to")
+                    raise StepFailed(
+                        f"no release older than {st.current or 'current'} to roll back to"
+                    )
                 target = older[0]
             env = self._env(st, target, "")
             await self._step(f"{hk}/activate", self._switch(st, target), shielded=True)
             st.activated = True
             cur = f"{st.path}/current"
             if self.config.deploy.after_activate:
-                await self._step(f"{hk}/restart", self._hooks(st, f"{hk}/restart", cur, env), shielded=True)
+                await self._step(
+                    f"{hk}/restart", self._hooks(st, f"{hk}/restart", cur, env), shielded=True
+                )
             else:
                 self.status(f"{hk}/restart", SKIPPED, "no hooks")
             if self.config.deploy.health:

@@ -131,7 +131,16 @@ class DeployFinished(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (PlanReady, DeployMeta, NodeStatus, LogLine, Progress, GateWaiting, Control, DeployFinished)
+    for cls in (
+        PlanReady,
+        DeployMeta,
+        NodeStatus,
+        LogLine,
+        Progress,
+        GateWaiting,
+        Control,
+        DeployFinished,
+    )
 }
 
 

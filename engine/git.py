@@ -18,7 +18,12 @@ from pathlib import Path
 import git
 
 _SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "SSH_ASKPASS": "/bin/true", "GCM_INTERACTIVE": "never"}
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_ASKPASS": "/bin/true",
+    "SSH_ASKPASS": "/bin/true",
+    "GCM_INTERACTIVE": "never",
+}
 
 
 class GitError(Exception):
@@ -92,7 +97,10 @@ def resolve_ref(mirror: Path, ref: str) -> str:
 def commit_info(mirror: Path, sha: str) -> dict[str, str]:
     with git.Repo(mirror) as r:
         c = r.commit(sha)
-        return {"subject": c.summary if isinstance(c.summary, str) else c.summary.decode(), "author": str(c.author)}
+        return {
+            "subject": c.summary if isinstance(c.summary, str) else c.summary.decode(),
+            "author": str(c.author),
+        }
 
 
 def export_tree(mirror: Path, sha: str, dest: Path) -> int:

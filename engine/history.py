@@ -48,7 +48,9 @@ CREATE INDEX IF NOT EXISTS deploys_started ON deploys(started);
 
 
 def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "shipdeck"
 
 
@@ -67,12 +69,24 @@ class History:
         db.executescript(SCHEMA)
         return db
 
-    def start(self, deploy_id: str, kind: str, project: str, ref: str, operator: str, config: str) -> None:
+    def start(
+        self, deploy_id: str, kind: str, project: str, ref: str, operator: str, config: str
+    ) -> None:
         with self._db() as db:
             db.execute(
                 "INSERT OR REPLACE INTO deploys (id, kind, project, ref, operator, started, status, config, pid, client)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                (deploy_id, kind, project, ref, operator, time.time(), config, os.getpid(), socket.gethostname()),
+                (
+                    deploy_id,
+                    kind,
+                    project,
+                    ref,
+                    operator,
+                    time.time(),
+                    config,
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
             )
 
     def update(self, deploy_id: str, **fields: Any) -> None:
@@ -82,7 +96,14 @@ class History:
         with self._db() as db:
             db.execute(f"UPDATE deploys SET {cols} WHERE id = ?", (*fields.values(), deploy_id))
 
-    def finish(self, deploy_id: str, status: str, exit_code: int, summary: dict[str, Any], hosts: list[dict[str, Any]]) -> None:
+    def finish(
+        self,
+        deploy_id: str,
+        status: str,
+        exit_code: int,
+        summary: dict[str, Any],
+        hosts: list[dict[str, Any]],
+    ) -> None:
         with self._db() as db:
             db.execute(
                 "UPDATE deploys SET ended = ?, status = ?, exit_code = ?, summary = ? WHERE id = ?",
@@ -91,16 +112,32 @@ class History:
             db.executemany(
                 "INSERT OR REPLACE INTO deploy_hosts (deploy_id, host, status, detail, release_id, previous)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(deploy_id, h["host"], h["status"], h.get("detail", ""), h.get("release_id", ""), h.get("previous", "")) for h in hosts],
+                [
+                    (
+                        deploy_id,
+                        h["host"],
+                        h["status"],
+                        h.get("detail", ""),
+                        h.get("release_id", ""),
+                        h.get("previous", ""),
+                    )
+                    for h in hosts
+                ],
             )
 
     def _row(self, row: sqlite3.Row, db: sqlite3.Connection) -> dict[str, Any]:
         d = dict(row)
         d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
-        if d["status"] == "running" and d.get("client") == socket.gethostname() and d.get("pid") and not _alive(d["pid"]):
+        if (
+            d["status"] == "running"
+            and d.get("client") == socket.gethostname()
+            and d.get("pid")
+            and not _alive(d["pid"])
+        ):
             d["status"] = "interrupted"
         counts = db.execute(
-            "SELECT status, COUNT(*) AS n FROM deploy_hosts WHERE deploy_id = ? GROUP BY status", (d["id"],)
+            "SELECT status, COUNT(*) AS n FROM deploy_hosts WHERE deploy_id = ? GROUP BY status",
+            (d["id"],),
         ).fetchall()
         by = {r["status"]: r["n"] for r in counts}
         d["hosts_ok"] = by.get("ok", 0)
@@ -112,9 +149,14 @@ class History:
             return []
         with self._db() as db:
             if project:
-                rows = db.execute("SELECT * FROM deploys WHERE project = ? ORDER BY started DESC LIMIT ?", (project, n)).fetchall()
+                rows = db.execute(
+                    "SELECT * FROM deploys WHERE project = ? ORDER BY started DESC LIMIT ?",
+                    (project, n),
+                ).fetchall()
             else:
-                rows = db.execute("SELECT * FROM deploys ORDER BY started DESC LIMIT ?", (n,)).fetchall()
+                rows = db.execute(
+                    "SELECT * FROM deploys ORDER BY started DESC LIMIT ?", (n,)
+                ).fetchall()
             return [self._row(r, db) for r in rows]
 
     def get(self, deploy_id: str) -> dict[str, Any] | None:
@@ -123,12 +165,20 @@ class History:
         with self._db() as db:
             row = db.execute("SELECT * FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
             if row is None:
-                rows = db.execute("SELECT * FROM deploys WHERE id LIKE ? ORDER BY started DESC", (deploy_id + "%",)).fetchall()
+                rows = db.execute(
+                    "SELECT * FROM deploys WHERE id LIKE ? ORDER BY started DESC",
+                    (deploy_id + "%",),
+                ).fetchall()
                 if len(rows) != 1:
                     return None
                 row = rows[0]
             d = self._row(row, db)
-            d["hosts"] = [dict(r) for r in db.execute("SELECT * FROM deploy_hosts WHERE deploy_id = ? ORDER BY host", (d["id"],))]
+            d["hosts"] = [
+                dict(r)
+                for r in db.execute(
+                    "SELECT * FROM deploy_hosts WHERE deploy_id = ? ORDER BY host", (d["id"],)
+                )
+            ]
             return d
 
     def releases(self, project: str) -> list[str]:

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,9 @@ class LocalFleet:
         for name in self.names:
             home = self.root / "hosts" / name
             home.mkdir(parents=True, exist_ok=True)
-            host = LocalHost(name=name, home=home, host_key=asyncssh.generate_private_key("ssh-ed25519"))
+            host = LocalHost(
+                name=name, home=home, host_key=asyncssh.generate_private_key("ssh-ed25519")
+            )
             host.server = await asyncssh.listen(
                 host="127.0.0.1",
                 port=0,
@@ -156,7 +158,8 @@ class LocalFleet:
                 return
             env = {
                 "HOME": str(host.home),
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                # ~/bin first, as a login profile would set it
+                "PATH": f"{host.home}/bin:" + os.environ.get("PATH", "/usr/bin:/bin"),
                 "USER": self.user,
                 "LOGNAME": self.user,
                 "SHELL": "/bin/sh",
@@ -194,7 +197,9 @@ class LocalFleet:
 
             feeder = asyncio.ensure_future(feed())
             try:
-                await asyncio.gather(pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr))
+                await asyncio.gather(
+                    pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr)
+                )
                 code = await proc.wait()
             except (asyncio.CancelledError, asyncssh.Error, OSError):
                 try:
@@ -217,7 +222,11 @@ class LocalFleet:
         ``build_commands``, ``artifact``, ``ref``, ``name``, ``relay_url``, ``relay_room``
         and ``ssh_extra`` (a dict of [ssh] keys) are also accepted."""
         path = Path(path)
-        project = {"name": deploy.pop("name", "demo"), "repo": str(repo), "ref": deploy.pop("ref", "main")}
+        project = {
+            "name": deploy.pop("name", "demo"),
+            "repo": str(repo),
+            "ref": deploy.pop("ref", "main"),
+        }
         build_commands = deploy.pop("build_commands", ["sh build.sh"])
         artifact = deploy.pop("artifact", "dist")
         relay_url = deploy.pop("relay_url", None)
@@ -316,7 +325,9 @@ def _git(repo: Path, *args: str) -> str:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def make_sample_repo(path: Path | str, version: str = "1.0.0") -> Path:
@@ -341,7 +352,7 @@ def commit_version(repo: Path | str, version: str, message: str | None = None) -
     """Commit a new VERSION to the sample repo; returns the new sha."""
     repo = Path(repo)
     (repo / "VERSION").write_text(version + "\n")
-    _git(repo, "add", "VERSION")
+    _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", message or f"release {version}")
     return _git(repo, "rev-parse", "HEAD")
 
@@ -354,5 +365,11 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["LocalFleet", "LocalHost", "make_sample_repo", "commit_version", "temp_root", "remove_tree"]
-_ = field
+__all__ = [
+    "LocalFleet",
+    "LocalHost",
+    "make_sample_repo",
+    "commit_version",
+    "temp_root",
+    "remove_tree",
+]

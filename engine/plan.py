@@ -221,7 +221,11 @@ def build_plan(
     plan.add("release", "release", "stage")
     gate_after = set(gates)
     waves = [list(w) for w in waves]
-    labels = list(wave_labels) if wave_labels is not None else [f"wave {i}" for i in range(1, len(waves) + 1)]
+    labels = (
+        list(wave_labels)
+        if wave_labels is not None
+        else [f"wave {i}" for i in range(1, len(waves) + 1)]
+    )
     for number, hosts in enumerate(waves, start=1):
         wkey = f"release/wave-{number}"
         plan.add(wkey, labels[number - 1], "wave")

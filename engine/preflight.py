@@ -29,7 +29,13 @@ class HostCheck:
 
     @property
     def ok(self) -> bool:
-        return self.reachable and self.auth and self.writable is not False and self.lock == "free" and not self.error
+        return (
+            self.reachable
+            and self.auth
+            and self.writable is not False
+            and self.lock == "free"
+            and not self.error
+        )
 
 
 @dataclass
@@ -43,12 +49,22 @@ class PreflightReport:
         return not self.target_error and all(h.ok for h in self.hosts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"target_sha": self.target_sha, "target_error": self.target_error, "ok": self.ok, "hosts": [asdict(h) for h in self.hosts]}
+        return {
+            "target_sha": self.target_sha,
+            "target_error": self.target_error,
+            "ok": self.ok,
+            "hosts": [asdict(h) for h in self.hosts],
+        }
 
     def lines(self) -> list[str]:
-        out = [f"target: {self.target_sha[:12] or '?'}" + (f"  ({self.target_error})" if self.target_error else "")]
+        out = [
+            f"target: {self.target_sha[:12] or '?'}"
+            + (f"  ({self.target_error})" if self.target_error else "")
+        ]
         width = max([len(h.host) for h in self.hosts] + [4])
-        out.append(f"  {'HOST':<{width}}  {'REACH':<5} {'KEY':<8} {'AUTH':<4} {'FREE':>9} {'WRITE':<5} {'LOCK':<10} CURRENT")
+        out.append(
+            f"  {'HOST':<{width}}  {'REACH':<5} {'KEY':<8} {'AUTH':<4} {'FREE':>9} {'WRITE':<5} {'LOCK':<10} CURRENT"
+        )
         for h in self.hosts:
             if h.error and not h.auth:
                 out.append(f"✗ {h.host:<{width}}  {h.error}")
@@ -63,11 +79,16 @@ class PreflightReport:
                 + (f"  {h.error}" if h.error else "")
             )
         bad = sum(not h.ok for h in self.hosts)
-        out.append(f"{len(self.hosts) - bad}/{len(self.hosts)} hosts ready" + ("" if not bad else f", {bad} not ready"))
+        out.append(
+            f"{len(self.hosts) - bad}/{len(self.hosts)} hosts ready"
+            + ("" if not bad else f", {bad} not ready")
+        )
         return out
 
 
-async def preflight(config: Config, hosts: list[HostSpec], *, ref: str, prompter: Prompter | None = None) -> PreflightReport:
+async def preflight(
+    config: Config, hosts: list[HostSpec], *, ref: str, prompter: Prompter | None = None
+) -> PreflightReport:
     """Check every host without changing anything on it."""
     report = PreflightReport()
     try:
@@ -119,7 +140,12 @@ async def preflight(config: Config, hosts: list[HostSpec], *, ref: str, prompter
 
 
 async def download(
-    config: Config, hosts: list[HostSpec], remote: str, dest: Path, *, prompter: Prompter | None = None
+    config: Config,
+    hosts: list[HostSpec],
+    remote: str,
+    dest: Path,
+    *,
+    prompter: Prompter | None = None,
 ) -> dict[str, tuple[bool, str]]:
     """Fetch ``remote`` (relative paths are under the login home) from every host into dest/<host>/."""
     connector = Connector(config.ssh, config.base_dir, prompter=prompter)

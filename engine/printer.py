@@ -21,7 +21,15 @@ from engine.events import (
 )
 from engine.plan import Plan
 
-GLYPHS = {"pending": "○", "running": "●", "waiting": "⏸", "ok": "✓", "failed": "✗", "skipped": "–", "cancelled": "–"}
+GLYPHS = {
+    "pending": "○",
+    "running": "●",
+    "waiting": "⏸",
+    "ok": "✓",
+    "failed": "✗",
+    "skipped": "–",
+    "cancelled": "–",
+}
 
 
 def render_tree(plan: Plan, *, collapse_steps: bool = False) -> list[str]:
@@ -52,7 +60,9 @@ def render_tree(plan: Plan, *, collapse_steps: bool = False) -> list[str]:
 class HeadlessPrinter:
     """Prints one line per node status change, plus failures' output."""
 
-    def __init__(self, out: TextIO | None = None, *, verbose: bool = False, color: bool | None = None):
+    def __init__(
+        self, out: TextIO | None = None, *, verbose: bool = False, color: bool | None = None
+    ):
         self.out = out or sys.stdout
         self.verbose = verbose
         self.plan: Plan | None = None
@@ -67,12 +77,16 @@ class HeadlessPrinter:
         if event.type == "plan":
             self.plan = Plan.from_event(event)  # type: ignore[arg-type]
             meta = self.plan.meta
-            self._write(f"{meta.get('kind', 'deploy')} {meta.get('project')}@{meta.get('ref') or meta.get('release_id')} "
-                        f"to {meta.get('hosts')} host(s) as {meta.get('operator')}  [{event.deploy_id}]")
+            self._write(
+                f"{meta.get('kind', 'deploy')} {meta.get('project')}@{meta.get('ref') or meta.get('release_id')} "
+                f"to {meta.get('hosts')} host(s) as {meta.get('operator')}  [{event.deploy_id}]"
+            )
             return
         if isinstance(event, DeployMeta):
             if "release_id" in event.meta:
-                self._write(f"release {event.meta['release_id']}  sha {event.meta.get('sha', '')[:12]}  {event.meta.get('subject', '')}")
+                self._write(
+                    f"release {event.meta['release_id']}  sha {event.meta.get('sha', '')[:12]}  {event.meta.get('subject', '')}"
+                )
             return
         if isinstance(event, NodeStatus):
             if self.plan is not None:
@@ -103,7 +117,9 @@ class HeadlessPrinter:
             for k in ("failed", "skipped", "cancelled"):
                 if s.get(k):
                     parts.append(f"{s[k]} {k}")
-            self._write(f"{event.status.upper()}: {', '.join(parts)} in {s.get('duration', 0):.1f}s (exit {s.get('exit_code')})")
+            self._write(
+                f"{event.status.upper()}: {', '.join(parts)} in {s.get('duration', 0):.1f}s (exit {s.get('exit_code')})"
+            )
             if s.get("reason"):
                 self._write(f"  stopped: {s['reason']}")
             for host, why in (s.get("failures") or {}).items():

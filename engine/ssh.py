@@ -123,9 +123,13 @@ class _HostKeyCheck:
         return False
 
 
-def _client_factory(check: _HostKeyCheck, prompter: Prompter | None, password: str | None, label: str) -> type:
+def _client_factory(
+    check: _HostKeyCheck, prompter: Prompter | None, password: str | None, label: str
+) -> type:
     class Client(asyncssh.SSHClient):
-        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        def validate_host_public_key(
+            self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+        ) -> bool:
             return check.decide(host, addr, port, key)
 
         async def password_auth_requested(self) -> str | None:  # type: ignore[override]
@@ -141,7 +145,13 @@ def _client_factory(check: _HostKeyCheck, prompter: Prompter | None, password: s
 class Host:
     """One connected host: run commands and transfer files over one connection."""
 
-    def __init__(self, name: str, conn: asyncssh.SSHClientConnection, max_sessions: int, command_timeout: float):
+    def __init__(
+        self,
+        name: str,
+        conn: asyncssh.SSHClientConnection,
+        max_sessions: int,
+        command_timeout: float,
+    ):
         self.name = name
         self.conn = conn
         self._sessions = asyncio.Semaphore(max_sessions)
@@ -163,7 +173,9 @@ class Host:
         async with self._sessions:
             self.commands_run += 1
             try:
-                proc = await self.conn.create_process(command, stdin=asyncssh.PIPE if input is not None else asyncssh.DEVNULL)
+                proc = await self.conn.create_process(
+                    command, stdin=asyncssh.PIPE if input is not None else asyncssh.DEVNULL
+                )
             except (asyncssh.Error, OSError) as exc:
                 raise SSHError(f"cannot start command: {exc}") from None
             out: list[str] = []
@@ -183,7 +195,11 @@ class Host:
                     proc.stdin.write(input)
                     proc.stdin.write_eof()
                 await asyncio.wait_for(
-                    asyncio.gather(pump(proc.stdout, "stdout", out), pump(proc.stderr, "stderr", err), proc.wait()),
+                    asyncio.gather(
+                        pump(proc.stdout, "stdout", out),
+                        pump(proc.stderr, "stderr", err),
+                        proc.wait(),
+                    ),
                     timeout,
                 )
             except TimeoutError:
@@ -211,7 +227,9 @@ class Host:
                     raise SSHError(f"cannot start SFTP: {exc}") from None
             return self._sftp
 
-    async def put(self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None) -> None:
+    async def put(
+        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         sftp = await self.sftp()
 
         def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
@@ -220,7 +238,13 @@ class Host:
 
         try:
             async with self._sessions:
-                await sftp.put(str(local), remote, block_size=256 * 1024 - 1024, max_requests=64, progress_handler=handler)
+                await sftp.put(
+                    str(local),
+                    remote,
+                    block_size=256 * 1024 - 1024,
+                    max_requests=64,
+                    progress_handler=handler,
+                )
         except (asyncssh.Error, OSError) as exc:
             raise SSHError(f"upload failed: {exc}") from None
 
@@ -255,7 +279,9 @@ class Connector:
         self.base_dir = base_dir
         self.prompter = prompter
         self.on_log = on_log or (lambda _msg: None)
-        self.known_hosts = _expand(ssh.known_hosts, base_dir) or os.path.expanduser("~/.ssh/known_hosts")
+        self.known_hosts = _expand(ssh.known_hosts, base_dir) or os.path.expanduser(
+            "~/.ssh/known_hosts"
+        )
         self.config_path = _expand(ssh.config, base_dir)
         if self.config_path and not os.path.isfile(self.config_path):
             self.config_path = None
@@ -275,9 +301,19 @@ class Connector:
         if self.config_path:
             try:
                 cfg = asyncssh.config.SSHClientConfig.load(
-                    None, [self.config_path], False, False, False, getpass.getuser(), (), spec.host, ()
+                    None,
+                    [self.config_path],
+                    False,
+                    False,
+                    False,
+                    getpass.getuser(),
+                    (),
+                    spec.host,
+                    (),
                 )
-                opts = {k: cfg.get(k) for k in ("Hostname", "User", "Port", "IdentityFile", "ProxyJump")}
+                opts = {
+                    k: cfg.get(k) for k in ("Hostname", "User", "Port", "IdentityFile", "ProxyJump")
+                }
             except (OSError, asyncssh.Error, ValueError) as exc:
                 raise SSHError(f"cannot read ssh config {self.config_path}: {exc}") from None
         host = opts.get("Hostname") or spec.host
@@ -293,7 +329,9 @@ class Connector:
             jump = ",".join(jump)
         if jump in ("none", ""):
             jump = None
-        return Target(spec.name, str(host), int(port), str(user), tuple(i for i in identities if i), jump)
+        return Target(
+            spec.name, str(host), int(port), str(user), tuple(i for i in identities if i), jump
+        )
 
     # -- connecting ------------------------------------------------------------
 
@@ -324,17 +362,23 @@ class Connector:
                     self.ssh.connect_timeout * 2,
                 )
             except TimeoutError:
-                raise SSHError(f"timed out connecting to {target.host}:{target.port} after {self.ssh.connect_timeout:g}s") from None
+                raise SSHError(
+                    f"timed out connecting to {target.host}:{target.port} after {self.ssh.connect_timeout:g}s"
+                ) from None
             except asyncssh.HostKeyNotVerifiable:
                 raise self._host_key_error(target) from None
             except asyncssh.PermissionDenied as exc:
-                raise SSHError(f"authentication failed for {target.user}@{target.host}:{target.port}: {exc.reason}") from None
+                raise SSHError(
+                    f"authentication failed for {target.user}@{target.host}:{target.port}: {exc.reason}"
+                ) from None
             except asyncssh.DisconnectError as exc:
                 raise SSHError(f"{target.host}:{target.port} disconnected: {exc.reason}") from None
             except ConnectionRefusedError:
                 raise SSHError(f"connection refused by {target.host}:{target.port}") from None
             except OSError as exc:
-                raise SSHError(f"cannot reach {target.host}:{target.port}: {exc.strerror or exc}") from None
+                raise SSHError(
+                    f"cannot reach {target.host}:{target.port}: {exc.strerror or exc}"
+                ) from None
             except asyncssh.Error as exc:
                 raise SSHError(f"{target.host}:{target.port}: {exc}") from None
         self.connections_opened += 1
@@ -343,18 +387,27 @@ class Connector:
     def _host_key_error(self, target: Target) -> HostKeyError:
         changed, key = self.check.seen.get((target.host, target.port), (False, None))
         if key is None:
-            return HostKeyError(f"host key for {target.host}:{target.port} is not trusted", changed=False, fingerprint="", key_type="")
+            return HostKeyError(
+                f"host key for {target.host}:{target.port} is not trusted",
+                changed=False,
+                fingerprint="",
+                key_type="",
+            )
         fp, kt = key.get_fingerprint(), key.get_algorithm()
         if changed:
             return HostKeyError(
                 f"HOST KEY CHANGED for {target.host}:{target.port} (now {kt} {fp}); refusing to connect. "
                 f"If the change is expected, remove the old entry from {self.known_hosts}",
-                changed=True, fingerprint=fp, key_type=kt,
+                changed=True,
+                fingerprint=fp,
+                key_type=kt,
             )
         return HostKeyError(
             f"unknown host key for {target.host}:{target.port} ({kt} {fp}); verify it and add it to "
-            f"{self.known_hosts}, or set ssh.host_key_policy = \"accept-new\"",
-            changed=False, fingerprint=fp, key_type=kt,
+            f'{self.known_hosts}, or set ssh.host_key_policy = "accept-new"',
+            changed=False,
+            fingerprint=fp,
+            key_type=kt,
         )
 
     async def _jump(self, jump: str) -> asyncssh.SSHClientConnection:
@@ -362,7 +415,9 @@ class Connector:
         if task is None:
             spec = parse_host(jump.split(",")[0])
             target = self.resolve(spec)
-            target = Target(f"jump {jump}", target.host, target.port, target.user, target.identities, None)
+            target = Target(
+                f"jump {jump}", target.host, target.port, target.user, target.identities, None
+            )
             task = asyncio.ensure_future(self._open_checked(target, None))
             self._jumps[jump] = task
             self.on_log(f"jump host {jump}: one connection for every target")
@@ -379,9 +434,16 @@ class Connector:
             if exc.changed or self.prompter is None or not exc.fingerprint:
                 raise
             async with self._prompt_lock:
-                accepted = await self.prompter.confirm_host_key(target.name, exc.fingerprint, exc.key_type)
+                accepted = await self.prompter.confirm_host_key(
+                    target.name, exc.fingerprint, exc.key_type
+                )
             if not accepted:
-                raise HostKeyError(f"host key {exc.key_type} {exc.fingerprint} rejected by the operator", changed=False, fingerprint=exc.fingerprint, key_type=exc.key_type) from None
+                raise HostKeyError(
+                    f"host key {exc.key_type} {exc.fingerprint} rejected by the operator",
+                    changed=False,
+                    fingerprint=exc.fingerprint,
+                    key_type=exc.key_type,
+                ) from None
             _, key = self.check.seen[(target.host, target.port)]
             self.check.record(target.host, target.port, key)
             return await self._open(target, tunnel)

@@ -30,7 +30,13 @@ def iso(at: float | None = None) -> str:
 
 
 def lock_owner(operator: str, deploy_id: str) -> dict[str, object]:
-    return {"operator": operator, "pid": os.getpid(), "host": socket.gethostname(), "since": iso(), "deploy_id": deploy_id}
+    return {
+        "operator": operator,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": iso(),
+        "deploy_id": deploy_id,
+    }
 
 
 def _resolve_path_sh(path: str) -> str:
@@ -56,10 +62,14 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
     ]
     if artifact_sha:
         a = f'"$P/artifacts/"{q(artifact_sha + ".tar.gz")}'
-        lines.append(f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi")
+        lines.append(
+            f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi"
+        )
     lock = f'"$P/"{LOCK_DIR}'
     if owner is None:
-        lines.append(f'if [ -d {lock} ]; then echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; else echo lock=free; fi')
+        lines.append(
+            f'if [ -d {lock} ]; then echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; else echo lock=free; fi'
+        )
     else:
         lines.append(
             f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner; echo lock=acquired; "
@@ -124,7 +134,9 @@ def link_script(path: str, release_id: str, shared: tuple[str, ...]) -> str:
 
 def hook_command(cwd: str, command: str, env: dict[str, str]) -> str:
     exports = " ".join(f"{k}={q(v)}" for k, v in env.items())
-    return f"cd {q(cwd)} && export {exports} && {command}" if exports else f"cd {q(cwd)} && {command}"
+    return (
+        f"cd {q(cwd)} && export {exports} && {command}" if exports else f"cd {q(cwd)} && {command}"
+    )
 
 
 def activate_script(path: str, release_id: str) -> str:
@@ -141,12 +153,12 @@ def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
         [
             f"cd {q(path)}/releases || exit 0",
             'for t in *.tmp; do [ -e "$t" ] && rm -rf "$t"; done',
-            'c=$(readlink ../current 2>/dev/null || true); c=${c##*/}',
+            "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
             "n=0",
             "for r in $(ls -1t); do",
             "  n=$((n+1))",
             f'  if [ $n -le {keep} ] || [ "$r" = "$c" ]; then continue; fi',
-            f"  for p in {keep_names} ''; do [ \"$r\" = \"$p\" ] && continue 2; done",
+            f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',
             '  rm -rf "$r" && echo "removed release $r"',
             "done",
             "cd ../artifacts || exit 0",
@@ -177,7 +189,9 @@ def releases_script(path: str) -> str:
     )
 
 
-def revision_line(release_id: str, sha: str, operator: str, outcome: str, deploy_id: str, kind: str = "deploy") -> str:
+def revision_line(
+    release_id: str, sha: str, operator: str, outcome: str, deploy_id: str, kind: str = "deploy"
+) -> str:
     return f"{iso()} {kind} release={release_id} sha={sha} operator={operator} outcome={outcome} deploy={deploy_id}"
 
 

@@ -26,7 +26,9 @@ class Budget:
         return len(self.failed) > self.allowed
 
 
-def wave_plan(hosts: list[HostSpec], deploy: DeployConfig) -> tuple[list[list[HostSpec]], list[str], set[int]]:
+def wave_plan(
+    hosts: list[HostSpec], deploy: DeployConfig
+) -> tuple[list[list[HostSpec]], list[str], set[int]]:
     """(waves, labels, gates): the hosts of each wave, its label, and the wave numbers
     followed by an approval gate."""
     waves = split_waves(hosts, deploy.batches)
@@ -36,7 +38,11 @@ def wave_plan(hosts: list[HostSpec], deploy: DeployConfig) -> tuple[list[list[Ho
         noun = "host" if len(wave) == 1 else "hosts"
         kind = "canary: " if i == 1 and len(waves) > 1 else ""
         pct = f" ({size})" if str(size).endswith("%") else ""
-        labels.append(f"wave {i} ({kind}{len(wave)} {noun}){pct}" if kind else f"wave {i} ({len(wave)} {noun}){pct}")
+        labels.append(
+            f"wave {i} ({kind}{len(wave)} {noun}){pct}"
+            if kind
+            else f"wave {i} ({len(wave)} {noun}){pct}"
+        )
     if deploy.approve is True:
         gates = set(range(1, len(waves)))
     elif deploy.approve:

@@ -1,0 +1,130 @@
+"""The `shipdeck` command as a CI pipeline or an operator runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.localfleet import commit_version
+from tests.helpers import current, current_version
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def shipdeck(*args: str, cwd=None, env=None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tui.cli",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_headless_deploy_history_show_and_rollback(fleet, fleet_config, sample_repo) -> None:
+    config = fleet_config()
+    code, out, err = await shipdeck("deploy", "-c", str(config.path), "--headless")
+    assert code == 0, out + err
+    assert "OK: 3/3 hosts ok" in out
+    assert "host2  activate" in out
+    first = current(fleet.host("host1").home / "app")
+    commit_version(sample_repo, "2.0.0")
+    code, out, err = await shipdeck("deploy", "-c", str(config.path), "--headless")
+    assert code == 0
+    assert current_version(fleet.host("host3").home / "app") == "2.0.0"
+
+    code, out, _ = await shipdeck("history")
+    lines = out.splitlines()
+    assert lines[0].startswith("ID") and len(lines) == 3
+    deploy_id = lines[1].split()[0]
+    code, out, _ = await shipdeck("show", deploy_id)
+    assert code == 0 and "✓ host1" in out and "status    ok (exit 0)" in out
+
+    code, out, err = await shipdeck("rollback", "-c", str(config.path), "--headless")
+    assert code == 0, out + err
+    assert all(current(h.home / "app") == first for h in fleet.hosts)
+
+
+async def test_json_lines_are_events(fleet, fleet_config) -> None:
+    from engine.events import event_from_json
+
+    config = fleet_config()
+    code, out, _ = await shipdeck("deploy", "-c", str(config.path), "--json")
+    assert code == 0
+    events = [event_from_json(line) for line in out.splitlines()]
+    assert events[0].type == "plan" and events[-1].type == "finished"
+    assert events[-1].summary["exit_code"] == 0
+
+
+async def test_exit_code_1_when_a_host_fails_within_budget(
+    fleet, fleet_config, sample_repo
+) -> None:
+    config = fleet_config(health_timeout=0.5)
+    fleet.fail_health("host3")
+    code, out, _ = await shipdeck("deploy", "-c", str(config.path), "--headless")
+    assert code == 1
+    assert "✗ host3: unhealthy" in out
+
+
+async def test_dry_run_prints_plan_and_changes_nothing(fleet, fleet_config) -> None:
+    config = fleet_config()
+    before = sorted(str(p) for h in fleet.hosts for p in h.home.rglob("*"))
+    code, out, err = await shipdeck("deploy", "-c", str(config.path), "--dry-run")
+    assert code == 0, out + err
+    assert "├── fetch" in out and "└── release" in out and "host2  (connect, lock, upload" in out
+    assert "3/3 hosts ready" in out
+    after = sorted(str(p) for h in fleet.hosts for p in h.home.rglob("*"))
+    assert before == after
+
+
+def test_bad_config_exit_2_without_traceback(tmp_path) -> None:
+    bad = tmp_path / "shipdeck.toml"
+    bad.write_text(
+        '[project]\nname = "x"\nrepo = "."\n[deploy]\npath = "/srv"\nbatchs = ["1"]\n[hosts]\nweb = ["a"]\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "deploy", "-c", str(bad), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip()
+        == f"shipdeck: {bad}:6: [deploy] batchs: unknown key (did you mean 'batches'?)"
+    )
+    assert "Traceback" not in r.stderr
+
+
+def test_headless_commands_never_import_textual() -> None:
+    code = (
+        "import sys; from tui.cli import build_parser; build_parser();"
+        "import engine.deploy, engine.preflight, engine.printer, engine.localfleet;"
+        "import relay;"
+        "assert 'textual' not in sys.modules, sorted(m for m in sys.modules if m.startswith('textual'))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
+    config = fleet_config()
+    for h in fleet.hosts[:2]:
+        (h.home / "app.log").write_text(f"log of {h.name}\n")
+    code, out, _ = await shipdeck(
+        "download", "-c", str(config.path), "app.log", "--dest", str(tmp_path / "logs")
+    )
+    assert code == 1  # host3 has no such file
+    assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
+    assert "✗ host3: app.log: no such file" in out

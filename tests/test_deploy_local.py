@@ -1,0 +1,275 @@
+"""The main release scenarios on the in-process local fleet (real SSH, real shell)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from engine.deploy import Deployment, Rollback
+from engine.history import History
+from engine.localfleet import LocalFleet, commit_version
+from tests.helpers import Recorder, current, current_version, releases, revisions
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def app_dir(fleet: LocalFleet, name: str) -> Path:
+    return fleet.host(name).home / "app"
+
+
+async def deploy(config, **kw) -> tuple[object, Recorder, Deployment]:
+    d = Deployment(config, **kw)
+    rec = Recorder()
+    d.subscribe(rec)
+    result = await d.run()
+    return result, rec, d
+
+
+async def test_first_deploy_switches_every_host(fleet, fleet_config) -> None:
+    config = fleet_config()
+    result, rec, d = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    for h in fleet.hosts:
+        app = h.home / "app"
+        assert current(app) == d.release_id
+        assert current_version(app) == "1.0.0"
+        assert (
+            (app / "current" / "BUILD_INFO").read_text().startswith("built 1.0.0 at sha " + d.sha)
+        )
+        assert (app / "current" / "log").is_symlink()  # shared entry linked
+        assert (h.home / "RUNNING").read_text().strip() == "1.0.0"  # after_activate ran
+        line = revisions(app)[-1]
+        assert (
+            f"release={d.release_id}" in line and "operator=tester" in line and "outcome=ok" in line
+        )
+        assert not (app / ".shipdeck.lock").exists()
+    # one connection per host for every step
+    assert all(h.connections == 1 for h in fleet.hosts)
+    # the plan came first and the deploy finished
+    assert rec.events[0].type == "plan"
+    assert rec.events[-1].type == "finished" and rec.events[-1].status == "ok"
+    # history
+    row = History().get(d.deploy_id)
+    assert row["status"] == "ok" and row["release_id"] == d.release_id
+    assert sorted(x["host"] for x in row["hosts"]) == ["host1", "host2", "host3"]
+    assert History().transcript(d.deploy_id).read_text().count("\n") == len(rec.events)
+
+
+async def test_second_deploy_new_commit_then_rollback(fleet, fleet_config, sample_repo) -> None:
+    config = fleet_config()
+    _, _, first = await deploy(config)
+    commit_version(sample_repo, "2.0.0")
+    result, rec, second = await deploy(config)
+    assert result.exit_code == 0
+    assert second.sha != first.sha
+    for h in fleet.hosts:
+        assert current_version(h.home / "app") == "2.0.0"
+        assert len(releases(h.home / "app")) == 2
+    rb = Rollback(config)
+    result = await rb.run()
+    assert result.exit_code == 0, result.summary
+    for h in fleet.hosts:
+        assert current(h.home / "app") == first.release_id
+        assert (h.home / "RUNNING").read_text().strip() == "1.0.0"
+        assert "rollback" in revisions(h.home / "app")[-1]
+    # --to goes forward again
+    result = await Rollback(config, to=second.release_id, hosts="host1").run()
+    assert result.exit_code == 0
+    assert current(app_dir(fleet, "host1")) == second.release_id
+    assert current(app_dir(fleet, "host2")) == first.release_id
+    assert [r["kind"] for r in History().list()] == ["rollback", "rollback", "deploy", "deploy"]
+
+
+async def test_unchanged_build_is_not_rebuilt_or_uploaded(fleet, fleet_config) -> None:
+    config = fleet_config()
+    await deploy(config)
+    result, rec, _ = await deploy(config)
+    assert result.exit_code == 0
+    by_key = {e.key: e for e in rec.of("status") if e.status in ("ok", "skipped")}
+    assert by_key["build"].status == "skipped" and "reused" in by_key["build"].detail
+    for h in fleet.hosts:
+        upload = by_key[f"release/wave-1/{h.name}/upload"]
+        assert upload.status == "skipped" and "already on host" in upload.detail
+    assert not rec.of("progress")  # zero bytes sent
+
+
+async def test_corrupt_artifact_on_host_is_uploaded_again(fleet, fleet_config) -> None:
+    config = fleet_config()
+    _, _, d = await deploy(config)
+    art = next((app_dir(fleet, "host2") / "artifacts").iterdir())
+    art.write_bytes(b"x" * art.stat().st_size)
+    result, rec, _ = await deploy(config)
+    assert result.exit_code == 0
+    assert rec.statuses("release/wave-1/host2/upload")[-1] == "ok"
+    assert rec.statuses("release/wave-1/host1/upload")[-1] == "skipped"
+
+
+async def test_health_failure_rolls_back_that_host(fleet, fleet_config, sample_repo) -> None:
+    config = fleet_config(health_timeout=1)
+    _, _, first = await deploy(config)
+    commit_version(sample_repo, "2.0.0")
+    fleet.fail_health("host2", "2.0.0")
+    result, rec, second = await deploy(config)
+    assert result.exit_code == 1  # finished, some hosts failed within the budget
+    assert current(app_dir(fleet, "host1")) == second.release_id
+    assert current(app_dir(fleet, "host2")) == first.release_id  # rolled back
+    assert (fleet.host("host2").home / "RUNNING").read_text().strip() == "1.0.0"  # restarted again
+    failure = result.summary["failures"]["host2"]
+    assert "unhealthy" in failure and f"rolled back to {first.release_id} (healthy)" in failure
+    assert "outcome=rolled-back" in revisions(app_dir(fleet, "host2"))[-1]
+    assert History().get(second.deploy_id)["status"] == "failed"
+
+
+async def test_first_deploy_unhealthy_has_nothing_to_roll_back_to(fleet, fleet_config) -> None:
+    fleet.fail_health("host1")
+    result, _, _ = await deploy(fleet_config(health_timeout=0.5))
+    assert result.exit_code == 1
+    assert "no previous release" in result.summary["failures"]["host1"]
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["build", "unpack", "before_activate"],
+)
+async def test_failures_before_activate_leave_current_unchanged(
+    fleet, fleet_config, sample_repo, breakage
+) -> None:
+    config = fleet_config()
+    _, _, first = await deploy(config)
+    commit_version(sample_repo, "2.0.0")
+    overrides = {}
+    if breakage == "build":
+        (sample_repo / "build.sh").write_text("echo compiling; echo 'error: boom' >&2; exit 7\n")
+        commit_version(sample_repo, "2.0.1")
+    elif breakage == "unpack":
+        # a host whose tar is broken (a ~/bin earlier on PATH, as a login profile would set)
+        for h in fleet.hosts:
+            (h.home / "bin").mkdir(exist_ok=True)
+            (h.home / "bin" / "tar").write_text(
+                "#!/bin/sh\necho 'tar: disk quota exceeded' >&2\nexit 2\n"
+            )
+            os.chmod(h.home / "bin" / "tar", 0o755)
+        overrides = {"before_activate": []}
+    else:
+        overrides = {"before_activate": ["echo checking; exit 3"]}
+    config = fleet_config(**overrides)
+    result, rec, second = await deploy(config)
+    assert result.exit_code in (1, 3)
+    for h in fleet.hosts:
+        app = h.home / "app"
+        assert current(app) == first.release_id, breakage
+        assert current_version(app) == "1.0.0"
+        assert not (app / ".shipdeck.lock").exists()
+        assert releases(app) == [first.release_id]  # the unactivated release was removed
+    if breakage == "build":
+        assert result.exit_code == 3
+        assert "exit 7" in result.summary["reason"]
+        assert any(getattr(e, "text", "") == "error: boom" for e in rec.of("log"))
+    elif breakage == "unpack":
+        assert "disk quota exceeded" in result.summary["failures"]["host1"]
+    else:
+        assert "exited 3" in result.summary["failures"]["host1"]
+
+
+async def test_unreachable_host_fails_alone(fleet, fleet_config, tmp_path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead_port = sock.getsockname()[1]
+    sock.close()
+    cfg_text = (
+        (tmp_path / "shipdeck.toml").read_text() if (tmp_path / "shipdeck.toml").exists() else None
+    )
+    config = fleet_config(connect_timeout=None)
+    text = config.path.read_text().replace(
+        'web = ["host1"', f'web = ["127.0.0.1:{dead_port}", "host1"'
+    )
+    config.path.write_text(text)
+    from engine.config import load_config
+
+    result, rec, _ = await deploy(load_config(config.path))
+    assert result.exit_code == 1
+    assert "connection refused" in result.summary["failures"][f"127.0.0.1:{dead_port}"]
+    assert result.summary["ok"] == 3
+    assert cfg_text is None or cfg_text
+
+
+async def test_lock_held_by_another_operator(fleet, fleet_config) -> None:
+    config = fleet_config()
+    app = app_dir(fleet, "host2")
+    (app / ".shipdeck.lock").mkdir(parents=True)
+    owner = {"operator": "alice", "pid": 4242, "host": "jump-9", "since": "2026-11-24T10:00:00Z"}
+    (app / ".shipdeck.lock" / "owner").write_text(json.dumps(owner))
+    result, _, _ = await deploy(config)
+    assert result.exit_code == 3
+    assert "locked by alice (pid 4242 on jump-9" in result.summary["failures"]["host2"]
+    assert (app / ".shipdeck.lock" / "owner").read_text() == json.dumps(owner)  # not ours to remove
+    assert current(app) is None
+    # --force-unlock takes it over and says whose it was
+    rec = Recorder()
+    d = Deployment(config, force_unlock=True)
+    d.subscribe(rec)
+    result = await d.run()
+    assert result.exit_code == 0
+    assert any(
+        "taking over the lock held by alice" in getattr(e, "text", "") for e in rec.of("log")
+    )
+
+
+async def test_stale_lock_of_a_dead_local_process_is_taken_over(fleet, fleet_config) -> None:
+    app = app_dir(fleet, "host1")
+    (app / ".shipdeck.lock").mkdir(parents=True)
+    dead_pid = 2**22 + 12345
+    owner = {"operator": "tester", "pid": dead_pid, "host": socket.gethostname(), "since": "x"}
+    (app / ".shipdeck.lock" / "owner").write_text(json.dumps(owner))
+    result, rec, _ = await deploy(fleet_config())
+    assert result.exit_code == 0
+    assert any("stale: its process is gone" in getattr(e, "text", "") for e in rec.of("log"))
+
+
+async def test_password_auth_on_local_fleet(tmp_path, sample_repo, monkeypatch) -> None:
+    async with LocalFleet(tmp_path / "pw", 2, password="s3cret-canary-pw") as fleet:
+        fleet.client_key_path.unlink()  # no key: the password is the only way in
+        monkeypatch.setenv("DEPLOY_PW", "s3cret-canary-pw")
+        path = fleet.write_config(
+            tmp_path / "pw.toml", sample_repo, ssh_extra={"password_env": "DEPLOY_PW"}
+        )
+        from engine.config import load_config
+
+        result, rec, d = await deploy(load_config(path))
+        assert result.exit_code == 0, result.summary
+        blob = "\n".join(e.dumps() for e in rec.events)
+        assert "s3cret-canary-pw" not in blob
+        assert "s3cret-canary-pw" not in History().transcript(d.deploy_id).read_text()
+
+
+async def test_keep_releases_cleanup(fleet, fleet_config, sample_repo) -> None:
+    config = fleet_config(keep_releases=2)
+    ids = []
+    for v in ("1", "2", "3", "4"):
+        commit_version(sample_repo, v)
+        _, _, d = await deploy(config)
+        ids.append(d.release_id)
+        await asyncio.sleep(0.01)
+    app = app_dir(fleet, "host1")
+    assert sorted(releases(app)) == sorted(ids[-2:])
+    assert len(list((app / "artifacts").iterdir())) == 2
+
+
+async def test_fan_out_respects_parallel(fleet, fleet_config) -> None:
+    result, rec, _ = await deploy(fleet_config(parallel=1))
+    assert result.exit_code == 0
+    running = 0
+    peak = 0
+    for e in rec.of("status"):
+        if e.key.count("/") == 2 and e.key.startswith("release/wave"):
+            if e.status == "running":
+                running += 1
+            elif e.status in ("ok", "failed"):
+                running -= 1
+            peak = max(peak, running)
+    assert peak == 1
