@@ -124,7 +124,7 @@ class _HostKeyCheck:
 
 
 def _client_factory(
-    check: _HostKeyCheck, prompter: Prompter | None, password: str | None, label: str
+    check: _HostKeyCheck, prompter: Prompter | None, password: str | None, label: str, user: str
 ) -> type:
     class Client(asyncssh.SSHClient):
         def validate_host_public_key(
@@ -132,12 +132,16 @@ def _client_factory(
         ) -> bool:
             return check.decide(host, addr, port, key)
 
+        _password_tries = 0
+
         async def password_auth_requested(self) -> str | None:  # type: ignore[override]
+            # like ssh: the configured password once, or up to 3 prompts; then give up
+            self._password_tries += 1
             if password is not None:
-                return password
-            if prompter is None:
+                return password if self._password_tries == 1 else None
+            if prompter is None or self._password_tries > 3:
                 return None
-            return await prompter.ask_password(label, getattr(self, "_user", ""))
+            return await prompter.ask_password(label, user)
 
     return Client
 
@@ -353,7 +357,7 @@ class Connector:
         return options
 
     async def _open(self, target: Target, tunnel: Any) -> asyncssh.SSHClientConnection:
-        client = _client_factory(self.check, self.prompter, self.password, target.name)
+        client = _client_factory(self.check, self.prompter, self.password, target.name, target.user)
         options = self._options(target)
         async with self._startups:
             try:

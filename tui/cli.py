@@ -28,7 +28,13 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default="shipdeck.toml", metavar="FILE", help="config file (default: ./shipdeck.toml)")
+    p.add_argument(
+        "-c",
+        "--config",
+        default="shipdeck.toml",
+        metavar="FILE",
+        help="config file (default: ./shipdeck.toml)",
+    )
 
 
 class _HeadlessPrompter:
@@ -40,7 +46,9 @@ class _HeadlessPrompter:
     async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
         if not self.interactive:
             return False
-        answer = await asyncio.to_thread(input, f"{host}: unknown host key {key_type} {fingerprint}. Trust it? [y/N] ")
+        answer = await asyncio.to_thread(
+            input, f"{host}: unknown host key {key_type} {fingerprint}. Trust it? [y/N] "
+        )
         return answer.strip().lower() in ("y", "yes")
 
     async def ask_password(self, host: str, user: str) -> str | None:
@@ -52,23 +60,33 @@ class _HeadlessPrompter:
 
 
 def _interactive() -> bool:
-    return sys.stdin is not None and sys.stdin.isatty() and os.environ.get("CI", "").lower() not in ("true", "1")
+    return (
+        sys.stdin is not None
+        and sys.stdin.isatty()
+        and os.environ.get("CI", "").lower() not in ("true", "1")
+    )
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
     from engine.printer import HeadlessPrinter, JsonPrinter
 
-    run.subscribe(JsonPrinter() if args.json else HeadlessPrinter(verbose=getattr(args, "verbose", False)))
+    run.subscribe(
+        JsonPrinter() if args.json else HeadlessPrinter(verbose=getattr(args, "verbose", False))
+    )
     loop = asyncio.get_running_loop()
     presses = [0]
 
     def on_sigint() -> None:
         presses[0] += 1
         if presses[0] == 1:
-            _err("Ctrl-C: stopping at a safe point (hosts being switched finish first; press again to see this message)")
+            _err(
+                "Ctrl-C: stopping at a safe point (hosts being switched finish first; press again to see this message)"
+            )
             run.abort(reason="interrupted (Ctrl-C)")
         else:
-            _err("still stopping safely: no host is left half-switched; waiting for in-flight steps")
+            _err(
+                "still stopping safely: no host is left half-switched; waiting for in-flight steps"
+            )
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -84,8 +102,11 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
             if event.type != "gate":
                 return
             if _interactive():
+
                 async def ask() -> None:
-                    answer = await asyncio.to_thread(input, f"{event.key}: approve and continue? [y/N] ")
+                    answer = await asyncio.to_thread(
+                        input, f"{event.key}: approve and continue? [y/N] "
+                    )
                     if answer.strip().lower() in ("y", "yes"):
                         run.approve(key=event.key)
                     else:
@@ -163,7 +184,9 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     print()
     if args.no_connect:
         return EXIT_OK
-    report = await preflight(config, d.selected, ref=d.ref, prompter=_HeadlessPrompter(_interactive()))
+    report = await preflight(
+        config, d.selected, ref=d.ref, prompter=_HeadlessPrompter(_interactive())
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -180,7 +203,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         from engine.deploy import Rollback
 
         async def main() -> int:
-            r = Rollback(config, to=args.to, hosts=args.hosts, prompter=_HeadlessPrompter(_interactive()), force_unlock=args.force_unlock)
+            r = Rollback(
+                config,
+                to=args.to,
+                hosts=args.hosts,
+                prompter=_HeadlessPrompter(_interactive()),
+                force_unlock=args.force_unlock,
+            )
             return await _run_headless(r, args)
 
         return asyncio.run(main())
@@ -203,7 +232,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not rows:
         print("no deploys yet")
         return EXIT_OK
-    print(f"{'ID':<26} {'KIND':<8} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED")
+    print(
+        f"{'ID':<26} {'KIND':<8} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED"
+    )
     for r in rows:
         dur = f"{r['ended'] - r['started']:.1f}s" if r.get("ended") else ""
         hosts = f"{r['hosts_ok']}✓ {r['hosts_failed']}✗"
@@ -256,7 +287,15 @@ def cmd_download(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from engine.preflight import download
 
-    results = asyncio.run(download(config, config.select_hosts(args.hosts), args.remote_path, Path(args.dest), prompter=_HeadlessPrompter(_interactive())))
+    results = asyncio.run(
+        download(
+            config,
+            config.select_hosts(args.hosts),
+            args.remote_path,
+            Path(args.dest),
+            prompter=_HeadlessPrompter(_interactive()),
+        )
+    )
     failed = 0
     for name, (ok, text) in results.items():
         print(f"{'✓' if ok else '✗'} {name}: {text}")
@@ -265,7 +304,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shipdeck", description="Release code to a fleet over SSH, from the terminal.")
+    parser = argparse.ArgumentParser(
+        prog="shipdeck", description="Release code to a fleet over SSH, from the terminal."
+    )
     parser.add_argument("--version", action="version", version="shipdeck 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -273,12 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--ref", help="branch, tag or sha (default: project.ref)")
     p.add_argument("--hosts", metavar="PATTERN", help="comma-separated globs of groups or hosts")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and check every host without changing anything")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and check every host without changing anything",
+    )
     p.add_argument("--no-connect", action="store_true", help="with --dry-run: print the plan only")
     p.add_argument("--headless", action="store_true", help="no TUI: one line per stage change")
     p.add_argument("--json", action="store_true", help="headless, events as JSON lines")
     p.add_argument("--yes", "-y", action="store_true", help="approve every gate")
-    p.add_argument("--force-unlock", action="store_true", help="take over a lock left by someone else (says whose)")
+    p.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="take over a lock left by someone else (says whose)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="headless: print every output line")
     p.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse")
     p.set_defaults(func=cmd_deploy)
