@@ -47,13 +47,17 @@ from engine.history import History, TranscriptWriter, _alive
 from engine.plan import HOST_STEPS, ROLLBACK_STEPS, Plan, build_plan
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
 from engine.steps import (
+    MARK,
     HostState,
     activate_script,
     cleanup_script,
     finish_script,
     hook_command,
+    hooks_script,
+    link_script,
     lock_owner,
     parse_kv,
+    phase_script,
     probe_script,
     releases_script,
     revision_line,
@@ -306,14 +310,16 @@ class _Run:
             self.log(st.key, f"could not release the lock: {exc}", "stderr")
 
     async def _health(
-        self, host: Host, key: str, cwd: str, env: dict[str, str]
+        self, host: Host, key: str, cwd: str, env: dict[str, str], tried: int = 0
     ) -> tuple[bool, str]:
         d = self.config.deploy
         if not d.health:
             return True, ""
         deadline = time.monotonic() + d.health_timeout
-        attempt = 0
+        attempt = tried
         last = ""
+        if tried:
+            await asyncio.sleep(d.health_interval)
         while True:
             attempt += 1
             remaining = max(0.5, deadline - time.monotonic())
@@ -662,51 +668,97 @@ class Deployment(_Run):
         await super()._gate(index)
 
     async def _deploy_host(self, connector: Connector, st: HostState) -> None:
+        """One host, in as few remote commands as the steps allow: the probe+lock, the
+        SFTP upload, then phase scripts that report each step's start and end."""
         d = self.config.deploy
         hk = st.key
         pkg = self.package
         assert pkg is not None
         self.status(hk, RUNNING)
         remove_release: str | None = None
+        finished = False
         try:
             st.host = await self._step(f"{hk}/connect", connector.connect(self._spec(st.name)))
             await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
             env = self._env(st, self.release_id, self.sha)
-            host = st.host
+            rel = f"{st.path}/releases/{self.release_id}"
+            cur = f"{st.path}/current"
 
-            # upload
             if st.artifact_sha == pkg.sha256:
                 self.status(f"{hk}/upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
             else:
                 await self._step(f"{hk}/upload", self._upload(st, f"{hk}/upload"))
+            if self.aborting:
+                raise _Aborted()
+
+            # phase 1: unpack, link, before -- nothing live changes
             remove_release = self.release_id
-            await self._step(f"{hk}/unpack", self._unpack(st, f"{hk}/unpack"))
+            phase = [("unpack", unpack_script(st.path, pkg.sha256, self.release_id, self.sha))]
             if d.shared:
-                await self._step(f"{hk}/link", self._link(st, f"{hk}/link"))
+                phase.append(("link", link_script(st.path, self.release_id, d.shared)))
             else:
                 self.status(f"{hk}/link", SKIPPED, "no shared entries")
             if d.before_activate:
-                rel = f"{st.path}/releases/{self.release_id}"
-                await self._step(
-                    f"{hk}/before", self._hooks(host, f"{hk}/before", rel, d.before_activate, env)
-                )
+                phase.append(("before", hooks_script(rel, d.before_activate, env)))
             else:
                 self.status(f"{hk}/before", SKIPPED, "no hooks")
+            await self._phase(st, phase, self.config.ssh.command_timeout)
             if self.aborting:
                 raise _Aborted()
-            # From here to the end of health (and its rollback) the host is switched:
-            # an abort waits until it is healthy or rolled back.
-            await self._step(f"{hk}/activate", self._activate(st, self.release_id), shielded=True)
+
+            # phase 2: activate, restart, first health check. From activate until the
+            # host is healthy or rolled back, an abort waits.
+            phase = [("activate", activate_script(st.path, self.release_id))]
+            if d.after_activate:
+                phase.append(("restart", hooks_script(cur, d.after_activate, env)))
+            else:
+                self.status(f"{hk}/restart", SKIPPED, "no hooks")
+            if d.health:
+                phase.append(("health", hooks_script(cur, (d.health,), env, echo=False)))
+            else:
+                self.status(f"{hk}/health", SKIPPED, "no health check")
+            try:
+                await self._phase(
+                    st,
+                    phase,
+                    d.hook_timeout * max(1, len(d.after_activate)) + d.health_timeout,
+                    keep_running={"health"},
+                )
+            except StepFailed as exc:
+                if self.plan[f"{hk}/activate"].status == OK:
+                    st.activated = True
+                    remove_release = None
+                if not st.activated:
+                    raise
+                await self._unhealthy(st, env, exc)
+                return
             st.activated = True
             remove_release = None
-            await self._after_activate(st, env)
-            if st.status == FAILED:
-                return
+            if d.health and self.plan[f"{hk}/health"].status == RUNNING:
+                healthy, detail = await self._health(st.host, f"{hk}/health", cur, env, tried=1)
+                if not healthy:
+                    self.status(f"{hk}/health", FAILED, detail)
+                    await self._unhealthy(st, env, StepFailed(detail))
+                    return
+                self.status(f"{hk}/health", OK, detail)
             if self.aborting:
                 raise _Aborted()
-            await self._step(f"{hk}/cleanup", self._cleanup(st))
-            st.status = OK
-            st.outcome = "ok"
+
+            # phase 3: cleanup, revisions.log, unlock -- one command
+            st.status, st.outcome = OK, "ok"
+            line = revision_line(
+                self.release_id, self.sha, self.operator, "ok", self.deploy_id, self.kind
+            )
+            phase = [
+                (
+                    "cleanup",
+                    cleanup_script(st.path, d.keep_releases, [self.release_id, st.current]),
+                ),
+                ("finish", finish_script(st.path, line, unlock=True, remove_release=None)),
+            ]
+            await self._phase(st, phase, 120)
+            st.locked = False
+            finished = True
             self._close_host(hk, OK, f"{self.release_id}")
         except _Aborted:
             st.status, st.outcome = CANCELLED, "cancelled"
@@ -719,48 +771,94 @@ class Deployment(_Run):
                 self.stop_reason = f"{st.name}: {exc}"
             self._close_host(hk, FAILED, st.reason)
         finally:
-            if st.host is not None:
+            if st.host is not None and not finished:
                 await self._finish_host(st, self.release_id, self.sha, remove_release)
 
-    async def _after_activate(self, st: HostState, env: dict[str, str]) -> None:
-        """restart + health; on failure roll this host back to its previous release."""
+    async def _phase(
+        self,
+        st: HostState,
+        steps: list[tuple[str, str]],
+        timeout: float,
+        keep_running: set[str] = frozenset(),
+    ) -> None:  # type: ignore[assignment]
+        """Run several steps as one remote script; each step reports its start and end,
+        so the tree keeps per-step status while sshd spawns one shell."""
+        assert st.host is not None
+        hk = st.key
+        current = [hk]
+        failed: list[tuple[str, str]] = []
+        soft: set[str] = set()
+        tails: dict[str, list[str]] = {}
+
+        def on_line(stream: str, text: str) -> None:
+            if text.startswith(MARK):
+                parts = text[len(MARK) :].split(" ", 2)
+                name, what = parts[0], parts[1] if len(parts) > 1 else ""
+                key = f"{hk}/{name}"
+                if what == "start":
+                    current[0] = key
+                    tails[name] = []
+                    if key in self.plan:
+                        self.status(key, RUNNING)
+                elif what == "end":
+                    rc = (
+                        int(parts[2])
+                        if len(parts) > 2 and parts[2].strip().lstrip("-").isdigit()
+                        else 255
+                    )
+                    current[0] = hk
+                    out = tails.get(name, [])
+                    if key not in self.plan:
+                        if rc:
+                            failed.append(
+                                (name, f"{name} failed (exit {rc}): {out[-1] if out else ''}")
+                            )
+                        return
+                    if rc == 0:
+                        self.status(key, OK, _step_detail(name, out))
+                    elif name in keep_running:
+                        soft.add(name)
+                        self.log(key, f"attempt 1 failed (exit {rc})", "stderr")
+                    else:
+                        reason = f"{name} failed (exit {rc})" + (
+                            f": {out[-1][:200]}" if out else ""
+                        )
+                        self.status(key, FAILED, reason)
+                        failed.append((name, reason))
+                return
+            name = current[0].rsplit("/", 1)[-1]
+            if name in tails:
+                tails[name].append(text)
+                del tails[name][:-5]
+            self.log(current[0], text, stream)
+
+        try:
+            res = await st.host.run(phase_script(steps), on_line=on_line, timeout=timeout)
+        except (CommandTimeout, SSHError) as exc:
+            key = current[0]
+            if key != hk and key in self.plan:
+                self.status(key, FAILED, str(exc))
+            raise StepFailed(str(exc)) from None
+        if failed:
+            raise StepFailed(failed[0][1])
+        if not res.ok and not soft:
+            raise StepFailed(
+                f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
+            )
+
+    async def _unhealthy(self, st: HostState, env: dict[str, str], exc: StepFailed) -> None:
+        """The host is switched but unhealthy (or restart failed): roll it back."""
         d = self.config.deploy
         hk = st.key
-        assert st.host is not None
-        cur = f"{st.path}/current"
-        try:
-            if d.after_activate:
-                await self._step(
-                    f"{hk}/restart",
-                    self._hooks(st.host, f"{hk}/restart", cur, d.after_activate, env),
-                    shielded=True,
-                )
-            else:
-                self.status(f"{hk}/restart", SKIPPED, "no hooks")
-            if d.health:
-                self.status(f"{hk}/health", RUNNING)
-                healthy, detail = await self._health(st.host, f"{hk}/health", cur, env)
-                if healthy:
-                    self.status(f"{hk}/health", OK, detail)
-                    return
-                self.status(f"{hk}/health", FAILED, detail)
-                raise StepFailed(detail)
-            self.status(f"{hk}/health", SKIPPED, "no health check")
-        except StepFailed as exc:
-            st.status, st.reason = FAILED, str(exc)
-            self.budget.fail(st.name, st.reason)
-            st.outcome = "failed"
-            if d.rollback_on_failure and st.current:
-                detail = await self._rollback_host(st, st.current, env)
-                st.reason = f"{exc}; {detail}"
-                st.outcome = (
-                    "rolled-back"
-                    if "healthy" in detail and "unhealthy" not in detail
-                    else "rollback-failed"
-                )
-            elif d.rollback_on_failure:
-                st.reason = f"{exc}; no previous release to roll back to"
-            self._close_host(hk, FAILED, st.reason)
+        st.status, st.reason, st.outcome = FAILED, str(exc), "failed"
+        self.budget.fail(st.name, st.reason)
+        if d.rollback_on_failure and st.current:
+            detail = await self._rollback_host(st, st.current, env)
+            st.reason = f"{exc}; {detail}"
+            st.outcome = "rolled-back" if "(healthy)" in detail else "rollback-failed"
+        elif d.rollback_on_failure:
+            st.reason = f"{exc}; no previous release to roll back to"
+        self._close_host(hk, FAILED, st.reason)
 
     async def _rollback_host(self, st: HostState, target: str, env: dict[str, str]) -> str:
         hk = st.key
@@ -1041,3 +1139,16 @@ def _count_text(summary: dict[str, Any]) -> str:
 
 
 _ = (HOST_STEPS, ConfigError, Path)
+
+
+def _step_detail(name: str, out: list[str]) -> str:
+    if name == "unpack":
+        return out[-1] if out else ""
+    if name == "activate":
+        return out[-1] if out else ""
+    if name == "health":
+        return "healthy after 1 attempt"
+    if name == "cleanup":
+        removed = [line for line in out if line.startswith("removed release")]
+        return f"removed {len(removed)} old release(s)" if removed else "nothing to remove"
+    return ""

@@ -212,3 +212,33 @@ class HostState:
     status: str = "pending"
     reason: str = ""
     outcome: str = ""  # for revisions.log
+
+
+MARK = "\x1estep "
+
+
+def phase_script(steps: list[tuple[str, str]]) -> str:
+    """Run step scripts in order in one shell, each in a subshell with its output
+    merged; a marker line before and after each carries its name and exit code.
+    Stops at the first failing step."""
+    parts = []
+    for name, script in steps:
+        parts += [
+            f"printf '\\036step %s start\\n' {q(name)}",
+            f"(\n{script}\n) </dev/null 2>&1; rc=$?",
+            f"printf '\\036step %s end %s\\n' {q(name)} \"$rc\"",
+            '[ "$rc" -eq 0 ] || exit "$rc"',
+        ]
+    return "\n".join(parts)
+
+
+def hooks_script(
+    cwd: str, commands: tuple[str, ...] | list[str], env: dict[str, str], *, echo: bool = True
+) -> str:
+    """Run hooks one after another in ``cwd`` with ``env``; stop at the first failure."""
+    lines = [f"cd {q(cwd)} || exit 1"] + [f"export {k}={q(v)}" for k, v in env.items()]
+    for command in commands:
+        if echo:
+            lines.append(f"printf '%s\\n' {q('$ ' + command)}")
+        lines.append(f"( {command}\n) || {{ rc=$?; printf '%s exited %s\\n' {q('`' + command + '`')} \"$rc\"; exit $rc; }}")
+    return "\n".join(lines)

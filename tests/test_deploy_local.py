@@ -173,7 +173,7 @@ async def test_failures_before_activate_leave_current_unchanged(
     elif breakage == "unpack":
         assert "disk quota exceeded" in result.summary["failures"]["host1"]
     else:
-        assert "exited 3" in result.summary["failures"]["host1"]
+        assert "`echo checking; exit 3` exited 3" in result.summary["failures"]["host1"]
 
 
 async def test_unreachable_host_fails_alone(fleet, fleet_config, tmp_path) -> None:
