@@ -1148,6 +1148,11 @@ def _step_detail(name: str, out: list[str]) -> str:
         return out[-1] if out else ""
     if name == "health":
         return "healthy after 1 attempt"
+    if name == "link":
+        return f"{sum(1 for line in out if line.startswith('linked '))} shared linked"
+    if name in ("before", "restart"):
+        hooks = sum(1 for line in out if line.startswith("$ "))
+        return f"{hooks} hook{'s' if hooks != 1 else ''}"
     if name == "cleanup":
         removed = [line for line in out if line.startswith("removed release")]
         return f"removed {len(removed)} old release(s)" if removed else "nothing to remove"

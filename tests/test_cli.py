@@ -127,3 +127,45 @@ async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
     assert code == 1  # host3 has no such file
     assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
     assert "✗ host3: app.log: no such file" in out
+
+
+async def test_ctrl_c_stops_safely_and_releases_locks(fleet, fleet_config, sample_repo) -> None:
+    """Ctrl-C twice while hosts run a slow before_activate hook: exit 3, locks released,
+    current untouched everywhere, remaining nodes cancelled."""
+    import signal
+
+    config = fleet_config()
+    code, _, _ = await shipdeck("deploy", "-c", str(config.path), "--headless")
+    assert code == 0
+    first = {h.name: current(h.home / "app") for h in fleet.hosts}
+    commit_version(sample_repo, "2.0.0")
+    config = fleet_config(before_activate=["sleep 1.5"])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tui.cli",
+        "deploy",
+        "-c",
+        str(config.path),
+        "--json",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines = []
+    while True:
+        line = (await proc.stdout.readline()).decode()
+        assert line, "deploy ended before the hook started"
+        lines.append(line)
+        if '"key":"release/wave-1/host1/before","status":"running"' in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = await proc.communicate()
+    assert proc.returncode == 3, err.decode()
+    assert "stopping at a safe point" in err.decode()
+    assert '"status":"cancelled"' in out.decode()
+    for h in fleet.hosts:
+        assert current(h.home / "app") == first[h.name]
+        assert not (h.home / "app" / ".shipdeck.lock").exists()
