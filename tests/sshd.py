@@ -54,6 +54,7 @@ import ctypes
 import ipaddress
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -67,6 +68,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+__all__ = [
+    "SSHD",
+    "SshdFleet",
+    "SshdFleetError",
+    "SshdHost",
+    "SshdProcess",
+    "sshd3",
+    "sshd_available",
+    "sshd_fleet",
+    "sshd_fleet_factory",
+    "sshd_installed",
+    "sweep_stale",
+]
 
 SSHD = "/usr/sbin/sshd"
 MAX_ADDRS_PER_PROCESS = 16
@@ -504,7 +519,15 @@ class SshdFleet:
         private, _ = _ed25519_keypair(f"shipdeck-test-host-{self.tag}-{proc.index}")
         _write_private(proc.host_key, private)
         is_bastion = self.bastion is not None and proc.hosts == [self.bastion]
-        lines = [f"ListenAddress {h.addr}:{proc.port}" for h in proc.hosts]
+        # sshd keeps the first value it reads for a keyword, so extra_config goes first
+        # and wins; a Match block in it (and everything after) has to go last.
+        extra = self.extra_config.strip()
+        at = next((m.start() for m in re.finditer(r"(?im)^\s*Match\s", extra)), len(extra))
+        head, tail = extra[:at].strip(), extra[at:].strip()
+        lines = [head] if head else []
+        if self.max_startups is not None:
+            lines.append(f"MaxStartups {self.max_startups}")
+        lines += [f"ListenAddress {h.addr}:{proc.port}" for h in proc.hosts]
         lines += [
             f"HostKey {proc.host_key}",
             f"PidFile {proc.dir / 'sshd.pid'}",
@@ -526,10 +549,8 @@ class SshdFleet:
         ]
         if is_bastion:
             lines += ["AllowTcpForwarding yes", "PermitOpen any"]
-        if self.max_startups is not None:
-            lines.append(f"MaxStartups {self.max_startups}")
-        if self.extra_config:
-            lines.append(self.extra_config.strip())
+        if tail:
+            lines.append(tail)
         proc.config.write_text("\n".join(lines) + "\n")
 
     def _validate(self) -> None:
