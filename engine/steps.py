@@ -152,7 +152,8 @@ def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
     return "\n".join(
         [
             f"cd {q(path)}/releases || exit 0",
-            'for t in *.tmp; do [ -e "$t" ] && rm -rf "$t"; done',
+            # unfinished unpacks left by a killed deploy (older than 10 minutes)
+            "find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
             "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
             "n=0",
             "for r in $(ls -1t); do",

@@ -1,5 +1,4 @@
-"""Fixtures for the fault tests: the crash harness runs on real sshd hosts when sshd
-is installed, else on the local fleet (and says so)."""
+"""Fixtures for the fault tests: the crash harness runs on real sshd hosts."""
 
 from __future__ import annotations
 
@@ -7,23 +6,51 @@ from pathlib import Path
 
 import pytest
 
-from engine.localfleet import LocalFleet, make_sample_repo
+from engine.localfleet import make_sample_repo
 
-DEPLOY = dict(
-    build_commands=[],
-    artifact=None,
-    before_activate=["true"],
-    keep_releases=3,
-    health_timeout=5,
-)
+
+def sshd_config_text(fleet, repo: Path, **deploy: str) -> str:
+    d = {
+        "path": '"app"',
+        "keep_releases": "3",
+        "shared": '["log"]',
+        "before_activate": '["true"]',
+        "after_activate": '["./bin/restart"]',
+        "health": '"./bin/health"',
+        "health_timeout": "5",
+        "health_interval": "0.2",
+        **deploy,
+    }
+    hosts = ", ".join(f'"{h.spec}"' for h in fleet.hosts)
+    return "\n".join(
+        [
+            "[project]",
+            'name = "crash"',
+            f'repo = "{repo}"',
+            "[deploy]",
+            *(f"{k} = {v}" for k, v in d.items()),
+            "[ssh]",
+            f'identity = "{fleet.client_key}"',
+            f'known_hosts = "{fleet.known_hosts}"',
+            'config = ""',
+            "connect_timeout = 5",
+            "[hosts]",
+            f"web = [{hosts}]",
+            "",
+        ]
+    )
 
 
 @pytest.fixture
-async def crash_fleet(tmp_path: Path):
+def crash_fleet(sshd_fleet, tmp_path: Path):
+    """(host dirs, config writer, repo) on 3 real sshd hosts; no build step, so the
+    whole tree (with a 3 MiB random file) is the package."""
+    fleet = sshd_fleet(3)
     repo = make_sample_repo(tmp_path / "repo")
-    async with LocalFleet(tmp_path / "fleet", 3) as fleet:
 
-        def make_config() -> Path:
-            return fleet.write_config(tmp_path / "shipdeck.toml", repo, **DEPLOY)
+    def make_config() -> Path:
+        path = tmp_path / "shipdeck.toml"
+        path.write_text(sshd_config_text(fleet, repo))
+        return path
 
-        yield (lambda: [h.home for h in fleet.hosts]), make_config, repo
+    return (lambda: [h.home for h in fleet.hosts]), make_config, repo
