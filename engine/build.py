@@ -32,6 +32,7 @@ class Package:
     size: int
     files: int
     reused: bool = False
+    unpacked: int = 0  # bytes of the files inside
 
 
 def build_key(sha: str, build: BuildConfig) -> str:
@@ -70,6 +71,7 @@ def _pack(src: Path, dest_dir: Path) -> Package:
     os.close(fd)
     tmp = Path(tmp_name)
     files = 0
+    unpacked = 0
 
     def reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -92,6 +94,8 @@ def _pack(src: Path, dest_dir: Path) -> Package:
                         else:
                             tar.add(full, arc, recursive=False, filter=reset)
                             files += 1
+                            if full.is_file() and not full.is_symlink():
+                                unpacked += full.stat().st_size
         digest = hashlib.sha256()
         with open(tmp, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

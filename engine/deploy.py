@@ -45,7 +45,7 @@ from engine.events import (
 )
 from engine.history import History, TranscriptWriter, _alive
 from engine.plan import HOST_STEPS, ROLLBACK_STEPS, Plan, build_plan
-from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
+from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError, q
 from engine.steps import (
     MARK,
     HostState,
@@ -269,6 +269,12 @@ class _Run:
         st.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
         if info.get("lock") == "acquired":
             st.locked = True
+            need = self._disk_needed(st)
+            if need and st.free_kb is not None and st.free_kb * 1024 < need:
+                raise StepFailed(
+                    f"not enough disk space on {st.path}: {st.free_kb} KiB free, "
+                    f"the release needs about {need // 1024} KiB"
+                )
             return f"{st.path} (current: {st.current or 'none'})"
         held = info.get("owner", "").strip()
         try:
@@ -290,6 +296,10 @@ class _Run:
                 return f"took over lock of {desc}"
             raise LockHeld(f"could not take over the lock held by {desc}")
         raise LockHeld(f"locked by {desc}; if that deploy is dead, rerun with --force-unlock")
+
+    def _disk_needed(self, st: HostState) -> int:
+        """Bytes a release needs on the host: the artifact (unless there) and its unpacked size."""
+        return 0
 
     async def _finish_host(
         self, st: HostState, release_id: str, sha: str, remove_release: str | None
@@ -889,6 +899,13 @@ class Deployment(_Run):
         )
         return f"rolled back to {target} ({'healthy' if healthy else 'unhealthy: ' + detail})"
 
+    def _disk_needed(self, st: HostState) -> int:
+        pkg = self.package
+        if pkg is None:
+            return 0
+        upload = 0 if st.artifact_sha == pkg.sha256 else pkg.size
+        return upload + pkg.unpacked
+
     def _spec(self, name: str) -> HostSpec:
         for h in self.selected:
             if h.name == name:
@@ -920,9 +937,24 @@ class Deployment(_Run):
                 pass
             raise _Aborted()
         aborted.cancel()
-        upload.result()
+        try:
+            upload.result()
+        except SSHError as exc:
+            hint = await self._free_space_hint(st)
+            raise StepFailed(f"{exc}{hint}") from None
         secs = max(time.monotonic() - started, 1e-6)
         return f"{_size(pkg.size)} in {secs:.2f}s ({pkg.size / secs / 1e6:.1f} MB/s)"
+
+    async def _free_space_hint(self, st: HostState) -> str:
+        try:
+            res = await st.host.run(f"df -Pk {q(st.path)} | awk 'NR==2{{print $4}}'", timeout=10)  # type: ignore[union-attr]
+            free = int(res.stdout.strip())
+        except (SSHError, ValueError):
+            return ""
+        pkg = self.package
+        if pkg is not None and free * 1024 < pkg.size:
+            return f" (no space left on {st.path}: {free} KiB free, the package is {pkg.size // 1024} KiB)"
+        return ""
 
     async def _unpack(self, st: HostState, key: str) -> str:
         assert self.package is not None and st.host is not None

@@ -181,7 +181,7 @@ class Host:
                     command, stdin=asyncssh.PIPE if input is not None else asyncssh.DEVNULL
                 )
             except (asyncssh.Error, OSError) as exc:
-                raise SSHError(f"cannot start command: {exc}") from None
+                raise SSHError(f"connection lost: {exc}") from None
             out: list[str] = []
             err: list[str] = []
 

@@ -241,5 +241,7 @@ def hooks_script(
     for command in commands:
         if echo:
             lines.append(f"printf '%s\\n' {q('$ ' + command)}")
-        lines.append(f"( {command}\n) || {{ rc=$?; printf '%s exited %s\\n' {q('`' + command + '`')} \"$rc\"; exit $rc; }}")
+        lines.append(
+            f"( {command}\n) || {{ rc=$?; printf '%s exited %s\\n' {q('`' + command + '`')} \"$rc\"; exit $rc; }}"
+        )
     return "\n".join(lines)
