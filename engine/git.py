@@ -8,6 +8,7 @@ credentials (``GIT_TERMINAL_PROMPT=0``) and its stderr is shown on failure.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import io
 import os
@@ -58,9 +59,17 @@ def normalise_repo(repo: str, base_dir: Path) -> str:
 
 
 def sync_mirror(repo: str, base: Path | None = None) -> tuple[Path, bool]:
-    """Clone the repo as a bare mirror once, fetch on reuse. Returns (path, cloned)."""
+    """Clone the repo as a bare mirror once, fetch on reuse. Returns (path, cloned).
+
+    A file lock beside the mirror keeps two shipdeck processes from syncing it at once."""
     path = mirror_path(repo, base)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _sync_mirror(repo, path)
+
+
+def _sync_mirror(repo: str, path: Path) -> tuple[Path, bool]:
     env = dict(GIT_ENV)
     try:
         if (path / "HEAD").exists():
