@@ -19,12 +19,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine import build as buildmod
 from engine import git as gitmod
-from engine.config import Config, ConfigError, HostSpec
+from engine.config import Config, HostSpec
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -44,7 +43,7 @@ from engine.events import (
     now,
 )
 from engine.history import History, TranscriptWriter, _alive
-from engine.plan import HOST_STEPS, ROLLBACK_STEPS, Plan, build_plan
+from engine.plan import ROLLBACK_STEPS, Plan, build_plan
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError, q
 from engine.steps import (
     MARK,
@@ -660,15 +659,10 @@ class Deployment(_Run):
             prompter=self.prompter,
             on_log=lambda m: self.log("release", m),
         )
-        if self.auto_approve:
-            pass
         try:
             await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
         finally:
             await connector.close()
-
-    def approve_all(self) -> None:
-        self.auto_approve = True
 
     async def _gate(self, index: int) -> None:
         key = f"release/gate-{index}"
@@ -956,60 +950,6 @@ class Deployment(_Run):
             return f" (no space left on {st.path}: {free} KiB free, the package is {pkg.size // 1024} KiB)"
         return ""
 
-    async def _unpack(self, st: HostState, key: str) -> str:
-        assert self.package is not None and st.host is not None
-        res = await st.host.run(
-            unpack_script(st.path, self.package.sha256, self.release_id, self.sha),
-            on_line=self.line_handler(key),
-            timeout=self.config.ssh.command_timeout,
-        )
-        if not res.ok:
-            raise StepFailed(f"unpack failed: {(res.stderr or res.stdout).strip()[-300:]}")
-        return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
-
-    async def _link(self, st: HostState, key: str) -> str:
-        assert st.host is not None
-        from engine.steps import link_script
-
-        res = await st.host.run(
-            link_script(st.path, self.release_id, self.config.deploy.shared),
-            on_line=self.line_handler(key),
-            timeout=60,
-        )
-        if not res.ok:
-            raise StepFailed(f"linking shared entries failed: {res.stderr.strip()[-300:]}")
-        return f"{len(self.config.deploy.shared)} shared"
-
-    async def _hooks(
-        self, host: Host, key: str, cwd: str, commands: tuple[str, ...], env: dict[str, str]
-    ) -> str:
-        for command in commands:
-            await self._run_hook(host, key, cwd, command, env, self.config.deploy.hook_timeout)
-        return f"{len(commands)} hook(s)"
-
-    async def _activate(self, st: HostState, release_id: str) -> str:
-        assert st.host is not None
-        res = await st.host.run(activate_script(st.path, release_id), timeout=60)
-        if not res.ok:
-            raise StepFailed(f"activate failed: {(res.stderr or res.stdout).strip()[:300]}")
-        return f"current -> {release_id}"
-
-    async def _cleanup(self, st: HostState) -> str:
-        assert st.host is not None
-        res = await st.host.run(
-            cleanup_script(
-                st.path, self.config.deploy.keep_releases, [self.release_id, st.current]
-            ),
-            on_line=self.line_handler(f"{st.key}/cleanup"),
-            timeout=120,
-        )
-        removed = sum(1 for line in res.stdout.splitlines() if line.startswith("removed release"))
-        return (
-            f"removed {removed} old release{'s' if removed != 1 else ''}"
-            if removed
-            else "nothing to remove"
-        )
-
 
 class Rollback(_Run):
     """Switch ``current`` back to the previous release (or ``to``) on the selected hosts."""
@@ -1168,9 +1108,6 @@ def _count_text(summary: dict[str, Any]) -> str:
         if summary.get(k):
             parts.append(f"{summary[k]} {k}")
     return ", ".join(parts)
-
-
-_ = (HOST_STEPS, ConfigError, Path)
 
 
 def _step_detail(name: str, out: list[str]) -> str:
