@@ -1,0 +1,680 @@
+"""The shipdeck Textual app: stage tree, log of the selected node, chat.
+
+Events from the engine (or a relay, or a scripted source) are buffered in a plain
+:class:`~tui.model.DeckModel` and applied every ``flush_interval`` seconds inside
+``batch_update()``; only dirty nodes on screen are relabelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, Tree
+from textual.worker import Worker, WorkerState
+
+from engine.events import FAILED, OK, RUNNING
+from tui.backend import default_operator
+from tui.chat import ChatBackend, ChatMessage
+from tui.commands import DeckCommands
+from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
+from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
+from tui.model import DeckModel
+from tui.screens.help import HelpScreen
+from tui.screens.history import HistoryScreen
+from tui.screens.modals import (
+    ConfirmScreen,
+    FilterScreen,
+    HostKeyScreen,
+    PasswordScreen,
+    RollbackScreen,
+)
+from tui.widgets.chat_pane import ChatPane
+from tui.widgets.header import DeckHeader
+from tui.widgets.log_pane import LogPane
+from tui.widgets.stage_tree import StageTree
+
+MIN_WIDTH, MIN_HEIGHT = 60, 16
+
+
+class TuiPrompter:
+    """The engine's Prompter, answered by modals on the app."""
+
+    def __init__(self, app: ShipdeckApp) -> None:
+        self.app = app
+
+    async def _ask(self, screen) -> Any:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.app.push_screen(screen, callback=done)
+        return await future
+
+    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
+        return bool(await self._ask(HostKeyScreen(host, fingerprint, key_type)))
+
+    async def ask_password(self, host: str, user: str) -> str | None:
+        return await self._ask(PasswordScreen(host, user, cursor_blink=self.app.cursor_blink))
+
+
+class MainScreen(Screen[None]):
+    """The deck: header, tree | log / chat, footer."""
+
+    BINDINGS = [
+        Binding("d", "app.deploy", "Deploy", id="deploy", tooltip="show the plan, Enter confirms"),
+        Binding("a", "app.abort", "Abort", id="abort"),
+        Binding("r", "app.rollback", "Rollback", id="rollback"),
+        Binding("g", "app.approve", "Approve", id="approve"),
+        Binding("slash", "app.filter", "Filter", id="filter", key_display="/"),
+        Binding("f", "app.follow", "Follow", id="follow"),
+        Binding("c", "app.focus_chat", "Chat", id="chat"),
+        Binding("h", "app.history", "History", id="history"),
+        Binding("question_mark", "app.help", "Help", id="help", key_display="?"),
+        Binding("q", "app.quit_safely", "Quit", id="quit"),
+        Binding("escape", "app.focus_tree", "Tree", id="focus_tree", show=False),
+    ]
+
+    def __init__(self, deck: ShipdeckApp) -> None:
+        super().__init__(id="main-screen")
+        self.deck = deck
+
+    def compose(self) -> ComposeResult:
+        deck = self.deck
+        yield DeckHeader(id="header")
+        with Horizontal(id="main"):
+            yield StageTree(deck.model, id="tree")
+            with Vertical(id="side"):
+                yield LogPane(deck.model, id="log-pane")
+                yield ChatPane(
+                    configured=deck.chat is not None,
+                    cursor_blink=deck.cursor_blink,
+                    id="chat-pane",
+                )
+        yield Static("", id="too-small")
+        yield Footer(compact=True)
+
+    def on_resize(self) -> None:
+        width, height = self.size
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        self.set_class(small, "-too-small")
+        if small:
+            self.query_one("#too-small", Static).update(
+                f"shipdeck needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT}\n"
+                f"(this one is {width}×{height})"
+            )
+
+
+class ShipdeckApp(App[int]):
+    """Drives one backend (engine, fake) or watches a relay room (``backend=None``)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "shipdeck"
+    COMMANDS = App.COMMANDS | {DeckCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+
+    def __init__(
+        self,
+        backend: Any = None,
+        *,
+        chat: ChatBackend | None = None,
+        operator: str | None = None,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = 0.09,
+        cursor_blink: bool = True,
+        watch: str | None = None,
+        start_message: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.chat = chat
+        self.operator = operator or default_operator()
+        self.clock = clock
+        self.flush_interval = flush_interval
+        self.cursor_blink = cursor_blink
+        self.watch_room = watch
+        self.start_message = start_message
+        self.model = DeckModel(clock=clock)
+        self.prompter = TuiPrompter(self)
+        self.runner: Any = None
+        self.runner_used = False
+        self.deploying = False
+        self.last_exit: int | None = None
+        self.last_status: str | None = None
+        self.following = False
+        self.filter_text = ""
+        self.quit_pending = False
+        self.relay_status = "not configured" if chat is None else "connecting"
+        self.presence: list[str] = []
+        self.flushes = 0
+        #: relay spectator: ``async watcher(feed)`` delivering events to ``feed``
+        self.watcher: Callable[[Callable[[Any], None]], Any] | None = None
+
+    # -- widgets --------------------------------------------------------------------
+
+    @property
+    def tree(self) -> StageTree:
+        return self.main.query_one(StageTree)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.main.query_one(LogPane)
+
+    @property
+    def chat_pane(self) -> ChatPane:
+        return self.main.query_one(ChatPane)
+
+    def on_mount(self) -> None:
+        self.main = MainScreen(self)
+        self.push_screen(self.main)
+        self.set_interval(self.flush_interval, self.flush, name="flush")
+        self.set_interval(1.0, self.tick, name="tick")
+        if self.backend is not None and not getattr(self.backend, "read_only", False):
+            self.prepare(lambda: self.backend.new_deploy(self.prompter))
+        if self.chat is not None:
+            self.run_worker(
+                self._chat_loop(), group="relay", name="relay chat", exit_on_error=False
+            )
+        self.call_after_refresh(self._first_paint)
+
+    def _first_paint(self) -> None:
+        tree = self.tree
+        tree.rebuild()
+        tree.cursor_line = 0
+        self.log_pane.show(tree.selected_key)
+        tree.focus()
+        if self.start_message:
+            self.chat_pane.add_system(self.start_message)
+        self.update_header()
+
+    # -- runners ------------------------------------------------------------------
+
+    def prepare(self, make: Callable[[], Any]) -> bool:
+        """Create a runner (not started) and draw its plan."""
+        try:
+            runner = make()
+        except Exception as exc:  # config/plan errors: a notice, never a traceback
+            self.notify(
+                str(exc) or type(exc).__name__, title="cannot plan", severity="error", timeout=10
+            )
+            return False
+        self.runner = runner
+        self.runner_used = False
+        runner.subscribe(self.model.push)
+        self.model.pending.clear()
+        self.model.load(runner.plan)
+        if self.is_mounted_main:
+            self.tree.rebuild()
+            self.tree.cursor_line = 0
+            self.log_pane.show(self.tree.selected_key)
+            self.update_header()
+        return True
+
+    @property
+    def is_mounted_main(self) -> bool:
+        return hasattr(self, "main") and self.main.is_mounted
+
+    def start_runner(self) -> None:
+        runner = self.runner
+        self.runner_used = True
+        self.deploying = True
+        self.last_exit = None
+        kind = self.model.meta.get("kind", "deploy")
+        self.run_worker(self._run(runner), group="deploy", name=kind, exit_on_error=False)
+        self.update_header()
+
+    async def _run(self, runner: Any) -> None:
+        try:
+            result = await runner.run()
+        finally:
+            self.deploying = False
+        self.post_message(DeployDone(str(result.status), int(result.exit_code)))
+
+    @on(DeployDone)
+    def _deploy_done(self, message: DeployDone) -> None:
+        self.flush()
+        self.last_exit = message.exit_code
+        self.last_status = message.status
+        kind = self.model.meta.get("kind", "deploy")
+        if message.status == OK:
+            self.notify(f"{kind} finished: every host ok", title=kind)
+        elif message.status == "failed":
+            failed = self.model.failed_hosts()
+            self.notify(
+                f"{kind} finished with {len(failed)} failed host(s): {', '.join(failed[:5])}",
+                title=kind,
+                severity="warning",
+                timeout=8,
+            )
+        else:
+            self.notify(
+                f"{kind} stopped (exit {message.exit_code})", title=kind, severity="warning"
+            )
+        self.update_header()
+        if self.quit_pending:
+            self.exit(self.last_exit)
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            if worker.group == "deploy":
+                self.deploying = False
+                self.last_exit = 3
+                self.last_status = "error"
+                self.update_header()
+            error = worker.error
+            self.notify(
+                f"{type(error).__name__}: {error}",
+                title=f"{worker.name or worker.group} failed",
+                severity="error",
+                timeout=10,
+            )
+            if worker.group == "deploy" and self.quit_pending:
+                self.exit(self.last_exit)
+
+    # -- event feed -------------------------------------------------------------------
+
+    def feed(self, event: Any) -> None:
+        """Give the app one event from outside (relay spectator, benchmark)."""
+        self.model.push(event)
+
+    def flush(self) -> None:
+        """Apply buffered events; relabel visible dirty nodes; append log lines."""
+        model = self.model
+        if not model.pending or not self.is_mounted_main:
+            return
+        self.flushes += 1
+        with self.batch_update():
+            batch = model.apply_pending()
+            tree = self.tree
+            if batch.plan_changed:
+                self._apply_filter(rebuild=False)
+                tree.rebuild()
+                self.log_pane.show(tree.selected_key)
+            if self.following:
+                self._follow()
+            tree.relabel_visible()
+            self.log_pane.add(batch.lines)
+            for gate in batch.gates:
+                node = model.plan.nodes.get(gate)
+                self.notify(
+                    f"{node.label if node else gate}: press g to approve the next wave",
+                    title="gate waiting",
+                    timeout=8,
+                )
+            for control in batch.controls:
+                what = {"abort": "aborted", "approve": "approved"}.get(
+                    control.action, control.action
+                )
+                self.chat_pane.add(
+                    ChatMessage(
+                        control.by or "?",
+                        f"{what} {control.key or 'the deploy'}",
+                        at=control.at or time.time(),
+                        system=True,
+                    )
+                )
+            self.update_header()
+
+    def tick(self) -> None:
+        """Once a second: elapsed times of running nodes, live status filters."""
+        if not self.is_mounted_main:
+            return
+        if self.filter_text in ("failed", "running", "ok", "pending", "cancelled", "skipped"):
+            keep = self.model.hosts_matching(self.filter_text)
+            if keep != self.tree.host_filter:
+                self.tree.host_filter = keep
+                self.tree.rebuild()
+        with self.batch_update():
+            self.tree.relabel_visible(running_too=True)
+            self.update_header()
+
+    def _follow(self) -> None:
+        key = self.model.latest_running
+        if not key:
+            return
+        target = self.model.host_of.get(key) or key
+        if self.tree.selected_key != target:
+            self.tree.select_key(target)
+
+    # -- header -----------------------------------------------------------------------
+
+    def update_header(self) -> None:
+        if not self.is_mounted_main:
+            return
+        model = self.model
+        meta = model.meta
+        ident = Text(no_wrap=True, overflow="ellipsis")
+        ident.append("⛴ shipdeck", style="bold")
+        project = (
+            meta.get("project") or getattr(self.backend, "project", "") or self.watch_room or ""
+        )
+        if project:
+            ident.append("  ")
+            ident.append(str(project), style="bold cyan")
+        ref = meta.get("ref") or getattr(self.backend, "ref", "")
+        if ref:
+            ident.append(f"  {ref}")
+            sha = str(meta.get("sha") or "")
+            ident.append(f" → {sha[:7]}" if sha else " → ?", style="yellow" if sha else "dim")
+        if meta.get("release_id"):
+            ident.append(f"  {meta['release_id']}", style="dim")
+        ident.append("  ")
+        ident.append(f"@{meta.get('operator') or self.operator}", style="cyan")
+        ident.append("  relay ")
+        if self.chat is None and not self.watch_room:
+            ident.append("not configured", style="dim")
+        else:
+            good = self.relay_status == "connected"
+            ident.append(
+                ("◉ " if good else "◌ ") + self.relay_status, style="green" if good else "yellow"
+            )
+            if self.presence:
+                ident.append(f" · {len(self.presence)} here: {', '.join(self.presence[:4])}")
+
+        state = Text(no_wrap=True, overflow="ellipsis")
+        kind = meta.get("kind", "deploy")
+        if model.finished is not None:
+            status = model.finished.status
+            glyph_key = {"stopped": "cancelled"}.get(status, status)
+            state.append(
+                f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
+                style=STYLE.get(glyph_key, "") + " bold",
+            )
+            code = model.finished.summary.get("exit_code", self.last_exit)
+            if code is not None:
+                state.append(f" (exit {code})", style="dim")
+        elif self.deploying or model.running:
+            state.append(f"{GLYPH[RUNNING]} {kind} running", style=STYLE[RUNNING])
+        elif not model.plan.nodes:
+            state.append("waiting for a deploy" if self.backend is None else "no plan", style="dim")
+        else:
+            state.append(f"{GLYPH['pending']} ready", style="bold")
+            state.append(
+                " — press d to deploy" if kind == "deploy" else " — press d to start", style="dim"
+            )
+        if model.plan.nodes:
+            totals = model.host_totals()
+            state.append("  ")
+            state.append_text(counts_text(totals))
+            state.append(" hosts", style="dim")
+        elapsed = model.deploy_elapsed()
+        if elapsed is not None:
+            state.append(f"  {fmt_duration(elapsed)}", style="dim")
+        if model.waiting_gate:
+            state.append("  ⏸ gate waiting: g approves", style="bold magenta")
+        if self.following:
+            state.append("  follow", style="bold cyan")
+        if self.filter_text:
+            shown = len(self.tree.host_filter or ())
+            state.append(f"  filter “{self.filter_text}”: {shown} hosts", style="bold cyan")
+        self.main.query_one(DeckHeader).show(ident, state)
+
+    # -- selection --------------------------------------------------------------------
+
+    @on(Tree.NodeHighlighted, "#tree")
+    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        self.log_pane.show(event.node.data)
+
+    # -- actions ------------------------------------------------------------------------
+
+    def _plan_summary(self, title: str) -> Text:
+        model = self.model
+        meta = model.meta
+        hosts = model.plan.hosts()
+        waves = model.plan.waves()
+        text = Text()
+        text.append(f"{meta.get('project', '')} ", style="bold")
+        text.append(f"{meta.get('ref', '')}")
+        if meta.get("sha"):
+            text.append(f" ({str(meta['sha'])[:7]})", style="yellow")
+        text.append(f"\n{len(hosts)} hosts in {len(waves)} waves\n", style="bold")
+        for wave in waves:
+            names = [model.plan.nodes[k].label for k in model.plan.children.get(wave.key, ())]
+            shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")
+            text.append(f"  {wave.label}: ", style="cyan")
+            text.append(("" if "host" in wave.label else f"{len(names)} hosts: ") + f"{shown}\n")
+        gates = [n for n in model.plan if n.kind == "gate"]
+        if gates:
+            text.append(f"  {len(gates)} approval gate(s)\n", style="magenta")
+        text.append(f"\noperator {self.operator}", style="dim")
+        text.append("\nEnter confirms · Esc cancels", style="bold")
+        return text
+
+    def _ready_runner(self, make: Callable[[], Any]) -> bool:
+        if self.runner is not None and not self.runner_used:
+            return True
+        return self.prepare(make)
+
+    def action_deploy(self) -> None:
+        if self.backend is None or getattr(self.backend, "read_only", False):
+            self.notify(
+                "watching a relay room: only the operator running the deploy can start it",
+                severity="warning",
+            )
+            return
+        if self.deploying:
+            self.notify("a deploy is already running", severity="warning")
+            return
+        if (
+            self.runner is not None
+            and not self.runner_used
+            and self.model.meta.get("kind") == "rollback"
+        ):
+            self.runner = None
+        if not self._ready_runner(lambda: self.backend.new_deploy(self.prompter)):
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.start_runner()
+
+        self.push_screen(
+            ConfirmScreen("Deploy?", self._plan_summary("Deploy"), "Deploy"), confirmed
+        )
+
+    def action_abort(self) -> None:
+        if not self.deploying or self.runner is None:
+            self.notify("nothing is running", severity="information")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._abort()
+
+        body = Text(
+            "Stop the deploy at the next safe point?\n\nHosts already switched keep the new release; "
+        )
+        body.append("no host is left half-activated.", style="bold")
+        self.push_screen(ConfirmScreen("Abort?", body, "Abort", danger=True), confirmed)
+
+    def _abort(self) -> None:
+        try:
+            self.runner.abort(by=self.operator, reason="aborted from the TUI")
+        except Exception as exc:
+            self.notify(str(exc), title="abort failed", severity="error")
+            return
+        self.notify("abort requested: stopping at a safe point…", severity="warning")
+
+    def action_approve(self) -> None:
+        gate = self.model.waiting_gate
+        if not gate or self.runner is None or not self.deploying:
+            self.notify("no gate is waiting")
+            return
+        approve = getattr(self.runner, "approve", None)
+        if approve is None:
+            self.notify("this run has no gates", severity="warning")
+            return
+        approve(by=self.operator, key=gate)
+        self.notify(f"approved {gate}")
+
+    def action_rollback(self) -> None:
+        if self.backend is None or getattr(self.backend, "read_only", False):
+            self.notify("watching a relay room: cannot roll back from here", severity="warning")
+            return
+        if self.deploying:
+            self.notify(
+                "wait for the running deploy to finish (or abort it) first", severity="warning"
+            )
+            return
+        try:
+            releases = list(self.backend.releases())
+        except Exception as exc:
+            self.notify(str(exc), title="cannot list releases", severity="error")
+            return
+        current = self.model.meta.get("release_id") if self.last_status == OK else None
+
+        def chosen(release: str | None) -> None:
+            if not release:
+                return
+            if not self.prepare(lambda: self.backend.new_rollback(release, self.prompter)):
+                return
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    self.start_runner()
+
+            self.push_screen(
+                ConfirmScreen(
+                    f"Roll back to {release}?",
+                    self._plan_summary("Rollback"),
+                    "Roll back",
+                    danger=True,
+                ),
+                confirmed,
+            )
+
+        self.push_screen(RollbackScreen(releases, current), chosen)
+
+    def action_filter(self) -> None:
+        def done(pattern: str | None) -> None:
+            if pattern is None:
+                return
+            self.filter_text = pattern
+            self._apply_filter()
+
+        self.push_screen(FilterScreen(self.filter_text, cursor_blink=self.cursor_blink), done)
+
+    def action_clear_filter(self) -> None:
+        self.filter_text = ""
+        self._apply_filter()
+
+    def _apply_filter(self, rebuild: bool = True) -> None:
+        tree = self.tree
+        tree.host_filter = self.model.hosts_matching(self.filter_text) if self.filter_text else None
+        if rebuild:
+            tree.rebuild()
+            if self.filter_text:
+                n = len(tree.host_filter or ())
+                self.notify(
+                    f"{n} host(s) match “{self.filter_text}”"
+                    if n
+                    else f"no host matches “{self.filter_text}”"
+                )
+            self.log_pane.show(tree.selected_key)
+            self.update_header()
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        if self.following:
+            self._follow()
+        self.notify(
+            "follow on: the cursor tracks what is running" if self.following else "follow off"
+        )
+        self.update_header()
+
+    def action_focus_chat(self) -> None:
+        if self.chat is None:
+            self.notify("relay not configured: chat needs a [relay] section in shipdeck.toml")
+            return
+        self.chat_pane.query_one(Input).focus()
+
+    def action_focus_tree(self) -> None:
+        self.tree.focus()
+
+    def action_expand_failed(self) -> None:
+        for host in self.model.plan.hosts():
+            if host.status == FAILED:
+                self.tree.select_key(
+                    host.key + "/health" if host.key + "/health" in self.model.plan else host.key
+                )
+
+    def action_history(self) -> None:
+        history = None
+        if self.backend is not None:
+            try:
+                history = self.backend.history()
+            except Exception as exc:
+                self.notify(str(exc), title="history unavailable", severity="error")
+                return
+        if history is None:
+            self.notify("no history here (watching a relay room)")
+            return
+        self.push_screen(HistoryScreen(history))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_quit_safely(self) -> None:
+        if not self.deploying:
+            self.exit(self.last_exit if self.last_exit is not None else 0)
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.quit_pending = True
+                self._abort()
+                self.notify("quitting once the deploy has stopped safely…", severity="warning")
+
+        body = Text(
+            "A deploy is running. Abort it at the next safe point and quit when it has stopped?"
+        )
+        self.push_screen(ConfirmScreen("Quit?", body, "Abort and quit", danger=True), confirmed)
+
+    # -- chat -----------------------------------------------------------------------------
+
+    async def _chat_loop(self) -> None:
+        chat = self.chat
+        assert chat is not None
+        await chat.start(
+            lambda m: self.post_message(ChatReceived(m)),
+            lambda names: self.post_message(PresenceChanged(list(names))),
+            lambda status: self.post_message(RelayStatus(status)),
+        )
+
+    @on(ChatReceived)
+    def _chat_received(self, message: ChatReceived) -> None:
+        self.chat_pane.add(message.message)
+
+    @on(PresenceChanged)
+    def _presence(self, message: PresenceChanged) -> None:
+        self.presence = message.names
+        self.update_header()
+
+    @on(RelayStatus)
+    def _relay_status(self, message: RelayStatus) -> None:
+        self.relay_status = message.status
+        self.update_header()
+
+    @on(ChatSubmitted)
+    def _chat_submitted(self, message: ChatSubmitted) -> None:
+        if self.chat is None:
+            return
+        self.run_worker(
+            self.chat.send(message.text), group="relay", name="send chat", exit_on_error=False
+        )
+
+    async def action_quit(self) -> None:
+        self.action_quit_safely()

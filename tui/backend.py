@@ -1,0 +1,113 @@
+"""What the app drives: a backend that makes deploy/rollback runners.
+
+A *runner* is anything shaped like ``engine.deploy.Deployment``: ``deploy_id``,
+``plan``, ``subscribe(cb)``, ``await run()`` returning a result with ``status`` and
+``exit_code``, ``abort(by=, reason=)`` and ``approve(by=, key=)``. The real backend
+wraps the engine; tests and the flood benchmark use :mod:`tui.fake`.
+No textual here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from typing import Any, Protocol
+
+
+def default_operator() -> str:
+    """SHIPDECK_OPERATOR, else the engine's notion, else user@hostname."""
+    name = os.environ.get("SHIPDECK_OPERATOR")
+    if name:
+        return name
+    try:
+        from engine.deploy import default_operator as engine_default
+    except Exception:
+        engine_default = None
+    if engine_default is not None:
+        try:
+            return engine_default()
+        except Exception:
+            pass
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "operator"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Runner(Protocol):
+    deploy_id: str
+    plan: Any
+
+    def subscribe(self, callback) -> None: ...
+    async def run(self) -> Any: ...
+    def abort(self, by: str = "", reason: str = "") -> None: ...
+
+
+class DeckBackend(Protocol):
+    project: str
+    ref: str
+    #: set for a relay spectator: the app only watches
+    read_only: bool
+
+    def new_deploy(self, prompter) -> Runner: ...
+    def new_rollback(self, to: str | None, prompter) -> Runner: ...
+    def releases(self) -> list[str]: ...
+    def history(self) -> Any | None: ...
+
+
+class EngineBackend:
+    """The real engine: deploys and rollbacks of one config."""
+
+    read_only = False
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        ref: str | None = None,
+        hosts: str | None = None,
+        operator: str | None = None,
+        force_unlock: bool = False,
+        auto_approve: bool = False,
+        history_path: Any = None,
+    ) -> None:
+        self.config = config
+        self.ref_override = ref
+        self.hosts = hosts
+        self.operator = operator or default_operator()
+        self.force_unlock = force_unlock
+        self.auto_approve = auto_approve
+        self.history_path = history_path
+        self.project = config.project.name
+        self.ref = ref or config.project.ref
+
+    def new_deploy(self, prompter):
+        from engine.deploy import Deployment
+
+        return Deployment(
+            self.config,
+            ref=self.ref_override,
+            hosts=self.hosts,
+            operator=self.operator,
+            prompter=prompter,
+            force_unlock=self.force_unlock,
+            auto_approve=self.auto_approve,
+            history=self.history(),
+        )
+
+    def new_rollback(self, to, prompter):
+        from engine.deploy import Rollback
+
+        return Rollback(
+            self.config, to=to, hosts=self.hosts, operator=self.operator, prompter=prompter
+        )
+
+    def history(self):
+        from engine.history import History
+
+        return History(self.history_path)
+
+    def releases(self) -> list[str]:
+        return list(self.history().releases(self.project))

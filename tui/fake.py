@@ -1,0 +1,441 @@
+"""A scripted, engine-shaped event source for tests, snapshots, demos without SSH
+and the flood benchmark. It speaks the real event vocabulary and honours abort,
+gate approval and the prompter, like ``engine.deploy.Deployment``. No textual here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.events import (
+    CANCELLED,
+    FAILED,
+    OK,
+    RUNNING,
+    SKIPPED,
+    Control,
+    DeployFinished,
+    DeployMeta,
+    Event,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    Progress,
+)
+from engine.plan import HOST_STEPS, ROLLBACK_STEPS, build_plan
+
+
+class FakeClock:
+    """A clock that only moves when told (frozen for snapshots)."""
+
+    def __init__(self, start: float = 1_780_000_000.0, tick: float = 0.0) -> None:
+        self.t = start
+        self.tick = tick
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t
+
+
+@dataclass
+class FakeResult:
+    status: str
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def split_waves(hosts: list[str], batches=("1", "50%", "100%")) -> list[list[str]]:
+    waves, i, n = [], 0, len(hosts)
+    for b in batches:
+        size = -(-n * int(b[:-1]) // 100) if b.endswith("%") else int(b)
+        take = hosts[i : i + max(1, size)]
+        if take:
+            waves.append(take)
+        i += len(take)
+    if i < n:
+        waves[-1].extend(hosts[i:])
+    return waves
+
+
+class FakeRunner:
+    """Plays a deploy (or rollback) of ``hosts`` through the real event types."""
+
+    def __init__(
+        self,
+        hosts: list[str],
+        *,
+        deploy_id: str = "d-0001",
+        kind: str = "deploy",
+        to: str | None = None,
+        failing: set[str] | frozenset[str] = frozenset(),
+        gates: tuple[int, ...] = (),
+        delay: float = 0.0,
+        clock: FakeClock | None = None,
+        prompter: Any = None,
+        ask_host_key: str | None = None,
+        ask_password: str | None = None,
+        operator: str = "alice",
+        project: str = "web",
+        ref: str = "main",
+        batches=("1", "50%", "100%"),
+    ) -> None:
+        self.deploy_id = deploy_id
+        self.kind = kind
+        self.clock = clock or FakeClock()
+        self.failing = set(failing)
+        self.delay = delay
+        self.prompter = prompter
+        self.ask_host_key = ask_host_key
+        self.ask_password = ask_password
+        self.operator = operator
+        waves = split_waves(hosts, batches)
+        meta = {
+            "project": project,
+            "ref": to or ref,
+            "sha": "",
+            "release_id": to or "",
+            "operator": operator,
+            "kind": kind,
+        }
+        rollback = kind == "rollback"
+        self.plan = build_plan(
+            deploy_id,
+            waves,
+            meta=meta,
+            gates=gates,
+            steps=ROLLBACK_STEPS if rollback else HOST_STEPS,
+            with_source=not rollback,
+        )
+        self.waves = waves
+        self.gates = set(gates)
+        self._subs: list[Any] = []
+        self._abort: Control | None = None
+        self._approved = asyncio.Event()
+        self.events: list[Event] = []
+
+    # -- Deployment API -------------------------------------------------------------
+
+    def subscribe(self, callback) -> None:
+        self._subs.append(callback)
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        if self._abort is None:
+            self._abort = Control(self.deploy_id, action="abort", by=by, at=self.clock())
+            self._emit(self._abort)
+
+    def approve(self, by: str = "", key: str | None = None) -> None:
+        self._emit(Control(self.deploy_id, action="approve", by=by, key=key or "", at=self.clock()))
+        self._approved.set()
+
+    # -- playing --------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self.events.append(event)
+        for cb in list(self._subs):
+            cb(event)
+
+    def _status(self, key: str, status: str, detail: str = "") -> None:
+        self._emit(
+            NodeStatus(self.deploy_id, key=key, status=status, at=self.clock(), detail=detail)
+        )
+
+    def _log(self, key: str, text: str, stream: str = "stdout") -> None:
+        self._emit(LogLine(self.deploy_id, key=key, stream=stream, text=text, at=self.clock()))
+
+    async def _pause(self, seconds: float = 1.0) -> None:
+        self.clock.advance(seconds)
+        await asyncio.sleep(self.delay)
+
+    async def run(self) -> FakeResult:
+        self._emit(self.plan.to_event())
+        stopped = False
+        sha = "3f2a9c1"
+        release_id = self.plan.meta.get("release_id") or f"20261124T153500Z-{sha}"
+        if self.kind == "deploy":
+            for stage, lines in (
+                ("fetch", ["mirror up to date", f"main -> {sha}"]),
+                ("build", ["$ make dist", "building VERSION 1.4.2", "dist/ ready"]),
+                ("package", ["dist.tar.gz 14.2 KB sha256 9c1e…"]),
+            ):
+                if self._abort:
+                    stopped = True
+                    break
+                self._status(stage, RUNNING)
+                for line in lines:
+                    await self._pause(0.4)
+                    self._log(stage, line)
+                if stage == "fetch":
+                    self._emit(
+                        DeployMeta(self.deploy_id, meta={"sha": sha, "release_id": release_id})
+                    )
+                self._status(stage, OK)
+        failed: dict[str, str] = {}
+        if not stopped:
+            self._status("release", RUNNING)
+            for number, hosts in enumerate(self.waves, start=1):
+                wkey = f"release/wave-{number}"
+                if self._abort:
+                    stopped = True
+                    break
+                self._status(wkey, RUNNING)
+                results = await asyncio.gather(
+                    *(self._host(wkey, h, i) for i, h in enumerate(hosts))
+                )
+                for host, reason in zip(hosts, results, strict=True):
+                    if reason:
+                        failed[host] = reason
+                wave_failed = any(results)
+                self._status(wkey, FAILED if wave_failed else (CANCELLED if self._abort else OK))
+                if self._abort:
+                    stopped = True
+                    break
+                if number in self.gates and number < len(self.waves):
+                    gkey = f"release/gate-{number}"
+                    self._emit(GateWaiting(self.deploy_id, key=gkey, at=self.clock()))
+                    self._status(gkey, "waiting")
+                    while not self._approved.is_set() and not self._abort:
+                        await asyncio.sleep(0.01)
+                    self._approved.clear()
+                    if self._abort:
+                        self._status(gkey, CANCELLED)
+                        stopped = True
+                        break
+                    self._status(gkey, OK)
+        if stopped:
+            self._cancel_rest()
+        if not stopped:
+            self._status("release", FAILED if failed else OK)
+        status = "stopped" if stopped else ("failed" if failed else OK)
+        code = 3 if stopped else (1 if failed else 0)
+        nhosts = sum(len(w) for w in self.waves)
+        summary = {
+            "hosts": nhosts,
+            "ok": nhosts - len(failed) if not stopped else None,
+            "failed": failed,
+            "exit_code": code,
+            "release_id": release_id,
+        }
+        self._emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=self.clock()))
+        return FakeResult(status, code, summary)
+
+    def _cancel_rest(self) -> None:
+        seen = self._state()
+        for key in self.plan.nodes:
+            if seen.get(key) in (None, RUNNING, "waiting", "pending"):
+                self._status(key, CANCELLED, "aborted" if seen.get(key) == RUNNING else "")
+
+    def _state(self) -> dict[str, str]:
+        state: dict[str, str] = {}
+        for ev in self.events:
+            if isinstance(ev, NodeStatus):
+                state[ev.key] = ev.status
+        return state
+
+    async def _host(self, wkey: str, host: str, index: int) -> str:
+        hkey = f"{wkey}/{host}"
+        if self._abort:
+            return ""
+        await asyncio.sleep(self.delay * index * 0.2)
+        self._status(hkey, RUNNING)
+        steps = [k.rpartition("/")[2] for k in self.plan.children.get(hkey, ())]
+        for step in steps:
+            key = f"{hkey}/{step}"
+            if self._abort:
+                self._status(key, CANCELLED)
+                continue
+            self._status(key, RUNNING)
+            await self._pause(0.3)
+            if step == "connect":
+                if self.ask_host_key == host and self.prompter is not None:
+                    ok = await self.prompter.confirm_host_key(
+                        host, "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8", "ssh-ed25519"
+                    )
+                    if not ok:
+                        return self._fail(hkey, key, steps, "host key rejected by operator")
+                if self.ask_password == host and self.prompter is not None:
+                    pw = await self.prompter.ask_password(host, "deploy")
+                    if not pw:
+                        return self._fail(hkey, key, steps, "no password given")
+                self._log(key, f"connected to {host}:22 as deploy", "info")
+            elif step == "upload":
+                total = 14_540
+                for done in (4_096, 8_192, 12_288, total):
+                    self._emit(Progress(self.deploy_id, key=key, done=done, total=total))
+                    await self._pause(0.2)
+                self._log(key, f"sent {total} bytes", "info")
+            elif step == "restart":
+                self._log(key, "$ systemctl --user restart web")
+            elif step == "health":
+                if host in self.failing:
+                    self._log(key, "curl: (7) Failed to connect to 127.0.0.1 port 8080", "stderr")
+                    self._log(
+                        key, "health check failed after 3 tries; rolling back this host", "info"
+                    )
+                    return self._fail(hkey, key, steps, "health check failed; host rolled back")
+                self._log(key, '{"status": "ok", "version": "1.4.2"}')
+            self._status(key, OK)
+        if self._abort:
+            self._status(hkey, CANCELLED, "aborted")
+            return ""
+        self._status(hkey, OK)
+        return ""
+
+    def _fail(self, hkey: str, key: str, steps: list[str], reason: str) -> str:
+        self._status(key, FAILED, reason)
+        after = steps[steps.index(key.rpartition("/")[2]) + 1 :]
+        for step in after:
+            self._status(f"{hkey}/{step}", SKIPPED)
+        self._status(hkey, FAILED, reason)
+        return reason
+
+
+class FakeHistory:
+    """In-memory history with transcripts written to a temp dir."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.hosts: dict[str, list[dict[str, Any]]] = {}
+        self.transcripts: dict[str, Path] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-"))
+
+    def record(self, runner: FakeRunner, result: FakeResult) -> None:
+        meta = runner.plan.meta
+        failed = result.summary.get("failed") or {}
+        hosts = [h.label for h in runner.plan.hosts()]
+        self.rows.insert(
+            0,
+            {
+                "id": runner.deploy_id,
+                "kind": runner.kind,
+                "project": meta.get("project"),
+                "ref": meta.get("ref"),
+                "sha": "3f2a9c1",
+                "release_id": result.summary.get("release_id"),
+                "operator": runner.operator,
+                "started": runner.events[0].to_json().get("at", 0) if runner.events else 0,
+                "ended": runner.clock(),
+                "status": result.status,
+                "hosts_ok": len(hosts) - len(failed),
+                "hosts_failed": len(failed),
+            },
+        )
+        self.hosts[runner.deploy_id] = [
+            {
+                "host": h,
+                "status": "failed"
+                if h in failed
+                else ("ok" if result.status != "stopped" else "cancelled"),
+                "detail": failed.get(h, ""),
+                "release_id": result.summary.get("release_id"),
+            }
+            for h in hosts
+        ]
+        path = self._dir / f"{runner.deploy_id}.jsonl"
+        path.write_text("".join(json.dumps(e.to_json()) + "\n" for e in runner.events))
+        self.transcripts[runner.deploy_id] = path
+
+    def list(self, n: int = 20) -> list[dict[str, Any]]:
+        return self.rows[:n]
+
+    def get(self, deploy_id: str) -> dict[str, Any] | None:
+        for row in self.rows:
+            if row["id"] == deploy_id:
+                return {**row, "hosts": self.hosts.get(deploy_id, [])}
+        return None
+
+    def transcript(self, deploy_id: str) -> Path | None:
+        return self.transcripts.get(deploy_id)
+
+    def releases(self, project: str) -> list[str]:
+        return [
+            r["release_id"]
+            for r in self.rows
+            if r["status"] == OK and r["kind"] == "deploy" and r["release_id"]
+        ]
+
+
+class FakeBackend:
+    """A :class:`tui.backend.DeckBackend` made of :class:`FakeRunner` s."""
+
+    read_only = False
+
+    def __init__(
+        self,
+        hosts: list[str] | int = 8,
+        *,
+        clock: FakeClock | None = None,
+        delay: float = 0.0,
+        failing: set[str] = frozenset(),
+        gates: tuple[int, ...] = (),
+        ask_host_key: str | None = None,
+        ask_password: str | None = None,
+        operator: str = "alice",
+        releases: list[str] | None = None,
+        project: str = "web",
+        ref: str = "main",
+    ) -> None:
+        self.hosts = (
+            [f"web{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
+        )
+        self.clock = clock or FakeClock()
+        self.delay = delay
+        self.failing = set(failing)
+        self.gates = gates
+        self.ask_host_key = ask_host_key
+        self.ask_password = ask_password
+        self.operator = operator
+        self.project = project
+        self.ref = ref
+        self._history = FakeHistory()
+        self._releases = list(releases or ["20261123T101500Z-1b7e0d4", "20261120T090000Z-a41c2f9"])
+        self.runs: list[FakeRunner] = []
+        self._n = 0
+
+    def _runner(self, kind: str, to: str | None, prompter) -> FakeRunner:
+        self._n += 1
+        runner = FakeRunner(
+            self.hosts,
+            deploy_id=f"{'rb' if kind == 'rollback' else 'd'}-{self._n:04d}",
+            kind=kind,
+            to=to,
+            failing=self.failing if kind == "deploy" else set(),
+            gates=self.gates if kind == "deploy" else (),
+            delay=self.delay,
+            clock=self.clock,
+            prompter=prompter,
+            ask_host_key=self.ask_host_key,
+            ask_password=self.ask_password,
+            operator=self.operator,
+            project=self.project,
+            ref=self.ref,
+        )
+        self.runs.append(runner)
+        original = runner.run
+
+        async def run_and_record() -> FakeResult:
+            result = await original()
+            self._history.record(runner, result)
+            return result
+
+        runner.run = run_and_record  # type: ignore[method-assign]
+        return runner
+
+    def new_deploy(self, prompter) -> FakeRunner:
+        return self._runner("deploy", None, prompter)
+
+    def new_rollback(self, to: str | None, prompter) -> FakeRunner:
+        return self._runner("rollback", to or (self.releases() or [None])[0], prompter)
+
+    def releases(self) -> list[str]:
+        return self._history.releases(self.project) + self._releases
+
+    def history(self) -> FakeHistory:
+        return self._history

@@ -1,0 +1,49 @@
+"""Messages posted inside the shipdeck app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from tui.chat import ChatMessage
+
+
+@dataclass
+class ChatReceived(Message):
+    """A chat line arrived from the relay (or was echoed locally)."""
+
+    message: ChatMessage
+
+
+@dataclass
+class PresenceChanged(Message):
+    """Who is in the relay room."""
+
+    names: list[str]
+
+    @property
+    def can_replace(self) -> bool:  # a newer presence list supersedes an older one
+        return True
+
+
+@dataclass
+class RelayStatus(Message):
+    """The relay connection changed state ("connected", "reconnecting", an error)."""
+
+    status: str
+
+
+@dataclass
+class ChatSubmitted(Message):
+    """The operator typed a chat line."""
+
+    text: str
+
+
+@dataclass
+class DeployDone(Message):
+    """A deploy or rollback run returned."""
+
+    status: str
+    exit_code: int

@@ -1,0 +1,86 @@
+"""Log of the selected node (a step, a host with all its steps, or a stage).
+
+A ``Log`` with ``max_lines``; lines arrive in batches from the app's flush (one
+``write_lines`` per flush, only the tail of an oversized batch).
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Log, Static
+
+from tui.model import DeckModel, LogEntry
+
+MAX_LINES = 2000
+MAX_BATCH = 500
+
+
+class LogPane(Vertical):
+    DEFAULT_CSS = """
+    LogPane > #log-title { height: 1; padding: 0 1; }
+    LogPane > Log { height: 1fr; padding: 0 0 0 1; }
+    """
+
+    def __init__(self, model: DeckModel, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.key: str | None = None
+        self.last_seq = 0
+        self.placeholder = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("log", id="log-title")
+        yield Log(max_lines=MAX_LINES, auto_scroll=True, id="log")
+
+    @property
+    def log_widget(self) -> Log:
+        return self.query_one("#log", Log)
+
+    def _prefix(self, entry: LogEntry) -> str:
+        key = self.key or ""
+        rel = entry.key[len(key) + 1 :] if entry.key.startswith(key + "/") else ""
+        mark = "!" if entry.stream == "stderr" else ("·" if entry.stream == "info" else " ")
+        return f"{rel} {mark} " if rel else f"{mark} "
+
+    def _lines(self, entries: list[LogEntry]) -> list[str]:
+        prefix = self._prefix
+        return [prefix(e) + e.text for e in entries]
+
+    def show(self, key: str | None) -> None:
+        """Show the log of ``key`` (its own lines and its descendants')."""
+        self.key = key
+        node = self.model.plan.nodes.get(key) if key else None
+        title = self.query_one("#log-title", Static)
+        if node is None:
+            title.update("log")
+        else:
+            title.update(f"log · {key}")
+        log = self.log_widget
+        log.clear()
+        entries = self.model.log_for(key)[-MAX_LINES:]
+        self.last_seq = entries[-1].seq if entries else self.model.seq
+        self.placeholder = not entries
+        if entries:
+            log.write_lines(self._lines(entries))
+        elif node is not None:
+            log.write_line(f"(no output yet for {node.label})")
+
+    def add(self, entries: list[LogEntry]) -> None:
+        """Append a flush's new lines that belong to the shown node."""
+        key = self.key
+        if key is None or not entries:
+            return
+        prefix = key + "/"
+        mine = [
+            e
+            for e in entries
+            if e.seq > self.last_seq and (e.key == key or e.key.startswith(prefix))
+        ]
+        if not mine:
+            return
+        if self.placeholder:
+            self.log_widget.clear()
+            self.placeholder = False
+        self.last_seq = mine[-1].seq
+        self.log_widget.write_lines(self._lines(mine[-MAX_BATCH:]))

@@ -1,0 +1,153 @@
+"""The stage tree: built once from the plan, relabelled from the model in batches.
+
+Only dirty nodes that are on screen are relabelled on a flush (the visible lines are
+walked with ``get_node_at_line``); off-screen dirty nodes stay dirty and catch up when
+they scroll into view. Beyond ``LAZY_HOSTS`` hosts, a host's step nodes are created
+when it is first expanded.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.binding import Binding
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from engine.events import RUNNING, WAITING
+from tui.model import DeckModel
+
+LAZY_HOSTS = 1000
+
+
+class StageTree(Tree[str]):
+    """Tree of fetch/build/package/release → waves → hosts → steps."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
+    ]
+
+    DEFAULT_CSS = """
+    StageTree { scrollbar-size-vertical: 1; }
+    """
+
+    def __init__(self, model: DeckModel, **kwargs) -> None:
+        super().__init__(Text("deploy"), **kwargs)
+        self.model = model
+        self.show_root = False
+        self.guide_depth = 3
+        self.nodes_by_key: dict[str, TreeNode[str]] = {}
+        self.host_filter: set[str] | None = None
+        self.lazy = False
+
+    # -- building -----------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """(Re)build every tree node from the model's plan (plan or filter changed)."""
+        model = self.model
+        plan = model.plan
+        cursor_key = self.cursor_node.data if self.cursor_node is not None else None
+        expanded = {k for k, n in self.nodes_by_key.items() if n.is_expanded}
+        self.clear()
+        self.nodes_by_key = {}
+        hosts = plan.hosts()
+        self.lazy = len(hosts) > LAZY_HOSTS
+        keep = self.host_filter
+        by_key = self.nodes_by_key
+        label_for = model.label_for
+        for node in plan:
+            kind = node.kind
+            if kind == "host":
+                if keep is not None and node.key not in keep:
+                    continue
+            elif kind == "step":
+                if self.lazy:
+                    continue
+                parent_key = node.parent
+                if parent_key not in by_key:
+                    continue
+            parent = by_key.get(node.parent) if node.parent else self.root
+            if parent is None:
+                continue
+            has_kids = bool(plan.children.get(node.key))
+            if kind in ("stage", "wave"):
+                expand = (node.key == "release" or kind == "wave") or node.key in expanded
+            else:
+                expand = node.key in expanded
+            if has_kids:
+                tnode = parent.add(label_for(node.key), data=node.key, expand=expand)
+            else:
+                tnode = parent.add_leaf(label_for(node.key), data=node.key)
+            by_key[node.key] = tnode
+            if kind == "host" and self.lazy and expand:
+                self._add_steps(tnode)
+        model.dirty.difference_update(by_key)
+        if cursor_key in by_key:
+            self.move_cursor(by_key[cursor_key])
+        elif self.cursor_line < 0 or self.cursor_line >= self.last_line:
+            self.cursor_line = 0
+
+    def _add_steps(self, tnode: TreeNode[str]) -> None:
+        if tnode.children:
+            return
+        plan = self.model.plan
+        for key in plan.children.get(tnode.data, ()):
+            self.nodes_by_key[key] = tnode.add_leaf(self.model.label_for(key), data=key)
+
+    @on(Tree.NodeExpanded)
+    def _expanded(self, event: Tree.NodeExpanded[str]) -> None:
+        node = event.node
+        if self.lazy and node.data and self.model.plan.nodes[node.data].kind == "host":
+            self._add_steps(node)
+
+    # -- relabelling ----------------------------------------------------------------
+
+    def relabel_visible(self, *, running_too: bool = False) -> int:
+        """Relabel dirty (and, with ``running_too``, running) nodes on screen."""
+        model = self.model
+        dirty = model.dirty
+        plan_nodes = model.plan.nodes
+        top = self.scroll_offset.y
+        height = self.size.height or 40
+        count = 0
+        for line in range(top, top + height):
+            tnode = self.get_node_at_line(line)
+            if tnode is None:
+                break
+            key = tnode.data
+            if key is None:
+                continue
+            if key in dirty or (running_too and plan_nodes[key].status in (RUNNING, WAITING)):
+                tnode.set_label(model.label_for(key))
+                dirty.discard(key)
+                count += 1
+        return count
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if self.model.dirty:
+            self.call_later(self.relabel_visible)
+
+    def select_key(self, key: str, *, expand_to: bool = True) -> bool:
+        """Move the cursor to a node, expanding its ancestors."""
+        if expand_to:
+            parts = key.split("/")
+            for i in range(1, len(parts)):
+                anc = self.nodes_by_key.get("/".join(parts[:i]))
+                if anc is None:
+                    return False
+                if not anc.is_expanded:
+                    anc.expand()
+                    if self.lazy and self.model.plan.nodes[anc.data].kind == "host":
+                        self._add_steps(anc)
+        tnode = self.nodes_by_key.get(key)
+        if tnode is None:
+            return False
+        self.move_cursor(tnode)
+        return True
+
+    @property
+    def selected_key(self) -> str | None:
+        node = self.cursor_node
+        return node.data if node is not None else None
