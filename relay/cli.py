@@ -1,0 +1,376 @@
+"""``shipdeck relay``, ``shipdeck say`` and ``shipdeck tail``.
+
+The ``shipdeck`` entry point calls :func:`add_parsers`; ``python -m relay.cli`` runs
+the same commands without it. Exit codes: 0 ok, 2 bad usage or config, 3 could not
+connect or refused. Nothing here imports textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_USAGE, EXIT_CONNECT = 0, 2, 3
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register the ``relay``, ``say`` and ``tail`` subcommands."""
+    p = sub.add_parser(
+        "relay",
+        help="run the websockets relay that operators share",
+        description="Run the relay: rooms, chat, live deploy trees, the deploy lock.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument(
+        "--db",
+        default="shipdeck-relay.db",
+        help="SQLite file of the room logs (default ./shipdeck-relay.db)",
+    )
+    p.add_argument("--tokens", help='TOML file: [operators] name = "token" (required)')
+    p.add_argument("--tls-cert", help="PEM certificate (chain): serve wss://")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (if not in the same file)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        help="frames per second read from one connection (default 200)",
+    )
+    p.add_argument(
+        "--retain-count", type=int, default=100_000, help="messages kept per room (default 100000)"
+    )
+    p.add_argument(
+        "--retain-days", type=float, default=7.0, help="days messages are kept (default 7)"
+    )
+    p.add_argument(
+        "--sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="SQLite synchronous mode (full survives power loss)",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_relay)
+
+    p = sub.add_parser(
+        "say",
+        help="post a chat message to a relay room",
+        description="Post one chat message to a room.",
+    )
+    _client_args(p)
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the message")
+    p.set_defaults(func=cmd_say)
+
+    p = sub.add_parser(
+        "tail",
+        help="print a relay room's messages",
+        description="Print a room's stored messages, one per line: offset, time, sender, type, text.",
+    )
+    _client_args(p)
+    p.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="OFFSET",
+        help="start after this offset (default 0: all retained history)",
+    )
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages")
+    p.add_argument("--json", action="store_true", help="print each message as one JSON object")
+    p.set_defaults(func=cmd_tail)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--relay", required=True, metavar="URL", help="ws://host:port or wss://host:port"
+    )
+    p.add_argument("--room", required=True)
+    p.add_argument("--token", help="bearer token (default: $SHIPDECK_TOKEN)")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate to trust for wss:// (private CA)")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the relay (default 10)"
+    )
+
+
+def _err(message: str) -> None:
+    print(f"shipdeck: {message}", file=sys.stderr)
+
+
+# -- relay ------------------------------------------------------------------------
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from relay.server import Limits, Relay, tls_context
+    from relay.store import SQLiteStore
+    from relay.tokens import TokensError, load_tokens
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.tokens:
+        _err('relay: --tokens FILE is required (TOML: [operators] alice = "token-for-alice")')
+        return EXIT_USAGE
+    try:
+        tokens = load_tokens(args.tokens)
+    except TokensError as exc:
+        _err(f"relay: {exc}")
+        return EXIT_USAGE
+    if args.tls_key and not args.tls_cert:
+        _err("relay: --tls-key needs --tls-cert")
+        return EXIT_USAGE
+    context = None
+    if args.tls_cert:
+        try:
+            context = tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            _err(f"relay: cannot load the TLS certificate {args.tls_cert}: {exc}")
+            return EXIT_USAGE
+    if args.retain_count < 1 or args.retain_days <= 0 or args.rate <= 0:
+        _err("relay: --retain-count, --retain-days and --rate must be positive")
+        return EXIT_USAGE
+    try:
+        Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+        store = SQLiteStore(
+            args.db,
+            max_count=args.retain_count,
+            max_age=args.retain_days * 86400,
+            synchronous=args.sync,
+        )
+    except Exception as exc:
+        _err(f"relay: cannot open the database {args.db}: {exc}")
+        return EXIT_USAGE
+    limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
+    relay = Relay(store, tokens, limits)
+    return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
+
+
+async def _serve(
+    relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
+) -> int:
+    try:
+        await relay.start(host, port, context)
+    except OSError as exc:
+        _err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return EXIT_CONNECT
+    scheme = "wss" if context else "ws"
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"shipdeck relay listening on {scheme}://{shown}:{relay.port} (db {db}, {operators} operators)",
+        flush=True,
+    )
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(
+            sig, lambda s=sig: stop.done() or stop.set_result(s)
+        )
+    sig = await stop
+    logging.getLogger("shipdeck.relay").info(
+        "%s: telling clients to reconnect and stopping", signal.Signals(sig).name
+    )
+    await relay.shutdown()
+    return EXIT_OK
+
+
+# -- say / tail -------------------------------------------------------------------
+
+
+def _client_setup(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None] | int:
+    from relay.protocol import ROOM_RE
+    from relay.tokens import token_from_env
+
+    token = token_from_env(args.token)
+    if not token:
+        _err(f"{args.func.__name__[4:]}: no token: pass --token or set SHIPDECK_TOKEN")
+        return EXIT_USAGE
+    if not args.relay.startswith(("ws://", "wss://")):
+        _err(f"--relay {args.relay!r}: expected ws://host:port or wss://host:port")
+        return EXIT_USAGE
+    if not ROOM_RE.match(args.room):
+        _err(f"--room {args.room!r}: 1-64 characters of A-Z a-z 0-9 . _ : -")
+        return EXIT_USAGE
+    context = None
+    if args.relay.startswith("wss://"):
+        try:
+            context = ssl.create_default_context(cafile=args.ca)
+        except (OSError, ssl.SSLError) as exc:
+            _err(f"--ca {args.ca}: {exc}")
+            return EXIT_USAGE
+    return token, context
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    setup = _client_setup(args)
+    if isinstance(setup, int):
+        return setup
+    return asyncio.run(_say(args, *setup))
+
+
+async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
+    from relay.client import RelayClient, RelayError
+
+    client = RelayClient(args.relay, args.room, token, ssl=context, snapshot=False)
+    try:
+        await client.start(timeout=args.timeout)
+        await asyncio.wait_for(client.chat(" ".join(args.text)), args.timeout)
+    except RelayError as exc:
+        _err(f"say: {exc.message}")
+        return EXIT_CONNECT
+    except TimeoutError:
+        _err(f"say: the relay did not acknowledge within {args.timeout:g}s")
+        return EXIT_CONNECT
+    finally:
+        await client.close(flush=0)
+    return EXIT_OK
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    setup = _client_setup(args)
+    if isinstance(setup, int):
+        return setup
+    if args.since < 0:
+        _err("tail: --since must be >= 0")
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_tail(args, *setup))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        with contextlib.suppress(Exception):
+            sys.stdout = None  # type: ignore[assignment]
+        return EXIT_OK
+
+
+async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
+    from relay.client import RelayClient, RelayError
+
+    client = RelayClient(
+        args.relay, args.room, token, ssl=context, snapshot=False, since=args.since
+    )
+    try:
+        await client.start(timeout=args.timeout)
+    except RelayError as exc:
+        await client.close(flush=0)
+        _err(f"tail: {exc.message}")
+        return EXIT_CONNECT
+    end = client.head
+    try:
+        if not args.follow and (client.replay_from is None or client.replay_from >= end):
+            return EXIT_OK
+        async for frame in client.messages():
+            kind = frame.get("type")
+            if kind in ("status", "welcome", "ack"):
+                if kind == "status" and frame.get("state") == "closed" and frame.get("error"):
+                    _err(f"tail: {frame['error']}")
+                    return EXIT_CONNECT
+                continue
+            if kind == "presence" and not args.follow:
+                continue
+            line = (
+                json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+                if args.json
+                else format_line(frame)
+            )
+            print(line, flush=True)
+            if not args.follow and isinstance(frame.get("offset"), int) and frame["offset"] >= end:
+                return EXIT_OK
+        return EXIT_OK
+    finally:
+        await client.close(flush=0)
+
+
+def format_line(frame: dict[str, Any]) -> str:
+    """One human line: offset, local time, sender, type, text."""
+    offset = frame.get("offset")
+    at = frame.get("time")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+        if isinstance(at, (int, float))
+        else "-" * 19
+    )
+    sender = frame.get("sender") or frame.get("operator") or "-"
+    kind = frame.get("type", "?")
+    return f"{offset if offset is not None else '-':>6} {when} {sender:<12} {kind:<8} {describe(frame)}"
+
+
+def describe(frame: dict[str, Any]) -> str:
+    """The text part of a frame, for a human."""
+    kind = frame.get("type")
+    if kind == "chat":
+        return str(frame.get("text", "")).replace("\n", " ")
+    if kind == "event":
+        from relay.protocol import events_of
+
+        events = events_of(frame)
+        parts = [_event_text(e) for e in events[:3]]
+        more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
+        return "; ".join(parts) + more
+    if kind == "lock":
+        holder = frame.get("holder") or {}
+        prev = frame.get("previous") or {}
+        op = frame.get("op")
+        if op == "released":
+            return f"released by {prev.get('operator', '?')}"
+        if op == "stale":
+            return f"lease of {holder.get('operator', '?')} is stale (no heartbeat for {holder.get('ttl', 0):g}s)"
+        text = f"{op} by {holder.get('operator', '?')}"
+        if holder.get("reason"):
+            text += f": {holder['reason']}"
+        if prev:
+            text += f" (from {prev.get('operator', '?')})"
+        return text
+    if kind == "control":
+        key = f" {frame['key']}" if frame.get("key") else ""
+        return f"{frame.get('action')}{key} -> {frame.get('to')}"
+    if kind == "presence":
+        who = ", ".join(w["operator"] for w in frame.get("who") or ())
+        return f"{frame.get('op')} {frame.get('operator')} (here: {who or 'nobody'})"
+    if kind == "error":
+        return f"{frame.get('code')}: {frame.get('message')}"
+    return json.dumps(
+        {
+            k: v
+            for k, v in frame.items()
+            if k not in ("type", "v", "room", "offset", "sender", "time")
+        }
+    )
+
+
+def _event_text(event: Any) -> str:
+    kind = event.type
+    if kind == "plan":
+        meta = event.meta
+        return f"plan {event.deploy_id} {meta.get('project', '')}@{meta.get('ref', '')} ({len(event.nodes)} nodes)"
+    if kind == "status":
+        return f"{event.key} {event.status}" + (f" ({event.detail})" if event.detail else "")
+    if kind == "log":
+        return f"{event.key} [{event.stream}] {event.text}"
+    if kind == "progress":
+        return f"{event.key} {event.done}/{event.total}"
+    if kind == "gate":
+        return f"gate {event.key} waiting"
+    if kind == "control":
+        return f"{event.action} {event.key} by {event.by}".rstrip()
+    if kind == "finished":
+        return f"deploy {event.deploy_id} {event.status}"
+    if kind == "meta":
+        return "meta " + " ".join(f"{k}={v}" for k, v in event.meta.items())
+    return kind
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shipdeck", description="shipdeck relay tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parsers(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,941 @@
+"""The relay: rooms shared by operators over websockets, backed by a stored log.
+
+One :class:`Relay` serves many rooms. A client authenticates with a bearer token in
+the HTTP upgrade request (``Authorization: Bearer <token>``; refused with HTTP 401
+before the upgrade), sends ``hello`` to join one room, and from then on receives every
+message stored in that room, in offset order, exactly once per connection.
+
+Fan-out writes each message's pre-encoded frame straight to the connections that keep
+up (``websockets.broadcast``), so one slow receiver never delays the others; a
+connection whose unsent data passes :attr:`Limits.max_buffer_bytes` is closed with
+close code 4000 and resumes from its offset. See ``docs/relay-protocol.md``.
+
+Run it with ``shipdeck relay`` or ``python -m relay.server`` (same options).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import ssl
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from engine.events import (
+    WAITING,
+    DeployFinished,
+    Event,
+    EventDecodeError,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    PlanReady,
+    event_from_json,
+)
+from engine.plan import Plan
+from relay.protocol import (
+    CLOSE_ABUSE,
+    CLOSE_NO_HELLO,
+    CLOSE_RESTART,
+    CLOSE_SLOW,
+    HARD_MAX_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    RELAY_SENDER,
+    ProtocolError,
+    Snapshot,
+    check_event,
+    dumps,
+    error_frame,
+    parse_client_frame,
+)
+from relay.store import Record, Store
+from relay.tokens import TokenTable
+
+log = logging.getLogger("shipdeck.relay")
+
+
+@dataclass(slots=True)
+class Limits:
+    """Per-connection and per-room limits. Defaults suit a team relay."""
+
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_event_bytes: int = MAX_EVENT_BYTES
+    #: Sustained frames per second read from one connection, and the burst allowed.
+    #: Beyond it the relay stops reading that connection (TCP back-pressure); nothing
+    #: is dropped and no one else is affected.
+    rate: float = 200.0
+    burst: float = 400.0
+    #: Unsent bytes allowed to pile up for one connection before it is closed (4000).
+    max_buffer_bytes: int = 1024 * 1024
+    #: Messages held for a connection still replaying history before it is closed.
+    max_pending: int = 10_000
+    #: More than ``abuse_errors`` invalid frames within ``abuse_window`` s: close 4008.
+    abuse_errors: int = 20
+    abuse_window: float = 10.0
+    hello_timeout: float = 10.0
+    snapshot_chat: int = 50
+    snapshot_logs: int = 100
+    replay_page: int = 500
+    #: Seconds between writes of the deploy snapshot state to the store.
+    state_flush: float = 1.0
+    trim_interval: float = 60.0
+
+
+def session_hash(session: str) -> str:
+    """What the relay keeps of a client's session id (never the id itself)."""
+    return hashlib.sha256(session.encode()).hexdigest()
+
+
+def client_handle(operator: str, shash: str) -> str:
+    """Public id of one client session, shown to others (in presence and leases)."""
+    return hashlib.sha256(f"{operator}\0{shash}".encode()).hexdigest()[:12]
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+@dataclass(slots=True)
+class Lease:
+    """The room's deploy lock: held by one client session until released or stale."""
+
+    operator: str
+    session: str  # session_hash() of the holder's session id
+    reason: str
+    ttl: float
+    since: float
+    expires: float
+    stale: bool = False
+
+    @property
+    def client(self) -> str:
+        return client_handle(self.operator, self.session)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "operator": self.operator,
+            "client": self.client,
+            "reason": self.reason,
+            "ttl": self.ttl,
+            "since": self.since,
+            "expires": self.expires,
+            "stale": self.stale,
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {**self.public(), "session": self.session}
+
+
+@dataclass(slots=True)
+class Waiter:
+    peer: Peer
+    request_id: str
+    reason: str
+    ttl: float
+
+
+@dataclass(slots=True)
+class DeployState:
+    """The current deploy as a late joiner needs it (built from ``event`` messages)."""
+
+    plan: Plan
+    finished: dict[str, Any] | None = None
+    gates: set[str] = field(default_factory=set)
+    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
+    applied: int = 0  # offset of the last event message applied
+
+    def apply(self, event: Event, data: dict[str, Any]) -> None:
+        if event.deploy_id != self.plan.deploy_id:
+            return
+        if isinstance(event, DeployFinished):
+            self.finished = data
+        elif isinstance(event, GateWaiting):
+            self.gates.add(event.key)
+        elif isinstance(event, LogLine):
+            self.logs.append(data)
+        else:
+            if (
+                isinstance(event, NodeStatus)
+                and event.key in self.gates
+                and event.status != WAITING
+            ):
+                self.gates.discard(event.key)
+            self.plan.apply(event)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deploy_id": self.plan.deploy_id,
+            "plan": self.plan.snapshot().to_json(),
+            "finished": self.finished,
+            "gates": sorted(self.gates),
+            "logs": list(self.logs),
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], logs: int) -> DeployState:
+        plan_event = event_from_json(data["plan"])
+        assert isinstance(plan_event, PlanReady)
+        state = cls(
+            plan=Plan.from_event(plan_event), logs=deque(data.get("logs") or (), maxlen=logs)
+        )
+        state.finished = data.get("finished")
+        state.gates = set(data.get("gates") or ())
+        state.applied = int(data.get("applied", 0))
+        return state
+
+
+class Peer:
+    """One authenticated connection, in at most one room."""
+
+    __slots__ = (
+        "ws",
+        "operator",
+        "session",
+        "handle",
+        "room",
+        "live",
+        "pending",
+        "tokens",
+        "refilled",
+        "errors",
+        "dropped",
+    )
+
+    def __init__(self, ws: ServerConnection, operator: str) -> None:
+        self.ws = ws
+        self.operator = operator
+        self.session = ""
+        self.handle = ""
+        self.room: Room | None = None
+        self.live = False  # receives fan-out directly; else queued in ``pending``
+        self.pending: deque[tuple[int | None, str]] = deque()
+        self.tokens = 0.0
+        self.refilled = 0.0
+        self.errors: deque[float] = deque()
+        self.dropped = False
+
+
+class Room:
+    __slots__ = (
+        "name",
+        "epoch",
+        "head",
+        "subs",
+        "presence",
+        "lock",
+        "waiters",
+        "deploy",
+        "chat",
+        "mutex",
+        "dirty",
+        "timer",
+    )
+
+    def __init__(self, name: str, epoch: str, head: int, chat: int) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.head = head
+        self.subs: set[Peer] = set()
+        self.presence: dict[str, int] = {}
+        self.lock: Lease | None = None
+        self.waiters: deque[Waiter] = deque()
+        self.deploy: DeployState | None = None
+        self.chat: deque[Record] = deque(maxlen=chat)
+        self.mutex = asyncio.Lock()
+        self.dirty = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def who(self) -> list[dict[str, Any]]:
+        return [{"operator": op, "connections": n} for op, n in sorted(self.presence.items())]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            head=self.head,
+            deploy=self._deploy_json(),
+            lock=self.lock.public() if self.lock else None,
+            chat=[r.frame() for r in self.chat],
+            presence=self.who(),
+        )
+
+    def _deploy_json(self) -> dict[str, Any] | None:
+        if self.deploy is None:
+            return None
+        data = self.deploy.to_json()
+        data.pop("applied", None)
+        return data
+
+    def observe(self, rec: Record, decoded: list[Event] | None, logs: int) -> None:
+        """Update the room's in-memory state from a newly stored message."""
+        if rec.type == "chat":
+            self.chat.append(rec)
+        elif rec.type == "event":
+            raw = rec.body.get("events") or []
+            if decoded is None:
+                decoded = []
+                for data in raw:
+                    try:
+                        decoded.append(check_event(data))
+                    except EventDecodeError:
+                        decoded.append(None)  # type: ignore[arg-type]
+            for event, data in zip(decoded, raw, strict=False):
+                if event is None:
+                    continue
+                if isinstance(event, PlanReady):
+                    self.deploy = DeployState(plan=Plan.from_event(event), logs=deque(maxlen=logs))
+                elif self.deploy is not None:
+                    self.deploy.apply(event, data)
+            if self.deploy is not None:
+                self.deploy.applied = rec.offset
+                self.dirty = True
+
+
+class Relay:
+    """Rooms, auth, fan-out, locks and limits over one :class:`~relay.store.Store`."""
+
+    def __init__(self, store: Store, tokens: TokenTable, limits: Limits | None = None) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.limits = limits or Limits()
+        self.rooms: dict[str, Room] = {}
+        self.peers: set[Peer] = set()
+        self._rooms_lock = asyncio.Lock()
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 8765, ssl_context: ssl.SSLContext | None = None
+    ) -> Server:
+        """Start listening; returns the websockets server (``port=0`` picks a free port)."""
+        await self.store.trim()
+        self._server = await serve(
+            self.handler,
+            host,
+            port,
+            process_request=self.process_request,
+            ssl=ssl_context,
+            max_size=HARD_MAX_BYTES,
+            max_queue=4,
+            compression=None,
+            close_timeout=3,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header="shipdeck-relay",
+        )
+        self._spawn(self._maintenance())
+        return self._server
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def shutdown(self, retry_after: float = 0.5) -> None:
+        """Tell every client to reconnect (close code 1012), then stop and flush."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        notice = dumps(
+            {
+                "type": "reconnect",
+                "v": PROTOCOL_VERSION,
+                "reason": "relay is restarting",
+                "retry_after": retry_after,
+            }
+        )
+        conns = [p.ws for p in self.peers]
+        broadcast(conns, notice)
+        if conns:
+            await asyncio.wait(
+                [
+                    asyncio.ensure_future(ws.close(CLOSE_RESTART, "relay restarting; reconnect"))
+                    for ws in conns
+                ],
+                timeout=5,
+            )
+        if self._server is not None:
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._flush_state()
+        await self.store.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _maintenance(self) -> None:
+        last_trim = time.monotonic()
+        while True:
+            await asyncio.sleep(self.limits.state_flush)
+            try:
+                await self._flush_state()
+                if time.monotonic() - last_trim >= self.limits.trim_interval:
+                    last_trim = time.monotonic()
+                    removed = await self.store.trim()
+                    if removed:
+                        log.info("retention removed %d old messages", removed)
+            except Exception:
+                log.exception("relay maintenance failed")
+
+    async def _flush_state(self) -> None:
+        for room in list(self.rooms.values()):
+            if room.dirty and room.deploy is not None:
+                room.dirty = False
+                await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+
+    # -- auth ---------------------------------------------------------------------
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        operator = self.tokens.operator_for(token.strip()) if scheme.lower() == "bearer" else None
+        if operator is None:
+            log.info(
+                "refused %s: %s token",
+                _peer_addr(connection),
+                "missing" if not header else "invalid",
+            )
+            response = connection.respond(
+                HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token\n"
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="shipdeck-relay"'
+            return response
+        if self._closing:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "relay is restarting\n")
+        connection.shipdeck_operator = operator  # type: ignore[attr-defined]
+        return None
+
+    # -- connection ---------------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        peer = Peer(ws, ws.shipdeck_operator)  # type: ignore[attr-defined]
+        peer.tokens = self.limits.burst
+        peer.refilled = time.monotonic()
+        self.peers.add(peer)
+        try:
+            hello = await self._await_hello(peer)
+            if hello is None:
+                return
+            await self._join(peer, hello)
+            async for text in ws:
+                await self._throttle(peer)
+                await self._dispatch(peer, text)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.peers.discard(peer)
+            if peer.room is not None:
+                await self._leave(peer)
+
+    async def _await_hello(self, peer: Peer) -> dict[str, Any] | None:
+        deadline = asyncio.get_running_loop().time() + self.limits.hello_timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    text = await peer.ws.recv()
+            except TimeoutError:
+                await peer.ws.close(CLOSE_NO_HELLO, "no hello")
+                return None
+            try:
+                frame = parse_client_frame(
+                    text,
+                    max_bytes=self.limits.max_message_bytes,
+                    max_event_bytes=self.limits.max_event_bytes,
+                )
+            except ProtocolError as exc:
+                if not await self._reject(peer, exc):
+                    return None
+                continue
+            if frame["type"] != "hello":
+                await self._reject(
+                    peer,
+                    ProtocolError("not_joined", "send hello with a room first", frame.get("id")),
+                )
+                continue
+            return frame
+
+    async def _throttle(self, peer: Peer) -> None:
+        lim = self.limits
+        now = time.monotonic()
+        peer.tokens = min(lim.burst, peer.tokens + (now - peer.refilled) * lim.rate)
+        peer.refilled = now
+        if peer.tokens < 1.0:
+            await asyncio.sleep((1.0 - peer.tokens) / lim.rate)
+            peer.tokens = 1.0
+            peer.refilled = time.monotonic()
+        peer.tokens -= 1.0
+
+    async def _reject(self, peer: Peer, exc: ProtocolError, *, counts: bool = True) -> bool:
+        """Answer a bad frame with an error; return False if the peer was closed for abuse."""
+        await peer.ws.send(dumps(error_frame(exc.code, exc.message, exc.msg_id)))
+        if not counts:
+            return True
+        now = time.monotonic()
+        peer.errors.append(now)
+        while peer.errors and peer.errors[0] < now - self.limits.abuse_window:
+            peer.errors.popleft()
+        if len(peer.errors) > self.limits.abuse_errors:
+            log.warning(
+                "closing %s (%s): too many invalid frames", peer.operator, _peer_addr(peer.ws)
+            )
+            await peer.ws.close(CLOSE_ABUSE, "too many invalid frames")
+            return False
+        return True
+
+    async def _room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        async with self._rooms_lock:
+            room = self.rooms.get(name)
+            if room is not None:
+                return room
+            lim = self.limits
+            info = await self.store.open_room(name)
+            room = Room(name, info.epoch, info.head, lim.snapshot_chat)
+            room.chat.extend(await self.store.last(name, "chat", lim.snapshot_chat))
+            state = await self.store.get_state(name, "deploy")
+            if state:
+                room.deploy = DeployState.from_json(state, lim.snapshot_logs)
+            # Apply what was stored after the saved deploy state (or everything).
+            after = room.deploy.applied if room.deploy else info.first - 1
+            while True:
+                recs = await self.store.read(name, after, lim.replay_page)
+                if not recs:
+                    break
+                for rec in recs:
+                    if rec.type == "event":
+                        try:
+                            room.observe(rec, None, lim.snapshot_logs)
+                        except Exception:
+                            log.exception(
+                                "could not apply message %d of %s to the snapshot", rec.offset, name
+                            )
+                after = recs[-1].offset
+            lease = await self.store.get_state(name, "lock")
+            if lease and lease.get("session"):
+                room.lock = Lease(
+                    operator=lease["operator"],
+                    session=lease["session"],
+                    reason=lease.get("reason", ""),
+                    ttl=float(lease["ttl"]),
+                    since=float(lease["since"]),
+                    expires=float(lease["expires"]),
+                    stale=bool(lease.get("stale")),
+                )
+                self._arm_expiry(room)
+            self.rooms[name] = room
+            return room
+
+    async def _join(self, peer: Peer, hello: dict[str, Any]) -> None:
+        room = await self._room(hello["room"])
+        raw_session = hello.get("session") or secrets.token_hex(12)
+        peer.session = session_hash(raw_session)
+        peer.handle = client_handle(peer.operator, peer.session)
+        peer.room = room
+        peer.live = False
+        # From here on, new messages queue in peer.pending; the head read below is
+        # consistent with that (no await in between).
+        room.subs.add(peer)
+        first = (await self.store.info(room.name)).first
+        head = room.head
+        resume, since = hello.get("resume"), hello.get("since")
+        recovered: bool | None = None
+        start: int | None = None
+        truncated = False
+        if resume is not None:
+            ok = resume["epoch"] == room.epoch and first - 1 <= resume["offset"] <= head
+            recovered = ok
+            start = resume["offset"] if ok else None
+        elif since is not None:
+            start = min(max(since, first - 1), head)
+            truncated = since < first - 1
+        room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
+        if room.presence[peer.operator] == 1:
+            self._presence(room, "join", peer)
+        welcome: dict[str, Any] = {
+            "type": "welcome",
+            "v": PROTOCOL_VERSION,
+            "room": room.name,
+            "epoch": room.epoch,
+            "head": head,
+            "first": first,
+            "you": {"operator": peer.operator, "client": peer.handle, "session": raw_session},
+            "recovered": recovered,
+            "replay_from": start,
+            "truncated": truncated,
+            "presence": room.who(),
+            "lock": room.lock.public() if room.lock else None,
+            "limits": {
+                "max_message_bytes": self.limits.max_message_bytes,
+                "rate": self.limits.rate,
+            },
+        }
+        if hello.get("snapshot", True) and recovered is not True:
+            welcome["snapshot"] = room.snapshot().to_json()
+        log.info(
+            "%s joined %s (%s, recovered=%s)",
+            peer.operator,
+            room.name,
+            _peer_addr(peer.ws),
+            recovered,
+        )
+        await peer.ws.send(dumps(welcome))
+        last = head
+        if start is not None:
+            last = start
+            while True:
+                recs = await self.store.read(room.name, last, self.limits.replay_page)
+                if not recs:
+                    break
+                for rec in recs:
+                    await peer.ws.send(rec.text)
+                last = recs[-1].offset
+        while peer.pending:
+            offset, text = peer.pending.popleft()
+            if offset is not None and offset <= last:
+                continue
+            await peer.ws.send(text)
+            if offset is not None:
+                last = offset
+        if not peer.dropped:
+            peer.live = True
+
+    async def _leave(self, peer: Peer) -> None:
+        room = peer.room
+        assert room is not None
+        room.subs.discard(peer)
+        room.waiters = deque(w for w in room.waiters if w.peer is not peer)
+        count = room.presence.get(peer.operator, 0) - 1
+        if count <= 0:
+            room.presence.pop(peer.operator, None)
+            self._presence(room, "leave", peer)
+        else:
+            room.presence[peer.operator] = count
+        log.info("%s left %s", peer.operator, room.name)
+
+    def _presence(self, room: Room, op: str, peer: Peer) -> None:
+        frame = {
+            "type": "presence",
+            "v": PROTOCOL_VERSION,
+            "room": room.name,
+            "offset": None,
+            "time": _now(),
+            "op": op,
+            "operator": peer.operator,
+            "client": peer.handle,
+            "who": room.who(),
+        }
+        self._send_room(room, None, dumps(frame))
+
+    # -- fan-out --------------------------------------------------------------------
+
+    def _send_room(self, room: Room, offset: int | None, text: str) -> None:
+        """Write one frame to every subscriber without waiting for any of them."""
+        limit = self.limits.max_buffer_bytes
+        max_pending = self.limits.max_pending
+        targets: list[ServerConnection] = []
+        slow: list[Peer] = []
+        for peer in room.subs:
+            if peer.live:
+                transport = peer.ws.transport
+                if transport is None or transport.get_write_buffer_size() > limit:
+                    slow.append(peer)
+                else:
+                    targets.append(peer.ws)
+            elif len(peer.pending) >= max_pending:
+                slow.append(peer)
+            else:
+                peer.pending.append((offset, text))
+        if targets:
+            broadcast(targets, text)
+        for peer in slow:
+            self._drop_slow(room, peer)
+
+    def _drop_slow(self, room: Room, peer: Peer) -> None:
+        room.subs.discard(peer)
+        peer.live = False
+        peer.dropped = True
+        peer.pending.clear()
+        log.warning(
+            "closing %s (%s) in %s: fell behind", peer.operator, _peer_addr(peer.ws), room.name
+        )
+        self._spawn(peer.ws.close(CLOSE_SLOW, "fell behind; resume from your last offset"))
+
+    async def publish(
+        self,
+        room: Room,
+        sender: str,
+        client_id: str | None,
+        type: str,
+        body: dict[str, Any],
+        decoded: list[Event] | None = None,
+    ) -> tuple[Record, bool]:
+        """Store one message and fan it out; a duplicate is acknowledged, not resent."""
+        async with room.mutex:
+            rec, duplicate = await self.store.append(
+                room.name, sender, client_id, type, body, _now()
+            )
+            if duplicate:
+                return rec, True
+            room.head = rec.offset
+            try:
+                room.observe(rec, decoded, self.limits.snapshot_logs)
+            except Exception:  # the message is stored; a snapshot bug must not lose it
+                log.exception(
+                    "could not apply message %d of %s to the snapshot", rec.offset, room.name
+                )
+            self._send_room(room, rec.offset, rec.text)
+            return rec, False
+
+    async def _ack(
+        self, peer: Peer, msg_id: str, rec: Record | None, duplicate: bool = False, **result: Any
+    ) -> None:
+        frame: dict[str, Any] = {"type": "ack", "v": PROTOCOL_VERSION, "id": msg_id}
+        if rec is not None:
+            frame["offset"] = rec.offset
+            frame["duplicate"] = duplicate
+        frame.update(result)
+        await peer.ws.send(dumps(frame))
+
+    # -- messages -------------------------------------------------------------------
+
+    async def _dispatch(self, peer: Peer, text: str | bytes) -> None:
+        try:
+            frame = parse_client_frame(
+                text,
+                max_bytes=self.limits.max_message_bytes,
+                max_event_bytes=self.limits.max_event_bytes,
+            )
+        except ProtocolError as exc:
+            await self._reject(peer, exc)
+            return
+        room = peer.room
+        assert room is not None
+        kind = frame["type"]
+        msg_id = frame.get("id")
+        if kind == "hello":
+            await self._reject(
+                peer,
+                ProtocolError(
+                    "already_joined",
+                    f"this connection is in room {room.name!r}; open another to join a second room",
+                    msg_id,
+                ),
+            )
+        elif kind == "chat":
+            rec, dup = await self.publish(
+                room, peer.operator, msg_id, "chat", {"text": frame["text"]}
+            )
+            await self._ack(peer, msg_id, rec, dup)
+        elif kind == "event":
+            lease = room.lock
+            if lease is not None and not lease.stale and lease.session != peer.session:
+                await self._reject(
+                    peer,
+                    ProtocolError(
+                        "not_lock_holder",
+                        f"{lease.operator} holds the deploy lock; only the holder publishes events",
+                        msg_id,
+                    ),
+                    counts=False,
+                )
+                return
+            rec, dup = await self.publish(
+                room,
+                peer.operator,
+                msg_id,
+                "event",
+                {"events": frame["events"]},
+                frame.get("decoded"),
+            )
+            await self._ack(peer, msg_id, rec, dup)
+        elif kind == "control":
+            lease = room.lock
+            if lease is None:
+                await self._reject(
+                    peer,
+                    ProtocolError(
+                        "no_lock_holder",
+                        "nobody holds the deploy lock in this room; there is no deploy to control",
+                        msg_id,
+                    ),
+                    counts=False,
+                )
+                return
+            body = {
+                "action": frame["action"],
+                "key": frame["key"],
+                "to": lease.operator,
+                "to_client": lease.client,
+            }
+            rec, dup = await self.publish(room, peer.operator, msg_id, "control", body)
+            await self._ack(peer, msg_id, rec, dup)
+        elif kind == "lock":
+            await self._lock(peer, room, frame)
+
+    # -- lock lease -----------------------------------------------------------------
+
+    async def _lock(self, peer: Peer, room: Room, frame: dict[str, Any]) -> None:
+        op, msg_id = frame["op"], frame["id"]
+        now = _now()
+        lease = room.lock
+        mine = (
+            lease is not None and lease.session == peer.session and lease.operator == peer.operator
+        )
+        if op == "acquire":
+            ttl, reason = frame["ttl"], frame["reason"]
+            if lease is not None and mine:
+                lease.ttl, lease.expires = ttl, now + ttl
+                if reason:
+                    lease.reason = reason
+                rec = await self._lease_changed(
+                    room, peer.operator, "resumed" if lease.stale else None
+                )
+                lease.stale = False
+                await self._ack(peer, msg_id, rec, granted=True, lease=lease.public())
+            elif lease is None or lease.stale or lease.expires <= now:
+                new = Lease(peer.operator, peer.session, reason, ttl, now, now + ttl)
+                room.lock = new
+                rec = await self._lease_changed(
+                    room, peer.operator, "acquired" if lease is None else "takeover", previous=lease
+                )
+                await self._ack(peer, msg_id, rec, granted=True, lease=new.public())
+            elif frame["wait"]:
+                room.waiters = deque(w for w in room.waiters if w.peer is not peer)
+                room.waiters.append(Waiter(peer, msg_id, reason, ttl))
+                await self._ack(
+                    peer, msg_id, None, granted=False, queued=True, holder=lease.public()
+                )
+            else:
+                await self._ack(
+                    peer, msg_id, None, granted=False, queued=False, holder=lease.public()
+                )
+        elif op == "heartbeat":
+            if lease is not None and mine:
+                lease.expires = now + lease.ttl
+                rec = await self._lease_changed(
+                    room, peer.operator, "resumed" if lease.stale else None
+                )
+                lease.stale = False
+                await self._ack(peer, msg_id, rec, granted=True, lease=lease.public())
+            else:
+                await self._ack(
+                    peer,
+                    msg_id,
+                    None,
+                    granted=False,
+                    lost=True,
+                    holder=lease.public() if lease else None,
+                )
+        else:  # release
+            room.waiters = deque(w for w in room.waiters if w.peer is not peer)
+            if lease is not None and mine:
+                room.lock = None
+                rec = await self._lease_changed(room, peer.operator, "released", previous=lease)
+                await self._ack(peer, msg_id, rec, released=True)
+                await self._grant_next(room, None)
+            else:
+                await self._ack(peer, msg_id, None, released=False)
+
+    async def _lease_changed(
+        self, room: Room, sender: str, op: str | None, previous: Lease | None = None
+    ) -> Record | None:
+        """Persist the lease, re-arm its expiry, and (if ``op``) store a visible message."""
+        lease = room.lock
+        if op == "resumed" and lease is not None:
+            lease.stale = False
+        await self.store.put_state(room.name, "lock", lease.state() if lease else None)
+        self._arm_expiry(room)
+        if op is None:
+            return None
+        body: dict[str, Any] = {"op": op, "holder": lease.public() if lease else None}
+        if previous is not None:
+            body["previous"] = previous.public()
+        rec, _ = await self.publish(room, sender, None, "lock", body)
+        return rec
+
+    def _arm_expiry(self, room: Room) -> None:
+        if room.timer is not None:
+            room.timer.cancel()
+            room.timer = None
+        lease = room.lock
+        if lease is None or lease.stale:
+            return
+        delay = max(0.0, lease.expires - time.time())
+        room.timer = asyncio.get_running_loop().call_later(
+            delay + 0.01, lambda: self._spawn(self._expire(room))
+        )
+
+    async def _expire(self, room: Room) -> None:
+        lease = room.lock
+        if lease is None or lease.stale or lease.expires > time.time():
+            if lease is not None and not lease.stale:
+                self._arm_expiry(room)
+            return
+        lease.stale = True
+        log.warning(
+            "lock in %s held by %s went stale (no heartbeat for %.0fs)",
+            room.name,
+            lease.operator,
+            lease.ttl,
+        )
+        await self._lease_changed(room, RELAY_SENDER, "stale")
+        await self._grant_next(room, lease)
+
+    async def _grant_next(self, room: Room, previous: Lease | None) -> None:
+        while room.waiters and (room.lock is None or room.lock.stale):
+            waiter = room.waiters.popleft()
+            peer = waiter.peer
+            if peer not in room.subs:
+                continue
+            now = _now()
+            room.lock = Lease(
+                peer.operator, peer.session, waiter.reason, waiter.ttl, now, now + waiter.ttl
+            )
+            await self._lease_changed(
+                room, peer.operator, "takeover" if previous else "acquired", previous=previous
+            )
+            return
+
+
+def _peer_addr(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
+
+
+def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """Server TLS context from a PEM certificate (chain) and key. Raises ``ssl.SSLError``/``OSError``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+if __name__ == "__main__":  # python -m relay.server [relay options]
+    from relay.cli import main
+
+    sys.exit(main(["relay", *sys.argv[1:]]))
