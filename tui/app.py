@@ -91,16 +91,17 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         deck = self.deck
+        self.stage_tree = StageTree(deck.model, id="tree")
+        self.log_pane_w = LogPane(deck.model, id="log-pane")
+        self.chat_pane_w = ChatPane(
+            configured=deck.chat is not None, cursor_blink=deck.cursor_blink, id="chat-pane"
+        )
         yield DeckHeader(id="header")
         with Horizontal(id="main"):
-            yield StageTree(deck.model, id="tree")
+            yield self.stage_tree
             with Vertical(id="side"):
-                yield LogPane(deck.model, id="log-pane")
-                yield ChatPane(
-                    configured=deck.chat is not None,
-                    cursor_blink=deck.cursor_blink,
-                    id="chat-pane",
-                )
+                yield self.log_pane_w
+                yield self.chat_pane_w
         yield Static("", id="too-small")
         yield Footer(compact=True)
 
@@ -165,15 +166,15 @@ class ShipdeckApp(App[int]):
 
     @property
     def tree(self) -> StageTree:
-        return self.main.query_one(StageTree)
+        return self.main.stage_tree
 
     @property
     def log_pane(self) -> LogPane:
-        return self.main.query_one(LogPane)
+        return self.main.log_pane_w
 
     @property
     def chat_pane(self) -> ChatPane:
-        return self.main.query_one(ChatPane)
+        return self.main.chat_pane_w
 
     def on_mount(self) -> None:
         self.main = MainScreen(self)
@@ -223,7 +224,7 @@ class ShipdeckApp(App[int]):
 
     @property
     def is_mounted_main(self) -> bool:
-        return hasattr(self, "main") and self.main.is_mounted
+        return hasattr(self, "main") and self.main.is_mounted and not self._closing
 
     def start_runner(self) -> None:
         runner = self.runner

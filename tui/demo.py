@@ -23,7 +23,12 @@ def run_demo(
 ) -> int:
     if simulate:
         return _run_simulated(hosts, with_failure, mouse)
-    return asyncio.run(_demo(hosts, directory, with_failure, mouse))
+    from engine.localfleet import temp_root
+
+    keep = directory is not None
+    root = Path(directory).resolve() if keep else temp_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_demo(hosts, root, keep, with_failure, mouse))
 
 
 def _run_simulated(hosts: int, with_failure: bool, mouse: bool) -> int:
@@ -37,7 +42,7 @@ def _run_simulated(hosts: int, with_failure: bool, mouse: bool) -> int:
     return int(app.run(mouse=mouse) or 0)
 
 
-async def _demo(n: int, directory: str | None, with_failure: bool, mouse: bool) -> int:
+async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool) -> int:
     from engine.config import load_config
     from engine.deploy import Deployment
     from engine.history import History
@@ -46,12 +51,8 @@ async def _demo(n: int, directory: str | None, with_failure: bool, mouse: bool) 
         commit_version,
         make_sample_repo,
         remove_tree,
-        temp_root,
     )
 
-    keep = directory is not None
-    root = Path(directory).resolve() if keep else temp_root()
-    root.mkdir(parents=True, exist_ok=True)
     say = sys.stderr.write
     try:
         repo = root / "sample-app"

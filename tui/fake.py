@@ -130,6 +130,7 @@ class FakeRunner:
         if self._abort is None:
             self._abort = Control(self.deploy_id, action="abort", by=by, at=self.clock())
             self._emit(self._abort)
+            self._approved.set()  # wake a waiting gate so it can cancel
 
     def approve(self, by: str = "", key: str | None = None) -> None:
         self._emit(Control(self.deploy_id, action="approve", by=by, key=key or "", at=self.clock()))
@@ -201,8 +202,7 @@ class FakeRunner:
                     gkey = f"release/gate-{number}"
                     self._emit(GateWaiting(self.deploy_id, key=gkey, at=self.clock()))
                     self._status(gkey, "waiting")
-                    while not self._approved.is_set() and not self._abort:
-                        await asyncio.sleep(0.01)
+                    await self._approved.wait()
                     self._approved.clear()
                     if self._abort:
                         self._status(gkey, CANCELLED)

@@ -22,9 +22,8 @@ class PresenceChanged(Message):
 
     names: list[str]
 
-    @property
-    def can_replace(self) -> bool:  # a newer presence list supersedes an older one
-        return True
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PresenceChanged)  # a newer list supersedes an older one
 
 
 @dataclass

@@ -40,6 +40,7 @@ class ChatPane(Vertical):
         )
 
     def on_mount(self) -> None:
+        self.query_one(RichLog).can_focus = False
         if not self.configured:
             self.add_system(
                 "relay not configured — add a [relay] section (url, room) to shipdeck.toml "

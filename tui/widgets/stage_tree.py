@@ -144,6 +144,7 @@ class StageTree(Tree[str]):
         tnode = self.nodes_by_key.get(key)
         if tnode is None:
             return False
+        self._tree_lines  # noqa: B018 - rebuild line numbers after expanding
         self.move_cursor(tnode)
         return True
 

@@ -1,0 +1,44 @@
+"""TUI test helpers: the app driven by the scripted fake engine, frozen clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from tui.app import ShipdeckApp
+from tui.fake import FakeBackend, FakeClock
+
+
+def make_app(clock: FakeClock | None = None, chat=None, **backend) -> ShipdeckApp:
+    clock = clock or FakeClock()
+    return ShipdeckApp(
+        FakeBackend(clock=clock, **backend),
+        chat=chat,
+        operator="alice",
+        clock=clock,
+        cursor_blink=False,
+        flush_interval=0.05,
+    )
+
+
+async def until(pilot, cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Pump the app until ``cond()`` holds (synchronise on state, not on sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await pilot.pause(0.02)
+
+
+def label(app: ShipdeckApp, key: str) -> str:
+    app.flush()
+    app.tree.relabel_visible()
+    return app.model.label_for(key).plain
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,447 @@
+"""Pilot tests: every key path of the main screen, driven by the scripted engine."""
+
+from __future__ import annotations
+
+import pytest
+from textual.command import CommandPalette
+from textual.widgets import DataTable, Input, Log, OptionList, RichLog
+
+from tests.tui.conftest import label, make_app, until
+from tui.chat import LocalEcho
+from tui.screens.help import HelpScreen
+from tui.screens.history import HistoryDetailScreen, HistoryScreen
+from tui.screens.modals import (
+    ConfirmScreen,
+    FilterScreen,
+    HostKeyScreen,
+    PasswordScreen,
+    RollbackScreen,
+)
+from tui.widgets.stage_tree import StageTree
+
+pytestmark = pytest.mark.timeout(30)
+
+SIZE = (120, 40)
+
+
+async def deploy(pilot, app) -> None:
+    await pilot.press("d")
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+    await pilot.press("enter")
+
+
+async def test_plan_is_drawn_at_once_hosts_collapsed() -> None:
+    app = make_app(hosts=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        keys = [tree.get_node_at_line(i).data for i in range(tree.last_line + 1)]
+        assert keys[:4] == ["fetch", "build", "package", "release"]
+        assert "release/wave-1/web1" in keys
+        assert "release/wave-1/web1/connect" not in keys  # host subtrees start collapsed
+        assert "○ release" in label(app, "release")
+        assert "0/8 ✓" in label(app, "release")
+
+
+async def test_deploy_confirm_then_every_host_ok() -> None:
+    app = make_app(hosts=8)
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None, what="deploy end")
+        assert app.last_exit == 0
+        assert label(app, "release").startswith("✓ release  8/8 ✓")
+        assert "✓ web1" in label(app, "release/wave-1/web1")
+        assert "✓ upload  14.2KB" in label(app, "release/wave-1/web1/upload")
+
+
+async def test_deploy_confirm_cancelled_with_escape() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not app.deploying and app.backend.runs[0].events == []
+
+
+async def test_failure_counts_and_rollback_reason() -> None:
+    app = make_app(hosts=8, failing={"web3"})
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == 1
+        assert "7/8 ✓ 1 ✗" in label(app, "release")
+        host = next(h.key for h in app.model.plan.hosts() if h.label == "web3")
+        assert label(app, host).startswith("✗ web3")
+        assert "rolled back" in label(app, host + "/health")
+        assert label(app, host + "/cleanup").startswith("– cleanup")
+
+
+async def test_upload_percent_and_running_glyph(clock) -> None:
+    app = make_app(clock, hosts=2, gates=(1,))
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.model.waiting_gate is not None)
+        from engine.events import Progress
+
+        app.feed(
+            Progress(app.model.deploy_id, key="release/wave-2/web2/upload", done=50, total=200)
+        )
+        app.model.plan["release/wave-2/web2/upload"].status = "running"
+        assert "25%" in label(app, "release/wave-2/web2/upload")
+        assert label(app, "release/gate-1").startswith("⏸ gate after wave 1")
+
+
+async def test_hostname_is_never_markup() -> None:
+    app = make_app(hosts=["web[bold]1", "[red]x"])
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        plain = [str(tree.get_node_at_line(i).label.plain) for i in range(tree.last_line + 1)]
+        assert "○ web[bold]1" in plain
+        assert "○ [red]x" in plain
+
+
+async def test_log_of_step_host_and_stage() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None)
+        tree = app.main.query_one(StageTree)
+        log = app.main.query_one("#log", Log)
+        tree.select_key("release/wave-2/web2")
+        await pilot.pause()
+        text = "\n".join(log.lines)
+        assert "connect · connected to web2:22" in text and "health   {" in text
+        tree.select_key("release/wave-2/web2/upload")
+        await pilot.pause()
+        assert [line for line in log.lines] == ["· sent 14540 bytes"]
+        tree.select_key("build")
+        await pilot.pause()
+        assert "  building VERSION 1.4.2" in log.lines
+
+
+async def test_log_follows_new_lines_in_batches(clock) -> None:
+    app = make_app(clock, hosts=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        tree.select_key("fetch")
+        await pilot.pause()
+        from engine.events import LogLine
+
+        for i in range(3000):
+            app.feed(LogLine(app.model.deploy_id, key="fetch", text=f"line {i}"))
+        app.flush()
+        log = app.main.query_one("#log", Log)
+        await pilot.pause()
+        assert log.lines[-1] == "  line 2999"
+        assert log.line_count <= 2000  # bounded
+
+
+async def test_abort_confirmed_stops_the_deploy(clock) -> None:
+    app = make_app(clock, hosts=6, delay=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(
+            pilot,
+            lambda: app.model.latest_running is not None and "release/" in app.model.latest_running,
+        )
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None, timeout=10)
+        assert app.last_exit == 3
+        assert app.model.finished.status == "stopped"
+        assert any(n.status == "cancelled" for n in app.model.plan)
+        chat = app.main.query_one("#chat-log", RichLog)
+        assert any("aborted" in "".join(seg.text for seg in line) for line in chat.lines)
+
+
+async def test_abort_when_idle_is_a_notice() -> None:
+    app = make_app(hosts=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("nothing is running" in n.message for n in app._notifications)
+
+
+async def test_gate_waits_for_approval() -> None:
+    app = make_app(hosts=4, gates=(1,))
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.model.waiting_gate == "release/gate-1")
+        await pilot.pause(0.1)
+        assert app.deploying and app.last_exit is None
+        assert label(app, "release/wave-2").startswith("○")
+        await pilot.press("g")
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == 0
+        assert app.model.plan["release/gate-1"].status == "ok"
+
+
+async def test_rollback_choose_release_and_confirm() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RollbackScreen))
+        options = app.screen.query_one(OptionList)
+        assert options.get_option_at_index(0).id == "20261123T101500Z-1b7e0d4"
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.model.meta["kind"] == "rollback"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == 0
+        assert app.model.meta["release_id"] == "20261120T090000Z-a41c2f9"
+        assert "fetch" not in app.model.plan  # a rollback ships nothing
+        assert label(app, "release").startswith("✓ release  3/3 ✓")
+
+
+async def test_filter_by_name_and_by_status() -> None:
+    app = make_app(hosts=8, failing={"web5"})
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None)
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await pilot.press(*"web[23]", "enter")
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        hosts = {k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"}
+        assert {app.model.plan[k].label for k in hosts} == {"web2", "web3"}
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, FilterScreen))
+        await pilot.press("ctrl+a", "ctrl+k", *"failed", "enter")
+        await pilot.pause()
+        hosts = {k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"}
+        assert {app.model.plan[k].label for k in hosts} == {"web5"}
+        assert "filter “failed”: 1 hosts" in str(app.main.query_one("#header").render())
+        await app.run_action("clear_filter")
+        await pilot.pause()
+        assert len([k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"]) == 8
+
+
+async def test_follow_selects_running_host(clock) -> None:
+    app = make_app(clock, hosts=2, gates=(1,))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f")
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.model.waiting_gate is not None)
+        await pilot.pause(0.1)
+        assert app.main.query_one(StageTree).selected_key == "release/wave-1/web1"
+
+
+async def test_history_list_and_detail_with_transcript() -> None:
+    app = make_app(hosts=3, failing={"web2"})
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None)
+        await pilot.press("h")
+        await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 1
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HistoryDetailScreen))
+        hosts = app.screen.query_one("#detail-hosts", DataTable)
+        rows = [[str(c) for c in hosts.get_row_at(i)] for i in range(hosts.row_count)]
+        assert ["web2", "✗ failed"] == rows[1][:2]
+        log = app.screen.query_one("#transcript", Log)
+        await until(pilot, lambda: log.line_count > 10)
+        assert any("finished: failed" in line for line in log.lines)
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        assert app.screen is app.main
+
+
+@pytest.mark.parametrize("answer,ok", [("y", True), ("n", False)])
+async def test_host_key_modal(answer: str, ok: bool) -> None:
+    app = make_app(hosts=1, ask_host_key="web1")
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: isinstance(app.screen, HostKeyScreen))
+        body = " ".join(str(w.render()) for w in app.screen.query(".dialog-body"))
+        assert "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8" in body
+        await pilot.press(answer)
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == (0 if ok else 1)
+        if not ok:
+            assert "host key rejected" in app.model.plan["release/wave-1/web1"].detail
+
+
+async def test_password_modal_is_masked_and_answers() -> None:
+    app = make_app(hosts=1, ask_password="web1")
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: isinstance(app.screen, PasswordScreen))
+        field = app.screen.query_one(Input)
+        assert field.password is True
+        await pilot.press(*"s3cret")
+        assert "s3cret" not in str(field.render())
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == 0
+
+
+async def test_password_modal_escape_fails_that_host() -> None:
+    app = make_app(hosts=1, ask_password="web1")
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: isinstance(app.screen, PasswordScreen))
+        await pilot.press("escape")
+        await until(pilot, lambda: app.last_exit is not None)
+        assert app.last_exit == 1
+
+
+async def test_quit_while_running_aborts_then_exits(clock) -> None:
+    app = make_app(clock, hosts=4, gates=(1,))
+    async with app.run_test(size=SIZE) as pilot:
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.model.waiting_gate is not None)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.return_code is not None or not app.is_running, timeout=10)
+    assert app.return_value == 3
+    assert app.backend.runs[0].events[-1].status == "stopped"
+
+
+async def test_quit_when_idle_returns_zero() -> None:
+    app = make_app(hosts=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_value == 0
+
+
+async def test_help_and_palette_list_every_action() -> None:
+    app = make_app(hosts=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"approve gate")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: any("no gate is waiting" in n.message for n in app._notifications)
+        )
+    from tui.app import MainScreen
+
+    bindings = MainScreen.BINDINGS
+    assert all(b.id and b.description for b in bindings)
+    from tui.commands import ACTIONS
+
+    palette = {a for a, _, _ in ACTIONS}
+    keyed = {b.action.removeprefix("app.") for b in bindings}
+    assert keyed <= palette
+
+
+async def test_chat_without_relay_and_with_backend() -> None:
+    app = make_app(hosts=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        chat = app.main.query_one("#chat-log", RichLog)
+        assert "relay not configured" in "".join(s.text for s in chat.lines[0])
+        await pilot.press("c")
+        await pilot.pause()
+        assert any("relay not configured" in n.message for n in app._notifications)
+
+    app = make_app(hosts=1, chat=LocalEcho("alice"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"hello [b]bob", "enter")
+        await pilot.pause(0.1)
+        chat = app.main.query_one("#chat-log", RichLog)
+        assert any("alice: hello [b]bob" in "".join(s.text for s in line) for line in chat.lines)
+        assert "relay ◉ connected · 1 here: alice" in str(app.main.query_one("#header").render())
+        await pilot.press("escape")
+        assert isinstance(app.focused, StageTree)
+
+
+async def test_tab_cycles_panes_and_jk_move() -> None:
+    app = make_app(hosts=3, chat=LocalEcho("alice"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        assert app.focused is tree
+        await pilot.press("j", "j")
+        assert tree.cursor_line == 2
+        await pilot.press("k")
+        assert tree.cursor_line == 1
+        seen = []
+        for _ in range(3):
+            await pilot.press("tab")
+            seen.append(app.focused.id)
+        assert seen == ["log", "chat-input", "tree"]
+
+
+async def test_small_terminal_says_what_it_needs() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=(50, 12)) as pilot:
+        await pilot.pause()
+        msg = app.main.query_one("#too-small")
+        assert msg.display and "at least 60×16" in str(msg.render())
+        assert not app.main.query_one("#main").display
+
+
+async def test_80x24_keeps_every_pane() -> None:
+    app = make_app(hosts=8)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for sel in ("#tree", "#log-pane", "#chat-pane", "#header"):
+            widget = app.main.query_one(sel)
+            assert widget.display and widget.size.width > 20 and widget.size.height >= 2, sel
+        assert app.main.has_class("-narrow") or app.screen.has_class("-narrow")
+
+
+async def test_worker_failure_is_a_notice_not_a_traceback() -> None:
+    app = make_app(hosts=1)
+
+    async def boom():
+        raise RuntimeError("ssh agent went away")
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.runner.run = boom
+        await deploy(pilot, app)
+        await until(
+            pilot, lambda: any("ssh agent went away" in n.message for n in app._notifications)
+        )
+        assert app.is_running and app.last_exit == 3
+
+
+async def test_plan_error_is_a_notice() -> None:
+    app = make_app(hosts=1)
+
+    def broken(prompter):
+        raise ValueError("shipdeck.toml: [hosts] is empty")
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.backend.new_deploy = broken
+        app.runner_used = True
+        await pilot.press("d")
+        await pilot.pause()
+        assert any("[hosts] is empty" in n.message for n in app._notifications)
+
+
+async def test_many_hosts_create_steps_lazily() -> None:
+    app = make_app(hosts=1200)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.main.query_one(StageTree)
+        assert tree.lazy
+        host = tree.nodes_by_key["release/wave-2/web2"]
+        assert len(host.children) == 0 and host.allow_expand
+        tree.select_key("release/wave-2/web2/health")
+        await pilot.pause()
+        assert len(host.children) == 10
+        assert tree.selected_key == "release/wave-2/web2/health"
