@@ -1,0 +1,48 @@
+"""One real deploy to the in-process SSH fleet, driven from the TUI to the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.localfleet import commit_version
+from tests.tui.conftest import label, until
+from tui.app import ShipdeckApp
+from tui.backend import EngineBackend
+from tui.screens.modals import ConfirmScreen, RollbackScreen
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_deploy_then_rollback_on_local_fleet(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    config = load_config(fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo))
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        n = len(fleet.hosts)
+        assert f"0/{n} ✓" in label(app, "release")
+        released = []
+        for version in ("2.0.0", "3.0.0"):  # two releases, so there is one to roll back to
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+            assert app.last_exit == 0, app.model.finished
+            assert label(app, "release").startswith(f"✓ release  {n}/{n} ✓")
+            assert len(str(app.model.meta.get("sha"))) >= 7
+            released.append(app.model.meta["release_id"])
+            commit_version(sample_repo, version)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RollbackScreen))
+        await pilot.press("down", "enter")  # the older release
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.model.meta["kind"] == "rollback"
+        assert app.last_exit == 0, app.model.finished
+        assert app.model.meta["release_id"] == released[0]
