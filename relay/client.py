@@ -341,25 +341,31 @@ class RelayClient:
         goes stale (taken over visibly). Returns the lease. Raises :class:`LockHeld`
         if it is held and not waiting, ``TimeoutError`` after ``timeout``.
         """
-        ack = await self._request(
-            {"type": "lock", "op": "acquire", "reason": reason, "ttl": ttl, "wait": wait}
-        )
-        if ack.get("granted"):
-            self._got_lease(ack["lease"])
-            return ack["lease"]
-        if not wait:
-            raise LockHeld(ack.get("holder"))
-        self._want_lock = (reason, ttl)
-        self._lock_waiter = asyncio.get_running_loop().create_future()
+        if wait:
+            # Created first: the grant can arrive in the same read as the "queued" ack.
+            self._lock_waiter = asyncio.get_running_loop().create_future()
+            self._lock_waiter.add_done_callback(_quiet)
         try:
-            return await asyncio.wait_for(asyncio.shield(self._lock_waiter), timeout)
-        except TimeoutError:
-            self._want_lock = None
-            with contextlib.suppress(Exception):
-                await self._request({"type": "lock", "op": "release"})
-            raise
+            ack = await self._request(
+                {"type": "lock", "op": "acquire", "reason": reason, "ttl": ttl, "wait": wait}
+            )
+            if ack.get("granted"):
+                self._got_lease(ack["lease"])
+                return ack["lease"]
+            if not wait:
+                raise LockHeld(ack.get("holder"))
+            assert self._lock_waiter is not None
+            self._want_lock = (reason, ttl)
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._lock_waiter), timeout)
+            except TimeoutError:
+                self._want_lock = None
+                with contextlib.suppress(Exception):
+                    await self._request({"type": "lock", "op": "release"})
+                raise
         finally:
             self._want_lock = None
+            self._lock_waiter = None
 
     async def release_lock(self) -> bool:
         """Release the lease (no-op if not held). Returns whether it was released."""
@@ -422,7 +428,8 @@ class RelayClient:
             except (TimeoutError, RelayError):
                 continue
             if ack.get("granted"):
-                self.lease = ack["lease"]
+                if self.lease is not None:
+                    self.lease = ack["lease"]
             else:
                 log.warning("lost the deploy lock to %s", (ack.get("holder") or {}).get("operator"))
                 self.lease = None
