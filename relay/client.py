@@ -173,6 +173,7 @@ class RelayClient:
         self.connects = 0
 
         self._ws: ClientConnection | None = None
+        self._listeners: list[Callable[[dict[str, Any]], Any]] = []
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._outbox: OrderedDict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = OrderedDict()
         self._ids = f"{secrets.token_hex(4)}-"
@@ -436,7 +437,24 @@ class RelayClient:
 
     # -- receiving -----------------------------------------------------------------
 
+    def add_listener(self, callback: Callable[[dict[str, Any]], Any]) -> None:
+        """Also call ``callback(frame)`` for every incoming frame (after ``on_message``)."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[dict[str, Any]], Any]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def is_for_me(self, frame: dict[str, Any]) -> bool:
+        """True for a ``control`` frame addressed to this client (the lock holder)."""
+        return frame.get("type") == "control" and frame.get("to_client") == self.client
+
     def _deliver(self, frame: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(frame)
+            except Exception:
+                log.exception("relay listener failed on a %s frame", frame.get("type"))
         if self._on_message is not None:
             try:
                 self._on_message(frame)
@@ -641,3 +659,33 @@ class RelayClient:
         self._outbox.clear()
         self._set_state("closed", exc.message)
         self._queue.put_nowait(None)
+
+
+def link_deployment(client: RelayClient, deployment: Any) -> Callable[[], None]:
+    """Publish a running deploy's events to the room and obey its controls.
+
+    ``deployment`` is anything with ``subscribe(callback)``, ``unsubscribe(callback)``,
+    ``abort(by=...)`` and ``approve(by=..., key=...)`` (``engine.deploy.Deployment``).
+    A ``control`` frame addressed to this client (it holds the lock) aborts the deploy
+    or approves its gate, recorded as done by the frame's sender. Returns a function
+    that undoes the link. Take the lock first (:meth:`RelayClient.acquire_lock`).
+    """
+
+    def on_frame(frame: dict[str, Any]) -> None:
+        if not client.is_for_me(frame):
+            return
+        by = str(frame.get("sender") or "")
+        if frame.get("action") == "abort":
+            deployment.abort(by=by)
+        elif frame.get("action") == "approve":
+            deployment.approve(by=by, key=frame.get("key") or None)
+
+    deployment.subscribe(client.publish_event)
+    client.add_listener(on_frame)
+
+    def unlink() -> None:
+        deployment.unsubscribe(client.publish_event)
+        client.remove_listener(on_frame)
+        client.flush()
+
+    return unlink

@@ -66,7 +66,9 @@ class InProcessRelay:
     url: str
     clients: list[RelayClient] = field(default_factory=list)
 
-    async def client(self, operator: str = "alice", room: str = "web", **kw: Any) -> tuple[RelayClient, Collector]:
+    async def client(
+        self, operator: str = "alice", room: str = "web", **kw: Any
+    ) -> tuple[RelayClient, Collector]:
         col = Collector()
         client = RelayClient(self.url, room, TOKENS[operator], on_message=col, **kw)
         self.clients.append(client)
@@ -74,7 +76,9 @@ class InProcessRelay:
         return client, col
 
 
-async def start_relay(tmp_path: Path, limits: Limits | None = None, db: str = "relay.db", **store_kw: Any) -> InProcessRelay:
+async def start_relay(
+    tmp_path: Path, limits: Limits | None = None, db: str = "relay.db", **store_kw: Any
+) -> InProcessRelay:
     store = SQLiteStore(tmp_path / db, **store_kw)
     relay = Relay(store, TokenTable(TOKENS), limits or Limits())
     await relay.start("127.0.0.1", 0)
@@ -103,7 +107,19 @@ class RelayProcess:
     def start(self) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.server", "--port", str(self.port), "--db", str(self.db), "--tokens", str(self.tokens), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "relay.server",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db),
+                "--tokens",
+                str(self.tokens),
+                "--log-level",
+                "warning",
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

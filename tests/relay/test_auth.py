@@ -23,8 +23,12 @@ from tests.relay.conftest import ROOT, TOKENS, InProcessRelay, write_tokens
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-token-123", "Basic dG9rZW4tZm9yLWFsaWNl", "Bearer "])
-async def test_missing_or_wrong_token_is_refused_with_401(relay: InProcessRelay, header: str | None) -> None:
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-token-123", "Basic dG9rZW4tZm9yLWFsaWNl", "Bearer "]
+)
+async def test_missing_or_wrong_token_is_refused_with_401(
+    relay: InProcessRelay, header: str | None
+) -> None:
     headers = {"Authorization": header} if header is not None else {}
     with pytest.raises(InvalidStatus) as info:
         async with connect(relay.url, additional_headers=headers):
@@ -58,10 +62,10 @@ def test_tokens_file_validation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     for text, words in [
         ("[operators]\nalice = 5\n", "alice"),
-        ("[operators]\nalice = \"short\"\n", "at least"),
+        ('[operators]\nalice = "short"\n', "at least"),
         ("operators = 1\n", "[operators]"),
         ("[operators\n", "TOML"),
-        ("[operators]\nrelay = \"token-for-relay\"\n", "reserved"),
+        ('[operators]\nrelay = "token-for-relay"\n', "reserved"),
     ]:
         bad.write_text(text)
         with pytest.raises(TokensError, match=words.replace("[", r"\[")):
@@ -74,7 +78,24 @@ def test_tokens_file_validation(tmp_path: Path) -> None:
 async def test_wss_when_a_certificate_is_given(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
         check=True,
         capture_output=True,
     )
@@ -100,7 +121,14 @@ def _cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[st
     env["PYTHONPATH"] = str(ROOT)
     if token:
         env["SHIPDECK_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "relay.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 async def test_cli_say_and_tail_exit_codes(relay: InProcessRelay, tmp_path: Path) -> None:
@@ -108,11 +136,26 @@ async def test_cli_say_and_tail_exit_codes(relay: InProcessRelay, tmp_path: Path
 
     url = relay.url
     ok, wrong, missing, badurl, badtokens = await asyncio.gather(
-        asyncio.to_thread(_cli, "say", "--relay", url, "--room", "web", "hello", "from", "cli", token=TOKENS["alice"]),
-        asyncio.to_thread(_cli, "say", "--relay", url, "--room", "web", "--token", "nope-nope-nope", "x"),
+        asyncio.to_thread(
+            _cli,
+            "say",
+            "--relay",
+            url,
+            "--room",
+            "web",
+            "hello",
+            "from",
+            "cli",
+            token=TOKENS["alice"],
+        ),
+        asyncio.to_thread(
+            _cli, "say", "--relay", url, "--room", "web", "--token", "nope-nope-nope", "x"
+        ),
         asyncio.to_thread(_cli, "tail", "--relay", url, "--room", "web"),
         asyncio.to_thread(_cli, "say", "--relay", "http://x", "--room", "web", "hi", token="t"),
-        asyncio.to_thread(_cli, "relay", "--tokens", str(tmp_path / "none.toml"), "--db", str(tmp_path / "x.db")),
+        asyncio.to_thread(
+            _cli, "relay", "--tokens", str(tmp_path / "none.toml"), "--db", str(tmp_path / "x.db")
+        ),
     )
     assert ok.returncode == 0, ok.stderr
     assert wrong.returncode == 3 and "401" in wrong.stderr and "nope-nope-nope" not in wrong.stderr
@@ -121,13 +164,32 @@ async def test_cli_say_and_tail_exit_codes(relay: InProcessRelay, tmp_path: Path
     assert badtokens.returncode == 2 and "none.toml" in badtokens.stderr
     alice, _ = await relay.client("alice")
     await alice.chat("second")
-    tail = await asyncio.to_thread(_cli, "tail", "--relay", url, "--room", "web", "--token", TOKENS["bob"])
+    tail = await asyncio.to_thread(
+        _cli, "tail", "--relay", url, "--room", "web", "--token", TOKENS["bob"]
+    )
     assert tail.returncode == 0, tail.stderr
     lines = tail.stdout.splitlines()
-    assert len(lines) == 2 and "alice" in lines[0] and "chat" in lines[0] and lines[0].endswith("hello from cli")
-    js = await asyncio.to_thread(_cli, "tail", "--relay", url, "--room", "web", "--json", "--since", "1", token=TOKENS["bob"])
+    assert (
+        len(lines) == 2
+        and "alice" in lines[0]
+        and "chat" in lines[0]
+        and lines[0].endswith("hello from cli")
+    )
+    js = await asyncio.to_thread(
+        _cli, "tail", "--relay", url, "--room", "web", "--json", "--since", "1", token=TOKENS["bob"]
+    )
     assert [json.loads(x)["text"] for x in js.stdout.splitlines()] == ["second"]
-    refused = await asyncio.to_thread(_cli, "tail", "--relay", "ws://127.0.0.1:1", "--room", "web", "--timeout", "1", token="token-for-bob")
+    refused = await asyncio.to_thread(
+        _cli,
+        "tail",
+        "--relay",
+        "ws://127.0.0.1:1",
+        "--room",
+        "web",
+        "--timeout",
+        "1",
+        token="token-for-bob",
+    )
     assert refused.returncode == 3
 
 
@@ -138,16 +200,43 @@ def test_add_parsers_registers_commands() -> None:
 
     parser = argparse.ArgumentParser(prog="shipdeck")
     add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["relay", "--host", "0.0.0.0", "--port", "9", "--db", "d", "--tokens", "t", "--tls-cert", "c", "--tls-key", "k"])
+    args = parser.parse_args(
+        [
+            "relay",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9",
+            "--db",
+            "d",
+            "--tokens",
+            "t",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ]
+    )
     assert args.func is cmd_relay and (args.host, args.port, args.tls_key) == ("0.0.0.0", 9, "k")
-    args = parser.parse_args(["say", "--relay", "ws://h:1", "--room", "r", "--token", "t", "hi", "there"])
+    args = parser.parse_args(
+        ["say", "--relay", "ws://h:1", "--room", "r", "--token", "t", "hi", "there"]
+    )
     assert args.func is cmd_say and args.text == ["hi", "there"]
-    args = parser.parse_args(["tail", "--relay", "ws://h:1", "--room", "r", "--since", "5", "--follow", "--json"])
+    args = parser.parse_args(
+        ["tail", "--relay", "ws://h:1", "--room", "r", "--since", "5", "--follow", "--json"]
+    )
     assert args.func is cmd_tail and (args.since, args.follow, args.json) == (5, True, True)
 
 
 def test_relay_never_imports_textual() -> None:
     code = "import sys, relay.server, relay.client, relay.cli, relay.store, relay.protocol, relay.tokens; print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -43,7 +43,9 @@ class ThreadRelay:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.r: InProcessRelay = asyncio.run_coroutine_threadsafe(start_relay(tmp, limits), self.loop).result(10)
+        self.r: InProcessRelay = asyncio.run_coroutine_threadsafe(
+            start_relay(tmp, limits), self.loop
+        ).result(10)
         self.url = self.r.url
 
     def close(self) -> None:
@@ -54,11 +56,17 @@ class ThreadRelay:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    relay = ThreadRelay(tmp_path_factory.mktemp("live"), Limits(abuse_errors=10**9, rate=10**6, burst=10**6))
+    relay = ThreadRelay(
+        tmp_path_factory.mktemp("live"), Limits(abuse_errors=10**9, rate=10**6, burst=10**6)
+    )
     with contextlib.ExitStack() as stack:
         conns = {}
         for role, op in (("fuzz", "alice"), ("watcher", "bob"), ("talker", "carol")):
-            ws = stack.enter_context(sync_connect(relay.url, additional_headers={"Authorization": f"Bearer {TOKENS[op]}"}))
+            ws = stack.enter_context(
+                sync_connect(
+                    relay.url, additional_headers={"Authorization": f"Bearer {TOKENS[op]}"}
+                )
+            )
             assert _hello(ws)["type"] == "welcome"
             conns[role] = ws
         yield {**conns, "n": 0}
@@ -80,7 +88,9 @@ def _next_chat(ws: SyncConnection) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(60)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.one_of(
         st.text(max_size=100),
@@ -89,16 +99,31 @@ def _next_chat(ws: SyncConnection) -> dict[str, Any]:
         st.binary(max_size=50),
     )
 )
-def test_malformed_frames_get_errors_while_others_keep_receiving(live: dict[str, Any], data: str | bytes) -> None:
+def test_malformed_frames_get_errors_while_others_keep_receiving(
+    live: dict[str, Any], data: str | bytes
+) -> None:
     fuzz: SyncConnection = live["fuzz"]
     fuzz.send(data)
     reply = _next_reply(fuzz)
     if reply["type"] == "error":
-        assert reply["code"] in {"bad_json", "not_object", "bad_version", "unknown_type", "bad_field", "bad_event", "already_joined", "not_lock_holder", "no_lock_holder", "too_large"}
+        assert reply["code"] in {
+            "bad_json",
+            "not_object",
+            "bad_version",
+            "unknown_type",
+            "bad_field",
+            "bad_event",
+            "already_joined",
+            "not_lock_holder",
+            "no_lock_holder",
+            "too_large",
+        }
         assert reply["message"]
     # the fuzzing connection is still open, and the room still works for others
     live["n"] += 1
-    live["talker"].send(json.dumps({"type": "chat", "id": f"t{live['n']}", "text": f"still here {live['n']}"}))
+    live["talker"].send(
+        json.dumps({"type": "chat", "id": f"t{live['n']}", "text": f"still here {live['n']}"})
+    )
     assert _next_chat(live["watcher"])["text"] == f"still here {live['n']}"
 
 
@@ -106,12 +131,16 @@ def test_malformed_frames_get_errors_while_others_keep_receiving(live: dict[str,
 
 
 @pytest.mark.timeout(30)
-async def test_oversize_frame_error_then_hard_limit_closes_only_that_client(relay: InProcessRelay) -> None:
+async def test_oversize_frame_error_then_hard_limit_closes_only_that_client(
+    relay: InProcessRelay,
+) -> None:
     watcher, col = await relay.client("bob")
     async with connect(relay.url, additional_headers=AUTH, max_size=None) as ws:
         await ws.send(json.dumps({"type": "hello", "room": "web", "snapshot": False}))
         await ws.recv()
-        await ws.send(json.dumps({"type": "chat", "id": "big", "text": "x" * (MAX_MESSAGE_BYTES + 1)}))
+        await ws.send(
+            json.dumps({"type": "chat", "id": "big", "text": "x" * (MAX_MESSAGE_BYTES + 1)})
+        )
         err = json.loads(await ws.recv())
         while err["type"] != "error":
             err = json.loads(await ws.recv())

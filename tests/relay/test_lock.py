@@ -18,7 +18,11 @@ async def test_two_deployers_contend(relay: InProcessRelay) -> None:
     a, acol = await relay.client("alice")
     b, bcol = await relay.client("bob")
     watcher, wcol = await relay.client("carol")
-    results = await asyncio.gather(a.acquire_lock("deploy A", ttl=30), b.acquire_lock("deploy B", ttl=30), return_exceptions=True)
+    results = await asyncio.gather(
+        a.acquire_lock("deploy A", ttl=30),
+        b.acquire_lock("deploy B", ttl=30),
+        return_exceptions=True,
+    )
     winners = [r for r in results if isinstance(r, dict)]
     losers = [r for r in results if isinstance(r, LockHeld)]
     assert len(winners) == 1 and len(losers) == 1
@@ -35,12 +39,16 @@ async def test_two_deployers_contend(relay: InProcessRelay) -> None:
     assert await holder.release_lock() is True
     lease = await waiting
     assert lease["operator"] == other.operator and other.holds_lock and not holder.holds_lock
-    ops = await wcol.wait(lambda c: [f["op"] for f in c.of("lock")] if len(c.of("lock")) >= 3 else None)
+    ops = await wcol.wait(
+        lambda c: [f["op"] for f in c.of("lock")] if len(c.of("lock")) >= 3 else None
+    )
     assert ops == ["acquired", "released", "acquired"]
     assert watcher.lock is not None and watcher.lock["operator"] == other.operator
 
 
-async def test_heartbeat_keeps_lease_then_stale_lease_taken_over_visibly(relay: InProcessRelay) -> None:
+async def test_heartbeat_keeps_lease_then_stale_lease_taken_over_visibly(
+    relay: InProcessRelay,
+) -> None:
     a, _ = await relay.client("alice")
     b, _ = await relay.client("bob")
     watcher, wcol = await relay.client("carol")
@@ -78,7 +86,10 @@ async def test_control_is_routed_to_the_lock_holder(relay: InProcessRelay) -> No
     await watcher.control("approve", key="release/gate-1")
     await watcher.control("abort")
     controls = await dcol.wait(lambda c: c.of("control") if len(c.of("control")) == 2 else None)
-    assert [(f["action"], f["key"], f["sender"]) for f in controls] == [("approve", "release/gate-1", "bob"), ("abort", "", "bob")]
+    assert [(f["action"], f["key"], f["sender"]) for f in controls] == [
+        ("approve", "release/gate-1", "bob"),
+        ("abort", "", "bob"),
+    ]
     assert all(f["to"] == "alice" and f["to_client"] == deployer.client for f in controls)
 
 

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.timeout(60)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=20,
 )
 frame_like = st.fixed_dictionaries(
@@ -37,7 +39,14 @@ frame_like = st.fixed_dictionaries(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200), json_values.map(json.dumps), frame_like.map(json.dumps)))
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        json_values.map(json.dumps),
+        frame_like.map(json.dumps),
+    )
+)
 def test_any_input_is_accepted_or_a_protocol_error(text: str | bytes) -> None:
     try:
         frame = parse_client_frame(text)
@@ -60,8 +69,16 @@ def test_any_input_is_accepted_or_a_protocol_error(text: str | bytes) -> None:
         ('{"type":"lock","id":"a1","op":"acquire","ttl":0}', "bad_field", "ttl"),
         ('{"type":"control","id":"a1","action":"reboot"}', "bad_field", "abort, approve"),
         ('{"type":"event","id":"a1","events":[{"type":"status"}]}', "bad_event", "deploy_id"),
-        ('{"type":"event","id":"a1","events":[{"type":"plan","deploy_id":"d","nodes":"x"}]}', "bad_event", "nodes"),
-        ('{"type":"event","id":"a1","events":[{"type":"plan","deploy_id":"d","nodes":[{"key":"a","done":"x"}]}]}', "bad_event", "done"),
+        (
+            '{"type":"event","id":"a1","events":[{"type":"plan","deploy_id":"d","nodes":"x"}]}',
+            "bad_event",
+            "nodes",
+        ),
+        (
+            '{"type":"event","id":"a1","events":[{"type":"plan","deploy_id":"d","nodes":[{"key":"a","done":"x"}]}]}',
+            "bad_event",
+            "done",
+        ),
         ('{"type":"hello","room":"bad room!"}', "bad_field", "room"),
     ],
 )
@@ -77,7 +94,9 @@ def test_too_large_chat_but_large_event_allowed() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_client_frame(json.dumps({"type": "chat", "id": "a", "text": big}))
     assert info.value.code == "too_large" and info.value.msg_id == "a"
-    plan = PlanReady("d1", nodes=[{"key": f"n{i}", "label": "x" * 100, "kind": "step"} for i in range(1000)])
+    plan = PlanReady(
+        "d1", nodes=[{"key": f"n{i}", "label": "x" * 100, "kind": "step"} for i in range(1000)]
+    )
     frame = parse_client_frame(json.dumps({"type": "event", "id": "b", "events": [plan.to_json()]}))
     assert len(frame["decoded"]) == 1
 
@@ -87,6 +106,8 @@ def test_snapshot_plan_roundtrip() -> None:
 
     plan = build_plan("d1", [["web1"]])
     plan.apply(NodeStatus("d1", key="fetch", status="ok", at=1.0))
-    snap = Snapshot.from_json({"head": 3, "deploy": {"deploy_id": "d1", "plan": plan.snapshot().to_json()}})
+    snap = Snapshot.from_json(
+        {"head": 3, "deploy": {"deploy_id": "d1", "plan": plan.snapshot().to_json()}}
+    )
     again = snap.plan()
     assert again is not None and again["fetch"].status == "ok" and len(again) == len(plan)

@@ -39,14 +39,23 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
         for i in range(n):
             sent.append(sender.chat(f"msg {i}"))
             if i % 20 == 0:
-                deployer.publish_event(NodeStatus("d1", key=f"release/wave-1/web{1 + i % 2}/connect", status="ok" if i > 150 else "running", at=float(i)))
+                deployer.publish_event(
+                    NodeStatus(
+                        "d1",
+                        key=f"release/wave-1/web{1 + i % 2}/connect",
+                        status="ok" if i > 150 else "running",
+                        at=float(i),
+                    )
+                )
             await asyncio.sleep(0.004)
 
     sending = asyncio.create_task(keep_sending())
     await rcol.wait(lambda c: len(c.of("chat")) >= 60, timeout=20)
     await asyncio.to_thread(relay_process.kill)  # mid-stream, no warning
     assert not sending.done()
-    await rcol.wait(lambda c: any(f.get("state") == "reconnecting" for f in c.of("status")), timeout=10)
+    await rcol.wait(
+        lambda c: any(f.get("state") == "reconnecting" for f in c.of("status")), timeout=10
+    )
     await asyncio.to_thread(relay_process.start)  # same port, same db
     await sending
     await asyncio.wait_for(asyncio.gather(*sent), 30)
@@ -65,13 +74,23 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
     await late.start()
     tree = late.snapshot.plan() if late.snapshot else None
     assert tree is not None and tree["release/wave-1/web1/connect"].status == "ok"
-    assert late.snapshot is not None and late.snapshot.lock is not None and late.snapshot.lock["operator"] == "carol"
+    assert (
+        late.snapshot is not None
+        and late.snapshot.lock is not None
+        and late.snapshot.lock["operator"] == "carol"
+    )
     await late.close()
 
     # `tail` shows the room's full history once.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIPDECK_TOKEN": TOKENS["bob"]}
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "relay.cli", "tail", "--relay", url, "--room", "web", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        subprocess.run,
+        [sys.executable, "-m", "relay.cli", "tail", "--relay", url, "--room", "web", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     history = [json.loads(line) for line in out.stdout.splitlines()]
@@ -83,5 +102,7 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
         await c.close()
     assert await asyncio.to_thread(relay_process.terminate) == 0
     await rcol.wait(lambda c: c.of("reconnect"), timeout=10)
-    await rcol.wait(lambda c: any("1012" in (f.get("error") or "") for f in c.of("status")), timeout=10)
+    await rcol.wait(
+        lambda c: any("1012" in (f.get("error") or "") for f in c.of("status")), timeout=10
+    )
     await reader.close()

@@ -8,7 +8,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-from engine.events import DeployFinished, GateWaiting, LogLine, NodeStatus, PlanReady
+from engine.events import DeployFinished, GateWaiting, LogLine, NodeStatus
 from engine.plan import build_plan
 from relay.protocol import Snapshot
 from tests.relay.conftest import TOKENS, InProcessRelay
@@ -31,22 +31,30 @@ async def test_several_clients_chat_in_one_order(relay: InProcessRelay) -> None:
     for op in ("alice", "bob", "carol"):
         assert [t for _, s, t in orders[0] if s == op] == [f"{op} {i}" for i in range(10)]
     assert other_col.of("chat") == []  # nothing leaks into another room
-    assert all(isinstance(f["time"], float) and f["room"] == "web" for f in clients[0][1].of("chat"))
+    assert all(
+        isinstance(f["time"], float) and f["room"] == "web" for f in clients[0][1].of("chat")
+    )
 
 
 async def test_presence_join_and_leave(relay: InProcessRelay) -> None:
     alice, acol = await relay.client("alice")
     bob, _ = await relay.client("bob")
-    await acol.wait(lambda c: any(f["op"] == "join" and f["operator"] == "bob" for f in c.of("presence")))
+    await acol.wait(
+        lambda c: any(f["op"] == "join" and f["operator"] == "bob" for f in c.of("presence"))
+    )
     assert [w["operator"] for w in alice.presence] == ["alice", "bob"]
     await bob.close()
-    await acol.wait(lambda c: any(f["op"] == "leave" and f["operator"] == "bob" for f in c.of("presence")))
+    await acol.wait(
+        lambda c: any(f["op"] == "leave" and f["operator"] == "bob" for f in c.of("presence"))
+    )
     assert [w["operator"] for w in alice.presence] == ["alice"]
 
 
 async def test_sender_claim_is_ignored_and_duplicates_dropped(relay: InProcessRelay) -> None:
     watcher, col = await relay.client("bob")
-    async with connect(relay.url, additional_headers={"Authorization": f"Bearer {TOKENS['alice']}"}) as ws:
+    async with connect(
+        relay.url, additional_headers={"Authorization": f"Bearer {TOKENS['alice']}"}
+    ) as ws:
         await ws.send(json.dumps({"type": "hello", "room": "web", "snapshot": False}))
         assert json.loads(await ws.recv())["type"] == "welcome"
         frame = {"type": "chat", "id": "m-1", "text": "hi", "sender": "mallory", "offset": 99}
@@ -62,7 +70,10 @@ async def test_sender_claim_is_ignored_and_duplicates_dropped(relay: InProcessRe
     await watcher.chat("after")
     await col.wait(lambda c: len(c.of("chat")) == 2)
     chats = col.of("chat")
-    assert [(f["sender"], f["offset"], f["text"]) for f in chats] == [("alice", 1, "hi"), ("bob", 2, "after")]
+    assert [(f["sender"], f["offset"], f["text"]) for f in chats] == [
+        ("alice", 1, "hi"),
+        ("bob", 2, "after"),
+    ]
 
 
 async def test_late_joiner_gets_plan_node_states_lock_and_chat(relay: InProcessRelay) -> None:
@@ -71,8 +82,12 @@ async def test_late_joiner_gets_plan_node_states_lock_and_chat(relay: InProcessR
     plan = build_plan("d1", [["web1"], ["web2", "web3"]], gates=[1], meta={"project": "web"})
     deployer.publish_event(plan.to_event())
     deployer.publish_event(NodeStatus("d1", key="fetch", status="ok", at=1.0))
-    deployer.publish_event(NodeStatus("d1", key="release/wave-1/web1/upload", status="running", at=2.0))
-    deployer.publish_event(LogLine("d1", key="release/wave-1/web1/upload", text="sent 3 MB", at=2.5))
+    deployer.publish_event(
+        NodeStatus("d1", key="release/wave-1/web1/upload", status="running", at=2.0)
+    )
+    deployer.publish_event(
+        LogLine("d1", key="release/wave-1/web1/upload", text="sent 3 MB", at=2.5)
+    )
     deployer.publish_event(GateWaiting("d1", key="release/gate-1", at=3.0))
     await deployer.publish_event(NodeStatus("d1", key="release/gate-1", status="waiting", at=3.0))
     for i in range(60):
@@ -88,9 +103,17 @@ async def test_late_joiner_gets_plan_node_states_lock_and_chat(relay: InProcessR
     assert tree["fetch"].status == "ok"
     assert tree["release/wave-1/web1/upload"].status == "running"
     assert tree["release/gate-1"].status == "waiting"
-    assert snap.deploy is not None and snap.deploy["gates"] == ["release/gate-1"] and snap.deploy["finished"] is None
+    assert (
+        snap.deploy is not None
+        and snap.deploy["gates"] == ["release/gate-1"]
+        and snap.deploy["finished"] is None
+    )
     assert snap.deploy["logs"][-1]["text"] == "sent 3 MB"
-    assert snap.lock is not None and snap.lock["operator"] == "alice" and snap.lock["reason"] == "deploy web@main"
+    assert (
+        snap.lock is not None
+        and snap.lock["operator"] == "alice"
+        and snap.lock["reason"] == "deploy web@main"
+    )
     assert len(snap.chat) == 50 and snap.chat[-1]["text"] == "last words"
     assert {w["operator"] for w in snap.presence} == {"alice", "bob"}
 
@@ -170,5 +193,3 @@ async def test_tail_style_history_from_offset(relay: InProcessRelay) -> None:
     await col.wait(lambda c: len(c.of("chat")) == 5)
     assert [f["offset"] for f in col.of("chat")] == [4, 5, 6, 7, 8]
     assert "snapshot" not in col.of("welcome")[0]
-
-

@@ -19,7 +19,9 @@ async def test_offsets_dedupe_and_reopen(tmp_path: Path) -> None:
     assert (a.offset, dup) == (1, False)
     again, dup = await store.append("web", "alice", "m1", "chat", {"text": "one"}, 2.0)
     assert (again.offset, dup, again.body) == (1, True, {"text": "one"})
-    other, dup = await store.append("web", "bob", "m1", "chat", {"text": "same id, other sender"}, 3.0)
+    other, dup = await store.append(
+        "web", "bob", "m1", "chat", {"text": "same id, other sender"}, 3.0
+    )
     assert (other.offset, dup) == (2, False)
     await store.append("ops", "bob", None, "lock", {"op": "released"}, 3.0)
     await store.put_state("web", "lock", {"operator": "alice"})
@@ -28,7 +30,10 @@ async def test_offsets_dedupe_and_reopen(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "r.db")
     info2 = await store.open_room("web")
     assert info2.epoch == info.epoch and info2.head == 2
-    assert [r.body["text"] for r in await store.read("web", 0, 10)] == ["one", "same id, other sender"]
+    assert [r.body["text"] for r in await store.read("web", 0, 10)] == [
+        "one",
+        "same id, other sender",
+    ]
     assert (await store.info("ops")).head == 1
     assert await store.get_state("web", "lock") == {"operator": "alice"}
     await store.close()
