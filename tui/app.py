@@ -159,6 +159,7 @@ class ShipdeckApp(App[int]):
         self.relay_status = "not configured" if chat is None else "connecting"
         self.presence: list[str] = []
         self.flushes = 0
+        self._header_key: tuple | None = None
         #: relay spectator: ``async watcher(feed)`` delivering events to ``feed``
         self.watcher: Callable[[Callable[[Any], None]], Any] | None = None
 
@@ -421,7 +422,10 @@ class ShipdeckApp(App[int]):
         if self.filter_text:
             shown = len(self.tree.host_filter or ())
             state.append(f"  filter “{self.filter_text}”: {shown} hosts", style="bold cyan")
-        self.main.query_one(DeckHeader).show(ident, state)
+        key = (ident.plain, state.plain, len(ident.spans), len(state.spans))
+        if key != self._header_key:
+            self._header_key = key
+            self.main.query_one(DeckHeader).show(ident, state)
 
     # -- selection --------------------------------------------------------------------
 
