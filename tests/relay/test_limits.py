@@ -64,7 +64,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         for role, op in (("fuzz", "alice"), ("watcher", "bob"), ("talker", "carol")):
             ws = stack.enter_context(
                 sync_connect(
-                    relay.url, additional_headers={"Authorization": f"Bearer {TOKENS[op]}"}
+                    relay.url,
+                    additional_headers={"Authorization": f"Bearer {TOKENS[op]}"},
+                    max_queue=None,  # frames nobody reads must not block the close
                 )
             )
             assert _hello(ws)["type"] == "welcome"

@@ -1,0 +1,356 @@
+"""Relay fan-out benchmark: shipdeck's relay against two reference relays.
+
+Each relay runs in its own process; this process is the load generator: one
+publisher sending R chat messages per second into a room of C receiving clients,
+and optionally one more client that stops reading (a stuck client).
+
+Relays compared in the same run:
+
+- ``shipdeck``   ``python -m relay.server``: every message stored (SQLite WAL) and
+                 acknowledged, bounded per-client buffer, slow clients closed (4000);
+- ``broadcast``  websockets.broadcast() to every connection, nothing stored;
+- ``naive``      the classic group chat: ``for c in clients: await c.send(msg)``.
+
+Measured per cell: delivery latency p50/p99 (publisher send -> receiver read, same
+clock), deliveries per second, delivered fraction (of C x messages the publisher
+meant to send), relay CPU (% of one core) and RSS. The stuck client's fate is in
+the last column.
+
+    python bench/relay_fanout.py --quick          # < 2 minutes
+    python bench/relay_fanout.py                  # C = 10, 100, 250; R = 100..2000
+
+The load generator shares the machine with the relay; on a small box its own
+receive loop is the limit first (see the "gen CPU" column), and the "load" column
+(1-minute load average) shows whether other work competed for the CPUs. Stuck-client
+cells send 1 KB messages for at least 6 s so the stuck client's share passes the
+relay's 1 MiB per-client bound (plus what the kernel's socket buffers absorb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token-0001"
+ROOM = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- reference relays (run with --serve) ------------------------------------------
+
+
+async def serve_reference(kind: str, port: int) -> None:
+    from websockets.asyncio.server import broadcast, serve
+
+    clients: set[Any] = set()
+
+    async def handler(ws: Any) -> None:
+        clients.add(ws)
+        try:
+            async for message in ws:
+                if kind == "broadcast":
+                    broadcast(clients, message)
+                else:  # naive: the classic loop, one await per receiver
+                    for c in list(clients):
+                        try:
+                            await c.send(message)
+                        except ConnectionClosed:
+                            pass
+        finally:
+            clients.discard(ws)
+
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20) as server:
+        print(f"listening on ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        await asyncio.Future()
+
+
+# -- relay processes ----------------------------------------------------------------
+
+
+class RelayProc:
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.kind = kind
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if kind == "shipdeck":
+            tokens = tmp / "tokens.toml"
+            tokens.write_text(f'[operators]\nbench = "{TOKEN}"\n')
+            db = tmp / f"relay-{time.monotonic_ns()}.db"
+            cmd = [
+                sys.executable,
+                "-m",
+                "relay.server",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                "--tokens",
+                str(tokens),
+                "--rate",
+                "100000",
+                "--log-level",
+                "error",
+            ]
+        else:
+            cmd = [sys.executable, __file__, "--serve", kind]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
+        if not m:
+            raise RuntimeError(f"{kind} relay did not start: {line!r}")
+        self.url = f"ws://127.0.0.1:{m.group(1)}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+# -- load generator ----------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    relay: str
+    clients: int
+    rate: int
+    stuck: bool
+    sent: int = 0
+    target: int = 0
+    delivered: int = 0
+    seconds: float = 0.0
+    p50: float = float("nan")
+    p99: float = float("nan")
+    cpu: float = 0.0
+    rss: float = 0.0
+    gen_cpu: float = 0.0
+    stuck_fate: str = ""
+    load: float = 0.0
+
+
+async def _open(kind: str, url: str, *, recv: bool = True) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {TOKEN}"} if kind == "shipdeck" else {}
+    ws = await connect(
+        url,
+        additional_headers=headers,
+        compression=None,
+        max_size=2**21,
+        open_timeout=30,
+        ping_interval=None,
+        max_queue=None,
+    )
+    if kind == "shipdeck":
+        await ws.send(json.dumps({"type": "hello", "room": ROOM, "snapshot": False}))
+        welcome = json.loads(await ws.recv())
+        assert welcome["type"] == "welcome", welcome
+    return ws
+
+
+def _stamp(kind: str, raw: str | bytes) -> float | None:
+    if kind == "shipdeck":
+        frame = json.loads(raw)
+        if frame.get("type") != "chat":
+            return None
+        text = frame["text"]
+    else:
+        text = raw if isinstance(raw, str) else raw.decode()
+    return float(text.split(" ", 1)[0])
+
+
+async def run_cell(
+    kind: str, clients: int, rate: int, duration: float, stuck: bool, tmp: Path
+) -> Cell:
+    cell = Cell(kind, clients, rate, stuck)
+    relay = RelayProc(kind, tmp)
+    latencies: list[float] = []
+    counts = [0]
+    try:
+        receivers = []
+        for i in range(0, clients, 50):  # open in batches: the relay's accept queue is finite
+            receivers += await asyncio.gather(
+                *(_open(kind, relay.url) for _ in range(min(50, clients - i)))
+            )
+        stuck_ws = await _open(kind, relay.url) if stuck else None
+        if stuck_ws is not None:
+            stuck_ws.transport.pause_reading()
+        publisher = await _open(kind, relay.url)
+
+        async def receive(ws: ClientConnection) -> None:
+            try:
+                async for raw in ws:
+                    ts = _stamp(kind, raw)
+                    if ts is not None:
+                        latencies.append(time.perf_counter() - ts)
+                        counts[0] += 1
+            except ConnectionClosed:
+                pass
+
+        async def drain_publisher() -> None:
+            try:
+                async for _ in publisher:
+                    pass
+            except ConnectionClosed:
+                pass
+
+        tasks = [asyncio.create_task(receive(ws)) for ws in receivers]
+        tasks.append(asyncio.create_task(drain_publisher()))
+        payload = "x" * (1000 if stuck else 100)
+        cpu0, gen0, t0 = relay.cpu_seconds(), time.process_time(), time.perf_counter()
+        cell.target = int(rate * duration)
+
+        async def publish() -> None:
+            seq = 0
+            tick = 0.01
+            next_at = time.perf_counter()
+            while seq < cell.target:
+                due = min(cell.target, int((time.perf_counter() - t0) * rate) + 1)
+                while seq < due:
+                    text = f"{time.perf_counter():.6f} {seq} {payload}"
+                    if kind == "shipdeck":
+                        text = json.dumps({"type": "chat", "id": f"b{seq}", "text": text})
+                    await publisher.send(text)
+                    seq += 1
+                    cell.sent = seq
+                next_at += tick
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+        try:
+            await asyncio.wait_for(publish(), duration + 5)  # a stalled relay stops the run
+        except TimeoutError:
+            pass
+        # let the tail of the stream arrive
+        last, quiet_since = -1, time.perf_counter()
+        deadline = time.perf_counter() + 5
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+            if counts[0] == clients * cell.sent:
+                break
+            if counts[0] != last:
+                last, quiet_since = counts[0], time.perf_counter()
+            elif time.perf_counter() - quiet_since > 1.0:
+                break
+        cell.seconds = time.perf_counter() - t0
+        cell.cpu = 100 * (relay.cpu_seconds() - cpu0) / cell.seconds
+        cell.gen_cpu = 100 * (time.process_time() - gen0) / cell.seconds
+        cell.rss = relay.rss_mb()
+        cell.load = os.getloadavg()[0]
+        cell.delivered = counts[0]
+        if latencies:
+            lat = sorted(latencies)
+            cell.p50 = 1000 * statistics.median(lat)
+            cell.p99 = 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        if stuck_ws is not None:
+            cell.stuck_fate = await _stuck_fate(stuck_ws)
+        for t in tasks:
+            t.cancel()
+        for ws in [*receivers, publisher]:
+            ws.transport.abort()
+    finally:
+        relay.stop()
+    return cell
+
+
+async def _stuck_fate(ws: ClientConnection) -> str:
+    """Resume reading the stuck client and see how the relay treated it."""
+    ws.transport.resume_reading()
+    got = 0
+    try:
+        async with asyncio.timeout(5):
+            async for _ in ws:
+                got += 1
+    except TimeoutError:
+        ws.transport.abort()
+        return f"still open ({got} buffered)"
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else 1006
+        return f"closed {code} after {got}"
+    code = ws.close_code
+    return f"closed {code} after {got}"
+
+
+def _fmt(c: Cell) -> str:
+    frac = c.delivered / (c.clients * c.target) if c.target else 0.0
+    rate = c.delivered / c.seconds if c.seconds else 0.0
+    return (
+        f"| {c.relay:<9} | {c.clients:>4} | {c.rate:>5} | {'yes' if c.stuck else 'no':<5} | {c.sent:>6} | {100 * frac:>6.1f}% "
+        f"| {rate:>10,.0f} | {c.p50:>7.1f} | {c.p99:>8.1f} | {c.cpu:>5.0f}% | {c.rss:>6.1f} | {c.gen_cpu:>5.0f}% | {c.load:>4.1f} | {c.stuck_fate or '-'} |"
+    )
+
+
+HEADER = (
+    "| relay     |    C |     R | stuck |   sent | deliv. |  deliv./s  | p50 ms  |  p99 ms  | relay CPU | RSS MB | gen CPU | load | stuck client |\n"
+    "|-----------|------|-------|-------|--------|--------|------------|---------|----------|-----------|--------|---------|------|--------------|"
+)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    if args.quick:
+        grid = [
+            (10, 100, False),
+            (100, 500, False),
+            (250, 500, False),
+            (100, 2000, False),
+            (100, 500, True),
+        ]
+        duration = args.duration or 2.5
+    else:
+        grid = [(c, r, False) for c in (10, 100, 250) for r in (100, 500, 1000, 2000)] + [
+            (100, 500, True),
+            (250, 1000, True),
+        ]
+        duration = args.duration or 5.0
+    relays = args.relays.split(",")
+    print(
+        f"# relay fan-out, {duration:g} s per cell, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
+        flush=True,
+    )
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for clients, rate, stuck in grid:
+            for kind in relays:
+                cell = await run_cell(
+                    kind, clients, rate, max(duration, 6.0) if stuck else duration, stuck, Path(tmp)
+                )
+                print(_fmt(cell), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few cells, under 2 minutes")
+    parser.add_argument("--duration", type=float, help="seconds of sending per cell")
+    parser.add_argument("--relays", default="shipdeck,broadcast,naive")
+    parser.add_argument("--serve", choices=("naive", "broadcast"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve_reference(args.serve, args.port))
+        return
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
