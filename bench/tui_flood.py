@@ -115,7 +115,7 @@ def event_cycle(plan, parallel: int = 200):
                     yield lambda key=key: NodeStatus("bench", key=key, status="running", at=now())
                     if step == "upload":
                         yield lambda key=key: Progress("bench", key=key, done=7000, total=14000)
-                    yield lambda key=key: LogLine(
+                    yield lambda key=key, step=step: LogLine(
                         "bench", key=key, stream="stdout", text=f"{step} done", at=now()
                     )
                     yield lambda key=key: NodeStatus("bench", key=key, status="ok", at=now())
