@@ -21,9 +21,12 @@ the last column.
 
 The load generator shares the machine with the relay; on a small box its own
 receive loop is the limit first (see the "gen CPU" column), and the "load" column
-(1-minute load average) shows whether other work competed for the CPUs. Stuck-client
-cells send 1 KB messages for at least 6 s so the stuck client's share passes the
-relay's 1 MiB per-client bound (plus what the kernel's socket buffers absorb).
+(1-minute load average) shows whether other work competed for the CPUs. The stuck-client
+cells send 4 KB messages for at least 4 s, so the stuck client's share passes the
+relay's 1 MiB per-client bound plus what the kernel's socket buffers absorb; each
+has a baseline row with the same payload and no stuck client. "shut" counts the
+receivers the relay closed during the cell (they do not resume in this bench, so
+their share shows as missing in "deliv.").
 """
 
 from __future__ import annotations
@@ -139,7 +142,9 @@ class Cell:
     clients: int
     rate: int
     stuck: bool
+    size: int
     sent: int = 0
+    dropped: int = 0  # receivers the relay closed during the cell
     target: int = 0
     delivered: int = 0
     seconds: float = 0.0
@@ -182,9 +187,9 @@ def _stamp(kind: str, raw: str | bytes) -> float | None:
 
 
 async def run_cell(
-    kind: str, clients: int, rate: int, duration: float, stuck: bool, tmp: Path
+    kind: str, clients: int, rate: int, duration: float, stuck: bool, size: int, tmp: Path
 ) -> Cell:
-    cell = Cell(kind, clients, rate, stuck)
+    cell = Cell(kind, clients, rate, stuck, size)
     relay = RelayProc(kind, tmp)
     latencies: list[float] = []
     counts = [0]
@@ -208,6 +213,8 @@ async def run_cell(
                         counts[0] += 1
             except ConnectionClosed:
                 pass
+            if not stopping:
+                cell.dropped += 1
 
         async def drain_publisher() -> None:
             try:
@@ -216,9 +223,10 @@ async def run_cell(
             except ConnectionClosed:
                 pass
 
+        stopping = False
         tasks = [asyncio.create_task(receive(ws)) for ws in receivers]
         tasks.append(asyncio.create_task(drain_publisher()))
-        payload = "x" * (1000 if stuck else 100)
+        payload = "x" * size
         cpu0, gen0, t0 = relay.cpu_seconds(), time.process_time(), time.perf_counter()
         cell.target = int(rate * duration)
 
@@ -265,6 +273,7 @@ async def run_cell(
             cell.p99 = 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]
         if stuck_ws is not None:
             cell.stuck_fate = await _stuck_fate(stuck_ws)
+        stopping = True
         for t in tasks:
             t.cancel()
         for ws in [*receivers, publisher]:
@@ -296,32 +305,26 @@ def _fmt(c: Cell) -> str:
     frac = c.delivered / (c.clients * c.target) if c.target else 0.0
     rate = c.delivered / c.seconds if c.seconds else 0.0
     return (
-        f"| {c.relay:<9} | {c.clients:>4} | {c.rate:>5} | {'yes' if c.stuck else 'no':<5} | {c.sent:>6} | {100 * frac:>6.1f}% "
+        f"| {c.relay:<9} | {c.clients:>4} | {c.rate:>5} | {c.size:>5} | {'yes' if c.stuck else 'no':<5} | {c.sent:>6} | {100 * frac:>6.1f}% | {c.dropped:>4} "
         f"| {rate:>10,.0f} | {c.p50:>7.1f} | {c.p99:>8.1f} | {c.cpu:>5.0f}% | {c.rss:>6.1f} | {c.gen_cpu:>5.0f}% | {c.load:>4.1f} | {c.stuck_fate or '-'} |"
     )
 
 
 HEADER = (
-    "| relay     |    C |     R | stuck |   sent | deliv. |  deliv./s  | p50 ms  |  p99 ms  | relay CPU | RSS MB | gen CPU | load | stuck client |\n"
-    "|-----------|------|-------|-------|--------|--------|------------|---------|----------|-----------|--------|---------|------|--------------|"
+    "| relay     |    C |     R | bytes | stuck |   sent | deliv. | shut |  deliv./s  | p50 ms  |  p99 ms  | relay CPU | RSS MB | gen CPU | load | stuck client |\n"
+    "|-----------|------|-------|-------|-------|--------|--------|------|------------|---------|----------|-----------|--------|---------|------|--------------|"
 )
 
 
 async def main_async(args: argparse.Namespace) -> None:
     if args.quick:
-        grid = [
-            (10, 100, False),
-            (100, 500, False),
-            (250, 500, False),
-            (100, 2000, False),
-            (100, 500, True),
-        ]
-        duration = args.duration or 2.5
+        grid = [(10, 100, False, 100), (100, 500, False, 100), (250, 500, False, 100)]
+        grid += [(100, 2000, False, 100), (100, 500, False, 4000), (100, 500, True, 4000)]
+        duration = args.duration or 2.0
     else:
-        grid = [(c, r, False) for c in (10, 100, 250) for r in (100, 500, 1000, 2000)] + [
-            (100, 500, True),
-            (250, 1000, True),
-        ]
+        grid = [(c, r, False, 100) for c in (10, 100, 250) for r in (100, 500, 1000, 2000)]
+        grid += [(100, 500, False, 4000), (100, 500, True, 4000)]
+        grid += [(250, 1000, False, 4000), (250, 1000, True, 4000)]
         duration = args.duration or 5.0
     relays = args.relays.split(",")
     print(
@@ -330,11 +333,10 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for clients, rate, stuck in grid:
+        for clients, rate, stuck, size in grid:
             for kind in relays:
-                cell = await run_cell(
-                    kind, clients, rate, max(duration, 6.0) if stuck else duration, stuck, Path(tmp)
-                )
+                seconds = max(duration, 4.0) if size > 1000 else duration
+                cell = await run_cell(kind, clients, rate, seconds, stuck, size, Path(tmp))
                 print(_fmt(cell), flush=True)
 
 
