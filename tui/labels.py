@@ -6,6 +6,8 @@ terminals. Colours are the 8 ANSI names so the terminal's palette decides.
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 
 from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED, WAITING
@@ -38,6 +40,9 @@ NAME_STYLE = {
     SKIPPED: "dim",
     CANCELLED: "dim strike",
 }
+
+
+_COUNT_TEXT = re.compile(r"^\d+/\d+ ok\b")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -109,9 +114,10 @@ def node_label(
         text.append(f"  {fmt_duration(elapsed)}", style="dim" if status != RUNNING else "yellow")
     if node.kind == "gate" and status == WAITING:
         text.append("  press g to approve", style="bold magenta")
-    show_detail = status in (FAILED, SKIPPED, CANCELLED) or (
-        node.kind == "stage" and counts is None
-    )
+    # waves and the release show their own counts; the engine's count text would repeat them
+    show_detail = (
+        status in (FAILED, SKIPPED, CANCELLED) or (node.kind == "stage" and counts is None)
+    ) and not (counts is not None and _COUNT_TEXT.match(node.detail or ""))
     if node.detail and show_detail:
         text.append(f"  {node.detail}", style="red" if status == FAILED else "dim")
     return text
