@@ -9,8 +9,13 @@ so the failure and that host's automatic rollback show.
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
+import secrets
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def run_demo(
@@ -58,9 +63,17 @@ async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool)
         repo = root / "sample-app"
         if not (repo / ".git").exists():
             make_sample_repo(repo, version="1.0.0")
+        relay, watch_cmd, token = await _start_relay(root)
         async with LocalFleet(root / "fleet", n=n) as fleet:
-            config_path = fleet.write_config(root / "shipdeck.toml", repo=repo)
+            config_path = fleet.write_config(
+                root / "shipdeck.toml", repo=repo, relay_url=relay_url(relay), relay_room="demo"
+            )
             config = load_config(config_path)
+            os.environ["SHIPDECK_TOKEN"] = token
+            say(
+                f"shipdeck demo: a local relay at {relay_url(relay)}, room demo; from another terminal:\n"
+            )
+            say(f"  {watch_cmd}\n")
             history = History(root / "state" / "history.db")
             if not history.releases(config.project.name):
                 say(f"shipdeck demo: {n} local SSH hosts in {root}\n")
@@ -84,11 +97,48 @@ async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool)
                 f"demo: {n} in-process SSH hosts, sample app 1.1.0 ready to deploy — press d, then Enter."
                 + (f" {failing} will fail its health check." if failing else "")
             )
-            app = ShipdeckApp(backend, operator=backend.operator, start_message=note)
-            code = await app.run_async(mouse=mouse)
+            from relay.publish import tui_chat_backend
+
+            chat = tui_chat_backend(
+                relay_url(relay), "demo", token=token, operator=backend.operator
+            )
+            note += f" Watch from another terminal: {watch_cmd}"
+            app = ShipdeckApp(backend, chat=chat, operator=backend.operator, start_message=note)
+            try:
+                code = await app.run_async(mouse=mouse)
+            finally:
+                await relay.shutdown()
     finally:
         if keep:
             say(f"shipdeck demo: host directories kept in {root}\n")
         else:
             remove_tree(root)
     return int(code or 0)
+
+
+def relay_url(relay: Any) -> str:
+    return f"ws://127.0.0.1:{relay.port}"
+
+
+async def _start_relay(root: Path) -> tuple[Any, str, str]:
+    """A relay in this process for the demo room; the watcher's token goes to a file
+    (never printed), and the command to watch from another terminal is returned."""
+    from relay.server import Relay
+    from relay.store import SQLiteStore
+    from relay.tokens import TokenTable
+
+    try:
+        me = getpass.getuser() or "operator"
+    except (KeyError, OSError):
+        me = "operator"
+    me = "".join(c for c in me if c.isalnum() or c in "._-") or "operator"
+    mine, theirs = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    relay = Relay(SQLiteStore(root / "relay.db"), TokenTable({me: mine, "watcher": theirs}))
+    await relay.start("127.0.0.1", 0)
+    env = root / "watch.env"
+    env.write_text(f"SHIPDECK_TOKEN={theirs}\n")
+    env.chmod(0o600)
+    cmd = (
+        f"env $(cat {shlex.quote(str(env))}) shipdeck watch --relay {relay_url(relay)} --room demo"
+    )
+    return relay, cmd, mine
