@@ -172,6 +172,8 @@ class Bench:
             raise ValueError(tool)
         m = measure(cmd, env=env, cwd=nd, exclude=exclude, timeout=self.args.timeout)
         tarball.unlink(missing_ok=True)
+        if "ANSIBLE_SSH_CONTROL_PATH_DIR" in env:
+            shutil.rmtree(env["ANSIBLE_SSH_CONTROL_PATH_DIR"], ignore_errors=True)
         res = last_json(m.stdout)
         if tool.startswith("ansible") or tool == "pyinfra":
             ok = m.returncode == 0
