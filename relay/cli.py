@@ -36,6 +36,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="shipdeck-relay.db",
         help="SQLite file of the room logs (default ./shipdeck-relay.db)",
     )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="redis://HOST:PORT/DB: keep the rooms in Redis, shared by several relay nodes"
+        " (instead of --db; needs the 'redis' extra)",
+    )
     p.add_argument("--tokens", help='TOML file: [operators] name = "token" (required)')
     p.add_argument("--tls-cert", help="PEM certificate (chain): serve wss://")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert (if not in the same file)")
@@ -135,6 +141,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
     if args.retain_count < 1 or args.retain_days <= 0 or args.rate <= 0:
         _err("relay: --retain-count, --retain-days and --rate must be positive")
         return EXIT_USAGE
+    if args.redis:
+        store, where = _redis_store(args)
+        if store is None:
+            return EXIT_USAGE
+        limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
+        relay = Relay(store, tokens, limits)
+        return asyncio.run(_serve(relay, args.host, args.port, context, where, len(tokens)))
     try:
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(
@@ -151,9 +164,42 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
 
 
+def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
+    if not args.redis.startswith(("redis://", "rediss://", "unix://")):
+        _err(f"relay: --redis {args.redis!r}: expected redis://HOST:PORT/DB")
+        return None, ""
+    try:
+        from relay.redis_store import RedisStore
+    except ImportError:
+        _err("relay: --redis needs the redis package: pip install 'shipdeck[redis]'")
+        return None, ""
+    try:
+        store = RedisStore(
+            args.redis, max_count=args.retain_count, max_age=args.retain_days * 86400
+        )
+    except ValueError as exc:
+        _err(f"relay: --redis {args.redis!r}: {exc}")
+        return None, ""
+    scheme, _, rest = args.redis.partition("://")
+    if "@" in rest:  # never print a password
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return store, f"redis {scheme}://{rest}"
+
+
 async def _serve(
     relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
 ) -> int:
+    ping = getattr(relay.store, "ping", None)
+    if ping is not None:
+        for attempt in range(50):  # Redis may be starting with us (systemd)
+            try:
+                await ping()
+                break
+            except Exception as exc:
+                if attempt == 49:
+                    _err(f"relay: cannot reach {db}: {exc}")
+                    return EXIT_CONNECT
+                await asyncio.sleep(0.2)
     try:
         await relay.start(host, port, context)
     except OSError as exc:
@@ -162,7 +208,8 @@ async def _serve(
     scheme = "wss" if context else "ws"
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"shipdeck relay listening on {scheme}://{shown}:{relay.port} (db {db}, {operators} operators)",
+        f"shipdeck relay listening on {scheme}://{shown}:{relay.port}"
+        f" ({db if db.startswith('redis ') else 'db ' + db}, {operators} operators)",
         flush=True,
     )
     stop = asyncio.get_running_loop().create_future()

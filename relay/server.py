@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 import ssl
@@ -64,6 +65,16 @@ from relay.store import Record, Store
 from relay.tokens import TokenTable
 
 log = logging.getLogger("shipdeck.relay")
+
+try:  # errors of a shared store that is unreachable for a while
+    from redis.exceptions import RedisError
+
+    _STORE_ERRORS: tuple[type[BaseException], ...] = (OSError, RedisError)
+except ImportError:  # redis is an optional extra
+    _STORE_ERRORS = (OSError,)
+
+#: Close code when the shared store (Redis) cannot be reached: "try again later".
+CLOSE_UNAVAILABLE = 1013
 
 
 @dataclass(slots=True)
@@ -242,6 +253,8 @@ class Room:
         "mutex",
         "dirty",
         "timer",
+        "everyone",
+        "follower",
     )
 
     def __init__(self, name: str, epoch: str, head: int, chat: int) -> None:
@@ -257,9 +270,13 @@ class Room:
         self.mutex = asyncio.Lock()
         self.dirty = False
         self.timer: asyncio.TimerHandle | None = None
+        #: With a shared store: connections per operator over every node (else None).
+        self.everyone: dict[str, int] | None = None
+        self.follower: asyncio.Task[Any] | None = None
 
     def who(self) -> list[dict[str, Any]]:
-        return [{"operator": op, "connections": n} for op, n in sorted(self.presence.items())]
+        counts = self.presence if self.everyone is None else self.everyone
+        return [{"operator": op, "connections": n} for op, n in sorted(counts.items())]
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -307,6 +324,10 @@ class Relay:
 
     def __init__(self, store: Store, tokens: TokenTable, limits: Limits | None = None) -> None:
         self.store = store
+        #: True when other relay nodes write to the same store (Redis): each room is
+        #: then delivered by following its stored log, and the lease and presence
+        #: live in the store.
+        self.shared = bool(getattr(store, "shared", False))
         self.tokens = tokens
         self.limits = limits or Limits()
         self.rooms: dict[str, Room] = {}
@@ -338,6 +359,8 @@ class Relay:
             server_header="shipdeck-relay",
         )
         self._spawn(self._maintenance())
+        if self.shared:
+            self._spawn(self.store.listen(self._on_presence_frame))  # type: ignore[attr-defined]
         return self._server
 
     @property
@@ -388,6 +411,8 @@ class Relay:
         while True:
             await asyncio.sleep(self.limits.state_flush)
             try:
+                if self.shared:
+                    await self._refresh_presence()
                 await self._flush_state()
                 if time.monotonic() - last_trim >= self.limits.trim_interval:
                     last_trim = time.monotonic()
@@ -442,10 +467,22 @@ class Relay:
                 await self._dispatch(peer, text)
         except ConnectionClosed:
             pass
+        except _STORE_ERRORS as exc:
+            if not self.shared:
+                raise
+            # The shared store is unreachable (Redis restarting): nothing unacknowledged
+            # was stored; the client reconnects with jitter and re-sends its outbox.
+            log.warning("closing %s: store unavailable: %s", peer.operator, exc)
+            await ws.close(CLOSE_UNAVAILABLE, "store unavailable; reconnect")
         finally:
             self.peers.discard(peer)
             if peer.room is not None:
-                await self._leave(peer)
+                try:
+                    await self._leave(peer)
+                except _STORE_ERRORS as exc:
+                    if not self.shared:
+                        raise
+                    log.warning("could not record %s leaving: %s", peer.operator, exc)
 
     async def _await_hello(self, peer: Peer) -> dict[str, Any] | None:
         deadline = asyncio.get_running_loop().time() + self.limits.hello_timeout
@@ -513,7 +550,8 @@ class Relay:
             lim = self.limits
             info = await self.store.open_room(name)
             room = Room(name, info.epoch, info.head, lim.snapshot_chat)
-            room.chat.extend(await self.store.last(name, "chat", lim.snapshot_chat))
+            chats = await self.store.last(name, "chat", lim.snapshot_chat)
+            room.chat.extend(r for r in chats if r.offset <= info.head)
             state = await self.store.get_state(name, "deploy")
             if state:
                 room.deploy = DeployState.from_json(state, lim.snapshot_logs)
@@ -521,6 +559,9 @@ class Relay:
             after = room.deploy.applied if room.deploy else info.first - 1
             while True:
                 recs = await self.store.read(name, after, lim.replay_page)
+                if not recs:
+                    break
+                recs = [r for r in recs if r.offset <= info.head]  # later: delivered live
                 if not recs:
                     break
                 for rec in recs:
@@ -532,6 +573,12 @@ class Relay:
                                 "could not apply message %d of %s to the snapshot", rec.offset, name
                             )
                 after = recs[-1].offset
+            if self.shared:
+                await self._refresh_lease(room)
+                room.everyone = await self.store.who(name)  # type: ignore[attr-defined]
+                room.follower = self._spawn(self._follow(room))
+                self.rooms[name] = room
+                return room
             lease = await self.store.get_state(name, "lock")
             if lease and lease.get("session"):
                 room.lock = Lease(
@@ -557,21 +604,32 @@ class Relay:
         # From here on, new messages queue in peer.pending; the head read below is
         # consistent with that (no await in between).
         room.subs.add(peer)
-        first = (await self.store.info(room.name)).first
+        info = await self.store.info(room.name)
+        first = info.first
         head = room.head
         resume, since = hello.get("resume"), hello.get("since")
         recovered: bool | None = None
         start: int | None = None
         truncated = False
+        if self.shared and info.epoch != room.epoch:
+            await self._epoch_changed(room, info.epoch)
+            return
         if resume is not None:
-            ok = resume["epoch"] == room.epoch and first - 1 <= resume["offset"] <= head
+            # With several nodes the client may come from a node that delivered more
+            # than this one has yet: its offset is fine up to the stored head.
+            top = max(head, info.head) if self.shared else head
+            ok = resume["epoch"] == room.epoch and first - 1 <= resume["offset"] <= top
             recovered = ok
             start = resume["offset"] if ok else None
+            if ok:
+                head = max(head, resume["offset"])
         elif since is not None:
             start = min(max(since, first - 1), head)
             truncated = since < first - 1
         room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
-        if room.presence[peer.operator] == 1:
+        if self.shared:
+            await self._shared_presence(room, peer, +1)
+        elif room.presence[peer.operator] == 1:
             self._presence(room, "join", peer)
         welcome: dict[str, Any] = {
             "type": "welcome",
@@ -629,9 +687,12 @@ class Relay:
         count = room.presence.get(peer.operator, 0) - 1
         if count <= 0:
             room.presence.pop(peer.operator, None)
-            self._presence(room, "leave", peer)
+            if not self.shared:
+                self._presence(room, "leave", peer)
         else:
             room.presence[peer.operator] = count
+        if self.shared:
+            await self._shared_presence(room, peer, -1)
         log.info("%s left %s", peer.operator, room.name)
 
     def _presence(self, room: Room, op: str, peer: Peer) -> None:
@@ -692,6 +753,10 @@ class Relay:
         decoded: list[Event] | None = None,
     ) -> tuple[Record, bool]:
         """Store one message and fan it out; a duplicate is acknowledged, not resent."""
+        if self.shared:
+            # Stored atomically by the store; every node (this one included) delivers
+            # it from the room's stream, in the stream's order (see _follow).
+            return await self.store.append(room.name, sender, client_id, type, body, _now())
         async with room.mutex:
             rec, duplicate = await self.store.append(
                 room.name, sender, client_id, type, body, _now()
@@ -749,7 +814,7 @@ class Relay:
             )
             await self._ack(peer, msg_id, rec, dup)
         elif kind == "event":
-            lease = room.lock
+            lease = await self._refresh_lease(room) if self.shared else room.lock
             if lease is not None and not lease.stale and lease.session != peer.session:
                 await self._reject(
                     peer,
@@ -771,7 +836,7 @@ class Relay:
             )
             await self._ack(peer, msg_id, rec, dup)
         elif kind == "control":
-            lease = room.lock
+            lease = await self._refresh_lease(room) if self.shared else room.lock
             if lease is None:
                 await self._reject(
                     peer,
@@ -797,6 +862,9 @@ class Relay:
     # -- lock lease -----------------------------------------------------------------
 
     async def _lock(self, peer: Peer, room: Room, frame: dict[str, Any]) -> None:
+        if self.shared:
+            await self._lock_shared(peer, room, frame)
+            return
         op, msg_id = frame["op"], frame["id"]
         now = _now()
         lease = room.lock
@@ -888,6 +956,9 @@ class Relay:
         )
 
     async def _expire(self, room: Room) -> None:
+        if self.shared:
+            await self._expire_shared(room)
+            return
         lease = room.lock
         if lease is None or lease.stale or lease.expires > time.time():
             if lease is not None and not lease.stale:
@@ -904,6 +975,9 @@ class Relay:
         await self._grant_next(room, lease)
 
     async def _grant_next(self, room: Room, previous: Lease | None) -> None:
+        if self.shared:
+            await self._grant_next_shared(room)
+            return
         while room.waiters and (room.lock is None or room.lock.stale):
             waiter = room.waiters.popleft()
             peer = waiter.peer
@@ -917,6 +991,247 @@ class Relay:
                 room, peer.operator, "takeover" if previous else "acquired", previous=previous
             )
             return
+
+    # -- several nodes on a shared store (Redis) --------------------------------------
+
+    async def _follow(self, room: Room) -> None:
+        """Deliver the room from its stored log, in the log's order, on this node.
+
+        Every node runs this for each room it serves, so clients on different nodes
+        see the same messages in the same order; what this node stored itself comes
+        back the same way."""
+        store: Any = self.store
+        failures = 0
+        while not self._closing:
+            try:
+                recs = await store.follow(room.name, room.head, block=5.0)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if failures in (1, 20) or failures % 100 == 0:
+                    log.warning("reading %s from the store failed: %s", room.name, exc)
+                await asyncio.sleep(min(1.0, 0.05 * failures))
+                continue
+            if not recs:
+                await self._check_epoch(room)
+                continue
+            if recs[0].offset > room.head + 1 and room.head > 0:
+                # Trimmed past what this node delivered (or a new epoch): the clients
+                # here must resume; they get recovered: false and a snapshot.
+                if await self._check_epoch(room):
+                    continue
+                log.warning(
+                    "%s: messages %d..%d were removed before this node delivered them",
+                    room.name,
+                    room.head + 1,
+                    recs[0].offset - 1,
+                )
+                self._resync(room)
+            for rec in recs:
+                if rec.offset <= room.head:
+                    continue
+                room.head = rec.offset
+                try:
+                    room.observe(rec, None, self.limits.snapshot_logs)
+                except Exception:
+                    log.exception(
+                        "could not apply message %d of %s to the snapshot", rec.offset, room.name
+                    )
+                self._send_room(room, rec.offset, rec.text)
+                if rec.type == "lock":
+                    self._spawn(self._lock_seen(room, rec))
+
+    async def _check_epoch(self, room: Room) -> bool:
+        try:
+            info = await self.store.info(room.name)
+        except Exception:
+            return False
+        if info.epoch != room.epoch:
+            await self._epoch_changed(room, info.epoch)
+            return True
+        return False
+
+    async def _epoch_changed(self, room: Room, epoch: str) -> None:
+        """The room's log was lost (new epoch): start over; clients resume afresh."""
+        log.warning("%s: the stored log was lost (new epoch %s)", room.name, epoch)
+        self.rooms.pop(room.name, None)
+        if room.follower is not None and room.follower is not asyncio.current_task():
+            room.follower.cancel()
+        self._closing_room(room)
+
+    def _resync(self, room: Room) -> None:
+        for peer in list(room.subs):
+            self._drop_slow(room, peer)
+
+    def _closing_room(self, room: Room) -> None:
+        room.head = 1 << 62  # stop the old follower delivering anything more
+        for peer in list(room.subs):
+            room.subs.discard(peer)
+            peer.live = False
+            peer.dropped = True
+            self._spawn(peer.ws.close(CLOSE_RESTART, "room log was reset; reconnect"))
+
+    async def _lock_seen(self, room: Room, rec: Record) -> None:
+        """A ``lock`` message came through the log: refresh the lease, serve waiters."""
+        try:
+            await self._refresh_lease(room)
+            if rec.body.get("op") in ("released", "stale") and room.waiters:
+                await self._grant_next_shared(room)
+        except Exception as exc:
+            log.warning("%s: could not refresh the lease: %s", room.name, exc)
+
+    async def _refresh_lease(self, room: Room) -> Lease | None:
+        """Read the lease from the store into ``room.lock`` and re-arm its expiry."""
+        got = await self.store.lease(room.name, "get")  # type: ignore[attr-defined]
+        room.lock = _lease_of(got)
+        self._arm_expiry(room)
+        return room.lock
+
+    async def _lock_shared(self, peer: Peer, room: Room, frame: dict[str, Any]) -> None:
+        store: Any = self.store
+        op, msg_id = frame["op"], frame["id"]
+        who = {"operator": peer.operator, "session": peer.session, "client": peer.handle}
+        if op == "acquire":
+            ttl, reason = frame["ttl"], frame["reason"]
+            got = await store.lease(room.name, "acquire", reason=reason, ttl=ttl, **who)
+            room.lock = _lease_of(got)
+            self._arm_expiry(room)
+            rec = got.get("record")
+            if got["result"] == "granted":
+                await self._ack(peer, msg_id, rec, granted=True, lease=got["lease"])
+            elif frame["wait"]:
+                room.waiters = deque(w for w in room.waiters if w.peer is not peer)
+                room.waiters.append(Waiter(peer, msg_id, reason, ttl))
+                await self._ack(peer, msg_id, None, granted=False, queued=True, holder=got["lease"])
+                # released between the attempt and the queueing? try again now
+                if room.lock is None or room.lock.stale:
+                    await self._grant_next_shared(room)
+            else:
+                await self._ack(
+                    peer, msg_id, None, granted=False, queued=False, holder=got["lease"]
+                )
+        elif op == "heartbeat":
+            got = await store.lease(room.name, "heartbeat", **who)
+            room.lock = _lease_of(got)
+            self._arm_expiry(room)
+            if got["result"] == "granted":
+                await self._ack(peer, msg_id, got.get("record"), granted=True, lease=got["lease"])
+            else:
+                await self._ack(peer, msg_id, None, granted=False, lost=True, holder=got["lease"])
+        else:  # release
+            room.waiters = deque(w for w in room.waiters if w.peer is not peer)
+            got = await store.lease(room.name, "release", **who)
+            if got["result"] == "released":
+                room.lock = None
+                self._arm_expiry(room)
+                await self._ack(peer, msg_id, got.get("record"), released=True)
+                await self._grant_next_shared(room)
+            else:
+                await self._ack(peer, msg_id, None, released=False)
+
+    async def _expire_shared(self, room: Room) -> None:
+        try:
+            lease = await self._refresh_lease(room)  # re-arms if it was extended
+            if lease is None or lease.stale or lease.expires > time.time():
+                return
+            got = await self.store.lease(  # type: ignore[attr-defined]
+                room.name, "stale", since=lease.since
+            )
+            room.lock = _lease_of(got)
+            if got["result"] == "stale":  # this node saw it first; others see the message
+                log.warning(
+                    "lock in %s held by %s went stale (no heartbeat for %.0fs)",
+                    room.name,
+                    lease.operator,
+                    lease.ttl,
+                )
+            self._arm_expiry(room)
+            await self._grant_next_shared(room)
+        except Exception as exc:
+            log.warning("%s: lease expiry check failed: %s", room.name, exc)
+            room.timer = asyncio.get_running_loop().call_later(
+                1.0, lambda: self._spawn(self._expire(room))
+            )
+
+    async def _grant_next_shared(self, room: Room) -> None:
+        """Offer a free or stale lease to this node's first waiter (atomically: a
+        waiter on another node may win it instead)."""
+        store: Any = self.store
+        while room.waiters and (room.lock is None or room.lock.stale):
+            waiter = room.waiters[0]
+            peer = waiter.peer
+            if peer not in room.subs:
+                room.waiters.popleft()
+                continue
+            got = await store.lease(
+                room.name,
+                "grant",
+                operator=peer.operator,
+                session=peer.session,
+                client=peer.handle,
+                reason=waiter.reason,
+                ttl=waiter.ttl,
+            )
+            room.lock = _lease_of(got)
+            self._arm_expiry(room)
+            if got["result"] == "granted":
+                if room.waiters and room.waiters[0] is waiter:
+                    room.waiters.popleft()
+            return
+
+    async def _shared_presence(self, room: Room, peer: Peer, delta: int) -> None:
+        store: Any = self.store
+        await store.presence(room.name, peer.operator, delta)
+        everyone = await store.who(room.name)
+        total = everyone.get(peer.operator, 0)
+        room.everyone = everyone
+        if (delta > 0 and total == 1) or (delta < 0 and total == 0):
+            frame = {
+                "type": "presence",
+                "v": PROTOCOL_VERSION,
+                "room": room.name,
+                "offset": None,
+                "time": _now(),
+                "op": "join" if delta > 0 else "leave",
+                "operator": peer.operator,
+                "client": peer.handle,
+                "who": room.who(),
+            }
+            await store.announce(room.name, dumps(frame))
+
+    async def _on_presence_frame(self, name: str, text: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        try:
+            room.everyone = {w["operator"]: w["connections"] for w in json.loads(text)["who"]}
+        except Exception:
+            return
+        self._send_room(room, None, text)
+
+    async def _refresh_presence(self) -> None:
+        store: Any = self.store
+        for room in list(self.rooms.values()):
+            if room.presence:
+                await store.presence(room.name, "", 0)
+
+
+def _lease_of(got: dict[str, Any]) -> Lease | None:
+    """The store's view of a lease (``RedisStore.lease``) as a :class:`Lease`."""
+    lease = got.get("lease")
+    if not lease:
+        return None
+    return Lease(
+        operator=lease["operator"],
+        session=got.get("session") or "",
+        reason=lease.get("reason") or "",
+        ttl=float(lease["ttl"]),
+        since=float(lease["since"]),
+        expires=float(lease["expires"]),
+        stale=bool(lease.get("stale")),
+    )
 
 
 def _peer_addr(connection: ServerConnection) -> str:
