@@ -18,6 +18,13 @@ the last column.
 
     python bench/relay_fanout.py --quick          # < 2 minutes
     python bench/relay_fanout.py                  # C = 10, 100, 250; R = 100..2000
+    python bench/relay_fanout.py --multi-node [--quick]   # needs redis-server
+
+``--multi-node``: one room of 3 x 100 clients on three relay nodes sharing one
+``redis-server`` (AOF on, fsync always; clients spread round-robin, the publisher on
+the first node), beside the same 300 clients on one node on Redis and on one node
+on SQLite. Relay CPU and RSS are summed over the nodes; Redis's own CPU is in the
+"redis CPU" line printed after each multi-node cell.
 
 The load generator shares the machine with the relay; on a small box its own
 receive loop is the limit first (see the "gen CPU" column), and the "load" column
@@ -85,11 +92,60 @@ async def serve_reference(kind: str, port: int) -> None:
 # -- relay processes ----------------------------------------------------------------
 
 
+def _is_shipdeck(kind: str) -> bool:
+    return kind not in ("broadcast", "naive")
+
+
+def _nodes(kind: str) -> int:
+    """``redis3`` -> 3 relay nodes on one Redis; everything else is one process."""
+    return int(kind[5:]) if kind.startswith("redis") else 1
+
+
+class RedisProc:
+    """A throwaway redis-server on a free loopback port, AOF with fsync always."""
+
+    def __init__(self, tmp: Path) -> None:
+        import shutil
+        import socket
+
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        work = tmp / f"redis-{time.monotonic_ns()}"
+        work.mkdir()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(work)]
+            + ["--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 class RelayProc:
-    def __init__(self, kind: str, tmp: Path) -> None:
+    def __init__(self, kind: str, tmp: Path, redis_url: str | None = None) -> None:
         self.kind = kind
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        if kind == "shipdeck":
+        if _is_shipdeck(kind):
             tokens = tmp / "tokens.toml"
             tokens.write_text(f'[operators]\nbench = "{TOKEN}"\n')
             db = tmp / f"relay-{time.monotonic_ns()}.db"
@@ -99,8 +155,7 @@ class RelayProc:
                 "relay.server",
                 "--port",
                 "0",
-                "--db",
-                str(db),
+                *(["--redis", redis_url] if redis_url else ["--db", str(db)]),
                 "--tokens",
                 str(tokens),
                 "--rate",
@@ -155,10 +210,11 @@ class Cell:
     gen_cpu: float = 0.0
     stuck_fate: str = ""
     load: float = 0.0
+    redis_cpu: float = float("nan")
 
 
 async def _open(kind: str, url: str, *, recv: bool = True) -> ClientConnection:
-    headers = {"Authorization": f"Bearer {TOKEN}"} if kind == "shipdeck" else {}
+    headers = {"Authorization": f"Bearer {TOKEN}"} if _is_shipdeck(kind) else {}
     ws = await connect(
         url,
         additional_headers=headers,
@@ -168,7 +224,7 @@ async def _open(kind: str, url: str, *, recv: bool = True) -> ClientConnection:
         ping_interval=None,
         max_queue=None,
     )
-    if kind == "shipdeck":
+    if _is_shipdeck(kind):
         await ws.send(json.dumps({"type": "hello", "room": ROOM, "snapshot": False}))
         welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome", welcome
@@ -176,7 +232,7 @@ async def _open(kind: str, url: str, *, recv: bool = True) -> ClientConnection:
 
 
 def _stamp(kind: str, raw: str | bytes) -> float | None:
-    if kind == "shipdeck":
+    if _is_shipdeck(kind):
         frame = json.loads(raw)
         if frame.get("type") != "chat":
             return None
@@ -190,14 +246,17 @@ async def run_cell(
     kind: str, clients: int, rate: int, duration: float, stuck: bool, size: int, tmp: Path
 ) -> Cell:
     cell = Cell(kind, clients, rate, stuck, size)
-    relay = RelayProc(kind, tmp)
+    n_nodes = _nodes(kind)
+    redis = RedisProc(tmp) if kind.startswith("redis") else None
+    nodes = [RelayProc(kind, tmp, redis.url if redis else None) for _ in range(n_nodes)]
+    relay = nodes[0]
     latencies: list[float] = []
     counts = [0]
     try:
         receivers = []
         for i in range(0, clients, 50):  # open in batches: the relay's accept queue is finite
             receivers += await asyncio.gather(
-                *(_open(kind, relay.url) for _ in range(min(50, clients - i)))
+                *(_open(kind, nodes[(i + j) % n_nodes].url) for j in range(min(50, clients - i)))
             )
         stuck_ws = await _open(kind, relay.url) if stuck else None
         if stuck_ws is not None:
@@ -227,7 +286,12 @@ async def run_cell(
         tasks = [asyncio.create_task(receive(ws)) for ws in receivers]
         tasks.append(asyncio.create_task(drain_publisher()))
         payload = "x" * size
-        cpu0, gen0, t0 = relay.cpu_seconds(), time.process_time(), time.perf_counter()
+        cpu0, gen0, t0 = (
+            sum(n.cpu_seconds() for n in nodes),
+            time.process_time(),
+            time.perf_counter(),
+        )
+        redis0 = redis.cpu_seconds() if redis else 0.0
         cell.target = int(rate * duration)
 
         async def publish() -> None:
@@ -238,7 +302,7 @@ async def run_cell(
                 due = min(cell.target, int((time.perf_counter() - t0) * rate) + 1)
                 while seq < due:
                     text = f"{time.perf_counter():.6f} {seq} {payload}"
-                    if kind == "shipdeck":
+                    if _is_shipdeck(kind):
                         text = json.dumps({"type": "chat", "id": f"b{seq}", "text": text})
                     await publisher.send(text)
                     seq += 1
@@ -262,9 +326,11 @@ async def run_cell(
             elif time.perf_counter() - quiet_since > 1.0:
                 break
         cell.seconds = time.perf_counter() - t0
-        cell.cpu = 100 * (relay.cpu_seconds() - cpu0) / cell.seconds
+        cell.cpu = 100 * (sum(n.cpu_seconds() for n in nodes) - cpu0) / cell.seconds
         cell.gen_cpu = 100 * (time.process_time() - gen0) / cell.seconds
-        cell.rss = relay.rss_mb()
+        cell.rss = sum(n.rss_mb() for n in nodes)
+        if redis is not None:
+            cell.redis_cpu = 100 * (redis.cpu_seconds() - redis0) / cell.seconds
         cell.load = os.getloadavg()[0]
         cell.delivered = counts[0]
         if latencies:
@@ -279,7 +345,10 @@ async def run_cell(
         for ws in [*receivers, publisher]:
             ws.transport.abort()
     finally:
-        relay.stop()
+        for node in nodes:
+            node.stop()
+        if redis is not None:
+            redis.stop()
     return cell
 
 
@@ -316,7 +385,48 @@ HEADER = (
 )
 
 
+MULTI_HEADER = (
+    "| relay (nodes)         |    C |     R |   sent | deliv. |  deliv./s  | p50 ms  |  p99 ms  | relay CPU | redis CPU | RSS MB | gen CPU | load |\n"
+    "|-----------------------|------|-------|--------|--------|------------|---------|----------|-----------|-----------|--------|---------|------|"
+)
+MULTI_NAMES = {
+    "shipdeck": "1 node, SQLite",
+    "redis1": "1 node, Redis",
+    "redis3": "3 nodes x 100, Redis",
+}
+
+
+def _fmt_multi(c: Cell) -> str:
+    frac = c.delivered / (c.clients * c.target) if c.target else 0.0
+    rate = c.delivered / c.seconds if c.seconds else 0.0
+    redis = "-" if c.redis_cpu != c.redis_cpu else f"{c.redis_cpu:>8.0f}%"
+    return (
+        f"| {MULTI_NAMES.get(c.relay, c.relay):<21} | {c.clients:>4} | {c.rate:>5} | {c.sent:>6} | {100 * frac:>5.1f}% "
+        f"| {rate:>10,.0f} | {c.p50:>7.1f} | {c.p99:>8.1f} | {c.cpu:>8.0f}% | {redis:>9} | {c.rss:>6.1f} | {c.gen_cpu:>6.0f}% | {c.load:>4.1f} |"
+    )
+
+
+async def multi_node(args: argparse.Namespace) -> None:
+    rates = (100, 300) if args.quick else (100, 300, 500)
+    duration = args.duration or (2.0 if args.quick else 5.0)
+    clients = 300
+    print(
+        f"# relay fan-out, one room of {clients} clients: 3 nodes x 100 on one Redis vs one node;"
+        f" {duration:g} s per cell, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
+        flush=True,
+    )
+    print(MULTI_HEADER, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in rates:
+            for kind in ("redis3", "redis1", "shipdeck"):
+                cell = await run_cell(kind, clients, rate, duration, False, 100, Path(tmp))
+                print(_fmt_multi(cell), flush=True)
+
+
 async def main_async(args: argparse.Namespace) -> None:
+    if args.multi_node:
+        await multi_node(args)
+        return
     if args.quick:
         grid = [(10, 100, False, 100), (100, 500, False, 100), (250, 500, False, 100)]
         grid += [(100, 2000, False, 100), (100, 500, False, 4000), (100, 500, True, 4000)]
@@ -345,6 +455,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few cells, under 2 minutes")
     parser.add_argument("--duration", type=float, help="seconds of sending per cell")
     parser.add_argument("--relays", default="shipdeck,broadcast,naive")
+    parser.add_argument(
+        "--multi-node",
+        action="store_true",
+        help="3 relay nodes x 100 clients on one Redis, beside one node (needs redis-server)",
+    )
     parser.add_argument("--serve", choices=("naive", "broadcast"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
