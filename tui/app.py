@@ -184,6 +184,10 @@ class ShipdeckApp(App[int]):
         self.set_interval(1.0, self.tick, name="tick")
         if self.backend is not None and not getattr(self.backend, "read_only", False):
             self.prepare(lambda: self.backend.new_deploy(self.prompter))
+        if self.watcher is not None:  # a spectator: the room's deploy events feed the tree
+            self.run_worker(
+                self.watcher(self.feed), group="relay", name="relay watch", exit_on_error=False
+            )
         if self.chat is not None:
             self.run_worker(
                 self._chat_loop(), group="relay", name="relay chat", exit_on_error=False
@@ -237,8 +241,28 @@ class ShipdeckApp(App[int]):
         self.update_header()
 
     async def _run(self, runner: Any) -> None:
+        detach = None
         try:
-            result = await runner.run()
+            attach = getattr(self.chat, "attach", None)
+            if attach is not None and self.backend is not None:
+                # with a relay: take the room's deploy lock and publish the run
+                try:
+                    detach = await attach(runner)
+                except Exception as exc:
+                    holder = getattr(exc, "holder", None) or {}
+                    why = (
+                        f"the room's deploy lock is held by {holder.get('operator')}: {holder.get('reason', '')}"
+                        if holder
+                        else str(exc)
+                    )
+                    self.notify(why, title="deploy refused", severity="error", timeout=10)
+                    self.post_message(DeployDone("stopped", 3))
+                    return
+            try:
+                result = await runner.run()
+            finally:
+                if detach is not None:
+                    await detach()
         finally:
             self.deploying = False
         self.post_message(DeployDone(str(result.status), int(result.exit_code)))
@@ -490,7 +514,28 @@ class ShipdeckApp(App[int]):
             ConfirmScreen("Deploy?", self._plan_summary("Deploy"), "Deploy"), confirmed
         )
 
+    def _watching(self) -> bool:
+        return self.backend is None and getattr(self.chat, "control", None) is not None
+
+    def _request(self, action: str, key: str | None = None) -> None:
+        """A spectator's abort/approve: sent to the lock holder through the relay."""
+
+        async def send() -> None:
+            await self.chat.control(action, key)  # type: ignore[union-attr]
+            self.notify(f"{action} requested from the deploying operator")
+
+        self.run_worker(send(), group="relay", name=f"request {action}", exit_on_error=False)
+
     def action_abort(self) -> None:
+        if self._watching():
+
+            def confirmed_remote(yes: bool | None) -> None:
+                if yes:
+                    self._request("abort")
+
+            body = Text("Ask the operator running this deploy to stop it at the next safe point?")
+            self.push_screen(ConfirmScreen("Abort?", body, "Abort", danger=True), confirmed_remote)
+            return
         if not self.deploying or self.runner is None:
             self.notify("nothing is running", severity="information")
             return
@@ -515,6 +560,12 @@ class ShipdeckApp(App[int]):
 
     def action_approve(self) -> None:
         gate = self.model.waiting_gate
+        if self._watching():
+            if not gate:
+                self.notify("no gate is waiting")
+                return
+            self._request("approve", gate)
+            return
         if not gate or self.runner is None or not self.deploying:
             self.notify("no gate is waiting")
             return

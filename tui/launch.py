@@ -48,7 +48,7 @@ def _chat_for(config: Any, operator: str) -> tuple[Any, str | None]:
     if relay is None:
         return None, None
     try:
-        from relay.client import tui_chat_backend  # provided by the relay client
+        from relay.publish import tui_chat_backend
     except ImportError:
         return None, f"relay {relay.url} configured, but the relay client is not installed yet"
     token = os.environ.get(getattr(relay, "token_env", "") or "SHIPDECK_TOKEN")
@@ -77,7 +77,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     chat = None
     watcher = None
     try:
-        from relay.client import tui_watch  # provided by the relay client
+        from relay.publish import tui_watch
     except ImportError:
         message = (
             f"connecting to {args.relay} room {args.room}… the relay client (relay/client.py) "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rich.text import Text
 from textual import on
@@ -26,6 +27,8 @@ class ChatPane(Vertical):
         super().__init__(**kwargs)
         self.configured = configured
         self.cursor_blink = cursor_blink
+        #: the messages shown, newest last (bounded like the log widget)
+        self.messages: deque[ChatMessage] = deque(maxlen=500)
 
     def compose(self) -> ComposeResult:
         yield Static("chat", id="chat-title")
@@ -48,6 +51,7 @@ class ChatPane(Vertical):
             )
 
     def add(self, message: ChatMessage) -> None:
+        self.messages.append(message)
         text = Text(no_wrap=False)
         text.append(time.strftime("%H:%M ", time.localtime(message.at)), style="dim")
         if message.system:
@@ -59,6 +63,7 @@ class ChatPane(Vertical):
         self.query_one(RichLog).write(text)
 
     def add_system(self, text: str) -> None:
+        self.messages.append(ChatMessage("", text, system=True))
         line = Text(text, style="italic dim")
         self.query_one(RichLog).write(line)
 
