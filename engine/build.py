@@ -118,6 +118,7 @@ async def run_local(
     on_line: Callable[[str, str], None],
     timeout: float,
     env: dict[str, str] | None = None,
+    hide_env: set[str] | frozenset[str] = frozenset(),
 ) -> int:
     """Run a shell command locally, streaming each output line to ``on_line(stream, text)``."""
     proc = await asyncio.create_subprocess_shell(
@@ -126,7 +127,7 @@ async def run_local(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in hide_env},
         start_new_session=True,
     )
 
@@ -154,8 +155,11 @@ async def build_package(
     sha: str,
     build: BuildConfig,
     on_line: Callable[[str, str], None],
+    hide_env: set[str] | frozenset[str] = frozenset(),
 ) -> Package:
-    """Export ``sha``, run the build commands, pack the artifact. Raises BuildError."""
+    """Export ``sha``, run the build commands, pack the artifact. Raises BuildError.
+
+    ``hide_env`` names variables (secrets) the build commands must not inherit."""
     cached = cached_package(sha, build)
     if cached is not None:
         return cached
@@ -168,7 +172,12 @@ async def build_package(
             on_line("info", f"$ {command}")
             try:
                 code = await run_local(
-                    command, tree, on_line, build.timeout, env={"SHIPDECK_SHA": sha}
+                    command,
+                    tree,
+                    on_line,
+                    build.timeout,
+                    env={"SHIPDECK_SHA": sha},
+                    hide_env=hide_env,
                 )
             except TimeoutError:
                 raise BuildError(

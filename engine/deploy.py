@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -73,6 +74,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 __all__ = ["Deployment", "Rollback", "DeployResult", "Prompter", "default_operator", "Subscriber"]
 
 Subscriber = Callable[[Event], None]
+
+#: release stamps handed out by this process (history covers earlier processes)
+_ISSUED_STAMPS: set[str] = set()
 
 
 def default_operator() -> str:
@@ -281,13 +285,24 @@ class _Run:
         except ValueError:
             who = {}
         desc = _describe_owner(who)
-        stale = not who or (
-            who.get("host") == socket.gethostname()
+        # stale: its owner ran on this machine and that process is gone; or it has no
+        # readable owner and is older than a minute (a deploy killed between mkdir and
+        # writing the owner). Anything else needs --force-unlock.
+        dead_owner = (
+            bool(who)
+            and who.get("host") == socket.gethostname()
             and isinstance(who.get("pid"), int)
             and not _alive(who["pid"])
         )
+        ownerless_and_old = not who and info.get("lock_old") == "yes"
+        stale = dead_owner or ownerless_and_old
         if stale or self.force_unlock:
-            why = "stale: its process is gone" if stale else "--force-unlock"
+            if dead_owner:
+                why = "stale: its process is gone"
+            elif ownerless_and_old:
+                why = "stale: no owner recorded, older than a minute"
+            else:
+                why = "--force-unlock"
             self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
             res = await st.host.run(takeover_script(st.path, owner, self.deploy_id), timeout=30)  # type: ignore[union-attr]
             if "lock=acquired" in res.stdout:
@@ -304,8 +319,8 @@ class _Run:
         self, st: HostState, release_id: str, sha: str, remove_release: str | None
     ) -> None:
         """Append to revisions.log, drop an unactivated release, release the lock."""
-        if st.host is None or not st.path:
-            return
+        if st.host is None or not st.path or not st.locked:
+            return  # never write to a host whose lock we do not hold
         line = revision_line(
             release_id, sha, self.operator, st.outcome or st.status, self.deploy_id, self.kind
         )
@@ -395,6 +410,11 @@ class _Run:
             detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (
                 f", {failed} failed" if failed else ""
             )
+            if hosts and failed == len(hosts) and not self.stop_reason and index < len(waves):
+                # a wave where every host failed (a failed canary) is not "done and
+                # healthy": the next wave does not start, whatever the budget says
+                self.stop_reason = f"every host of {wave.label} failed; not starting the next wave"
+                self.log("release", self.stop_reason, "stderr")
             if self.budget.exceeded and not self.stop_reason:
                 self.stop_reason = f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
                 self.log("release", self.stop_reason, "stderr")
@@ -591,6 +611,36 @@ class Deployment(_Run):
 
     # -- fetch, build, package -------------------------------------------------
 
+    def _secret_env(self) -> set[str]:
+        """Environment variables a build (code from the repo) must not see."""
+        names = {"SHIPDECK_TOKEN"}
+        if self.config.ssh.password_env:
+            names.add(self.config.ssh.password_env)
+        if self.config.relay is not None:
+            names.add(self.config.relay.token_env)
+        return names
+
+    def _new_release_id(self, sha: str) -> str:
+        """``<UTC stamp>-<short sha>``. Each deploy from this machine takes its own
+        second (a deploy started within a second of the last moves to the next one;
+        the host lock serialises other machines), so ids are unique and sort in deploy
+        order, which cleanup relies on."""
+        at = self.started_at
+        for _ in range(60):
+            stamp = utc_stamp(at)
+            taken = stamp in _ISSUED_STAMPS
+            if not taken:
+                try:
+                    taken = self.history.has_stamp(stamp)
+                except Exception:
+                    taken = False
+            if not taken:
+                _ISSUED_STAMPS.add(stamp)
+                return f"{stamp}-{sha[:7]}"
+            at += 1
+        # a stopped clock: the host-side guards refuse to touch a live release
+        return f"{utc_stamp(self.started_at)}-{sha[:7]}"
+
     async def _source(self) -> bool:
         cfg = self.config
         repo = gitmod.normalise_repo(cfg.project.repo, cfg.base_dir)
@@ -605,7 +655,11 @@ class Deployment(_Run):
             self.stop_reason = f"fetch failed: {exc}"
             return False
         self.sha = sha
-        self.release_id = f"{self.stamp}-{sha[:7]}"
+        self.release_id = self._new_release_id(sha)
+        try:  # recorded now, so even a killed deploy's id is never reused
+            self.history.update(self.deploy_id, sha=sha, release_id=self.release_id)
+        except Exception as exc:
+            log.warning("could not record history: %s", exc)
         self.emit(
             DeployMeta(
                 self.deploy_id,
@@ -628,9 +682,23 @@ class Deployment(_Run):
             return True
         self.status("build", RUNNING)
         try:
-            self.package = await buildmod.build_package(
-                mirror, sha, cfg.build, self.line_handler("build")
+            building = asyncio.ensure_future(
+                buildmod.build_package(
+                    mirror, sha, cfg.build, self.line_handler("build"), hide_env=self._secret_env()
+                )
             )
+            aborted = asyncio.ensure_future(self._abort.wait())
+            await asyncio.wait({building, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            aborted.cancel()
+            if not building.done():  # abort: stop the build now (its process group is killed)
+                building.cancel()
+                try:
+                    await building
+                except (asyncio.CancelledError, Exception):
+                    pass
+                self.status("build", CANCELLED, "aborted")
+                return False
+            self.package = building.result()
         except (buildmod.BuildError, gitmod.GitError) as exc:
             self.log("build", str(exc), "stderr")
             self.status("build", FAILED, str(exc))
@@ -696,6 +764,11 @@ class Deployment(_Run):
                 raise _Aborted()
 
             # phase 1: unpack, link, before -- nothing live changes
+            if st.current == self.release_id:
+                raise StepFailed(
+                    f"release {self.release_id} is the live release on this host "
+                    "(the same sha deployed within the same second); retry in a second"
+                )
             remove_release = self.release_id
             phase = [("unpack", unpack_script(st.path, pkg.sha256, self.release_id, self.sha))]
             if d.shared:
@@ -703,7 +776,9 @@ class Deployment(_Run):
             else:
                 self.status(f"{hk}/link", SKIPPED, "no shared entries")
             if d.before_activate:
-                phase.append(("before", hooks_script(rel, d.before_activate, env)))
+                phase.append(
+                    ("before", hooks_script(rel, d.before_activate, env, timeout=d.hook_timeout))
+                )
             else:
                 self.status(f"{hk}/before", SKIPPED, "no hooks")
             await self._phase(st, phase, self.config.ssh.command_timeout)
@@ -711,14 +786,24 @@ class Deployment(_Run):
                 raise _Aborted()
 
             # phase 2: activate, restart, first health check. From activate until the
-            # host is healthy or rolled back, an abort waits.
+            # host is healthy or rolled back, an abort waits. From here on the new
+            # release may be live: it is never removed (finish_script also refuses to
+            # remove whatever `current` points at).
+            remove_release = None
             phase = [("activate", activate_script(st.path, self.release_id))]
             if d.after_activate:
-                phase.append(("restart", hooks_script(cur, d.after_activate, env)))
+                phase.append(
+                    ("restart", hooks_script(cur, d.after_activate, env, timeout=d.hook_timeout))
+                )
             else:
                 self.status(f"{hk}/restart", SKIPPED, "no hooks")
             if d.health:
-                phase.append(("health", hooks_script(cur, (d.health,), env, echo=False)))
+                phase.append(
+                    (
+                        "health",
+                        hooks_script(cur, (d.health,), env, echo=False, timeout=d.health_timeout),
+                    )
+                )
             else:
                 self.status(f"{hk}/health", SKIPPED, "no health check")
             try:
@@ -731,13 +816,11 @@ class Deployment(_Run):
             except StepFailed as exc:
                 if self.plan[f"{hk}/activate"].status == OK:
                     st.activated = True
-                    remove_release = None
                 if not st.activated:
                     raise
                 await self._unhealthy(st, env, exc)
                 return
             st.activated = True
-            remove_release = None
             if d.health and self.plan[f"{hk}/health"].status == RUNNING:
                 healthy, detail = await self._health(st.host, f"{hk}/health", cur, env, tried=1)
                 if not healthy:
@@ -746,7 +829,11 @@ class Deployment(_Run):
                     return
                 self.status(f"{hk}/health", OK, detail)
             if self.aborting:
-                raise _Aborted()
+                # switched and healthy: the host is deployed; only cleanup is skipped
+                st.status, st.outcome = OK, "ok"
+                self.status(f"{hk}/cleanup", CANCELLED, "skipped: aborted")
+                self._close_host(hk, OK, f"{self.release_id} (cleanup skipped: aborted)")
+                return
 
             # phase 3: cleanup, revisions.log, unlock -- one command
             st.status, st.outcome = OK, "ok"
@@ -774,9 +861,19 @@ class Deployment(_Run):
             if isinstance(exc, LockHeld) and not self.stop_reason:
                 self.stop_reason = f"{st.name}: {exc}"
             self._close_host(hk, FAILED, st.reason)
+        except (
+            Exception
+        ) as exc:  # a bug or an unexpected library error: this host fails, not the deploy
+            log.exception("host %s failed unexpectedly", st.name)
+            st.status, st.outcome = FAILED, "failed"
+            st.reason = f"unexpected error: {type(exc).__name__}: {exc}"
+            self.budget.fail(st.name, st.reason)
+            self._close_host(hk, FAILED, st.reason)
         finally:
             if st.host is not None and not finished:
-                await self._finish_host(st, self.release_id, self.sha, remove_release)
+                await asyncio.shield(
+                    self._finish_host(st, self.release_id, self.sha, remove_release)
+                )
 
     async def _phase(
         self,
@@ -1030,14 +1127,15 @@ class Rollback(_Run):
                     )
                 target = self.to
             else:
-                # releases are listed newest first (by time unpacked)
-                older = releases[releases.index(st.current) + 1 :] if st.current in releases else []
-                if not older:
+                revisions = [
+                    line[9:] for line in res.stdout.splitlines() if line.startswith("revision=")
+                ]
+                target = previous_release(st.current, releases, revisions)
+                if not target:
                     self.status(f"{hk}/activate", FAILED, "no previous release")
                     raise StepFailed(
-                        f"no release older than {st.current or 'current'} to roll back to"
+                        f"no release deployed before {st.current or 'current'} to roll back to"
                     )
-                target = older[0]
             env = self._env(st, target, "")
             await self._step(f"{hk}/activate", self._switch(st, target), shielded=True)
             st.activated = True
@@ -1067,6 +1165,12 @@ class Rollback(_Run):
             if isinstance(exc, LockHeld) and not self.stop_reason:
                 self.stop_reason = f"{st.name}: {exc}"
             self._close_host(hk, FAILED, st.reason)
+        except Exception as exc:
+            log.exception("host %s failed unexpectedly", st.name)
+            st.status, st.outcome = FAILED, "failed"
+            st.reason = f"unexpected error: {type(exc).__name__}: {exc}"
+            self.budget.fail(st.name, st.reason)
+            self._close_host(hk, FAILED, st.reason)
         finally:
             if st.host is not None:
                 outcome = st.outcome
@@ -1086,6 +1190,29 @@ class Rollback(_Run):
         for command in self.config.deploy.after_activate:
             await self._run_hook(st.host, key, cwd, command, env, self.config.deploy.hook_timeout)
         return f"{len(self.config.deploy.after_activate)} hook(s)"
+
+
+_REVISION = re.compile(r"^\S+ (?P<kind>\w+) release=(?P<release>\S+) .*\boutcome=(?P<outcome>\S+)")
+
+
+def previous_release(current: str, releases: list[str], revisions: list[str]) -> str:
+    """The release deployed successfully just before ``current`` that is still on the
+    host: by the order of successful deploys in revisions.log (not by names or times,
+    which a same-second redeploy or a file written into a release can disturb);
+    without a usable log, the newest release whose name sorts before ``current``."""
+    deployed: list[str] = []
+    for line in revisions:
+        m = _REVISION.match(line)
+        if m and m["kind"] == "deploy" and m["outcome"] == "ok" and m["release"] not in deployed:
+            deployed.append(m["release"])
+    present = set(releases)
+    if current in deployed:
+        for release in reversed(deployed[: deployed.index(current)]):
+            if release in present:
+                return release
+        return ""
+    older = sorted(r for r in releases if current and r < current)
+    return older[-1] if older else ""
 
 
 def _describe_owner(who: dict[str, Any]) -> str:

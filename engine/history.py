@@ -194,6 +194,16 @@ class History:
             ).fetchall()
             return [r[0] for r in rows]
 
+    def has_release(self, release_id: str) -> bool:
+        """Whether any recorded deploy used this release id."""
+        if not self.path.exists():
+            return False
+        with self._db() as db:
+            row = db.execute(
+                "SELECT 1 FROM deploys WHERE release_id = ? LIMIT 1", (release_id,)
+            ).fetchone()
+            return row is not None
+
     def transcript(self, deploy_id: str) -> Path | None:
         path = self.transcripts / f"{deploy_id}.jsonl"
         return path if path.exists() else None

@@ -66,14 +66,18 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
             f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi"
         )
     lock = f'"$P/"{LOCK_DIR}'
+    held = (
+        f'echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; '
+        f'[ -n "$(find {lock} -maxdepth 0 -mmin +1 2>/dev/null)" ] && echo lock_old=yes; true; '
+    )
     if owner is None:
-        lines.append(
-            f'if [ -d {lock} ]; then echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; else echo lock=free; fi'
-        )
+        lines.append(f"if [ -d {lock} ]; then {held}else echo lock=free; fi")
     else:
         lines.append(
-            f"if mkdir {lock} 2>/dev/null; then printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner; echo lock=acquired; "
-            f'else echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; fi'
+            f"if mkdir {lock} 2>/dev/null; then "
+            f"if printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner; then echo lock=acquired; "
+            f"else rm -rf {lock}; echo 'cannot write the lock owner (disk full?)' >&2; exit 1; fi; "
+            f"else {held}fi"
         )
     return "\n".join(lines)
 
@@ -156,7 +160,7 @@ def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
             "find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
             "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
             "n=0",
-            "for r in $(ls -1t); do",
+            "for r in $(ls -1 | sort -r); do",
             "  n=$((n+1))",
             f'  if [ $n -le {keep} ] || [ "$r" = "$c" ]; then continue; fi',
             f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',
@@ -173,7 +177,10 @@ def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
 def finish_script(path: str, line: str, *, unlock: bool, remove_release: str | None) -> str:
     parts = [f"cd {q(path)} || exit 1", f"printf '%s\\n' {q(line)} >> revisions.log"]
     if remove_release:
-        parts.append(f"rm -rf releases/{q(remove_release)} releases/{q(remove_release)}.tmp")
+        r = q(remove_release)
+        parts.append(
+            f'c=$(readlink current 2>/dev/null || true); [ "${{c##*/}}" = {r} ] || rm -rf releases/{r} releases/{r}.tmp'
+        )
     if unlock:
         parts.append(f"rm -rf {LOCK_DIR}")
     return "\n".join(parts)
@@ -185,7 +192,8 @@ def releases_script(path: str) -> str:
             _resolve_path_sh(path),
             'echo "path=$P"',
             'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
-            'ls -1t "$P/releases" 2>/dev/null | grep -v "\\.tmp$" | sed "s/^/release=/"',
+            'ls -1 "$P/releases" 2>/dev/null | grep -v "\\.tmp$" | sed "s/^/release=/"',
+            'tail -n 500 "$P/revisions.log" 2>/dev/null | sed "s/^/revision=/"',
         ]
     )
 
@@ -227,21 +235,36 @@ def phase_script(steps: list[tuple[str, str]]) -> str:
         parts += [
             f"printf '\\036step %s start\\n' {q(name)}",
             f"(\n{script}\n) </dev/null 2>&1; rc=$?",
-            f"printf '\\036step %s end %s\\n' {q(name)} \"$rc\"",
+            f"printf '\\n\\036step %s end %s\\n' {q(name)} \"$rc\"",
             '[ "$rc" -eq 0 ] || exit "$rc"',
         ]
     return "\n".join(parts)
 
 
 def hooks_script(
-    cwd: str, commands: tuple[str, ...] | list[str], env: dict[str, str], *, echo: bool = True
+    cwd: str,
+    commands: tuple[str, ...] | list[str],
+    env: dict[str, str],
+    *,
+    echo: bool = True,
+    timeout: float | None = None,
 ) -> str:
-    """Run hooks one after another in ``cwd`` with ``env``; stop at the first failure."""
+    """Run hooks one after another in ``cwd`` with ``env``; stop at the first failure.
+
+    With ``timeout``, each hook is killed after that many seconds (coreutils
+    ``timeout``, when the host has it; exit 124 says it timed out)."""
     lines = [f"cd {q(cwd)} || exit 1"] + [f"export {k}={q(v)}" for k, v in env.items()]
+    if timeout:
+        secs = f"{max(timeout, 0.1):g}"
+        lines.append(
+            f'if command -v timeout >/dev/null 2>&1; then T="timeout -k 2 {secs}"; else T=""; fi'
+        )
     for command in commands:
         if echo:
             lines.append(f"printf '%s\\n' {q('$ ' + command)}")
+        run = f"$T /bin/sh -c {q(command)}" if timeout else f"( {command}\n)"
         lines.append(
-            f"( {command}\n) || {{ rc=$?; printf '%s exited %s\\n' {q('`' + command + '`')} \"$rc\"; exit $rc; }}"
+            f"{run} || {{ rc=$?; [ $rc -eq 124 ] && printf 'timed out after {timeout or 0:g}s\\n'; "
+            f"printf '%s exited %s\\n' {q('`' + command + '`')} \"$rc\"; exit $rc; }}"
         )
     return "\n".join(lines)

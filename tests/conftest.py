@@ -3,6 +3,8 @@ and (from tests/sshd.py) real OpenSSH sshd hosts on loopback."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,21 @@ try:  # real sshd hosts (tests/sshd.py)
     from tests.sshd import *  # noqa: F401,F403
 except ImportError:  # pragma: no cover - while tests/sshd.py does not exist yet
     pass
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private temp root per session: pytest's shared /tmp/pytest-of-<user> keeps only
+    the newest few sessions, so a second session running at the same time could delete
+    the directories (authorized_keys, homes) of this session's sshd hosts."""
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="shipdeck-tests-")
+        config._shipdeck_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = getattr(config, "_shipdeck_basetemp", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

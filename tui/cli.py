@@ -46,17 +46,56 @@ class _HeadlessPrompter:
     async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
         if not self.interactive:
             return False
-        answer = await asyncio.to_thread(
-            input, f"{host}: unknown host key {key_type} {fingerprint}. Trust it? [y/N] "
-        )
+        answer = await _ask(f"{host}: unknown host key {key_type} {fingerprint}. Trust it? [y/N] ")
         return answer.strip().lower() in ("y", "yes")
 
     async def ask_password(self, host: str, user: str) -> str | None:
         if not self.interactive:
             return None
-        import getpass
+        return await _ask(f"password for {user}@{host}: ", secret=True)
 
-        return await asyncio.to_thread(getpass.getpass, f"password for {user}@{host}: ")
+
+def _ask(prompt: str, *, secret: bool = False) -> asyncio.Future[str]:
+    """Read one answer line from the terminal without a thread: the event loop watches
+    stdin, so a Ctrl-C that stops the run never waits for someone to press Enter."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+    fd = sys.stdin.fileno()
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    saved = None
+    if secret:
+        try:
+            import termios
+
+            saved = termios.tcgetattr(fd)
+            quiet = termios.tcgetattr(fd)
+            quiet[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+        except (ImportError, OSError):
+            saved = None
+    buf = bytearray()
+
+    def restore(_f: object = None) -> None:
+        loop.remove_reader(fd)
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            sys.stderr.write("\n")
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            data = b""
+        buf.extend(data)
+        if (not data or b"\n" in buf) and not fut.done():
+            fut.set_result(bytes(buf).split(b"\n", 1)[0].decode(errors="replace"))
+
+    loop.add_reader(fd, readable)
+    fut.add_done_callback(restore)
+    return fut
 
 
 def _interactive() -> bool:
@@ -104,9 +143,7 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
             if _interactive():
 
                 async def ask() -> None:
-                    answer = await asyncio.to_thread(
-                        input, f"{event.key}: approve and continue? [y/N] "
-                    )
+                    answer = await _ask(f"{event.key}: approve and continue? [y/N] ")
                     if answer.strip().lower() in ("y", "yes"):
                         run.approve(key=event.key)
                     else:
@@ -145,7 +182,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 force_unlock=args.force_unlock,
                 auto_approve=args.yes,
             )
-            publisher = await _relay_publisher(config, d)
+            try:
+                publisher = await _relay_publisher(config, d)
+            except _RoomLocked as exc:
+                _err(f"{exc}; not deploying")
+                return EXIT_STOPPED
             try:
                 return await _run_headless(d, args)
             finally:
@@ -168,9 +209,18 @@ async def _relay_publisher(config: Any, run: Any) -> Any:
         return None
     try:
         return await integration.attach(config, run)
-    except Exception as exc:  # the relay is a convenience; a deploy never depends on it
+    except integration.LockHeld as exc:
+        holder = exc.holder or {}
+        raise _RoomLocked(
+            f"the room's deploy lock is held by {holder.get('operator', '?')}: {holder.get('reason', '')}"
+        ) from None
+    except Exception as exc:  # an unreachable relay must not stop a release
         _err(f"relay: {exc} (continuing without it)")
         return None
+
+
+class _RoomLocked(Exception):
+    pass
 
 
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
@@ -282,6 +332,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args)
+        hosts = config.select_hosts(args.hosts)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -290,7 +341,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     results = asyncio.run(
         download(
             config,
-            config.select_hosts(args.hosts),
+            hosts,
             args.remote_path,
             Path(args.dest),
             prompter=_HeadlessPrompter(_interactive()),
