@@ -59,6 +59,7 @@ from engine.steps import (
     parse_kv,
     phase_script,
     probe_script,
+    receive_script,
     releases_script,
     revision_line,
     takeover_script,
@@ -410,13 +411,13 @@ class _Run:
             detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (
                 f", {failed} failed" if failed else ""
             )
+            if self.budget.exceeded and not self.stop_reason:
+                self.stop_reason = f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
+                self.log("release", self.stop_reason, "stderr")
             if hosts and failed == len(hosts) and not self.stop_reason and index < len(waves):
                 # a wave where every host failed (a failed canary) is not "done and
                 # healthy": the next wave does not start, whatever the budget says
                 self.stop_reason = f"every host of {wave.label} failed; not starting the next wave"
-                self.log("release", self.stop_reason, "stderr")
-            if self.budget.exceeded and not self.stop_reason:
-                self.stop_reason = f"failure budget exceeded: {len(self.budget.failed)} failed, max_fail allows {self.budget.allowed}"
                 self.log("release", self.stop_reason, "stderr")
             self.status(
                 wave.key,
@@ -564,6 +565,7 @@ class Deployment(_Run):
         self.sha = ""
         self.release_id = ""
         self.package: buildmod.Package | None = None
+        self._early: dict[str, asyncio.Future[Host]] = {}
 
     def _build_plan(self) -> Plan:
         waves, labels, gates = wave_plan(self.selected, self.config.deploy)
@@ -595,10 +597,17 @@ class Deployment(_Run):
         """Run the whole deploy. Never raises for host failures; see DeployResult."""
         writer = self._start_history(self.ref)
         self.emit(self.plan.to_event())
+        connector = Connector(
+            self.config.ssh,
+            self.config.base_dir,
+            prompter=self.prompter,
+            on_log=lambda m: self.log("release", m),
+        )
+        self._preconnect(connector)
         try:
             ok = await self._source()
             if ok:
-                await self._release()
+                await self._release(connector)
             else:
                 for n in self.plan:
                     if n.status in (PENDING,) and n.key != "release":
@@ -608,6 +617,25 @@ class Deployment(_Run):
             if writer is not None:
                 writer.close()
             raise
+        finally:
+            for task in self._early.values():
+                task.cancel()
+            if self._early:
+                await asyncio.gather(*self._early.values(), return_exceptions=True)
+            self._early.clear()
+            await connector.close()
+
+    def _preconnect(self, connector: Connector) -> None:
+        """Open the first wave's first connections while fetch and build run: their
+        handshakes (and the first-command cost) overlap the local work."""
+        waves = self.plan.waves()
+        if not waves:
+            return
+        first = [n.label for n in self.plan.kids(waves[0].key) if n.kind == "host"]
+        for name in first[: self.config.deploy.parallel]:
+            task = asyncio.ensure_future(connector.connect(self._spec(name)))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved later
+            self._early[name] = task
 
     # -- fetch, build, package -------------------------------------------------
 
@@ -719,18 +747,9 @@ class Deployment(_Run):
 
     # -- release ---------------------------------------------------------------
 
-    async def _release(self) -> None:
+    async def _release(self, connector: Connector) -> None:
         self.status("release", RUNNING)
-        connector = Connector(
-            self.config.ssh,
-            self.config.base_dir,
-            prompter=self.prompter,
-            on_log=lambda m: self.log("release", m),
-        )
-        try:
-            await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
-        finally:
-            await connector.close()
+        await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
 
     async def _gate(self, index: int) -> None:
         key = f"release/gate-{index}"
@@ -740,8 +759,10 @@ class Deployment(_Run):
         await super()._gate(index)
 
     async def _deploy_host(self, connector: Connector, st: HostState) -> None:
-        """One host, in as few remote commands as the steps allow: the probe+lock, the
-        SFTP upload, then phase scripts that report each step's start and end."""
+        """One host in three remote commands: probe+lock; upload (over the command's own
+        stdin) + unpack + link + before; activate + restart + health + cleanup +
+        revisions.log + unlock. Each reports every step's start and end, so the tree
+        keeps per-step status while sshd starts one shell per phase."""
         d = self.config.deploy
         hk = st.key
         pkg = self.package
@@ -750,27 +771,28 @@ class Deployment(_Run):
         remove_release: str | None = None
         finished = False
         try:
-            st.host = await self._step(f"{hk}/connect", connector.connect(self._spec(st.name)))
+            st.host = await self._step(f"{hk}/connect", self._connect(connector, st.name))
             await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
             env = self._env(st, self.release_id, self.sha)
             rel = f"{st.path}/releases/{self.release_id}"
             cur = f"{st.path}/current"
-
-            if st.artifact_sha == pkg.sha256:
-                self.status(f"{hk}/upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
-            else:
-                await self._step(f"{hk}/upload", self._upload(st, f"{hk}/upload"))
             if self.aborting:
                 raise _Aborted()
 
-            # phase 1: unpack, link, before -- nothing live changes
+            # phase 1: upload, unpack, link, before -- nothing live changes
             if st.current == self.release_id:
                 raise StepFailed(
                     f"release {self.release_id} is the live release on this host "
                     "(the same sha deployed within the same second); retry in a second"
                 )
             remove_release = self.release_id
-            phase = [("unpack", unpack_script(st.path, pkg.sha256, self.release_id, self.sha))]
+            phase: list[tuple[str, str]] = []
+            upload = st.artifact_sha != pkg.sha256
+            if upload:
+                phase.append(("upload", receive_script(st.path, pkg.sha256, pkg.size)))
+            else:
+                self.status(f"{hk}/upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+            phase.append(("unpack", unpack_script(st.path, pkg.sha256, self.release_id, self.sha)))
             if d.shared:
                 phase.append(("link", link_script(st.path, self.release_id, d.shared)))
             else:
@@ -781,15 +803,35 @@ class Deployment(_Run):
                 )
             else:
                 self.status(f"{hk}/before", SKIPPED, "no hooks")
-            await self._phase(st, phase, self.config.ssh.command_timeout)
+            try:
+                await self._phase(
+                    st,
+                    phase,
+                    self.config.ssh.command_timeout,
+                    upload=pkg if upload else None,
+                )
+            except StepFailed as exc:
+                if upload and self.plan[f"{hk}/upload"].status == FAILED:
+                    raise StepFailed(f"{exc}{await self._free_space_hint(st)}") from None
+                raise
             if self.aborting:
                 raise _Aborted()
 
-            # phase 2: activate, restart, first health check. From activate until the
-            # host is healthy or rolled back, an abort waits. From here on the new
-            # release may be live: it is never removed (finish_script also refuses to
-            # remove whatever `current` points at).
+            # phase 2: activate, restart, first health check, then (healthy) cleanup,
+            # revisions.log and unlock. From activate until the host is healthy or
+            # rolled back, an abort waits. From here on the new release may be live:
+            # it is never removed (finish_script also refuses to remove `current`).
             remove_release = None
+            line = revision_line(
+                self.release_id, self.sha, self.operator, "ok", self.deploy_id, self.kind
+            )
+            tail = [
+                (
+                    "cleanup",
+                    cleanup_script(st.path, d.keep_releases, [self.release_id, st.current]),
+                ),
+                ("finish", finish_script(st.path, line, unlock=True, remove_release=None)),
+            ]
             phase = [("activate", activate_script(st.path, self.release_id))]
             if d.after_activate:
                 phase.append(
@@ -806,12 +848,14 @@ class Deployment(_Run):
                 )
             else:
                 self.status(f"{hk}/health", SKIPPED, "no health check")
+            done: set[str] = set()
             try:
                 await self._phase(
                     st,
-                    phase,
-                    d.hook_timeout * max(1, len(d.after_activate)) + d.health_timeout,
+                    phase + tail,
+                    d.hook_timeout * max(1, len(d.after_activate)) + d.health_timeout + 120,
                     keep_running={"health"},
+                    done=done,
                 )
             except StepFailed as exc:
                 if self.plan[f"{hk}/activate"].status == OK:
@@ -821,34 +865,24 @@ class Deployment(_Run):
                 await self._unhealthy(st, env, exc)
                 return
             st.activated = True
-            if d.health and self.plan[f"{hk}/health"].status == RUNNING:
-                healthy, detail = await self._health(st.host, f"{hk}/health", cur, env, tried=1)
-                if not healthy:
-                    self.status(f"{hk}/health", FAILED, detail)
-                    await self._unhealthy(st, env, StepFailed(detail))
+            if "finish" not in done:
+                # the first health check failed: retry until health_timeout
+                if d.health and self.plan[f"{hk}/health"].status == RUNNING:
+                    healthy, detail = await self._health(st.host, f"{hk}/health", cur, env, tried=1)
+                    if not healthy:
+                        self.status(f"{hk}/health", FAILED, detail)
+                        await self._unhealthy(st, env, StepFailed(detail))
+                        return
+                    self.status(f"{hk}/health", OK, detail)
+                if self.aborting:
+                    # switched and healthy: the host is deployed; only cleanup is skipped
+                    st.status, st.outcome = OK, "ok"
+                    self.status(f"{hk}/cleanup", CANCELLED, "skipped: aborted")
+                    self._close_host(hk, OK, f"{self.release_id} (cleanup skipped: aborted)")
                     return
-                self.status(f"{hk}/health", OK, detail)
-            if self.aborting:
-                # switched and healthy: the host is deployed; only cleanup is skipped
-                st.status, st.outcome = OK, "ok"
-                self.status(f"{hk}/cleanup", CANCELLED, "skipped: aborted")
-                self._close_host(hk, OK, f"{self.release_id} (cleanup skipped: aborted)")
-                return
-
-            # phase 3: cleanup, revisions.log, unlock -- one command
-            st.status, st.outcome = OK, "ok"
-            line = revision_line(
-                self.release_id, self.sha, self.operator, "ok", self.deploy_id, self.kind
-            )
-            phase = [
-                (
-                    "cleanup",
-                    cleanup_script(st.path, d.keep_releases, [self.release_id, st.current]),
-                ),
-                ("finish", finish_script(st.path, line, unlock=True, remove_release=None)),
-            ]
-            await self._phase(st, phase, 120)
+                await self._phase(st, tail, 120)
             st.locked = False
+            st.status, st.outcome = OK, "ok"
             finished = True
             self._close_host(hk, OK, f"{self.release_id}")
         except _Aborted:
@@ -875,13 +909,22 @@ class Deployment(_Run):
                     self._finish_host(st, self.release_id, self.sha, remove_release)
                 )
 
+    async def _connect(self, connector: Connector, name: str) -> Host:
+        """The host's connection: the one opened early (during fetch/build) if any."""
+        early = self._early.pop(name, None)
+        if early is not None:
+            return await early
+        return await connector.connect(self._spec(name))
+
     async def _phase(
         self,
         st: HostState,
         steps: list[tuple[str, str]],
         timeout: float,
-        keep_running: set[str] = frozenset(),
-    ) -> None:  # type: ignore[assignment]
+        keep_running: set[str] | frozenset[str] = frozenset(),
+        upload: buildmod.Package | None = None,
+        done: set[str] | None = None,
+    ) -> None:
         """Run several steps as one remote script; each step reports its start and end,
         so the tree keeps per-step status while sshd spawns one shell."""
         assert st.host is not None
@@ -890,6 +933,7 @@ class Deployment(_Run):
         failed: list[tuple[str, str]] = []
         soft: set[str] = set()
         tails: dict[str, list[str]] = {}
+        started = [time.monotonic()]
 
         def on_line(stream: str, text: str) -> None:
             if text.startswith(MARK):
@@ -899,6 +943,8 @@ class Deployment(_Run):
                 if what == "start":
                     current[0] = key
                     tails[name] = []
+                    if name == "upload":
+                        started[0] = time.monotonic()
                     if key in self.plan:
                         self.status(key, RUNNING)
                 elif what == "end":
@@ -916,7 +962,14 @@ class Deployment(_Run):
                             )
                         return
                     if rc == 0:
-                        self.status(key, OK, _step_detail(name, out))
+                        if done is not None:
+                            done.add(name)
+                        if name == "upload" and upload is not None:
+                            secs = max(time.monotonic() - started[0], 1e-6)
+                            detail = f"{_size(upload.size)} in {secs:.2f}s ({upload.size / secs / 1e6:.1f} MB/s)"
+                        else:
+                            detail = _step_detail(name, out)
+                        self.status(key, OK, detail)
                     elif name in keep_running:
                         soft.add(name)
                         self.log(key, f"attempt 1 failed (exit {rc})", "stderr")
@@ -933,8 +986,44 @@ class Deployment(_Run):
                 del tails[name][:-5]
             self.log(current[0], text, stream)
 
+        last = [0.0]
+
+        def progress(sent: int, total: int) -> None:
+            t = time.monotonic()
+            if sent == total or t - last[0] >= 0.1:
+                last[0] = t
+                self.emit(Progress(self.deploy_id, key=f"{hk}/upload", done=sent, total=total))
+
+        run = asyncio.ensure_future(
+            st.host.run(
+                phase_script(steps, stdin_step="upload" if upload is not None else None),
+                on_line=on_line,
+                timeout=timeout,
+                stdin_file=upload.path if upload is not None else None,
+                progress=progress if upload is not None else None,
+            )
+        )
         try:
-            res = await st.host.run(phase_script(steps), on_line=on_line, timeout=timeout)
+            if upload is not None:
+                # an abort stops an upload at once (nothing is live yet); any later
+                # step of the phase finishes first
+                aborted = asyncio.ensure_future(self._abort.wait())
+                try:
+                    while not run.done():
+                        await asyncio.wait({run, aborted}, return_when=asyncio.FIRST_COMPLETED)
+                        if aborted.done() and not run.done() and current[0] in (hk, f"{hk}/upload"):
+                            run.cancel()
+                            try:
+                                await run
+                            except (asyncio.CancelledError, SSHError, CommandTimeout):
+                                pass
+                            self.status(f"{hk}/upload", CANCELLED, "aborted")
+                            raise _Aborted()
+                        if aborted.done():
+                            await asyncio.wait({run})
+                finally:
+                    aborted.cancel()
+            res = await run
         except (CommandTimeout, SSHError) as exc:
             key = current[0]
             if key != hk and key in self.plan:

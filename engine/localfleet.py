@@ -111,6 +111,7 @@ class LocalFleet:
                 process_factory=self._process_factory(host),
                 sftp_factory=_sftp_factory(home),
                 allow_scp=False,
+                encoding=None,  # commands see raw bytes, like OpenSSH
                 keepalive_interval=30,
             )
             host.port = host.server.sockets[0].getsockname()[1]
@@ -152,8 +153,10 @@ class LocalFleet:
         async def handle(process: asyncssh.SSHServerProcess) -> None:
             host.commands += 1
             command = process.command
+            if isinstance(command, bytes):
+                command = command.decode()
             if command is None:
-                process.stderr.write("shipdeck local fleet: interactive shells are not supported\n")
+                process.stderr.write(b"shipdeck local fleet: interactive shells are not supported\n")
                 process.exit(1)
                 return
             env = {
@@ -181,7 +184,7 @@ class LocalFleet:
             async def feed() -> None:
                 try:
                     async for data in process.stdin:
-                        proc.stdin.write(data.encode() if isinstance(data, str) else data)
+                        proc.stdin.write(data if isinstance(data, bytes) else data.encode())
                         await proc.stdin.drain()
                 except (asyncssh.Error, OSError, BrokenPipeError, ConnectionResetError):
                     pass
@@ -193,7 +196,7 @@ class LocalFleet:
 
             async def pump(src: asyncio.StreamReader, dst: Any) -> None:
                 while chunk := await src.read(65536):
-                    dst.write(chunk.decode(errors="replace"))
+                    dst.write(chunk)
 
             feeder = asyncio.ensure_future(feed())
             try:

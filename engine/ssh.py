@@ -205,17 +205,23 @@ class Host:
         on_line: LineHandler | None = None,
         timeout: float | None = None,
         input: str | None = None,
+        stdin_file: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CommandResult:
-        """Run a shell command; stream its lines to ``on_line``. Raises CommandTimeout/SSHError."""
+        """Run a command with POSIX sh; stream its output lines to ``on_line``.
+
+        ``stdin_file`` is sent as the command's standard input (with ``progress(done,
+        total)`` calls): an upload over the command's own channel. Raises
+        CommandTimeout or SSHError."""
         timeout = timeout or self.command_timeout
+        feeding = input is not None or stdin_file is not None
         async with self._sessions:
             self.commands_run += 1
             try:
                 proc = await self.conn.create_process(
                     f"exec /bin/sh -c {q(command)}",
-                    encoding="utf-8",
-                    errors="replace",
-                    stdin=asyncssh.PIPE if input is not None else asyncssh.DEVNULL,
+                    encoding=None,  # bytes: output is decoded here, never fatally
+                    stdin=asyncssh.PIPE if feeding else asyncssh.DEVNULL,
                 )
             except (asyncssh.Error, OSError) as exc:
                 raise SSHError(f"connection lost: {exc}") from None
@@ -223,26 +229,39 @@ class Host:
             err: list[str] = []
 
             async def pump(stream: Any, name: str, sink: list[str]) -> None:
-                async for line in stream:
-                    text = line.rstrip("\n")
+                async for raw in stream:
+                    text = raw.decode("utf-8", "replace").rstrip("\n")
                     if not text:  # blank lines carry nothing (and phase markers add some)
                         continue
                     sink.append(text)
                     if on_line is not None:
                         on_line(name, text)
 
-            try:
+            async def feed() -> None:
                 if input is not None:
-                    proc.stdin.write(input)
-                    proc.stdin.write_eof()
-                await asyncio.wait_for(
-                    asyncio.gather(
-                        pump(proc.stdout, "stdout", out),
-                        pump(proc.stderr, "stderr", err),
-                        proc.wait(),
-                    ),
-                    timeout,
-                )
+                    proc.stdin.write(input.encode())
+                elif stdin_file is not None:
+                    # a local package in the page cache: 256 KiB reads do not stall the loop
+                    total = stdin_file.stat().st_size  # noqa: ASYNC240
+                    done = 0
+                    with open(stdin_file, "rb") as f:  # noqa: ASYNC230
+                        while chunk := f.read(256 * 1024):
+                            proc.stdin.write(chunk)
+                            await proc.stdin.drain()
+                            done += len(chunk)
+                            if progress is not None:
+                                progress(done, total)
+                proc.stdin.write_eof()
+
+            try:
+                jobs = [
+                    pump(proc.stdout, "stdout", out),
+                    pump(proc.stderr, "stderr", err),
+                    proc.wait(),
+                ]
+                if feeding:
+                    jobs.append(feed())
+                await asyncio.wait_for(asyncio.gather(*jobs), timeout)
             except TimeoutError:
                 proc.close()
                 raise CommandTimeout(f"command timed out after {timeout:g}s") from None
@@ -573,11 +592,14 @@ class Connector:
     async def close(self) -> None:
         for host in self._hosts:
             host.close()
-        for host in self._hosts:
+
+        async def closed(host: Host) -> None:
             try:
                 await asyncio.wait_for(host.conn.wait_closed(), 2)
             except (TimeoutError, asyncssh.Error, OSError):
                 pass
+
+        await asyncio.gather(*(closed(h) for h in self._hosts))
         self._hosts.clear()
         for task in self._jumps.values():
             if task.done() and not task.cancelled() and task.exception() is None:

@@ -100,6 +100,20 @@ def parse_kv(text: str) -> dict[str, str]:
     return out
 
 
+def receive_script(path: str, artifact_sha: str, size: int) -> str:
+    """Write the artifact arriving on stdin to ``<sha256>.tar.gz.part`` (the upload
+    over the phase command's own channel: no SFTP session to start)."""
+    part = q(f"artifacts/{artifact_sha}.tar.gz.part")
+    return "\n".join(
+        [
+            f"cd {q(path)} || exit 1",
+            f"cat > {part} || exit 1",
+            f'n=$(wc -c < {part} | tr -d " ")',
+            f'[ "$n" = {size} ] || {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
+        ]
+    )
+
+
 def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> str:
     a = f"artifacts/{artifact_sha}.tar.gz"
     r = f"releases/{release_id}"
@@ -226,15 +240,16 @@ class HostState:
 MARK = "\x1estep "
 
 
-def phase_script(steps: list[tuple[str, str]]) -> str:
+def phase_script(steps: list[tuple[str, str]], *, stdin_step: str | None = None) -> str:
     """Run step scripts in order in one shell, each in a subshell with its output
     merged; a marker line before and after each carries its name and exit code.
-    Stops at the first failing step."""
+    Stops at the first failing step. Only ``stdin_step`` reads the command's stdin."""
     parts = []
     for name, script in steps:
+        redirect = "" if name == stdin_step else " </dev/null"
         parts += [
             f"printf '\\036step %s start\\n' {q(name)}",
-            f"(\n{script}\n) </dev/null 2>&1; rc=$?",
+            f"(\n{script}\n){redirect} 2>&1; rc=$?",
             f"printf '\\n\\036step %s end %s\\n' {q(name)} \"$rc\"",
             '[ "$rc" -eq 0 ] || exit "$rc"',
         ]
