@@ -101,7 +101,7 @@ async def test_abort_stops_at_a_safe_point(fleet, fleet_config, sample_repo) -> 
 
 
 async def test_abort_during_upload_cancels_cleanly(fleet, fleet_config) -> None:
-    d = Deployment(fleet_config())
+    d = Deployment(fleet_config(parallel=1))  # one host in flight: the abort lands mid-upload
 
     def on(event) -> None:
         if event.type == "status" and event.key.endswith("/upload") and event.status == "running":
