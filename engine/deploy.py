@@ -327,7 +327,13 @@ class _Run:
         )
         try:
             await st.host.run(
-                finish_script(st.path, line, unlock=st.locked, remove_release=remove_release),
+                finish_script(
+                    st.path,
+                    line,
+                    unlock=st.locked,
+                    remove_release=remove_release,
+                    deploy_id=self.deploy_id,
+                ),
                 timeout=30,
             )
             st.locked = False
@@ -828,9 +834,16 @@ class Deployment(_Run):
             tail = [
                 (
                     "cleanup",
-                    cleanup_script(st.path, d.keep_releases, [self.release_id, st.current]),
+                    cleanup_script(
+                        st.path, d.keep_releases, [self.release_id, st.current], self.deploy_id
+                    ),
                 ),
-                ("finish", finish_script(st.path, line, unlock=True, remove_release=None)),
+                (
+                    "finish",
+                    finish_script(
+                        st.path, line, unlock=True, remove_release=None, deploy_id=self.deploy_id
+                    ),
+                ),
             ]
             phase = [("activate", activate_script(st.path, self.release_id))]
             if d.after_activate:

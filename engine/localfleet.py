@@ -156,7 +156,9 @@ class LocalFleet:
             if isinstance(command, bytes):
                 command = command.decode()
             if command is None:
-                process.stderr.write(b"shipdeck local fleet: interactive shells are not supported\n")
+                process.stderr.write(
+                    b"shipdeck local fleet: interactive shells are not supported\n"
+                )
                 process.exit(1)
                 return
             env = {

@@ -165,10 +165,22 @@ def activate_script(path: str, release_id: str) -> str:
     )
 
 
-def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
+def owns_lock_sh(path: str, deploy_id: str) -> str:
+    """Shell that exits 0 (skipping the rest) unless this deploy still holds the lock:
+    a deploy whose client died must not clean up under the one that took over."""
+    mark = q(f'"deploy_id": "{deploy_id}"')
+    return (
+        f"grep -qsF {mark} {q(path)}/{LOCK_DIR}/owner || "
+        "{ echo 'the deploy lock is no longer ours: skipping'; exit 0; }"
+    )
+
+
+def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = "") -> str:
     keep_names = " ".join(q(p) for p in protect if p)
+    guard = [owns_lock_sh(path, deploy_id)] if deploy_id else []
     return "\n".join(
-        [
+        guard
+        + [
             f"cd {q(path)}/releases || exit 0",
             # unfinished unpacks left by a killed deploy (older than 10 minutes)
             "find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
@@ -188,8 +200,11 @@ def cleanup_script(path: str, keep: int, protect: list[str]) -> str:
     )
 
 
-def finish_script(path: str, line: str, *, unlock: bool, remove_release: str | None) -> str:
-    parts = [f"cd {q(path)} || exit 1", f"printf '%s\\n' {q(line)} >> revisions.log"]
+def finish_script(
+    path: str, line: str, *, unlock: bool, remove_release: str | None, deploy_id: str = ""
+) -> str:
+    guard = [owns_lock_sh(path, deploy_id)] if deploy_id else []
+    parts = guard + [f"cd {q(path)} || exit 1", f"printf '%s\\n' {q(line)} >> revisions.log"]
     if remove_release:
         r = q(remove_release)
         parts.append(
