@@ -117,6 +117,8 @@ class StageTree(Tree[str]):
         node = event.node
         if self.lazy and node.data and self.model.plan.nodes[node.data].kind == "host":
             self._add_steps(node)
+        # children that changed while collapsed are still dirty: label them now
+        self._relabel_children(node)
 
     # -- relabelling ----------------------------------------------------------------
 
@@ -158,12 +160,23 @@ class StageTree(Tree[str]):
                     anc.expand()
                     if self.lazy and self.model.plan.nodes[anc.data].kind == "host":
                         self._add_steps(anc)
+                    self._relabel_children(anc)
         tnode = self.nodes_by_key.get(key)
         if tnode is None:
             return False
         self._tree_lines  # noqa: B018 - rebuild line numbers after expanding
         self.move_cursor(tnode)
         return True
+
+    def _relabel_children(self, tnode: TreeNode[str]) -> None:
+        """Label a just-expanded node's children that changed while it was collapsed
+        (a host has about ten steps: cheap, and right before they are drawn)."""
+        dirty = self.model.dirty
+        for child in tnode.children:
+            key = child.data
+            if key is not None and key in dirty:
+                child.set_label(self.model.label_for(key))
+                dirty.discard(key)
 
     @property
     def selected_key(self) -> str | None:
