@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -666,7 +667,8 @@ class Deployment(_Run):
             if not taken:
                 try:
                     taken = self.history.has_stamp(stamp)
-                except Exception:
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("history unreadable while choosing a release id: %s", exc)
                     taken = False
             if not taken:
                 _ISSUED_STAMPS.add(stamp)

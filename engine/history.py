@@ -194,13 +194,13 @@ class History:
             ).fetchall()
             return [r[0] for r in rows]
 
-    def has_release(self, release_id: str) -> bool:
-        """Whether any recorded deploy used this release id."""
+    def has_stamp(self, stamp: str) -> bool:
+        """Whether a recorded deploy's release id starts with this UTC stamp."""
         if not self.path.exists():
             return False
         with self._db() as db:
             row = db.execute(
-                "SELECT 1 FROM deploys WHERE release_id = ? LIMIT 1", (release_id,)
+                "SELECT 1 FROM deploys WHERE release_id LIKE ? LIMIT 1", (stamp + "-%",)
             ).fetchone()
             return row is not None
 

@@ -207,14 +207,20 @@ class LocalFleet:
                 )
                 code = await proc.wait()
             except (asyncio.CancelledError, asyncssh.Error, OSError):
+                # the client went away (closed the channel): end the command, keep the
+                # connection (as sshd does)
                 try:
                     os.killpg(proc.pid, 9)
                 except ProcessLookupError:
                     pass
-                raise
+                await proc.wait()
+                return
             finally:
                 feeder.cancel()
-            process.exit(code if code >= 0 else 255)
+            try:
+                process.exit(code if code >= 0 else 255)
+            except (asyncssh.Error, OSError):
+                pass
 
         return handle
 

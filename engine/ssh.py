@@ -261,7 +261,10 @@ class Host:
                 ]
                 if feeding:
                     jobs.append(feed())
-                await asyncio.wait_for(asyncio.gather(*jobs), timeout)
+                gathered = asyncio.gather(*jobs)
+                # on a cancel the parts' CancelledError is expected: mark it seen
+                gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
+                await asyncio.wait_for(gathered, timeout)
             except TimeoutError:
                 proc.close()
                 raise CommandTimeout(f"command timed out after {timeout:g}s") from None

@@ -57,7 +57,8 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
     lines += [
         'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
         'd="$P"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
-        'echo "free_kb=$(df -Pk "$d" 2>/dev/null | awk \'NR==2{print $4}\')"',
+        # df alone (no awk): the second line's 4th field is the free KiB
+        'df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ f _; echo "free_kb=$f"; }',
         'if [ -w "$d" ]; then echo writable=yes; else echo writable=no; fi',
     ]
     if artifact_sha:
@@ -108,7 +109,7 @@ def receive_script(path: str, artifact_sha: str, size: int) -> str:
         [
             f"cd {q(path)} || exit 1",
             f"cat > {part} || exit 1",
-            f'n=$(wc -c < {part} | tr -d " ")',
+            f"n=$(wc -c < {part}); n=$((n))",
             f'[ "$n" = {size} ] || {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
         ]
     )
@@ -128,11 +129,11 @@ def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> st
             "  fi",
             '  mv -f "$A.part" "$A"',
             "fi",
-            'rm -rf "$R.tmp"; mkdir -p "$R.tmp"',
+            '[ -e "$R.tmp" ] && rm -rf "$R.tmp"; mkdir "$R.tmp"',
             'tar -xzf "$A" -C "$R.tmp"',
             f"printf 'release=%s\\nsha=%s\\nartifact=%s\\n' {q(release_id)} {q(sha)} {q(artifact_sha)} > \"$R.tmp/{RELEASE_FILE}\"",
-            'rm -rf "$R"; mv "$R.tmp" "$R"',
-            'echo "unpacked $(find "$R" -type f | wc -l | tr -d " ") files into $R"',
+            '[ -e "$R" ] && rm -rf "$R"; mv "$R.tmp" "$R"',
+            'echo "unpacked into $R"',
         ]
     )
 
@@ -141,10 +142,15 @@ def link_script(path: str, release_id: str, shared: tuple[str, ...]) -> str:
     lines = ["set -e", f"cd {q(path)}", f"R=releases/{q(release_id)}"]
     for entry in shared:
         e = q(entry.rstrip("/"))
+        nested = "/" in entry.strip("/")
+        parent = q(entry.strip("/").rsplit("/", 1)[0]) if nested else ""
         lines += [
-            f'if [ ! -e shared/{e} ]; then mkdir -p "$(dirname shared/{e})";'
-            f' if [ -e "$R"/{e} ]; then cp -a "$R"/{e} shared/{e}; else mkdir -p shared/{e}; fi; fi',
-            f'rm -rf "$R"/{e}; mkdir -p "$(dirname "$R"/{e})"; ln -s {q(path)}/shared/{e} "$R"/{e}',
+            f"if [ ! -e shared/{e} ]; then"
+            + (f" mkdir -p shared/{parent};" if nested else "")
+            + f' if [ -e "$R"/{e} ]; then mv "$R"/{e} shared/{e}; else mkdir shared/{e}; fi; fi',
+            f'if [ -e "$R"/{e} ] || [ -L "$R"/{e} ]; then rm -rf "$R"/{e}; fi'
+            + (f'; mkdir -p "$R"/{parent}' if nested else ""),
+            f'ln -s {q(path)}/shared/{e} "$R"/{e}',
             f"echo {q('linked ' + entry + ' -> shared/' + entry)}",
         ]
     return "\n".join(lines)
@@ -183,18 +189,21 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
         + [
             f"cd {q(path)}/releases || exit 0",
             # unfinished unpacks left by a killed deploy (older than 10 minutes)
-            "find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
+            "set -- *.tmp",
+            "[ -e \"$1\" ] && find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
             "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
-            "n=0",
-            "for r in $(ls -1 | sort -r); do",
-            "  n=$((n+1))",
-            f'  if [ $n -le {keep} ] || [ "$r" = "$c" ]; then continue; fi',
+            # release ids are UTC stamps: the glob lists them oldest first
+            'set -- *; n=$#; [ -e "$1" ] || n=0',
+            'for r in "$@"; do',
+            f"  [ $n -le {keep} ] && break; n=$((n-1))",
+            '  case "$r" in *.tmp) continue ;; esac',
+            '  [ "$r" = "$c" ] && continue',
             f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',
             '  rm -rf "$r" && echo "removed release $r"',
             "done",
             "cd ../artifacts || exit 0",
             'for a in *.tar.gz; do [ -e "$a" ] || continue; s=${a%.tar.gz};',
-            f'  if ! cat ../releases/*/{RELEASE_FILE} 2>/dev/null | grep -q "^artifact=$s$"; then rm -f "$a" && echo "removed artifact $s"; fi',
+            f'  grep -qsx "artifact=$s" ../releases/*/{RELEASE_FILE} || {{ rm -f "$a" && echo "removed artifact $s"; }}',
             "done",
         ]
     )
