@@ -156,11 +156,12 @@ def event_from_json(data: dict[str, Any] | str) -> Event:
     if isinstance(data, str):
         try:
             data = json.loads(data)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an absurd integer
             raise EventDecodeError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise EventDecodeError("an event must be a JSON object")
-    cls = EVENT_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise EventDecodeError(f"unknown event type {data.get('type')!r}")
     names = {f.name for f in dataclasses.fields(cls)}

@@ -120,6 +120,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # websockets' debug log prints request headers, bearer tokens included: never below INFO
+    logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     if not args.tokens:
         _err('relay: --tokens FILE is required (TOML: [operators] alice = "token-for-alice")')
         return EXIT_USAGE

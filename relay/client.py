@@ -583,7 +583,8 @@ class RelayClient:
                 async with connect(
                     self.url,
                     additional_headers={"Authorization": f"Bearer {self._token}"},
-                    ssl=self._ssl if self.url.startswith("wss:") else None,
+                    # wss:// with no context of ours: the system's trusted CAs
+                    ssl=(self._ssl or True) if self.url.startswith("wss:") else None,
                     open_timeout=self.open_timeout,
                     max_size=HARD_MAX_BYTES,
                     compression=None,

@@ -144,8 +144,14 @@ def parse_client_frame(
     except (json.JSONDecodeError, RecursionError) as exc:
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         raise ProtocolError("bad_json", f"not JSON: {msg}") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise ProtocolError("not_object", "a frame must be a JSON object")
+    try:  # lone surrogates (\ud800) parse as JSON but cannot be stored or sent
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_json", "frame holds text that is not valid Unicode") from None
     raw_id = frame.get("id")
     msg_id = raw_id if isinstance(raw_id, str) and ID_RE.match(raw_id) else None
     version = frame.get("v", PROTOCOL_VERSION)
@@ -236,7 +242,7 @@ def _event(frame: dict[str, Any], msg_id: str | None) -> dict[str, Any]:
     for i, data in enumerate(events):
         try:
             decoded.append(check_event(data))
-        except EventDecodeError as exc:
+        except (EventDecodeError, TypeError, ValueError) as exc:
             raise ProtocolError("bad_event", f"event: events[{i}]: {exc}", mid) from None
     # "decoded" is for the relay's own use; only "events" is stored and forwarded.
     return {"type": "event", "id": mid, "events": events, "decoded": decoded}

@@ -431,7 +431,8 @@ class Relay:
     # -- auth ---------------------------------------------------------------------
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        header = request.headers.get("Authorization", "")
+        values = request.headers.get_all("Authorization")
+        header = values[0] if len(values) == 1 else ""  # none or several: no token
         scheme, _, token = header.partition(" ")
         operator = self.tokens.operator_for(token.strip()) if scheme.lower() == "bearer" else None
         if operator is None:
@@ -815,7 +816,9 @@ class Relay:
             await self._ack(peer, msg_id, rec, dup)
         elif kind == "event":
             lease = await self._refresh_lease(room) if self.shared else room.lock
-            if lease is not None and not lease.stale and lease.session != peer.session:
+            if lease is not None and not lease.stale and (
+                lease.session != peer.session or lease.operator != peer.operator
+            ):
                 await self._reject(
                     peer,
                     ProtocolError(

@@ -104,11 +104,6 @@ async def test_no_or_wrong_token_is_refused_with_401_before_the_upgrade(tmp_path
         await _stop(relay)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/server.py process_request: request.headers.get('Authorization') raises "
-    "MultipleValuesError for a repeated header -> HTTP 500 and a traceback instead of 401",
-)
 async def test_repeated_authorization_header_gets_401(tmp_path: Path) -> None:
     relay = await start_relay(tmp_path)
     try:
@@ -260,12 +255,6 @@ async def test_sender_is_always_the_token_owner(tmp_path: Path) -> None:
         await _stop(relay)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/server.py _dispatch 'event': the lock-holder check compares only the "
-    "session hash (lease.session != peer.session), not the operator as _lock does: another "
-    "operator presenting the holder's session id publishes into the holder's deploy",
-)
 async def test_another_operator_with_the_holders_session_cannot_publish_events(
     tmp_path: Path,
 ) -> None:
@@ -447,14 +436,6 @@ async def test_tls_relay_with_a_self_signed_certificate(tmp_path: Path) -> None:
         relay.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/client.py _run passes ssl=None to websockets.connect for a wss:// URL when no "
-    "context was given: websockets raises ValueError('ssl=None is incompatible with a wss:// "
-    "URI'), which _run does not catch; the task dies silently and start() times out. "
-    "relay.publish.attach/RelayChat never pass a context, so [relay] url = 'wss://...' never "
-    "connects",
-)
 async def test_wss_client_without_an_explicit_context_uses_the_default_trust(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

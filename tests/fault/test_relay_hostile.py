@@ -7,9 +7,9 @@ and in another room must keep receiving within their latency budget.
 
 ``pytest -m fault tests/fault/test_relay_hostile.py -s`` prints the figures.
 
-A few inputs the relay mishandles today (it closes the connection with 1011 and logs
-a traceback instead of answering with an error frame) are left out of the flood and
-pinned one by one by the strict ``xfail`` tests at the end of this file.
+A few inputs that once closed the connection with 1011 and a traceback (integers of
+thousands of digits, lone surrogates, events of the wrong shape) have their own tests
+at the end of this file: each must get an error frame and keep the connection.
 """
 
 from __future__ import annotations
@@ -585,11 +585,6 @@ async def _answer(url: str, payload: str, *, hello: bool = True) -> tuple[dict[s
 BIG_INT = "9" * 5000  # over Python's 4,300-digit limit for int("...")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/protocol.py parse_client_frame catches only JSONDecodeError/RecursionError: "
-    "json.loads raises a plain ValueError for an integer over 4300 digits -> 1011 + traceback",
-)
 @pytest.mark.parametrize("hello", [True, False], ids=["joined", "before-hello"])
 async def test_huge_integer_gets_bad_json(tmp_path: Path, hello: bool) -> None:
     r = await start_relay(tmp_path)
@@ -601,12 +596,6 @@ async def test_huge_integer_gets_bad_json(tmp_path: Path, hello: bool) -> None:
         await r.relay.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/events.py event_from_json: EVENT_TYPES.get(<list>) raises TypeError and "
-    "json.loads of a string event raises ValueError for huge integers; relay/protocol.py "
-    "_event catches only EventDecodeError -> 1011 + traceback",
-)
 @pytest.mark.parametrize(
     "event",
     [
@@ -626,11 +615,6 @@ async def test_unreadable_event_gets_bad_event(tmp_path: Path, event: Any) -> No
         await r.relay.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/protocol.py accepts strings with lone surrogates (JSON \\ud800 escapes); "
-    "storing them fails in relay/store.py (sqlite3 UnicodeEncodeError) -> 1011 + traceback",
-)
 @pytest.mark.parametrize(
     "payload",
     [
@@ -648,12 +632,6 @@ async def test_lone_surrogate_is_refused_with_an_error(tmp_path: Path, payload: 
         await r.relay.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/server.py _lock sets room.lock before _lease_changed persists it; the lone "
-    "surrogate in 'reason' makes put_state raise, and every later welcome (which carries the "
-    "lease) fails to encode: nobody can join the room until the relay restarts",
-)
 async def test_lone_surrogate_lock_reason_does_not_lock_everyone_out(tmp_path: Path) -> None:
     r = await start_relay(tmp_path)
     try:
