@@ -1,5 +1,5 @@
 """Upload benchmark (issue 6): a 100 MiB artifact (random data) to 1 and 10 real
-sshd hosts on loopback, shipdeck's SFTP upload (engine.ssh ``Host.put``, as a deploy
+sshd hosts on loopback, shipdeck's upload (engine.ssh ``Host.run`` with the file on stdin, as a deploy
 uses it) vs OpenSSH's ``scp`` (SFTP protocol, its default), ``scp -O`` (the legacy
 SCP protocol) and ``sftp`` (batch ``put``).
 
@@ -130,7 +130,8 @@ class OpenSSH:
 
 
 async def shipdeck_upload(f, work: Path, local: Path, runs: int) -> list[tuple[float, float]]:
-    """engine.ssh: one connection per host (opened first), then Host.put to all at once."""
+    """engine.ssh: one connection per host (opened first), then the upload a deploy does
+    (the file on a command's stdin, as the upload step sends it) to all at once."""
     from engine.config import load_config
     from engine.ssh import Connector
 
@@ -142,7 +143,10 @@ async def shipdeck_upload(f, work: Path, local: Path, runs: int) -> list[tuple[f
         for rnd in range(runs):
             cpu0 = _self_cpu()
             t0 = time.perf_counter()
-            await asyncio.gather(*(h.put(local, f"shipdeck-{rnd}.bin") for h in hosts))
+            # the deploy's path: the artifact on the phase command's own stdin
+            await asyncio.gather(
+                *(h.run(f"cat > shipdeck-{rnd}.bin", stdin_file=local, timeout=600) for h in hosts)
+            )
             out.append((time.perf_counter() - t0, _self_cpu() - cpu0))
             for h in f.hosts:
                 _check_and_remove(h.home / f"shipdeck-{rnd}.bin", local.stat().st_size)
