@@ -970,6 +970,8 @@ class Deployment(_Run):
                     )
                     current[0] = hk
                     out = tails.get(name, [])
+                    if rc == 0 and done is not None:
+                        done.add(name)
                     if key not in self.plan:
                         if rc:
                             failed.append(
@@ -977,8 +979,6 @@ class Deployment(_Run):
                             )
                         return
                     if rc == 0:
-                        if done is not None:
-                            done.add(name)
                         if name == "upload" and upload is not None:
                             secs = max(time.monotonic() - started[0], 1e-6)
                             detail = f"{_size(upload.size)} in {secs:.2f}s ({upload.size / secs / 1e6:.1f} MB/s)"
