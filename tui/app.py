@@ -132,7 +132,7 @@ class ShipdeckApp(App[int]):
         chat: ChatBackend | None = None,
         operator: str | None = None,
         clock: Callable[[], float] = time.time,
-        flush_interval: float = 0.09,
+        flush_interval: float = 0.1,
         cursor_blink: bool = True,
         watch: str | None = None,
         start_message: str | None = None,
