@@ -11,7 +11,6 @@ import contextlib
 import datetime
 import json
 import os
-import re
 import secrets
 import sqlite3
 import ssl
@@ -322,43 +321,9 @@ class TLSRelay(RelayProcess):
         super().__init__(tmp_path)
         self.cert, self.key = cert, key
         self.log = tmp_path / "relay-stderr.log"
-
-    def start(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("a") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "relay.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--db",
-                    str(self.db),
-                    "--tokens",
-                    str(self.tokens),
-                    "--tls-cert",
-                    str(self.cert),
-                    "--tls-key",
-                    str(self.key),
-                    "--log-level",
-                    "info",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"wss://127\.0\.0\.1:(\d+)", line)
-        assert m, f"TLS relay did not start: {line!r}\n{self.log.read_text()}"
-        self.port = int(m.group(1))
-        self.url = f"wss://localhost:{self.port}"
-        return self.url
+        self.log_level = "info"
+        self.extra_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        self.scheme, self.url_host = "wss", "localhost"
 
 
 def _tail(url: str, *extra: str) -> subprocess.CompletedProcess[str]:

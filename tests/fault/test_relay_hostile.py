@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -363,39 +362,6 @@ class LoggedRelay(RelayProcess):
             "[operators]\n" + "".join(f'{k} = "{v}"\n' for k, v in OPERATORS.items())
         )
         self.log = tmp_path / "relay-stderr.log"
-
-    def start(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("a") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "relay.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--db",
-                    str(self.db),
-                    "--tokens",
-                    str(self.tokens),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, f"relay did not start: {line!r}\n{self.log.read_text()}"
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
-        return self.url
 
     def memory(self) -> dict[str, int]:
         """VmRSS and VmHWM (peak) of the relay process, in KiB."""

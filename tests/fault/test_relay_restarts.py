@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.client import RelayClient
-from tests.relay.conftest import ROOT, RelayProcess
+from tests.relay.conftest import RelayProcess
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(120)]
 
@@ -43,42 +39,6 @@ class LoggedRelay(RelayProcess):
             "[operators]\n" + "".join(f'{k} = "{v}"\n' for k, v in operators.items())
         )
         self.log = tmp_path / "relay-stderr.log"
-        self.starts = 0
-
-    def start(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("a") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "relay.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--db",
-                    str(self.db),
-                    "--tokens",
-                    str(self.tokens),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, f"relay did not start: {line!r}\n{self.log.read_text()}"
-        assert self.port in (0, int(m.group(1)))
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
-        self.starts += 1
-        return self.url
 
 
 class ChatLog:

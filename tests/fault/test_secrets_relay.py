@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import secrets
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,39 +46,6 @@ class LoggedRelay(RelayProcess):
         self.tokens.chmod(0o600)
         self.log = tmp_path / "relay-stderr.log"
         self.log_level = log_level
-
-    def start(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("a") as err:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "relay.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--db",
-                    str(self.db),
-                    "--tokens",
-                    str(self.tokens),
-                    "--log-level",
-                    self.log_level,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, f"relay did not start: {line!r}\n{self.log.read_text()}"
-        self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
-        return self.url
 
 
 def grep_tree(root: Path, needles: list[bytes], skip: set[Path]) -> tuple[list[str], int]:

@@ -95,42 +95,50 @@ async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
 
 
 class RelayProcess:
-    """The relay as a real process (``python -m relay.server``) on a fixed db."""
+    """The relay as a real process (``python -m relay.server``) on a fixed db.
+
+    Subclasses set ``log`` (stderr kept in a file), ``log_level``, ``extra_args``
+    (TLS, ...), ``scheme`` and ``url_host``; a restart reuses the port."""
+
+    log: Path | None = None
+    log_level = "warning"
+    scheme = "ws"
+    url_host = "127.0.0.1"
 
     def __init__(self, tmp_path: Path) -> None:
-        self.db = tmp_path / "relay.db"
+        self.db: Path | None = tmp_path / "relay.db"
         self.tokens = write_tokens(tmp_path / "tokens.toml")
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.extra_args: list[str] = []
+        self.starts = 0
 
     def start(self) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.server",
-                "--port",
-                str(self.port),
-                "--db",
-                str(self.db),
-                "--tokens",
-                str(self.tokens),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        args = [
+            sys.executable, "-m", "relay.server", "--host", "127.0.0.1",
+            "--port", str(self.port), *(["--db", str(self.db)] if self.db else []),
+            "--tokens", str(self.tokens),
+            "--log-level", self.log_level, *self.extra_args,
+        ]  # fmt: skip
+        err = self.log.open("a") if self.log is not None else None
+        try:
+            self.proc = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True
+            )
+        finally:
+            if err is not None:
+                err.close()
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, f"relay did not start: {line!r}"
+        m = re.search(rf"{self.scheme}://127\.0\.0\.1:(\d+)", line)
+        logged = self.log.read_text() if self.log is not None else ""
+        assert m, f"relay did not start: {line!r}\n{logged}"
+        assert self.port in (0, int(m.group(1))), "a restarted relay moved to another port"
         self.port = int(m.group(1))
-        self.url = f"ws://127.0.0.1:{self.port}"
+        self.url = f"{self.scheme}://{self.url_host}:{self.port}"
+        self.starts += 1
         return self.url
 
     def kill(self) -> None:

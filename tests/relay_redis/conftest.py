@@ -8,12 +8,10 @@ absence fails them: ``.ci/run`` installs it."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.relay.conftest import ROOT, TOKENS, Collector, write_tokens
+from tests.relay.conftest import ROOT, TOKENS, Collector, RelayProcess, write_tokens
 
 __all__ = ["ROOT", "TOKENS", "Collector", "RedisServer", "RelayNode", "Nodes"]
 
@@ -113,58 +111,18 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-class RelayNode:
+class RelayNode(RelayProcess):
     """A relay node process on the shared Redis; restarts on the same port."""
 
     def __init__(self, redis_url: str, tokens: Path, *extra: str) -> None:
-        self.redis_url = redis_url
+        self.db = None
         self.tokens = tokens
-        self.extra = extra
         self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self) -> str:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.server",
-                "--port",
-                str(self.port),
-                "--redis",
-                self.redis_url,
-                "--tokens",
-                str(self.tokens),
-                "--log-level",
-                "warning",
-                *self.extra,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = re.search(r"ws://127\.0\.0\.1:(\d+)", line)
-        assert m, f"relay node did not start: {line!r}"
-        self.port = int(m.group(1))
-        return self.url
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.proc = None
+        self.url = ""
+        self.starts = 0
+        self.redis_url = redis_url
+        self.extra_args = ["--redis", redis_url, *extra]
 
 
 class Nodes:
