@@ -1107,39 +1107,6 @@ class Deployment(_Run):
                 return h
         raise KeyError(name)
 
-    async def _upload(self, st: HostState, key: str) -> str:
-        pkg = self.package
-        assert pkg is not None and st.host is not None
-        remote = f"{st.path}/artifacts/{pkg.sha256}.tar.gz.part"
-        last = [0.0]
-
-        def progress(done: int, total: int) -> None:
-            t = time.monotonic()
-            if done == total or t - last[0] >= 0.1:
-                last[0] = t
-                self.emit(Progress(self.deploy_id, key=key, done=done, total=total))
-
-        started = time.monotonic()
-        upload = asyncio.ensure_future(st.host.put(pkg.path, remote, progress))
-        aborted = asyncio.ensure_future(self._abort.wait())
-        await asyncio.wait({upload, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        if not upload.done():
-            upload.cancel()
-            aborted.cancel()
-            try:
-                await upload
-            except (asyncio.CancelledError, SSHError):
-                pass
-            raise _Aborted()
-        aborted.cancel()
-        try:
-            upload.result()
-        except SSHError as exc:
-            hint = await self._free_space_hint(st)
-            raise StepFailed(f"{exc}{hint}") from None
-        secs = max(time.monotonic() - started, 1e-6)
-        return f"{_size(pkg.size)} in {secs:.2f}s ({pkg.size / secs / 1e6:.1f} MB/s)"
-
     async def _free_space_hint(self, st: HostState) -> str:
         try:
             res = await st.host.run(f"df -Pk {q(st.path)} | awk 'NR==2{{print $4}}'", timeout=10)  # type: ignore[union-attr]

@@ -290,27 +290,6 @@ class Host:
                     raise SSHError(f"cannot start SFTP: {exc}") from None
             return self._sftp
 
-    async def put(
-        self, local: Path, remote: str, progress: Callable[[int, int], None] | None = None
-    ) -> None:
-        sftp = await self.sftp()
-
-        def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
-            if progress is not None:
-                progress(done, total)
-
-        try:
-            async with self._sessions:
-                await sftp.put(
-                    str(local),
-                    remote,
-                    block_size=256 * 1024 - 1024,
-                    max_requests=64,
-                    progress_handler=handler,
-                )
-        except (asyncssh.Error, OSError) as exc:
-            raise SSHError(f"upload failed: {exc}") from None
-
     async def get(self, remote: str, local: Path) -> None:
         sftp = await self.sftp()
         try:
