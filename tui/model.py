@@ -31,8 +31,8 @@ from engine.events import (
 )
 from engine.plan import Plan
 
-LEAF_LOG_LINES = 400
-PARENT_LOG_LINES = 2000
+RING_LINES = 2000  # per ring: a host (its steps' lines too), a stage, a wave, the release
+LOG_BUDGET = 100_000  # lines kept over all rings; past it every ring drops its older half
 
 
 @dataclass(slots=True)
@@ -67,8 +67,11 @@ class DeckModel:
         self.plan = Plan(deploy_id="")
         self.dirty: set[str] = set()
         self.logs: dict[str, deque[LogEntry]] = {}
+        self.ring_of: dict[str, str] = {}
+        self.retained = 0
         self.counts: dict[str, dict[str, int]] = {}
         self.host_of: dict[str, str] = {}
+        self.host_status: dict[str, str] = {}
         self.host_step: dict[str, str] = {}
         self.seq = 0
         self.finished: DeployFinished | None = None
@@ -83,10 +86,14 @@ class DeckModel:
     # -- plan -----------------------------------------------------------------
 
     def load(self, plan: Plan) -> None:
-        """Take a copy of ``plan`` (the engine keeps its own)."""
-        self.plan = Plan.from_event(plan.to_event())
+        """Show ``plan``, shared with the runner that owns it (no copy: at 3,000 hosts
+        a copy is ~10 MB). The runner may apply an event to it before this model
+        does; every update here is idempotent, and the host counts come from
+        ``host_status`` (the status this model last counted), not from the node."""
+        self.plan = plan
         self.dirty = set(self.plan.nodes)
         self.logs.clear()
+        self.retained = 0
         self.host_step = {}
         self.finished = None
         self.waiting_gate = None
@@ -97,13 +104,17 @@ class DeckModel:
     def _recount(self) -> None:
         self.counts = {}
         self.host_of = {}
+        self.host_status = {}
+        self.ring_of = {}
         for node in self.plan:
             if node.kind == "host":
+                self.host_status[node.key] = node.status
                 for anc in self._ancestors(node.key):
                     c = self.counts.setdefault(anc, {})
                     c[node.status] = c.get(node.status, 0) + 1
             elif node.kind == "step":
                 self.host_of[node.key] = node.parent or ""
+                self.ring_of[node.key] = node.parent or node.key
 
     @staticmethod
     def _ancestors(key: str) -> Iterable[str]:
@@ -150,17 +161,20 @@ class DeckModel:
             node = plan.nodes.get(event.key)
             if node is None:
                 return
-            old = node.status
             plan.apply(event)
             if self.started is None:
                 self.started = event.at or self.clock()
             batch.dirty.add(event.key)
-            if node.kind == "host" and old != node.status:
-                for anc in self._ancestors(node.key):
-                    c = self.counts.setdefault(anc, {})
-                    c[old] = c.get(old, 0) - 1
-                    c[node.status] = c.get(node.status, 0) + 1
-                    batch.dirty.add(anc)
+            if node.kind == "host":
+                new = node.status
+                old = self.host_status.get(node.key, new)
+                if old != new:
+                    self.host_status[node.key] = new
+                    for anc in self._ancestors(node.key):
+                        c = self.counts.setdefault(anc, {})
+                        c[old] = c.get(old, 0) - 1
+                        c[new] = c.get(new, 0) + 1
+                        batch.dirty.add(anc)
             if node.status == RUNNING and node.kind in ("step", "stage"):
                 self.latest_running = node.key
                 host = self.host_of.get(node.key)
@@ -174,17 +188,15 @@ class DeckModel:
                     self.waiting_gate = None
         elif isinstance(event, LogLine):
             self.seq += 1
-            entry = LogEntry(self.seq, event.key, event.stream, event.text, event.at)
-            logs = self.logs
-            ring = logs.get(event.key)
-            if ring is None:
-                ring = logs[event.key] = deque(maxlen=LEAF_LOG_LINES)
-            ring.append(entry)
-            for anc in self._ancestors(event.key):
-                ring = logs.get(anc)
-                if ring is None:
-                    ring = logs[anc] = deque(maxlen=PARENT_LOG_LINES)
-                ring.append(entry)
+            node = plan.nodes.get(event.key)
+            key = node.key if node is not None else event.key  # one shared string per node
+            entry = LogEntry(self.seq, key, event.stream, event.text, event.at)
+            # A step's lines live in its host's ring (a step's log is that ring
+            # filtered); the host/stage ring and each ancestor's ring hold the entry.
+            owner = self.ring_of.get(key, key)
+            self._keep(owner, entry)
+            for anc in self._ancestors(owner):
+                self._keep(anc, entry)
             batch.lines.append(entry)
         elif isinstance(event, Progress):
             if plan.apply(event) is not None:
@@ -251,10 +263,37 @@ class DeckModel:
             progress=progress,
         )
 
+    def _keep(self, owner: str, entry: LogEntry) -> None:
+        ring = self.logs.get(owner)
+        if ring is None:
+            ring = self.logs[owner] = deque(maxlen=RING_LINES)
+        if len(ring) < RING_LINES:
+            self.retained += 1
+        ring.append(entry)
+        if self.retained > LOG_BUDGET:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Over the budget (thousands of hosts with chatty hooks): keep the newer
+        half of every ring, so memory stays bounded whatever the fleet size."""
+        total = 0
+        for ring in self.logs.values():
+            for _ in range(len(ring) // 2):
+                ring.popleft()
+            total += len(ring)
+        self.retained = total
+
     def log_for(self, key: str | None) -> list[LogEntry]:
+        """The lines of ``key`` and of its descendants, oldest first."""
         if key is None:
             return []
-        return list(self.logs.get(key, ()))
+        owner = self.ring_of.get(key)
+        if owner is None:
+            return list(self.logs.get(key, ()))
+        prefix = key + "/"
+        return [
+            e for e in self.logs.get(owner, ()) if e.key == key or e.key.startswith(prefix)
+        ]
 
     def elapsed(self, key: str) -> float | None:
         node = self.plan.nodes.get(key)

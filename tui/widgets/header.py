@@ -16,4 +16,4 @@ class DeckHeader(Static):
         text.append_text(identity)
         text.append("\n")
         text.append_text(state)
-        self.update(text)
+        self.update(text, layout=False)  # fixed height: no layout pass per flush

@@ -53,9 +53,9 @@ class LogPane(Vertical):
         node = self.model.plan.nodes.get(key) if key else None
         title = self.query_one("#log-title", Static)
         if node is None:
-            title.update("log")
+            title.update("log", layout=False)
         else:
-            title.update(f"log · {key}")
+            title.update(f"log · {key}", layout=False)
         log = self.log_widget
         log.clear()
         entries = self.model.log_for(key)[-MAX_LINES:]

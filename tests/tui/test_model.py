@@ -1,0 +1,60 @@
+"""The TUI's data model without the app: counts on a shared plan, log rings, memory bound."""
+
+from __future__ import annotations
+
+from engine.events import LogLine, NodeStatus
+from engine.plan import build_plan
+from tui import model as model_mod
+from tui.model import DeckModel
+
+
+def _plan(hosts: int = 3):
+    return build_plan("d1", [[f"web{i}" for i in range(hosts)]])
+
+
+def _status(key: str, status: str) -> NodeStatus:
+    return NodeStatus("d1", key=key, status=status, at=1.0)
+
+
+def test_counts_stay_right_when_the_runner_applies_events_first() -> None:
+    """The model shares the runner's plan (no copy); the engine updates a node
+    before the model sees the event, and the wave counts must still add up."""
+    plan = _plan()
+    model = DeckModel(plan)
+    assert model.plan is plan
+    host = "release/wave-1/web0"
+    for status in ("running", "ok"):
+        event = _status(host, status)
+        plan.apply(event)  # what the engine does before publishing
+        model.push(event)
+    model.apply_pending()
+    assert model.counts["release/wave-1"] == {"pending": 2, "running": 0, "ok": 1}
+    assert model.host_totals()["ok"] == 1
+
+
+def test_step_log_is_its_lines_host_log_has_all_its_steps() -> None:
+    model = DeckModel(_plan())
+    host = "release/wave-1/web1"
+    model.push(LogLine("d1", key=f"{host}/upload", stream="stdout", text="sent", at=1.0))
+    model.push(LogLine("d1", key=f"{host}/restart", stream="stdout", text="restarted", at=1.0))
+    model.push(LogLine("d1", key="build", stream="stdout", text="compiling", at=1.0))
+    model.apply_pending()
+    assert [e.text for e in model.log_for(f"{host}/restart")] == ["restarted"]
+    assert [e.text for e in model.log_for(host)] == ["sent", "restarted"]
+    assert [e.text for e in model.log_for("release")] == ["sent", "restarted"]
+    assert [e.text for e in model.log_for("build")] == ["compiling"]
+    assert model.log_for("release/wave-1/web2") == []
+
+
+def test_log_memory_is_bounded_over_the_whole_fleet(monkeypatch) -> None:
+    monkeypatch.setattr(model_mod, "LOG_BUDGET", 1000)
+    model = DeckModel(_plan(hosts=50))
+    for n in range(100):
+        for i in range(50):
+            key = f"release/wave-1/web{i}/health"
+            model.push(LogLine("d1", key=key, stream="stdout", text=f"line {n}", at=1.0))
+        model.apply_pending()
+    kept = sum(len(ring) for ring in model.logs.values())
+    assert kept <= 1000
+    # the newest lines survive the trim
+    assert model.log_for("release/wave-1/web7/health")[-1].text == "line 99"
