@@ -53,7 +53,10 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
     With ``owner=None`` nothing is created or locked (the dry-run preflight)."""
     lines = ["export LC_ALL=C", _resolve_path_sh(path), 'echo "path=$P"']
     if owner is not None:
-        lines.append('mkdir -p "$P/releases" "$P/shared" "$P/artifacts" || exit 1')
+        lines.append(
+            '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/artifacts" ] || '
+            'mkdir -p "$P/releases" "$P/shared" "$P/artifacts" || exit 1'
+        )
     lines += [
         'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
         'd="$P"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
@@ -103,14 +106,23 @@ def parse_kv(text: str) -> dict[str, str]:
 
 def receive_script(path: str, artifact_sha: str, size: int) -> str:
     """Write the artifact arriving on stdin to ``<sha256>.tar.gz.part`` (the upload
-    over the phase command's own channel: no SFTP session to start)."""
+    over the phase command's own channel: no SFTP session to start), check its sha256
+    and only then give it its name."""
+    a = q(f"artifacts/{artifact_sha}.tar.gz")
     part = q(f"artifacts/{artifact_sha}.tar.gz.part")
     return "\n".join(
         [
             f"cd {q(path)} || exit 1",
             f"cat > {part} || exit 1",
-            f"n=$(wc -c < {part}); n=$((n))",
-            f'[ "$n" = {size} ] || {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
+            "if command -v sha256sum >/dev/null 2>&1; then",
+            f"  sha256sum -c --status <<EOF || {{ rm -f {part}; echo 'uploaded artifact is corrupt (sha256 mismatch)' >&2; exit 1; }}",
+            f"{artifact_sha}  artifacts/{artifact_sha}.tar.gz.part",
+            "EOF",
+            "else",
+            f"  n=$(wc -c < {part}); n=$((n))",
+            f'  [ "$n" = {size} ] || {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
+            "fi",
+            f"mv -f {part} {a}",
         ]
     )
 
@@ -176,8 +188,8 @@ def owns_lock_sh(path: str, deploy_id: str) -> str:
     a deploy whose client died must not clean up under the one that took over."""
     mark = q(f'"deploy_id": "{deploy_id}"')
     return (
-        f"grep -qsF {mark} {q(path)}/{LOCK_DIR}/owner || "
-        "{ echo 'the deploy lock is no longer ours: skipping'; exit 0; }"
+        f"o=; IFS= read -r o < {q(path)}/{LOCK_DIR}/owner 2>/dev/null; "
+        f'case "$o" in *{mark}*) ;; *) echo \'the deploy lock is no longer ours: skipping\'; exit 0 ;; esac'
     )
 
 
@@ -201,9 +213,14 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
             f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',
             '  rm -rf "$r" && echo "removed release $r"',
             "done",
+            # artifacts no remaining release was unpacked from (read with the shell)
+            "used=' '",
+            f'for f in */{RELEASE_FILE}; do [ -f "$f" ] || continue',
+            '  while IFS== read -r k v; do [ "$k" = artifact ] && used="$used$v "; done < "$f"',
+            "done",
             "cd ../artifacts || exit 0",
-            'for a in *.tar.gz; do [ -e "$a" ] || continue; s=${a%.tar.gz};',
-            f'  grep -qsx "artifact=$s" ../releases/*/{RELEASE_FILE} || {{ rm -f "$a" && echo "removed artifact $s"; }}',
+            'for a in *.tar.gz; do [ -e "$a" ] || continue; s=${a%.tar.gz}',
+            '  case "$used" in *" $s "*) ;; *) rm -f "$a" && echo "removed artifact $s" ;; esac',
             "done",
         ]
     )
