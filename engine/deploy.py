@@ -558,9 +558,12 @@ class Deployment(_Run):
         force_unlock: bool = False,
         auto_approve: bool = False,
         history: History | None = None,
+        early_fetch: gitmod.EarlyFetch | None = None,
     ):
         self.ref = ref or config.project.ref
         self.auto_approve = auto_approve
+        #: a mirror fetch already running (see :func:`engine.git.start_fetch`)
+        self.early_fetch = early_fetch
         super().__init__(
             config,
             hosts=hosts,
@@ -630,6 +633,8 @@ class Deployment(_Run):
             if self._early:
                 await asyncio.gather(*self._early.values(), return_exceptions=True)
             self._early.clear()
+            if self.early_fetch is not None:
+                self.early_fetch.close()
             await connector.close()
 
     def _preconnect(self, connector: Connector) -> None:
@@ -683,8 +688,9 @@ class Deployment(_Run):
         self.status("fetch", RUNNING)
         self.log("fetch", f"git fetch {cfg.project.repo} ({self.ref})")
         try:
-            mirror, sha, cloned = await gitmod.fetch(repo, self.ref)
-            info = await asyncio.to_thread(gitmod.commit_info, mirror, sha)
+            mirror, sha, cloned, info = await gitmod.fetch_described(
+                repo, self.ref, early=self.early_fetch
+            )
         except gitmod.GitError as exc:
             self.log("fetch", str(exc), "stderr")
             self.status("fetch", FAILED, str(exc))

@@ -69,13 +69,16 @@ def sync_mirror(repo: str, base: Path | None = None) -> tuple[Path, bool]:
         return _sync_mirror(repo, path)
 
 
+FETCH_ARGS = ("--quiet", "--prune", "--force", "--tags", "origin", "+refs/heads/*:refs/heads/*")
+
+
 def _sync_mirror(repo: str, path: Path) -> tuple[Path, bool]:
     env = dict(GIT_ENV)
     try:
         if (path / "HEAD").exists():
             with git.Repo(path) as r:
                 r.git.update_environment(**env)
-                r.git.fetch("--prune", "--force", "--tags", "origin", "+refs/heads/*:refs/heads/*")
+                r.git.fetch(*FETCH_ARGS)
             return path, False
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         if tmp.exists():
@@ -91,25 +94,32 @@ def _sync_mirror(repo: str, path: Path) -> tuple[Path, bool]:
         raise GitError(f"cannot fetch {repo}: not a git repository ({exc})") from None
 
 
-def resolve_ref(mirror: Path, ref: str) -> str:
-    """Resolve a branch, tag or (abbreviated) sha to a full commit sha."""
+def describe_ref(mirror: Path, ref: str) -> tuple[str, dict[str, str]]:
+    """Resolve a branch, tag or (abbreviated) sha to (full commit sha, its subject and
+    author): one ``git log`` per candidate, branches first."""
     with git.Repo(mirror) as r:
         for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+            if candidate.startswith("-"):
+                continue
             try:
-                return r.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}").strip()
+                out = r.git.log("-1", "--format=%H%x00%an%x00%s", f"{candidate}^{{commit}}", "--")
             except git.GitCommandError:
                 continue
+            sha, _, rest = out.strip().partition("\0")
+            author, _, subject = rest.partition("\0")
+            if sha:
+                return sha, {"subject": subject, "author": author}
     hint = "" if _SHA_RE.match(ref) else " (no such branch or tag)"
     raise GitError(f"unknown ref {ref!r}{hint}")
 
 
+def resolve_ref(mirror: Path, ref: str) -> str:
+    """Resolve a branch, tag or (abbreviated) sha to a full commit sha."""
+    return describe_ref(mirror, ref)[0]
+
+
 def commit_info(mirror: Path, sha: str) -> dict[str, str]:
-    with git.Repo(mirror) as r:
-        c = r.commit(sha)
-        return {
-            "subject": c.summary if isinstance(c.summary, str) else c.summary.decode(),
-            "author": str(c.author),
-        }
+    return describe_ref(mirror, sha)[1]
 
 
 def export_tree(mirror: Path, sha: str, dest: Path) -> int:
@@ -130,9 +140,90 @@ def export_tree(mirror: Path, sha: str, dest: Path) -> int:
 
 async def fetch(repo: str, ref: str, base: Path | None = None) -> tuple[Path, str, bool]:
     """Sync the mirror and resolve ``ref`` off the event loop: (mirror, sha, cloned)."""
+    mirror, sha, cloned, _ = await fetch_described(repo, ref, base)
+    return mirror, sha, cloned
 
-    def work() -> tuple[Path, str, bool]:
-        mirror, cloned = sync_mirror(repo, base)
-        return mirror, resolve_ref(mirror, ref), cloned
+
+async def fetch_described(
+    repo: str, ref: str, base: Path | None = None, early: EarlyFetch | None = None
+) -> tuple[Path, str, bool, dict[str, str]]:
+    """:func:`fetch` plus the commit's subject and author; with ``early`` (started by
+    :func:`start_fetch` for the same repository), its result is used."""
+
+    def work() -> tuple[Path, str, bool, dict[str, str]]:
+        if early is not None and early.repo == repo and early.path == mirror_path(repo, base):
+            mirror, cloned = early.wait()
+        else:
+            mirror, cloned = sync_mirror(repo, base)
+        sha, info = describe_ref(mirror, ref)
+        return mirror, sha, cloned, info
 
     return await asyncio.to_thread(work)
+
+
+class EarlyFetch:
+    """A mirror fetch started before the deploy is ready to use it.
+
+    ``shipdeck deploy`` starts it right after reading the config, so git talks to the
+    remote while Python loads the SSH layer. It holds the mirror's lock until
+    :meth:`wait` or :meth:`close`; any failure is reported by :meth:`wait` exactly as
+    a fetch started then would report it."""
+
+    def __init__(self, repo: str, base: Path | None = None) -> None:
+        self.repo = repo
+        self.path = mirror_path(repo, base)
+        self._lock = None
+        self._proc = None
+        self._done: tuple[Path, bool] | None = None
+        if not (self.path / "HEAD").exists():
+            return  # first use: the clone runs when the deploy needs it
+        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another shipdeck is syncing this mirror: wait in wait()
+            self._lock.close()
+            self._lock = None
+            return
+        try:
+            g = git.Git(str(self.path))
+            g.update_environment(**GIT_ENV)
+            self._proc = g.fetch(*FETCH_ARGS, as_process=True)
+        except (git.GitCommandError, OSError):
+            self.close()
+
+    def wait(self) -> tuple[Path, bool]:
+        """Block until the fetch is done: (mirror, cloned). Raises GitError."""
+        if self._done is not None:
+            return self._done
+        if self._proc is None:
+            self.close()
+            self._done = sync_mirror(self.repo, self.path.parent.parent)
+            return self._done
+        proc = self._proc.proc
+        try:
+            _, err = proc.communicate()  # drains stderr: a chatty remote cannot block it
+        finally:
+            self._proc = None
+            self.close()
+        if proc.returncode:
+            text = (err or b"").decode("utf-8", "replace").strip()
+            raise GitError(f"cannot fetch {self.repo}: {text or f'git exited {proc.returncode}'}")
+        self._done = (self.path, False)
+        return self._done
+
+    def close(self) -> None:
+        """Stop a fetch nobody will wait for, and release the mirror's lock."""
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            try:
+                proc.proc.kill()
+                proc.proc.wait()
+            except (OSError, AttributeError):
+                pass
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def start_fetch(repo: str, base: Path | None = None) -> EarlyFetch:
+    return EarlyFetch(repo, base)

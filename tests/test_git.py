@@ -77,3 +77,47 @@ async def test_export_tree(sample_repo, tmp_path) -> None:
     n = gitmod.export_tree(mirror, sha, tmp_path / "out")
     assert (tmp_path / "out" / "VERSION").read_text() == "1.0.0\n"
     assert n == 5
+
+
+async def test_early_fetch_brings_the_new_commit_and_frees_the_lock(sample_repo) -> None:
+    import fcntl
+
+    await gitmod.fetch(str(sample_repo), "main")  # the mirror exists
+    sha2 = commit_version(sample_repo, "2.0.0")
+    early = gitmod.start_fetch(str(sample_repo))
+    lock_path = early.path.with_name(early.path.name + ".lock")
+    with open(lock_path, "w") as other:  # held while the fetch runs
+        with pytest.raises(OSError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _, sha, cloned, info = await gitmod.fetch_described(str(sample_repo), "main", early=early)
+    assert sha == sha2 and not cloned
+    assert info["subject"] and info["author"]
+    with open(lock_path, "w") as other:  # released once used
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+async def test_early_fetch_failure_is_the_same_clear_error(sample_repo, tmp_path) -> None:
+    import shutil
+
+    repo = tmp_path / "gone"
+    shutil.copytree(sample_repo, repo)
+    await gitmod.fetch(str(repo), "main")
+    shutil.rmtree(repo)
+    early = gitmod.start_fetch(str(repo))
+    with pytest.raises(gitmod.GitError, match="cannot fetch .*gone"):
+        await gitmod.fetch_described(str(repo), "main", early=early)
+    early.close()  # idempotent
+
+
+async def test_early_fetch_closed_unused_stops_git_and_unlocks(sample_repo) -> None:
+    import fcntl
+
+    await gitmod.fetch(str(sample_repo), "main")
+    early = gitmod.start_fetch(str(sample_repo))
+    early.close()
+    with open(early.path.with_name(early.path.name + ".lock"), "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # a deploy after that still fetches normally
+    sha2 = commit_version(sample_repo, "3.0.0")
+    _, sha, _ = await gitmod.fetch(str(sample_repo), "main")
+    assert sha == sha2

@@ -171,7 +171,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             else:
                 launch = importlib.import_module("tui.launch")
                 return int(launch.run_deploy_tui(args))
-        from engine.deploy import Deployment
+        # git fetches while Python loads the SSH layer (about a tenth of a second)
+        from engine import git as gitmod
+
+        early = gitmod.start_fetch(gitmod.normalise_repo(config.project.repo, config.base_dir))
+        try:
+            from engine.deploy import Deployment
+        except BaseException:
+            early.close()
+            raise
 
         async def main() -> int:
             d = Deployment(
@@ -181,6 +189,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 prompter=_HeadlessPrompter(_interactive()),
                 force_unlock=args.force_unlock,
                 auto_approve=args.yes,
+                early_fetch=early,
             )
             try:
                 publisher = await _relay_publisher(config, d)
@@ -193,7 +202,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 if publisher is not None:
                     await publisher()
 
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        finally:
+            early.close()
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
