@@ -185,7 +185,8 @@ class LocalFleet:
 
             async def feed() -> None:
                 try:
-                    async for data in process.stdin:
+                    # chunks as they come (iterating would wait for newlines)
+                    while data := await process.stdin.read(65536):
                         proc.stdin.write(data if isinstance(data, bytes) else data.encode())
                         await proc.stdin.drain()
                 except (asyncssh.Error, OSError, BrokenPipeError, ConnectionResetError):

@@ -48,9 +48,9 @@ async def test_first_deploy_switches_every_host(fleet, fleet_config) -> None:
             f"release={d.release_id}" in line and "operator=tester" in line and "outcome=ok" in line
         )
         assert not (app / ".shipdeck.lock").exists()
-    # one connection per host for every step, three remote commands, each step once
+    # one connection and one shell session per host for every step, each step once
     assert all(h.connections == 1 for h in fleet.hosts)
-    assert all(h.commands == 3 for h in fleet.hosts), [h.commands for h in fleet.hosts]
+    assert all(h.commands == 1 for h in fleet.hosts), [h.commands for h in fleet.hosts]
     for h in fleet.hosts:
         for step in ("upload", "unpack", "activate", "health", "cleanup"):
             assert rec.statuses(f"release/wave-1/{h.name}/{step}") == ["running", "ok"], step

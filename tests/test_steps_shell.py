@@ -21,16 +21,20 @@ def layout(tmp_path: Path) -> Path:
     return app
 
 
-def test_receive_verifies_the_checksum_before_naming_the_artifact(tmp_path: Path) -> None:
+def test_receive_takes_exactly_its_bytes_and_names_only_a_complete_upload(
+    tmp_path: Path,
+) -> None:
     app = layout(tmp_path)
     data = b"release bytes" * 1000
     sha = hashlib.sha256(data).hexdigest()
-    bad = sh(receive_script(str(app), sha, len(data)), data[:-1] + b"X")
-    assert bad.returncode != 0
-    assert b"corrupt (sha256 mismatch)" in bad.stderr
+    short = sh(receive_script(str(app), sha, len(data)), data[:-10])
+    assert short.returncode != 0
+    assert f"upload incomplete: {len(data) - 10} of {len(data)} bytes".encode() in short.stderr
     assert list((app / "artifacts").iterdir()) == []  # neither .part nor the final name
-    good = sh(receive_script(str(app), sha, len(data)), data)
-    assert good.returncode == 0, good.stderr
+    # the bytes after the artifact are left for the shell's next command
+    rest = sh(receive_script(str(app), sha, len(data)) + "\ncat", data + b"NEXT COMMAND")
+    assert rest.returncode == 0, rest.stderr
+    assert rest.stdout == b"NEXT COMMAND"
     assert (app / "artifacts" / f"{sha}.tar.gz").read_bytes() == data
 
 

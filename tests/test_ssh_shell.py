@@ -1,0 +1,111 @@
+"""One shell session per host: every command of a deploy runs in it, and nothing that
+arrives on its stdin is ever run unless it came as a command."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.ssh import CommandTimeout, Connector, Host
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _host(fleet, tmp_path: Path, sample_repo: Path) -> tuple[Connector, Host]:
+    config = load_config(fleet.write_config(tmp_path / "c.toml", sample_repo))
+    connector = Connector(config.ssh, config.base_dir)
+    return connector, await connector.connect(config.all_hosts()[0])
+
+
+async def test_commands_share_one_session_with_separate_streams(
+    fleet, tmp_path, sample_repo
+) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    try:
+        lines: list[tuple[str, str]] = []
+        res = await host.run(
+            "echo out; echo err >&2; printf 'no newline'; exit 3",
+            on_line=lambda s, t: lines.append((s, t)),
+        )
+        assert res.exit_status == 3
+        assert res.stdout == "out\nno newline" and res.stderr == "err"
+        assert ("stderr", "err") in lines
+        # state does not leak between commands (each runs in its own subshell)
+        await host.run("cd /; X=1; set -e")
+        res = await host.run('pwd; echo "x=${X:-unset}"; false; echo still')
+        assert res.stdout.splitlines()[1:] == ["x=unset", "still"]
+        assert res.stdout.splitlines()[0] == str(fleet.hosts[0].home)
+        assert host.shells_started == 1 and fleet.hosts[0].commands == 1
+    finally:
+        await connector.close()
+
+
+async def test_stray_upload_bytes_after_a_failed_command_are_never_run(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """A command that fails before reading its upload leaves the bytes unread; the
+    session is dropped and they are never taken for a command."""
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    home = fleet.hosts[0].home
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"touch PWNED\nSD1 guess 11 null\ntouch PWNED\n" * 2000)
+    try:
+        res = await host.run("exit 4", stdin_file=payload)
+        assert res.exit_status == 4
+        res = await host.run("echo next")
+        assert res.ok and res.stdout == "next"
+        await asyncio.sleep(0.3)
+        assert not (home / "PWNED").exists()
+        assert host.shells_started == 2  # the poisoned session was replaced
+    finally:
+        await connector.close()
+
+
+async def test_upload_then_more_commands_in_the_same_session(fleet, tmp_path, sample_repo) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    payload = tmp_path / "payload"
+    payload.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, every byte value
+    sent: list[int] = []
+    try:
+        res = await host.run(
+            f"head -c {payload.stat().st_size} > got && wc -c < got",
+            stdin_file=payload,
+            progress=lambda done, total: sent.append(done),
+        )
+        assert res.ok and res.stdout.strip() == str(payload.stat().st_size)
+        assert sent[-1] == payload.stat().st_size
+        assert (fleet.hosts[0].home / "got").read_bytes() == payload.read_bytes()
+        assert (await host.run("echo after")).stdout == "after"
+        assert host.shells_started == 1
+    finally:
+        await connector.close()
+
+
+async def test_a_timed_out_command_is_dropped_and_the_next_gets_a_new_shell(
+    fleet, tmp_path, sample_repo
+) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    try:
+        with pytest.raises(CommandTimeout):
+            await host.run("sleep 5", timeout=0.3)
+        res = await host.run("echo fine", timeout=5)
+        assert res.ok and res.stdout == "fine"
+        assert host.shells_started == 2
+    finally:
+        await connector.close()
+
+
+async def test_a_cancelled_command_leaves_the_host_usable(fleet, tmp_path, sample_repo) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    try:
+        task = asyncio.ensure_future(host.run("sleep 5"))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await host.run("echo again")).stdout == "again"
+    finally:
+        await connector.close()
