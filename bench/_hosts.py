@@ -60,6 +60,23 @@ def ensure_venv(packages: list[str] | None = None) -> Path:
     return VENV_PY
 
 
+def ensure_shipdeck() -> Path:
+    """Install this checkout of shipdeck into bench/.venv the way a user would
+    (``pip install``, a regular install with its bytecode compiled), so it runs with
+    the same interpreter and site setup as the peers. Returns its ``shipdeck`` script."""
+    script = VENV / "bin" / "shipdeck"
+    print(f"installing shipdeck ({REPO}) into {VENV} ...", file=sys.stderr, flush=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    pip = [str(VENV_PY), "-m", "pip", "install", "-q"]
+    if not script.exists():
+        subprocess.run([*pip, str(REPO)], check=True, env=env, capture_output=True)
+    # this checkout's code, whatever version number it carries
+    subprocess.run(
+        [*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True, env=env, capture_output=True
+    )
+    return script
+
+
 def venv_has(module: str) -> bool:
     if not VENV_PY.exists():
         return False

@@ -33,6 +33,7 @@ from _hosts import (
     VENV,
     Measured,
     become_subreaper,
+    ensure_shipdeck,
     ensure_venv,
     fleet,
     fleet_pids,
@@ -117,6 +118,7 @@ class Bench:
         new_commit(self.repo, ARTIFACT_BYTES, "bench: initial")
         self._warm_mirror()
         self.venv_bin = VENV / "bin"
+        self.shipdeck_bin: Path | None = None
 
     def _warm_mirror(self) -> None:
         """Clone shipdeck's git mirror once, so measured runs only fetch a commit."""
@@ -190,8 +192,8 @@ class Bench:
         cfg = write_shipdeck_config(
             nd / "shipdeck.toml", f, self.repo, "sd", parallel=self.args.shipdeck_parallel
         )
-        cmd = [sys.executable, "-m", "tui.cli", "deploy", "-c", str(cfg), "--json"]
-        m = measure(cmd, env=self.env, cwd=REPO, exclude=exclude, timeout=self.args.timeout)
+        cmd = [str(self.shipdeck_bin), "deploy", "-c", str(cfg), "--json"]
+        m = measure(cmd, env=self.env, cwd=nd, exclude=exclude, timeout=self.args.timeout)
         release_s = None
         t0 = t1 = None
         finished: dict = {}
@@ -507,8 +509,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("warning: not root: every host logs in as you (shared $HOME)", file=sys.stderr)
 
-    if any(t != "shipdeck" for t in tools):
-        ensure_venv()
+    ensure_venv()
+    shipdeck_bin = ensure_shipdeck() if "shipdeck" in tools else None
     available = {t: (t == "shipdeck" or venv_has(NEEDS[t])) for t in tools}
     become_subreaper()
     work = Path(tempfile.mkdtemp(prefix="shipdeck-fanout-"))
@@ -517,6 +519,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         bench = Bench(args, work)
+        bench.shipdeck_bin = shipdeck_bin
         for n in ns:
             results[n] = {t: Cell() for t in tools}
             nd = work / f"n{n}"
