@@ -72,7 +72,10 @@ def ensure_shipdeck() -> Path:
         subprocess.run([*pip, str(REPO)], check=True, env=env, capture_output=True)
     # this checkout's code, whatever version number it carries
     subprocess.run(
-        [*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True, env=env, capture_output=True
+        [*pip, "--no-deps", "--force-reinstall", str(REPO)],
+        check=True,
+        env=env,
+        capture_output=True,
     )
     return script
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
+import random
 import secrets
 import shlex
 import time
@@ -26,6 +28,11 @@ from typing import Any, Protocol
 import asyncssh
 
 from engine.config import HostSpec, SshConfig, parse_host
+
+log = logging.getLogger("shipdeck.ssh")
+
+#: tries per connection when sshd resets it before the handshake (MaxStartups)
+CONNECT_ATTEMPTS = 4
 
 LineHandler = Callable[[str, str], None]  # (stream, text)
 
@@ -331,7 +338,9 @@ class Host:
             shell.begin(on_line)
             feeding: asyncio.Future[None] | None = None
             try:
-                shell.proc.stdin.write(f"SD1 {shell.token} {len(script)} {mode}\n".encode() + script)
+                shell.proc.stdin.write(
+                    f"SD1 {shell.token} {len(script)} {mode}\n".encode() + script
+                )
                 if stdin_file is not None:
                     feeding = asyncio.ensure_future(_feed(shell.proc.stdin, stdin_file, progress))
                     feeding.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -455,9 +464,7 @@ class Host:
         self.conn.close()
 
 
-async def _feed(
-    stdin: Any, path: Path, progress: Callable[[int, int], None] | None
-) -> None:
+async def _feed(stdin: Any, path: Path, progress: Callable[[int, int], None] | None) -> None:
     """Stream a local file (in the page cache: 256 KiB reads do not stall the loop)."""
     total = path.stat().st_size  # noqa: ASYNC240
     done = 0
@@ -501,6 +508,7 @@ class Connector:
         self._hosts: list[Host] = []
         self._prompt_lock = asyncio.Lock()
         self.connections_opened = 0
+        self.connect_retries = 0
 
     # -- resolution ----------------------------------------------------------
 
@@ -617,9 +625,30 @@ class Connector:
         )
         loop = asyncio.get_running_loop()
         async with self._startups:
-            task = asyncio.ensure_future(
-                asyncssh.create_connection(client, target.host, tunnel=tunnel, **options)
-            )
+
+            async def attempt() -> Any:
+                # sshd drops connections beyond its MaxStartups before the handshake
+                # (a reset, nothing ran on the host): try again, like ssh's
+                # ConnectionAttempts, a few times with a short random pause
+                for n in range(1, CONNECT_ATTEMPTS + 1):
+                    try:
+                        return await asyncssh.create_connection(
+                            client, target.host, tunnel=tunnel, **options
+                        )
+                    except (ConnectionResetError, asyncssh.ConnectionLost) as exc:
+                        if n == CONNECT_ATTEMPTS:
+                            raise
+                        log.info(
+                            "%s:%s dropped the connection before the handshake (%s); retrying",
+                            target.host,
+                            target.port,
+                            exc,
+                        )
+                        self.connect_retries += 1
+                        await asyncio.sleep(0.05 * n + random.random() * 0.05)
+                raise AssertionError("unreachable")
+
+            task = asyncio.ensure_future(attempt())
             try:
                 # connect_timeout covers TCP, handshake and auth -- but not the time an
                 # operator spends typing a password into a prompt

@@ -109,3 +109,56 @@ async def test_a_cancelled_command_leaves_the_host_usable(fleet, tmp_path, sampl
         assert (await host.run("echo again")).stdout == "again"
     finally:
         await connector.close()
+
+
+async def test_a_connection_reset_before_the_handshake_is_retried(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """What sshd does past its MaxStartups: accept, then reset before the banner."""
+    import socket
+    import struct
+
+    from engine.config import parse_host
+
+    target = fleet.hosts[0]
+    seen = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen[0] += 1
+        if seen[0] <= 2:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+            return
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", target.port)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    pub = target.host_key.export_public_key().decode().strip()
+    with open(fleet.known_hosts, "a") as fh:
+        fh.write(f"[127.0.0.1]:{port} {pub}\n")
+    config = load_config(
+        fleet.write_config(
+            tmp_path / "c.toml", sample_repo, ssh_extra={"identity": str(fleet.client_key)}
+        )
+    )
+    connector = Connector(config.ssh, config.base_dir)
+    try:
+        host = await connector.connect(parse_host(f"{fleet.user}@127.0.0.1:{port}"))
+        assert (await host.run("echo through")).stdout == "through"
+        assert connector.connect_retries == 2 and seen[0] == 3
+    finally:
+        await connector.close()
+        proxy.close()
