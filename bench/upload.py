@@ -143,9 +143,14 @@ async def shipdeck_upload(f, work: Path, local: Path, runs: int) -> list[tuple[f
         for rnd in range(runs):
             cpu0 = _self_cpu()
             t0 = time.perf_counter()
-            # the deploy's path: the artifact on the phase command's own stdin
+            # the deploy's path: the artifact on the host's shell session, read by
+            # the upload step with head -c (exactly its bytes)
+            size = local.stat().st_size
             await asyncio.gather(
-                *(h.run(f"cat > shipdeck-{rnd}.bin", stdin_file=local, timeout=600) for h in hosts)
+                *(
+                    h.run(f"head -c {size} > shipdeck-{rnd}.bin", stdin_file=local, timeout=600)
+                    for h in hosts
+                )
             )
             out.append((time.perf_counter() - t0, _self_cpu() - cpu0))
             for h in f.hosts:
