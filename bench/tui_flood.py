@@ -379,6 +379,11 @@ def main() -> None:
                     f"{r['rss_mb']:>7.0f} {r['first_paint_ms']:>8.0f} {r['frames_per_s']:>5.1f}",
                     flush=True,
                 )
+    print(
+        "\nbacklog: events received but not yet applied when the run ended. Batched mode "
+        "applies every 100 ms, so up to ev/s ÷ 10 are always in flight; a backlog above "
+        "that (and applied/s below ev/s) means the app fell behind."
+    )
 
 
 if __name__ == "__main__":

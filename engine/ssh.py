@@ -266,7 +266,8 @@ class _Shell:
         for fut in self._marks.values():
             if not fut.done():
                 fut.cancel()
-        self._release()
+        release, self._release = self._release, lambda: None
+        release()  # once: the session slot goes back to the connection
 
 
 class Host:
