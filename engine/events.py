@@ -9,6 +9,7 @@ ignores fields it does not know, so newer writers stay readable by older readers
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -43,12 +44,27 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         data = {"type": self.type, "v": SCHEMA_VERSION}
-        for f in dataclasses.fields(self):
-            data[f.name] = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            data[name] = getattr(self, name)
         return data
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        # every subscriber (transcript, --json printer, relay) asks for the same event
+        # in turn: the last one is kept (events are frozen, so it cannot go stale)
+        last = _LAST_DUMP
+        if last[0] is self:
+            return last[1]
+        text = json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
+        last[0], last[1] = self, text
+        return text
+
+
+_LAST_DUMP: list[Any] = [None, ""]
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
