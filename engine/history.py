@@ -60,13 +60,17 @@ class History:
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else state_dir() / "history.db"
         self.transcripts = self.path.parent / "transcripts"
+        self._ready = False
 
     def _db(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
+        if not self._ready:  # WAL mode is persistent; the schema is made once
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            self._ready = True
         return db
 
     def start(
