@@ -1189,13 +1189,16 @@ class Rollback(_Run):
     async def _rollback(self, connector: Connector, st: HostState) -> None:
         hk = st.key
         self.status(hk, RUNNING)
-        target = ""
+        target = sha = ""
         try:
             spec = next(h for h in self.selected if h.name == st.name)
             st.host = await self._step(f"{hk}/connect", connector.connect(spec))
             await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", None))
             res = await st.host.run(releases_script(st.path), timeout=60)
             releases = [line[8:] for line in res.stdout.splitlines() if line.startswith("release=")]
+            revisions = [
+                line[9:] for line in res.stdout.splitlines() if line.startswith("revision=")
+            ]
             if self.to:
                 if self.to not in releases:
                     self.status(f"{hk}/activate", FAILED, f"release {self.to} is not on this host")
@@ -1204,16 +1207,16 @@ class Rollback(_Run):
                     )
                 target = self.to
             else:
-                revisions = [
-                    line[9:] for line in res.stdout.splitlines() if line.startswith("revision=")
-                ]
                 target = previous_release(st.current, releases, revisions)
                 if not target:
                     self.status(f"{hk}/activate", FAILED, "no previous release")
                     raise StepFailed(
                         f"no release deployed before {st.current or 'current'} to roll back to"
                     )
-            env = self._env(st, target, "")
+            sha = sha_of_release(target, revisions)
+            if sha and not self.plan.meta.get("sha"):
+                self.emit(DeployMeta(self.deploy_id, meta={"sha": sha}))
+            env = self._env(st, target, sha)
             await self._step(f"{hk}/activate", self._switch(st, target), shielded=True)
             st.activated = True
             cur = f"{st.path}/current"
@@ -1252,7 +1255,7 @@ class Rollback(_Run):
             if st.host is not None:
                 outcome = st.outcome
                 st.outcome = "ok" if st.status == OK else outcome
-                await self._finish_host(st, target or "-", "", None)
+                await self._finish_host(st, target or "-", sha, None)
                 st.outcome = outcome
 
     async def _switch(self, st: HostState, target: str) -> str:
@@ -1270,6 +1273,15 @@ class Rollback(_Run):
 
 
 _REVISION = re.compile(r"^\S+ (?P<kind>\w+) release=(?P<release>\S+) .*\boutcome=(?P<outcome>\S+)")
+
+
+def sha_of_release(release: str, revisions: list[str]) -> str:
+    """The commit a release was built from, from the newest revisions.log line naming it."""
+    for line in reversed(revisions):
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("release") == release and fields.get("sha"):
+            return fields["sha"]
+    return ""
 
 
 def previous_release(current: str, releases: list[str], revisions: list[str]) -> str:

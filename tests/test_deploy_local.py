@@ -80,12 +80,14 @@ async def test_second_deploy_new_commit_then_rollback(fleet, fleet_config, sampl
     for h in fleet.hosts:
         assert current(h.home / "app") == first.release_id
         assert (h.home / "RUNNING").read_text().strip() == "1.0.0"
-        assert "rollback" in revisions(h.home / "app")[-1]
+        line = revisions(h.home / "app")[-1]
+        assert "rollback" in line and f"release={first.release_id} sha={first.sha} " in line
     # --to goes forward again
     result = await Rollback(config, to=second.release_id, hosts="host1").run()
     assert result.exit_code == 0
     assert current(app_dir(fleet, "host1")) == second.release_id
     assert current(app_dir(fleet, "host2")) == first.release_id
+    assert f"release={second.release_id} sha={second.sha} " in revisions(app_dir(fleet, "host1"))[-1]
     assert [r["kind"] for r in History().list()] == ["rollback", "rollback", "deploy", "deploy"]
 
 

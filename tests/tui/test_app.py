@@ -445,3 +445,23 @@ async def test_many_hosts_create_steps_lazily() -> None:
         await pilot.pause()
         assert len(host.children) == 10
         assert tree.selected_key == "release/wave-2/web2/health"
+
+
+async def test_80x24_long_header_keeps_the_state_line() -> None:
+    """A long identity line (release id, relay, who is here) is cut with an ellipsis,
+    never wrapped over the state line."""
+    from tui.widgets.header import DeckHeader
+
+    app = make_app(hosts=8)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.relay_status = "connected"
+        app.presence = ["alice", "bob-the-release-manager", "carol"]
+        app.model.plan.meta.update(release_id="20261124T204924Z-96c054f", sha="96c054f" * 5)
+        app.watch_room = "demo"
+        app.update_header()
+        await pilot.pause()
+        header = app.main.query_one(DeckHeader)
+        lines = [header.render_line(y).text for y in range(2)]
+        assert lines[0].rstrip().endswith("…"), lines
+        assert "ready" in lines[1], lines

@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 class DeckHeader(Static):
     DEFAULT_CSS = """
-    DeckHeader { height: 2; padding: 0 1; }
+    DeckHeader { height: 2; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def show(self, identity: Text, state: Text) -> None:
