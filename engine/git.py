@@ -171,6 +171,7 @@ class EarlyFetch:
 
     def __init__(self, repo: str, base: Path | None = None) -> None:
         self.repo = repo
+        self.base = base
         self.path = mirror_path(repo, base)
         self._lock = None
         self._proc = None
@@ -197,7 +198,7 @@ class EarlyFetch:
             return self._done
         if self._proc is None:
             self.close()
-            self._done = sync_mirror(self.repo, self.path.parent.parent)
+            self._done = sync_mirror(self.repo, self.base)
             return self._done
         proc = self._proc.proc
         try:

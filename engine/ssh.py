@@ -273,9 +273,8 @@ class _Shell:
 class Host:
     """One connected host: run commands and transfer files over one connection.
 
-    With ``persistent`` (the default) every command runs in one long-lived shell
-    session: sshd starts one shell per host per deploy, not one per command, and
-    each command costs no channel round trip."""
+    Every command runs in one long-lived shell session: sshd starts one shell per
+    host per deploy, not one per command, and no command waits for a channel to open."""
 
     def __init__(
         self,
@@ -283,7 +282,6 @@ class Host:
         conn: asyncssh.SSHClientConnection,
         max_sessions: int,
         command_timeout: float,
-        persistent: bool = True,
     ):
         self.name = name
         self.conn = conn
@@ -292,7 +290,6 @@ class Host:
         self._sftp_lock = asyncio.Lock()
         self.command_timeout = command_timeout
         self.commands_run = 0
-        self.persistent = persistent
         self.shells_started = 0
         self._shell: _Shell | None = None
         self._shell_lock = asyncio.Lock()
@@ -323,14 +320,22 @@ class Host:
             self._shell.close()
             self._shell = None
 
-    async def _run_in_shell(
+    async def run(
         self,
         command: str,
-        on_line: LineHandler | None,
-        timeout: float,
-        stdin_file: Path | None,
-        progress: Callable[[int, int], None] | None,
+        *,
+        on_line: LineHandler | None = None,
+        timeout: float | None = None,
+        stdin_file: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CommandResult:
+        """Run a command with POSIX sh in the host's shell session; stream its output
+        lines to ``on_line``.
+
+        ``stdin_file`` is sent as the command's standard input (with ``progress(done,
+        total)`` calls): an upload over the session itself. The command must read
+        exactly its size (``head -c``). Raises CommandTimeout or SSHError."""
+        timeout = timeout or self.command_timeout
         async with self._shell_lock:
             shell = await self._open_shell()
             self.commands_run += 1
@@ -346,6 +351,8 @@ class Host:
                     feeding = asyncio.ensure_future(_feed(shell.proc.stdin, stdin_file, progress))
                     feeding.add_done_callback(lambda f: f.cancelled() or f.exception())
                 result = await asyncio.wait_for(shell.done(), timeout)
+                if feeding is not None and result.ok:
+                    await asyncio.wait_for(feeding, 10)  # read in full: the last drain
             except TimeoutError:
                 self._drop_shell()
                 raise CommandTimeout(f"command timed out after {timeout:g}s") from None
@@ -355,89 +362,11 @@ class Host:
             except BaseException:  # cancelled (abort) or an SSHError from a reader
                 self._drop_shell()
                 raise
-            if feeding is not None:
-                if result.ok and feeding.done() and feeding.exception() is None:
-                    pass
-                else:  # the script stopped before reading everything: stray bytes follow
-                    feeding.cancel()
-                    self._drop_shell()
+            if feeding is not None and not result.ok:
+                # the script stopped before reading everything: stray bytes may follow
+                feeding.cancel()
+                self._drop_shell()
             return result
-
-    async def run(
-        self,
-        command: str,
-        *,
-        on_line: LineHandler | None = None,
-        timeout: float | None = None,
-        input: str | None = None,
-        stdin_file: Path | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> CommandResult:
-        """Run a command with POSIX sh; stream its output lines to ``on_line``.
-
-        ``stdin_file`` is sent as the command's standard input (with ``progress(done,
-        total)`` calls): an upload over the command's own channel. Raises
-        CommandTimeout or SSHError."""
-        timeout = timeout or self.command_timeout
-        if self.persistent and input is None:
-            return await self._run_in_shell(command, on_line, timeout, stdin_file, progress)
-        feeding = input is not None or stdin_file is not None
-        async with self._sessions:
-            self.commands_run += 1
-            try:
-                proc = await self.conn.create_process(
-                    f"exec /bin/sh -c {q(command)}",
-                    encoding=None,  # bytes: output is decoded here, never fatally
-                    stdin=asyncssh.PIPE if feeding else asyncssh.DEVNULL,
-                )
-            except (asyncssh.Error, OSError) as exc:
-                raise SSHError(f"connection lost: {exc}") from None
-            out: list[str] = []
-            err: list[str] = []
-
-            async def pump(stream: Any, name: str, sink: list[str]) -> None:
-                async for raw in stream:
-                    text = raw.decode("utf-8", "replace").rstrip("\n")
-                    if not text:  # blank lines carry nothing (and phase markers add some)
-                        continue
-                    sink.append(text)
-                    if on_line is not None:
-                        on_line(name, text)
-
-            async def feed() -> None:
-                if input is not None:
-                    proc.stdin.write(input.encode())
-                elif stdin_file is not None:
-                    await _feed(proc.stdin, stdin_file, progress)
-                proc.stdin.write_eof()
-
-            try:
-                jobs = [
-                    pump(proc.stdout, "stdout", out),
-                    pump(proc.stderr, "stderr", err),
-                    proc.wait(),
-                ]
-                if feeding:
-                    jobs.append(feed())
-                gathered = asyncio.gather(*jobs)
-                # on a cancel the parts' CancelledError is expected: mark it seen
-                gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
-                await asyncio.wait_for(gathered, timeout)
-            except TimeoutError:
-                proc.close()
-                raise CommandTimeout(f"command timed out after {timeout:g}s") from None
-            except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-                proc.close()
-                raise SSHError(f"connection lost: {exc}") from None
-            except asyncio.CancelledError:
-                proc.close()
-                raise
-            status = proc.exit_status
-            if status is None:
-                status = 255
-                if proc.exit_signal:
-                    err.append(f"killed by signal {proc.exit_signal[0]}")
-            return CommandResult(status, "\n".join(out), "\n".join(err))
 
     async def sftp(self) -> asyncssh.SFTPClient:
         async with self._sftp_lock:
