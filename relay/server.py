@@ -607,7 +607,10 @@ class Relay:
         room.subs.add(peer)
         info = await self.store.info(room.name)
         first = info.first
-        head = room.head
+        # With several nodes this node may not have followed the store's newest
+        # messages yet (its reader was reconnecting to Redis, say): the client is
+        # promised everything stored, and the replay below reads the store itself.
+        head = max(room.head, info.head) if self.shared else room.head
         resume, since = hello.get("resume"), hello.get("since")
         recovered: bool | None = None
         start: int | None = None
@@ -616,10 +619,9 @@ class Relay:
             await self._epoch_changed(room, info.epoch)
             return
         if resume is not None:
-            # With several nodes the client may come from a node that delivered more
-            # than this one has yet: its offset is fine up to the stored head.
-            top = max(head, info.head) if self.shared else head
-            ok = resume["epoch"] == room.epoch and first - 1 <= resume["offset"] <= top
+            # with several nodes the client may come from a node that delivered more
+            # than this one has yet: its offset is fine up to the stored head
+            ok = resume["epoch"] == room.epoch and first - 1 <= resume["offset"] <= head
             recovered = ok
             start = resume["offset"] if ok else None
             if ok:
