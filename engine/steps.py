@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from engine.ssh import Host, q
+from engine.session import Host, q
 
 LOCK_DIR = ".shipdeck.lock"
 RELEASE_FILE = ".shipdeck-release"
