@@ -122,6 +122,8 @@ class HeadlessPrinter:
             )
             if s.get("reason"):
                 self._write(f"  stopped: {s['reason']}")
+            if s.get("relay"):
+                self._write(f"  relay: {s['relay']}")
             for host, why in (s.get("failures") or {}).items():
                 self._write(f"  ✗ {host}: {why}")
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -226,15 +227,34 @@ async def test_lock_held_by_another_operator(fleet, fleet_config) -> None:
     )
 
 
-async def test_stale_lock_of_a_dead_local_process_is_taken_over(fleet, fleet_config) -> None:
+async def test_a_dead_pid_is_not_stale_but_an_old_heartbeat_is(fleet, fleet_config) -> None:
     app = app_dir(fleet, "host1")
     (app / ".shipdeck.lock").mkdir(parents=True)
     dead_pid = 2**22 + 12345
-    owner = {"operator": "tester", "pid": dead_pid, "host": socket.gethostname(), "since": "x"}
+    owner = {
+        "operator": "ghost",
+        "pid": dead_pid,
+        "host": socket.gethostname(),
+        "since": "x",
+        "deploy_id": "20261124T000000Z-dead01",
+    }
     (app / ".shipdeck.lock" / "owner").write_text(json.dumps(owner))
+    # liveness is the heartbeat, never the pid: a fresh heartbeat holds the lock
+    (app / ".shipdeck.lock" / "hb").write_text(f"{int(time.time())}\n")
+    result, _, _ = await deploy(fleet_config())
+    assert result.exit_code == 3
+    assert "locked by ghost" in result.summary["failures"]["host1"]
+    assert current(app) is None
+    # a heartbeat older than the TTL (host clock) is stale: taken over, and said so
+    (app / ".shipdeck.lock" / "hb").write_text(f"{int(time.time()) - 600}\n")
     result, rec, _ = await deploy(fleet_config())
-    assert result.exit_code == 0
-    assert any("stale: its process is gone" in getattr(e, "text", "") for e in rec.of("log"))
+    assert result.exit_code == 0, result.summary
+    assert any(
+        "taking over the lock held by ghost" in getattr(e, "text", "")
+        and "no heartbeat for" in getattr(e, "text", "")
+        for e in rec.of("log")
+    )
+    assert not (app / ".shipdeck.lock").exists()
 
 
 async def test_password_auth_on_local_fleet(tmp_path, sample_repo, monkeypatch) -> None:

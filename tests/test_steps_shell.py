@@ -7,7 +7,14 @@ import json
 import subprocess
 from pathlib import Path
 
-from engine.steps import LOCK_DIR, RELEASE_FILE, cleanup_script, finish_script, receive_script
+from engine.steps import (
+    FENCED_EXIT,
+    LOCK_DIR,
+    RELEASE_FILE,
+    cleanup_script,
+    finish_script,
+    receive_script,
+)
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -78,18 +85,19 @@ def test_cleanup_and_finish_do_nothing_once_the_lock_is_someone_elses(tmp_path: 
         _release(app, f"2026010{i}T000000Z-aaaaaaa", f"{i:064x}")
     _lock(app, "other-deploy")
     out = sh(cleanup_script(str(app), 1, [], "d1"))
-    assert out.returncode == 0
-    assert b"no longer ours" in out.stdout
+    assert out.returncode == FENCED_EXIT
+    assert out.stdout == b"lock taken over by alice (deploy other-deploy)\n"
     assert len(list((app / "releases").iterdir())) == 4
     out = sh(finish_script(str(app), "line", unlock=True, remove_release=None, deploy_id="d1"))
-    assert b"no longer ours" in out.stdout
+    assert out.returncode == FENCED_EXIT
+    assert b"lock taken over by alice" in out.stdout
     assert (app / LOCK_DIR / "owner").exists()
     assert not (app / "revisions.log").exists()
     # without a lock at all, nothing is ours either
     (app / LOCK_DIR / "owner").unlink()
     (app / LOCK_DIR).rmdir()
     out = sh(cleanup_script(str(app), 1, [], "d1"))
-    assert b"no longer ours" in out.stdout
+    assert out.stdout == b"lock taken over by nobody: the lock is gone\n"
     # and with our own lock, finish writes the log line and unlocks
     _lock(app, "d1")
     out = sh(finish_script(str(app), "line", unlock=True, remove_release=None, deploy_id="d1"))
