@@ -757,6 +757,10 @@ class _Run:
                 self.operator,
                 str(self.config.path),
             )
+            if self.without_relay:  # recorded from the start, even if the run dies
+                self.history.update(
+                    self.deploy_id, summary=json.dumps({"relay": "skipped (--without-relay)"})
+                )
             writer = TranscriptWriter(self.history, self.deploy_id)
         except Exception as exc:
             log.warning("could not record history: %s", exc)

@@ -480,3 +480,78 @@ async def test_rollback_follows_the_waves_and_the_failure_budget(
     result = await Rollback(cfg, to=first.release_id).run()
     assert result.exit_code == 0, result.summary
     assert all(current(h.home / "app") == first.release_id for h in fleet.hosts[1:])
+
+
+# -- 4. the room lock is never skipped silently -------------------------------------------
+
+
+async def test_a_relay_that_refuses_or_is_down_stops_deploy_and_rollback(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    from tests.relay.conftest import TOKENS, start_relay
+    from tests.test_cli import shipdeck
+
+    relay = await start_relay(tmp_path)
+    try:
+        fleet = sshd_fleet(2)
+
+        def with_relay(name: str, url: str) -> str:
+            path = write_config(tmp_path / name, fleet, sample_repo)
+            path.write_text(
+                path.read_text()
+                + f'[relay]\nurl = "{url}"\nroom = "web"\ntoken_env = "SHIPDECK_TOKEN"\n'
+            )
+            return str(path)
+
+        up = with_relay("up.toml", relay.url)
+        down = with_relay("down.toml", "ws://127.0.0.1:1")
+        wrong = {"SHIPDECK_TOKEN": "not-a-token"}
+        for cmd in ("deploy", "rollback"):
+            for path, env in ((up, wrong), (down, {"SHIPDECK_TOKEN": TOKENS["alice"]})):
+                rc, out, err = await shipdeck(cmd, "-c", path, "--headless", env=env)
+                assert rc == 3, (cmd, out, err)
+                lines = err.strip().splitlines()
+                assert len(lines) == 1, err  # the reason, in one line
+                assert "--without-relay" in lines[0]
+                assert "not-a-token" not in out + err
+                assert all(not (h.home / "app").exists() for h in fleet.hosts), (cmd, path)
+                if path == up:
+                    assert "refused the token" in lines[0], lines[0]
+                else:
+                    assert "ws://127.0.0.1:1" in lines[0] and "Connection" in lines[0], lines[0]
+
+        # --without-relay goes ahead, and says so in history, revisions.log and the summary
+        rc, out, err = await shipdeck(
+            "deploy", "-c", up, "--headless", "--without-relay", env=wrong
+        )
+        assert rc == 0, out + err
+        assert "relay: skipped (--without-relay)" in out
+        for h in fleet.hosts:
+            assert revisions(h.home / "app")[-1].endswith(" relay=skipped")
+        from engine.history import History
+
+        row = History().list(1)[0]
+        assert History().get(row["id"])["summary"]["relay"] == "skipped (--without-relay)"
+        rc, out, err = await shipdeck("show", row["id"])
+        assert "relay     skipped (--without-relay)" in out
+
+        # with the right token the deploy takes the room's lease and publishes there
+        commit_version(sample_repo, "2.0.0")
+        rc, out, err = await shipdeck(
+            "deploy", "-c", up, "--headless", env={"SHIPDECK_TOKEN": TOKENS["alice"]}
+        )
+        assert rc == 0, out + err
+        rc, out, err = await shipdeck(
+            "rollback",
+            "-c",
+            up,
+            "--headless",
+            "--without-relay",
+            env={"SHIPDECK_TOKEN": "nope"},
+        )
+        assert rc == 0, out + err
+        assert all(current_version(h.home / "app") == "1.0.0" for h in fleet.hosts)
+        assert " rollback " in revisions(fleet.hosts[0].home / "app")[-1]
+        assert revisions(fleet.hosts[0].home / "app")[-1].endswith(" relay=skipped")
+    finally:
+        await relay.relay.shutdown()

@@ -191,6 +191,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 force_unlock=args.force_unlock,
                 auto_approve=args.yes,
                 early_fetch=early,
+                without_relay=args.without_relay and config.relay is not None,
             )
             try:
                 publisher = await _relay_publisher(config, d)
@@ -213,13 +214,24 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 async def _relay_publisher(config: Any, run: Any) -> Any:
-    """Publish the run's events to the configured relay room, if the relay client is present."""
+    """Take the configured relay room's lease and publish the run's events there.
+
+    With ``[relay]`` configured, a relay that cannot be reached or refuses the token
+    stops the run (_RoomLocked, one line) unless it runs ``--without-relay``."""
     if config.relay is None:
+        return None
+    if getattr(run, "without_relay", False):
+        _err(
+            f"relay: not used (--without-relay): no room lease on {config.relay.room}, no watchers"
+        )
         return None
     try:
         integration = importlib.import_module("relay.publish")
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise _RoomLocked(
+            f"relay: cannot load the relay client ({exc}); the room's lock cannot be taken "
+            "(pass --without-relay to go ahead without it)"
+        ) from None
     try:
         return await integration.attach(config, run)
     except integration.LockHeld as exc:
@@ -227,9 +239,12 @@ async def _relay_publisher(config: Any, run: Any) -> Any:
         raise _RoomLocked(
             f"the room's deploy lock is held by {holder.get('operator', '?')}: {holder.get('reason', '')}"
         ) from None
-    except Exception as exc:  # an unreachable relay must not stop a release
-        _err(f"relay: {exc} (continuing without it)")
-        return None
+    except Exception as exc:  # unreachable, refused token, ...: never skipped silently
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise _RoomLocked(
+            f"relay {config.relay.url} room {config.relay.room}: {reason}; the room's lock "
+            "cannot be taken (pass --without-relay to go ahead without it)"
+        ) from None
 
 
 class _RoomLocked(Exception):
@@ -272,8 +287,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 hosts=args.hosts,
                 prompter=_HeadlessPrompter(_interactive()),
                 force_unlock=args.force_unlock,
+                without_relay=args.without_relay and config.relay is not None,
+                all_at_once=args.all_at_once,
             )
-            return await _run_headless(r, args)
+            try:
+                publisher = await _relay_publisher(config, r)
+            except _RoomLocked as exc:
+                _err(f"{exc}; not rolling back")
+                return EXIT_STOPPED
+            try:
+                return await _run_headless(r, args)
+            finally:
+                if publisher is not None:
+                    await publisher()
 
         return asyncio.run(main())
     except ConfigError as exc:
@@ -330,6 +356,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     reason = (r.get("summary") or {}).get("reason")
     if reason:
         print(f"  reason    {reason}")
+    if (r.get("summary") or {}).get("relay"):
+        print(f"  relay     {r['summary']['relay']}")
     print("  hosts:")
     for host in r["hosts"]:
         glyph = {"ok": "✓", "failed": "✗"}.get(host["status"], "–")
@@ -394,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", "-v", action="store_true", help="headless: print every output line")
     p.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse")
+    p.add_argument(
+        "--without-relay",
+        action="store_true",
+        help="go ahead when the configured relay is down or refuses the token (recorded)",
+    )
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
@@ -404,6 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--force-unlock", action="store_true")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument(
+        "--without-relay",
+        action="store_true",
+        help="go ahead when the configured relay is down or refuses the token (recorded)",
+    )
+    p.add_argument(
+        "--all-at-once",
+        action="store_true",
+        help="switch every host at once instead of following the deploy's waves",
+    )
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("history", help="list past deploys and rollbacks")
