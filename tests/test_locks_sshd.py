@@ -304,7 +304,7 @@ async def test_a_connection_lost_after_activate_is_reported_unknown_not_rolled_b
         fleet,
         sample_repo,
         lock_ttl="2",
-        after_activate=f'["./bin/restart && if [ -e {lost.home}/.drop ]; then touch {marker}; sleep 60; fi"]',
+        after_activate='["./bin/restart && if [ -e $HOME/.drop ]; then touch $HOME/SWITCHED; sleep 60; fi"]',
     )
     (lost.home / ".drop").touch()
     d = Deployment(load_config(path))
