@@ -110,12 +110,15 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
             '{ e=$(mkdir -p "$P/releases" "$P/shared" "$P/artifacts" 2>&1) || '
             'echo "layout_error=cannot create the layout in $P: ${e##*: }"; }; '
         )
+        # "File exists" with no lock to see: its holder released it just now; again
         lines.append(
+            "n=0; while :; do "
             f"if e=$(mkdir {lock} 2>&1); then "
             f"if {_write_owner_sh(lock, owner)}; then echo lock=acquired; {layout}"
             f"else rm -rf {lock}; echo 'cannot write the lock owner (disk full?)' >&2; exit 1; fi; "
             f"elif [ -d {lock} ]; then {held}"
-            'else echo "lock_error=cannot create $P/.shipdeck.lock: ${e##*: }"; fi'
+            'else case "$e" in *"File exists"*) n=$((n+1)); [ $n -lt 20 ] && continue ;; esac; '
+            'echo "lock_error=cannot create $P/.shipdeck.lock: ${e##*: }"; fi; break; done'
         )
     return "\n".join(lines)
 
