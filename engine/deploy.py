@@ -1382,7 +1382,8 @@ class Deployment(_Run):
         if pkg is None:
             return 0
         upload = 0 if st.artifact_sha == pkg.sha256 else pkg.size
-        return upload + pkg.unpacked
+        # the files' bytes, and a block per file for what the filesystem rounds up
+        return upload + pkg.unpacked + 4096 * pkg.files
 
     async def _free_space_hint(self, st: HostState) -> str:
         try:

@@ -555,3 +555,30 @@ async def test_a_relay_that_refuses_or_is_down_stops_deploy_and_rollback(
         assert revisions(fleet.hosts[0].home / "app")[-1].endswith(" relay=skipped")
     finally:
         await relay.relay.shutdown()
+
+
+async def test_the_disk_pre_check_counts_the_unpacked_size(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    fleet = sshd_fleet(2)
+    small = fleet.hosts[0]
+    app = small.home / "app"
+    app.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(app)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        shutil.chown(app, small.user)
+        # 16 MiB of zeros: a package of a few KiB that unpacks to four times the disk
+        build = sample_repo / "build.sh"
+        build.write_text(build.read_text() + "head -c 16777216 /dev/zero > dist/zeros\n")
+        commit_version(sample_repo, "1.0.2")
+        result, _, d = await run(load_config(write_config(tmp_path / "s.toml", fleet, sample_repo)))
+    finally:
+        subprocess.run(["umount", "-l", str(app)], check=False)
+    assert d.package is not None and d.package.size < 1 << 20
+    failure = result.summary["failures"][small.spec]
+    assert "not enough disk space" in failure and "needs about 16" in failure, failure
+    assert current(fleet.hosts[1].home / "app") == d.release_id
