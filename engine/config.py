@@ -476,7 +476,7 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         r.positive("deploy", key, getattr(deploy, key), 0.1)
     r.positive("deploy", "health_interval", deploy.health_interval, 0.01)
     r.positive("deploy", "lock_wait", deploy.lock_wait, 0)
-    r.positive("deploy", "lock_ttl", deploy.lock_ttl, 2)
+    r.positive("deploy", "lock_ttl", deploy.lock_ttl, 1)
 
     s = r.table(data, "ssh", False)
     policy = s.get("host_key_policy", "strict")

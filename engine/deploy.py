@@ -109,7 +109,12 @@ class StepFailed(Exception):
 
 
 class LockHeld(StepFailed):
-    """Another operator holds the host's deploy lock."""
+    """Another operator holds the host's deploy lock. ``stale_in``: seconds until its
+    heartbeat would be older than its TTL, if it is not refreshed meanwhile."""
+
+    def __init__(self, message: str, stale_in: float | None = None) -> None:
+        super().__init__(message)
+        self.stale_in = stale_in
 
 
 class ConnectionLost(StepFailed):
@@ -341,7 +346,8 @@ class _Run:
         if not (stale or self.force_unlock):
             raise LockHeld(
                 f"locked by {desc}, heartbeat {age}s ago (stale after {ttl:g}s); "
-                "if that deploy is dead and its host cannot be reached, rerun with --force-unlock"
+                "if that deploy is dead and its host cannot be reached, rerun with --force-unlock",
+                stale_in=max(0.2, ttl - age + 1),
             )
         why = f"stale: no heartbeat for {age}s, ttl {ttl:g}s" if stale else "--force-unlock"
         self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
@@ -502,7 +508,11 @@ class _Run:
                     "release",
                     f"waiting for {first.name} ({exc}); {left:.0f}s of lock_wait left",
                 )
-                pause = min(left, random.uniform(0.5, 1.5) * min(0.25 * 2**attempt, 5.0))
+                pause = random.uniform(0.5, 1.5) * min(0.25 * 2**attempt, 5.0)
+                soonest = min((w.stale_in for _, w in held if w.stale_in is not None), default=None)
+                if soonest is not None:  # a lock that may go stale: look again right then
+                    pause = min(pause, soonest + random.uniform(0, 0.3))
+                pause = min(left, pause)
                 try:
                     await asyncio.wait_for(self._abort.wait(), pause)
                 except TimeoutError:
