@@ -1021,9 +1021,9 @@ class Deployment(_Run):
         await super()._gate(index)
 
     async def _deploy_host(self, connector: Connector, st: HostState) -> None:
-        """One host in three remote commands: probe+lock; upload (over the command's own
-        stdin) + unpack + link + before; activate + restart + health + cleanup +
-        revisions.log + unlock. Each reports every step's start and end, so the tree
+        """One host, locked already (the fleet lock phase), in two remote commands:
+        upload (over the command's own stdin) + unpack + link + before; activate +
+        restart + health + cleanup + revisions.log + unlock. Each reports every step's start and end, so the tree
         keeps per-step status while sshd starts one shell per phase."""
         d = self.config.deploy
         hk = st.key

@@ -331,7 +331,8 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
             'for r in *.tmp; do [ -e "$r" ] || continue; rm -rf "$r" && echo "removed unfinished $r"; done',
             "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
             # never current and older than current: a failed or interrupted deploy's
-            '[ -n "$c" ] && for r in *; do [ -d "$r" ] || continue',
+            # (only with a revisions.log that names what did become current)
+            '[ -n "$c" ] && [ "$ok" != " " ] && for r in *; do [ -d "$r" ] || continue',
             '  [ "$r" = "$c" ] && continue',
             '  case "$ok" in *" $r "*) continue ;; esac',
             f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',

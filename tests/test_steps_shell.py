@@ -184,3 +184,34 @@ def test_probe_reports_the_heartbeat_age_and_a_path_that_is_no_lock(tmp_path: Pa
     refused = run(fenced(str(app), "D2", "echo ran"))
     assert refused.returncode == FENCED_EXIT
     assert refused.stdout == "lock taken over by me (deploy D1)\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_cleanup_removes_leftovers_of_killed_and_failed_deploys(tmp_path: Path, shell) -> None:
+    app = layout(tmp_path)
+    ids = [f"2026010{i}T000000Z-aaaaaaa" for i in range(1, 6)]
+    for i, rid in enumerate(ids, start=1):
+        _release(app, rid, f"{i:064x}")
+    # 1, 2 and 4 became current once; 3 never did (a failed deploy); 5 is current
+    (app / "revisions.log").write_text(
+        "".join(
+            f"2026-01-0{i}T00:00:00Z deploy release={ids[i - 1]} sha=abc operator=x outcome={o} deploy=d{i}\n"
+            for i, o in ((1, "ok"), (2, "ok"), (3, "failed"), (4, "ok"), (5, "ok"))
+        )
+    )
+    (app / "current").symlink_to(f"releases/{ids[4]}")
+    (app / ".current.tmp.20260106T000000Z-bbbbbbb").symlink_to(f"releases/{ids[4]}")
+    (app / "artifacts" / ("e" * 64 + ".tar.gz.part")).write_bytes(b"half")
+    (app / "releases" / "20260106T000000Z-ccccccc.tmp").mkdir()
+    _lock(app, "d9")
+    out = subprocess.run(
+        [*shell.split(), "-c", cleanup_script(str(app), 5, [ids[4], ids[3]], "d9")],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (app / "releases").iterdir()) == [ids[0], ids[1], ids[3], ids[4]]
+    assert not list(app.glob(".current.tmp.*"))
+    assert not list((app / "artifacts").glob("*.part"))
+    assert (app / "current").resolve().name == ids[4]
+    assert f"removed release {ids[2]} (never current)".encode() in out.stdout
