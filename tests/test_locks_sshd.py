@@ -462,6 +462,16 @@ async def test_rollback_follows_the_waves_and_the_failure_budget(
         "wave 2 (2 hosts) (100%): rollback to previous release",
     ]
     assert len(Rollback(config, all_at_once=True).plan.waves()) == 1
+    # a rollback holds every host's lock first too: one held host, nothing switched
+    lock = plant_lock(
+        fleet.hosts[2], operator="alice", deploy_id="20261130T100000Z-a11ce0", heartbeat_age=0
+    )
+    result = await Rollback(config).run()
+    assert result.exit_code == 3
+    assert "locked by alice" in result.summary["reason"]
+    assert all(current(h.home / "app") == second.release_id for h in fleet.hosts)
+    assert locks_left(fleet) == [fleet.hosts[2].spec]
+    shutil.rmtree(lock)
     # the canary's rollback fails: the next wave does not start
     canary = fleet.hosts[0]
     shutil.rmtree(canary.home / "app" / "releases" / first.release_id)
