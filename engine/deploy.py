@@ -317,7 +317,6 @@ class _Run:
         st.path = info["path"]
         st.current = info.get("current", "")
         st.artifact_sha = info.get("artifact_sha", "")
-        st.last_revision = info.get("last_revision", "")
         st.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
         if info.get("lock_error"):
             # not a lock: the path cannot be written (permissions, read-only)

@@ -417,7 +417,6 @@ class HostState:
     reason: str = ""
     outcome: str = ""  # for revisions.log
     lock_lost: str = ""  # "lock taken over by ..." once the heartbeat found another owner
-    last_revision: str = ""  # the host's last revisions.log line when it was locked
 
 
 MARK = "\x1estep "
