@@ -192,7 +192,7 @@ async def test_a_live_lock_held_from_another_pid_namespace_is_never_stale(
         tmp_path / "s.toml",
         fleet,
         sample_repo,
-        lock_ttl="2",
+        lock_ttl="3",
         before_activate='["while [ ! -e $HOME/gate ]; do sleep 0.1; done"]',
         hook_timeout="120",
     )
@@ -207,7 +207,12 @@ async def test_a_live_lock_held_from_another_pid_namespace_is_never_stale(
     task = asyncio.ensure_future(d.run())
     try:
         await asyncio.wait_for(holding.wait(), 60)
-        await asyncio.sleep(3 * 2)  # three TTLs: only the heartbeat keeps the lock alive
+        # two TTLs later (the host's clock in the lock): only the heartbeat keeps it alive
+        hb = fleet.hosts[0].home / "app" / ".shipdeck.lock" / "hb"
+        first = int(hb.read_text())
+        async with asyncio.timeout(60):
+            while int(hb.read_text() or 0) < first + 2 * 3:
+                await asyncio.sleep(0.1)
         # the same machine's hostname, another pid space: our pid is not visible there
         proc = _shipdeck(
             "deploy",
@@ -334,7 +339,10 @@ async def test_a_connection_lost_after_activate_is_reported_unknown_not_rolled_b
     check = next(h for h in report.hosts if h.host == lost.spec)
     assert check.current == d.release_id
     assert "held by tester" in check.lock  # its heartbeat stopped: stale after the TTL
-    await asyncio.sleep(2.5)
+    # the next deploy waits for that lock to go stale, then takes it over
+    config = load_config(
+        write_config(tmp_path / "next.toml", fleet, sample_repo, lock_ttl="2", lock_wait="30")
+    )
     result, rec, third = await run(config)
     assert result.exit_code == 0, result.summary
     assert host_logs(rec, f"{lost.spec}: took over the lock of tester")
