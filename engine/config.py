@@ -417,6 +417,10 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     d = r.table(data, "deploy", True)
     if not d["path"].strip():
         raise r.error("deploy", "path", "must not be empty")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in d["path"]):
+        raise r.error(
+            "deploy", "path", "must not contain control characters (newline, tab, escape ...)"
+        )
     batches = (
         r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
     )
