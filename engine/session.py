@@ -386,13 +386,18 @@ class Host:
 
     async def interrupt(self, grace: float = 1.0) -> bool:
         """Stop whatever runs on the host for us now (a hook, a health check, an
-        upload): its process group gets SIGTERM, then SIGKILL after ``grace``
-        seconds. The session ends with it. Returns True when something was running."""
+        upload): every process of its session gets SIGTERM, then SIGKILL after
+        ``grace`` seconds. The session ends with it. Returns True when something was running."""
         pids = {s.pid for s in self._active if s.pid and not s.dead}
         if not pids:
             return False
+        # every process of the session (sshd made our shell its leader): a hook run
+        # under `timeout` is in a process group of its own, but not a session of its
+        # own; where there is no pkill, the shell's process group
         kill = " ".join(
-            f"kill -{{sig}} -{p} 2>/dev/null || kill -{{sig}} {p} 2>/dev/null;" for p in pids
+            f"pkill -{{sig}} -s {p} 2>/dev/null || kill -{{sig}} -{p} 2>/dev/null || "
+            f"kill -{{sig}} {p} 2>/dev/null;"
+            for p in pids
         )
         try:
             await asyncio.wait_for(self.conn.run(kill.format(sig="TERM") + " true"), 5)
