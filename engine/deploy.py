@@ -991,9 +991,9 @@ class Deployment(_Run):
     async def _connect(self, connector: Connector, name: str) -> Host:
         """The host's connection: the one opened early (during fetch/build) if any."""
         early = self._early.pop(name, None)
-        if early is not None:
-            return await early
-        return await connector.connect(self._spec(name))
+        host = await early if early is not None else await connector.connect(self._spec(name))
+        host.upload_stall = self.config.ssh.upload_stall
+        return host
 
     async def _phase(
         self,

@@ -266,6 +266,7 @@ class Host:
         self._shell: _Session | None = None
         self._shell_lock = asyncio.Lock()
         self._active: set[_Session] = set()  # sessions running a command now
+        self.lost = ""  # why this connection was given up (a stalled upload)
 
     async def _start(self, script: str | None) -> _Session:
         await self._sessions.acquire()
@@ -317,6 +318,8 @@ class Host:
         SSHError (connection lost, or "upload stalled" when no byte moved for
         ``upload_stall`` seconds)."""
         timeout = timeout or self.command_timeout
+        if self.lost:
+            raise SSHError(self.lost)
         if stdin_file is not None:
             return await self._run_once(command, on_line, timeout, stdin_file, progress)
         async with self._shell_lock:
@@ -373,6 +376,10 @@ class Host:
             if feeding.done() and not feeding.cancelled() and feeding.exception() is not None:
                 exc = feeding.exception()
                 if isinstance(exc, SSHError):
+                    # a host that takes no byte for so long is not answering: give the
+                    # connection up rather than wait on it for every later command
+                    self.lost = f"connection given up: {exc}"
+                    self.conn.abort()
                     raise exc
                 raise SSHError(f"connection lost: {exc}")
             result = await asyncio.wait_for(finished, timeout)

@@ -123,3 +123,45 @@ async def test_abort_during_a_long_restart_hook_rolls_back_a_switched_host(
     assert current(h.home / "app") == first.release_id
     assert (h.home / "RUNNING").read_text().strip() == "1.0.0"
     assert _sleeps_of(h.user) == []
+
+
+async def test_an_upload_to_a_frozen_host_fails_as_stalled(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """The host's sshd is SIGSTOPped once the upload has begun: no byte moves, and the
+    host fails with "upload stalled" (not after the 600 s command timeout); the others
+    deploy."""
+    import os
+
+    fleet = sshd_fleet(2, one_process_per_host=True)
+    frozen = fleet.hosts[0]
+    (sample_repo / "dist-blob").write_bytes(os.urandom(48 << 20))
+    (sample_repo / "build.sh").write_text(
+        (sample_repo / "build.sh").read_text() + "cp dist-blob dist/blob\n"
+    )
+    commit_version(sample_repo, "2.0.0")
+    config = load_config(
+        write_config(
+            tmp_path / "a.toml", fleet, sample_repo, ssh_upload_stall="2", ssh_keepalive="60"
+        )
+    )
+    d = Deployment(config, operator="tester")
+
+    def freeze(event) -> None:
+        if (
+            event.type == "progress"
+            and frozen.spec in event.key
+            and 0 < event.done < event.total
+            and not fleet.procs[frozen.proc_index].frozen
+        ):
+            fleet.freeze_host(frozen)
+
+    d.subscribe(freeze)
+    try:
+        result = await asyncio.wait_for(d.run(), LONG / 3)
+    finally:
+        fleet.thaw_all()
+    assert result.exit_code == 1
+    assert "upload stalled: no progress for 2s" in result.summary["failures"][frozen.spec]
+    assert current(fleet.hosts[1].home / "app") == d.release_id
+    assert not (frozen.home / "app" / "current").exists()
