@@ -120,6 +120,10 @@ async def preflight(
             hc.current = info.get("current", "")
             hc.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
             hc.writable = info.get("writable") == "yes"
+            if info.get("missing"):
+                hc.error = (
+                    f"this host lacks: {info['missing']} (needed to unpack and switch releases)"
+                )
             if info.get("lock") == "held":
                 try:
                     who = json.loads(info.get("owner") or "{}")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from engine.session import Host, q
 
 LOCK_DIR = ".shipdeck.lock"
+#: commands every host needs (POSIX, or BusyBox applets)
+REQUIRED_TOOLS = ("tar", "gzip", "mkdir", "mv", "ln", "rm", "cat", "wc", "readlink", "df")
 RELEASE_FILE = ".shipdeck-release"
 
 
@@ -52,6 +54,17 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
 
     With ``owner=None`` nothing is created or locked (the dry-run preflight)."""
     lines = ["export LC_ALL=C", _resolve_path_sh(path), "printf 'path=%s\\n' \"$P\""]
+    # the tools a deploy needs on the host: say which are missing, never hang on them
+    lines.append(
+        f'm=; for t in {" ".join(REQUIRED_TOOLS)}; do command -v $t >/dev/null 2>&1 || m="$m $t"; done; '
+        'if [ -n "$m" ]; then echo "missing=${m# }"; '
+        + (
+            'echo "this host lacks:$m (needed to unpack and switch releases)" >&2; exit 1; '
+            if owner is not None
+            else ""
+        )
+        + "fi"
+    )
     if owner is not None:
         lines.append(
             '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/artifacts" ] || '

@@ -260,3 +260,22 @@ def test_the_session_runs_framed_scripts_exactly_under_any_sh(shell: str) -> Non
         "line|",
         "\x1edone tok 0",
     ], lines
+
+
+async def test_a_host_without_tar_is_told_what_is_missing(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    _need("busybox", "zsh")
+    fleet = sshd_fleet(1)
+    if fleet.shared_user:
+        pytest.skip("needs root: one login user per host")
+    h = fleet.hosts[0]
+    busybox_only(h)
+    (h.home / "bb" / "tar").unlink()
+    config = load_config(write_config(tmp_path / "shipdeck.toml", fleet, sample_repo))
+    report = await preflight(config, config.all_hosts(), ref="main")
+    assert "this host lacks: tar" in report.hosts[0].error
+    result, _, _ = await run(config)
+    assert result.exit_code != 0
+    assert "this host lacks: tar" in result.summary["failures"][h.spec]
+    assert not (h.home / "app" / ".shipdeck.lock").exists()
