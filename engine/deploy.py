@@ -389,6 +389,7 @@ class _Run:
         env: dict[str, str],
         tried: int = 0,
         abortable: bool = False,
+        once: bool = False,
     ) -> tuple[bool, str]:
         """Retry the health check until healthy or ``health_timeout``. With
         ``abortable``, an abort stops the retries (and a check that runs): the host
@@ -423,6 +424,8 @@ class _Run:
                 last = "health command timed out"
             except Interrupted:
                 return False, f"{self.stop_reason or 'aborted'} during a health check"
+            if once:
+                return False, f"unhealthy: {last}"
             if time.monotonic() + d.health_interval >= deadline:
                 return False, f"unhealthy after {attempt} attempts in {d.health_timeout:g}s: {last}"
             await self._pause(d.health_interval, abortable)
@@ -1174,7 +1177,10 @@ class Deployment(_Run):
                 await self._run_hook(
                     host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout
                 )
-            healthy, detail = await self._health(host, hk, f"{st.path}/current", env)
+            # after an abort, one check says how the old release is; no retries
+            healthy, detail = await self._health(
+                host, hk, f"{st.path}/current", env, once=self.aborting
+            )
         except (StepFailed, SSHError) as exc:
             return f"rolled back to {target}, but: {exc}"
         self.log(
