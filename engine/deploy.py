@@ -843,6 +843,7 @@ class Deployment(_Run):
         finished = False
         try:
             st.host = await self._step(f"{hk}/connect", self._connect(connector, st.name))
+            st.host.prepare_upload()  # its channel opens while the host is probed and locked
             await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
             env = self._env(st, self.release_id, self.sha)
             rel = f"{st.path}/releases/{self.release_id}"

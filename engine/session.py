@@ -267,16 +267,39 @@ class Host:
         self._shell_lock = asyncio.Lock()
         self._active: set[_Session] = set()  # sessions running a command now
         self.lost = ""  # why this connection was given up (a stalled upload)
+        self._spare: asyncio.Future[Any] | None = None  # an upload session opened early
 
-    async def _start(self, script: str | None) -> _Session:
+    async def _channel(self) -> Any:
+        """A new session running ``BOOT`` (it waits for its loader line)."""
         await self._sessions.acquire()
-        token = secrets.token_hex(8)
         try:
             proc = await self.conn.create_process(BOOT, encoding=None, stdin=asyncssh.PIPE)
-        except (asyncssh.Error, OSError) as exc:
+        except BaseException as exc:
             self._sessions.release()
-            raise SSHError(f"connection lost: {exc}") from None
+            if isinstance(exc, (asyncssh.Error, OSError)):
+                raise SSHError(f"connection lost: {exc}") from None
+            raise
         self.shells_started += 1
+        return proc
+
+    def prepare_upload(self) -> None:
+        """Open the next upload's session now, while other work runs: opening a
+        channel costs round trips that an upload then does not wait for."""
+        if self._spare is None and not self.lost:
+            self._spare = asyncio.ensure_future(self._channel())
+            self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _start(self, script: str | None) -> _Session:
+        spare, self._spare = (self._spare, None) if script is not None else (None, self._spare)
+        proc = None
+        if spare is not None:
+            try:
+                proc = await spare
+            except SSHError:
+                proc = None  # open a fresh one below
+        if proc is None:
+            proc = await self._channel()
+        token = secrets.token_hex(8)
         session = _Session(proc, token, self._sessions.release)
         try:
             proc.stdin.write(loader(token, script))
@@ -444,6 +467,13 @@ class Host:
 
     def close(self) -> None:
         self._drop_shell()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            if spare.done() and not spare.cancelled() and spare.exception() is None:
+                spare.result().close()
+                self._sessions.release()
+            else:
+                spare.cancel()
         if self._sftp is not None:
             self._sftp.exit()
         self.conn.close()

@@ -192,3 +192,20 @@ async def test_a_line_longer_than_64_kib_is_cut_and_output_is_bounded(
         assert (await host.run("echo next")).stdout == "next"
     finally:
         await connector.close()
+
+
+async def test_an_upload_session_opened_early_is_used_by_the_upload(
+    fleet, tmp_path, sample_repo
+) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"x" * 100_000)
+    try:
+        host.prepare_upload()
+        assert (await host.run("echo probe")).stdout == "probe"
+        res = await host.run("cat > got; wc -c < got", stdin_file=payload)
+        assert res.ok and res.stdout.strip() == "100000"
+        assert host.shells_started == 2 and fleet.hosts[0].commands == 2
+        host.prepare_upload()  # one left unused is closed with the host
+    finally:
+        await connector.close()
