@@ -47,9 +47,7 @@ async def scenario(name: str, fleet: SshdFleet, root: Path) -> tuple[str, float,
         over["before_activate"] = f'["sleep {LONG}"]'
         trigger = ("log", "/before", f"sleep {LONG}")
     elif name == "restart hook":
-        over["after_activate"] = (
-            f'["./bin/restart", "[ $(cat VERSION) != 2.0.0 ] || sleep {LONG}"]'
-        )
+        over["after_activate"] = f'["./bin/restart", "[ $(cat VERSION) != 2.0.0 ] || sleep {LONG}"]'
         trigger = ("log", "/restart", f"sleep {LONG}")
     else:
         over["health_timeout"] = str(LONG)

@@ -404,7 +404,10 @@ class _Run:
             await self._pause(d.health_interval, abortable)
         while True:
             if abortable and self.aborting:
-                return False, f"{self.stop_reason or 'aborted'} while unhealthy ({last or 'not healthy yet'})"
+                return (
+                    False,
+                    f"{self.stop_reason or 'aborted'} while unhealthy ({last or 'not healthy yet'})",
+                )
             attempt += 1
             remaining = max(0.5, deadline - time.monotonic())
             try:
