@@ -3,8 +3,11 @@ or the events as JSON lines. No terminal UI library involved."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from engine.events import (
@@ -20,6 +23,31 @@ from engine.events import (
     NodeStatus,
 )
 from engine.plan import Plan
+
+#: Exit status of a command whose stdout was closed early (``shipdeck history | head``):
+#: 128 + SIGPIPE, what a shell reports for ``yes | head``.
+EXIT_PIPE = 141
+
+
+def is_broken_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` says the reader of our output went away."""
+    return isinstance(exc, BrokenPipeError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EPIPE, errno.ECONNRESET)
+    )
+
+
+def stdout_gone() -> None:
+    """Point stdout at /dev/null after its reader went away, so that nothing written
+    later (or flushed at exit) raises again. Quiet: there is nobody to tell."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
 
 GLYPHS = {
     "pending": "○",
@@ -61,17 +89,24 @@ class HeadlessPrinter:
     """Prints one line per node status change, plus failures' output."""
 
     def __init__(
-        self, out: TextIO | None = None, *, verbose: bool = False, color: bool | None = None
+        self,
+        out: TextIO | None = None,
+        *,
+        verbose: bool = False,
+        color: bool | None = None,
+        on_closed: Callable[[], None] | None = None,
     ):
         self.out = out or sys.stdout
         self.verbose = verbose
         self.plan: Plan | None = None
         self.started: dict[str, float] = {}
         self.t0 = time.monotonic()
+        self.on_closed = on_closed
+        #: the reader of ``out`` went away (``| head``): nothing more is written
+        self.closed = False
 
     def _write(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        self.closed = _write_line(self, text)
 
     def __call__(self, event: Event) -> None:
         if event.type == "plan":
@@ -141,9 +176,31 @@ class HeadlessPrinter:
 class JsonPrinter:
     """Prints every event as one JSON line."""
 
-    def __init__(self, out: TextIO | None = None):
+    def __init__(self, out: TextIO | None = None, *, on_closed: Callable[[], None] | None = None):
         self.out = out or sys.stdout
+        self.on_closed = on_closed
+        self.closed = False
 
     def __call__(self, event: Event) -> None:
-        self.out.write(event.dumps() + "\n")
-        self.out.flush()
+        self.closed = _write_line(self, event.dumps())
+
+
+def _write_line(printer: HeadlessPrinter | JsonPrinter, text: str) -> bool:
+    """Write and flush one line; returns whether the output is closed. The first time
+    the reader is found gone, stdout is pointed at /dev/null and ``on_closed`` runs
+    (once: it may emit events, which come back here and are dropped)."""
+    if printer.closed:
+        return True
+    try:
+        printer.out.write(text + "\n")
+        printer.out.flush()
+        return False
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and not is_broken_pipe(exc):
+            raise
+    printer.closed = True
+    if printer.out is sys.stdout:
+        stdout_gone()
+    if printer.on_closed is not None:
+        printer.on_closed()
+    return True

@@ -108,11 +108,19 @@ def _interactive() -> bool:
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
-    from engine.printer import HeadlessPrinter, JsonPrinter
+    from engine.printer import EXIT_PIPE, HeadlessPrinter, JsonPrinter
 
-    run.subscribe(
-        JsonPrinter() if args.json else HeadlessPrinter(verbose=getattr(args, "verbose", False))
+    def on_stdout_closed() -> None:
+        # like `yes | head`, but a release is never cut short: stop at a safe point
+        _err(f"stdout closed: stopping at a safe point (`shipdeck show {run.deploy_id}`)")
+        run.abort(reason="stdout closed (its reader went away)")
+
+    printer = (
+        JsonPrinter(on_closed=on_stdout_closed)
+        if args.json
+        else HeadlessPrinter(verbose=getattr(args, "verbose", False), on_closed=on_stdout_closed)
     )
+    run.subscribe(printer)
     loop = asyncio.get_running_loop()
     presses = [0]
 
@@ -156,7 +164,7 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
 
         run.subscribe(on_gate)
     result = await run.run()
-    return result.exit_code
+    return EXIT_PIPE if printer.closed else result.exit_code
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -349,8 +357,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    from engine.preflight import download
+    from engine.preflight import download, remote_path, shown_path
 
+    try:
+        where = shown_path(remote_path(config.deploy.path, args.remote_path))
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    # first, so that `| head -1` and a slow fleet both show what is being fetched from where
+    print(
+        f"download {where} from {len(hosts)} host(s) into {Path(args.dest) / '<host>'}/",
+        flush=True,
+    )
     results = asyncio.run(
         download(
             config,
@@ -416,9 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("download", help="fetch a file (a log) from every host into DEST/<host>/")
+    p = sub.add_parser(
+        "download",
+        help="fetch a file (a log) from every host into DEST/<host>/",
+        description="Fetch REMOTE_PATH from every selected host into DEST/<host>/. A relative"
+        " path is under deploy.path (shared/log/app.log), ~/... under the login home;"
+        " absolute paths are taken as they are.",
+    )
     _add_config(p)
-    p.add_argument("remote_path")
+    p.add_argument(
+        "remote_path",
+        metavar="REMOTE_PATH",
+        help="relative to deploy.path (e.g. shared/log/app.log), ~/..., or absolute",
+    )
     p.add_argument("--dest", default=".")
     p.add_argument("--hosts", metavar="PATTERN")
     p.set_defaults(func=cmd_download)
@@ -444,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return EXIT_STOPPED
+    except BrokenPipeError:  # `shipdeck history | head`: the reader went away
+        from engine.printer import EXIT_PIPE, stdout_gone
+
+        stdout_gone()
+        return EXIT_PIPE
 
 
 def run() -> None:
@@ -459,7 +492,7 @@ def run() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            code = code or 1  # a closed pipe: nothing more can be said
+            code = 141  # a closed pipe (engine.printer.EXIT_PIPE): nothing more can be said
     os._exit(code)
 
 
