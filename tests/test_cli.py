@@ -122,7 +122,7 @@ async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
     for h in fleet.hosts[:2]:
         (h.home / "app.log").write_text(f"log of {h.name}\n")
     code, out, _ = await shipdeck(
-        "download", "-c", str(config.path), "app.log", "--dest", str(tmp_path / "logs")
+        "download", "-c", str(config.path), "~/app.log", "--dest", str(tmp_path / "logs")
     )
     assert code == 1  # host3 has no such file
     assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
