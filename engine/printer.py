@@ -4,11 +4,12 @@ or the events as JSON lines. No terminal UI library involved."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from engine.events import (
     FAILED,
@@ -85,6 +86,77 @@ def render_tree(plan: Plan, *, collapse_steps: bool = False) -> list[str]:
     return lines
 
 
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """A finished run's summary as text: the counts, then why it stopped and each
+    failed host's reason, e.g. ``2/3 hosts ok, 1 failed in 4.2s (exit 1)`` and
+    ``  ✗ web2: unhealthy after 30s``. Missing fields are left out, never guessed."""
+    if not isinstance(summary, dict):
+        return [str(summary)]
+    parts = [f"{summary.get('ok', 0)}/{summary.get('hosts', 0)} hosts ok"]
+    for k in ("failed", "skipped", "cancelled"):
+        if summary.get(k):
+            parts.append(f"{summary[k]} {k}")
+    head = ", ".join(parts)
+    if isinstance(summary.get("duration"), (int, float)):
+        head += f" in {summary['duration']:.1f}s"
+    if summary.get("exit_code") is not None:
+        head += f" (exit {summary['exit_code']})"
+    lines = [head]
+    if summary.get("reason"):
+        lines.append(f"  stopped: {summary['reason']}")
+    failures = summary.get("failures")
+    if isinstance(failures, dict):
+        lines.extend(f"  ✗ {host}: {why}" for host, why in failures.items())
+    return lines
+
+
+def transcript_lines(raw: str) -> list[str]:
+    """One transcript line (an event as JSON) as text for a person: a time, a glyph and
+    words; a plan or a summary never shows as a raw dict. Unreadable lines are shown as
+    they are."""
+    try:
+        ev = json.loads(raw)
+    except json.JSONDecodeError:
+        return [raw.rstrip("\n")]
+    if not isinstance(ev, dict):
+        return [raw.rstrip("\n")]
+    kind = ev.get("type")
+    at = ev.get("at")
+    stamp = (
+        time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else " " * 8
+    )
+    if kind == "status":
+        detail = f"  {ev['detail']}" if ev.get("detail") else ""
+        glyph = GLYPHS.get(str(ev.get("status")), "?")
+        return [f"{stamp} {glyph} {ev.get('key')} {ev.get('status')}{detail}"]
+    if kind == "log":
+        return [f"{stamp}   {ev.get('key')} │ {ev.get('text')}"]
+    if kind == "plan":
+        meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
+        what = f"{meta.get('kind', 'deploy')} {meta.get('project', '')}@{meta.get('ref') or meta.get('release_id') or ''}"
+        hosts = f" to {meta['hosts']} host(s)" if meta.get("hosts") is not None else ""
+        who = f" by {meta['operator']}" if meta.get("operator") else ""
+        return [f"{stamp} plan: {what}{hosts}{who} ({len(ev.get('nodes') or [])} nodes)"]
+    if kind == "meta":
+        meta = ev.get("meta") if isinstance(ev.get("meta"), dict) else {}
+        if meta.get("release_id"):
+            sha = str(meta.get("sha") or "")[:12]
+            subject = f"  {meta['subject']}" if meta.get("subject") else ""
+            return [f"{stamp} release {meta['release_id']}  sha {sha}{subject}"]
+        return [f"{stamp} " + "  ".join(f"{k} {v}" for k, v in meta.items())]
+    if kind == "finished":
+        head, *rest = summary_lines(ev.get("summary") or {})
+        return [f"{stamp} finished: {ev.get('status')} — {head}", *rest]
+    if kind == "control":
+        return [f"{stamp} {ev.get('action')} by {ev.get('by')} {ev.get('key') or ''}".rstrip()]
+    if kind == "progress":
+        return [f"{stamp}   {ev.get('key')} {ev.get('done')}/{ev.get('total')} bytes"]
+    if kind == "gate":
+        return [f"{stamp} ⏸ {ev.get('key')} waiting for approval"]
+    rest = "  ".join(f"{k} {v}" for k, v in ev.items() if k not in ("type", "v", "at", "deploy_id"))
+    return [f"{stamp} {kind} {rest}".rstrip()]
+
+
 class HeadlessPrinter:
     """Prints one line per node status change, plus failures' output."""
 
@@ -147,18 +219,10 @@ class HeadlessPrinter:
             self._write(f"{event.action} by {event.by}" + (f" ({event.key})" if event.key else ""))
             return
         if isinstance(event, DeployFinished):
-            s = event.summary
-            parts = [f"{s.get('ok', 0)}/{s.get('hosts', 0)} hosts ok"]
-            for k in ("failed", "skipped", "cancelled"):
-                if s.get(k):
-                    parts.append(f"{s[k]} {k}")
-            self._write(
-                f"{event.status.upper()}: {', '.join(parts)} in {s.get('duration', 0):.1f}s (exit {s.get('exit_code')})"
-            )
-            if s.get("reason"):
-                self._write(f"  stopped: {s['reason']}")
-            for host, why in (s.get("failures") or {}).items():
-                self._write(f"  ✗ {host}: {why}")
+            head, *rest = summary_lines(event.summary)
+            self._write(f"{event.status.upper()}: {head}")
+            for line in rest:
+                self._write(line)
 
     def _line(self, event: NodeStatus, dur: str) -> str:
         glyph = GLYPHS.get(event.status, "?")

@@ -318,12 +318,27 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.history import History
+    from engine.history import AmbiguousId, History
 
     h = History()
-    r = h.get(args.deploy_id)
+    try:
+        r = h.find(args.deploy_id)
+    except AmbiguousId as exc:
+        shown = exc.candidates[:10]
+        more = len(exc.candidates) - len(shown)
+        _err(
+            f"show: {args.deploy_id!r} matches {len(exc.candidates)} deploys; give more of"
+            " the deploy or release id:\n"
+            + "\n".join(
+                f"  {c['id']:<26} {c['kind']:<8} release {c.get('release_id') or '-':<26}"
+                f" {c['status']:<11} {_when(c['started'])}"
+                for c in shown
+            )
+            + (f"\n  … and {more} more" if more else "")
+        )
+        return EXIT_USAGE
     if r is None:
-        _err(f"no deploy {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
+        _err(f"show: no deploy or release {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
         return EXIT_USAGE
     if args.json:
         print(json.dumps(r, indent=2, default=str))
@@ -429,8 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("show", help="one deploy with per-host results")
-    p.add_argument("deploy_id")
+    p = sub.add_parser(
+        "show",
+        help="one deploy with per-host results",
+        description="One deploy or rollback: what, by whom, and each host's outcome. ID is"
+        " a deploy id, a release id (the deploy that made it) or a unique prefix of either.",
+    )
+    p.add_argument("deploy_id", metavar="ID", help="deploy id, release id, or a unique prefix")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
