@@ -38,6 +38,59 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve_operator(confirmed: str | None = None) -> str:
+    """The one operator identity recorded and shown everywhere (history, revisions.log,
+    host locks, the TUI header): ``SHIPDECK_OPERATOR``, else ``confirmed`` (the operator
+    the relay confirmed for the token), else ``user@hostname``."""
+    from engine.deploy import default_operator
+
+    name = os.environ.get("SHIPDECK_OPERATOR", "").strip()
+    if name:
+        if confirmed and confirmed != name:
+            _err(
+                f"operator {name!r} (SHIPDECK_OPERATOR); the relay knows this token as"
+                f" {confirmed!r}, which is what the room's chat and lock show"
+            )
+        return name
+    return confirmed or default_operator()
+
+
+async def relay_operator(
+    url: str, room: str, token: str | None, timeout: float = 5.0
+) -> str | None:
+    """Who the relay says ``token`` belongs to (one short connection), or None when it
+    cannot be asked (no token, relay client missing, unreachable, refused)."""
+    if not token:
+        return None
+    try:
+        from relay.client import RelayClient, RelayError
+    except ImportError:
+        return None
+    client = RelayClient(url, room, token, snapshot=False, reconnect=False)
+    try:
+        await client.start(timeout=timeout)
+        return client.operator
+    except RelayError:
+        return None
+    finally:
+        await client.close(flush=0)
+
+
+def relay_token(config: Any) -> str | None:
+    """The relay token of a config: ``$<relay.token_env>``, else ``$SHIPDECK_TOKEN``."""
+    env = getattr(config.relay, "token_env", "") or "SHIPDECK_TOKEN"
+    return os.environ.get(env) or os.environ.get("SHIPDECK_TOKEN")
+
+
+async def config_operator(config: Any, args: argparse.Namespace | None = None) -> str:
+    """:func:`resolve_operator` for a config, asking its relay (when configured and not
+    ``--without-relay``) who the token belongs to."""
+    confirmed = None
+    if config.relay is not None and not getattr(args, "without_relay", False):
+        confirmed = await relay_operator(config.relay.url, config.relay.room, relay_token(config))
+    return resolve_operator(confirmed)
+
+
 class _HeadlessPrompter:
     """Asks on the terminal when there is one; otherwise declines."""
 
@@ -191,17 +244,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             raise
 
         async def main() -> int:
-            d = Deployment(
-                config,
-                ref=args.ref,
-                hosts=args.hosts,
-                prompter=_HeadlessPrompter(_interactive()),
-                force_unlock=args.force_unlock,
-                auto_approve=args.yes,
-                early_fetch=early,
-            )
+            # the relay first: the operator it confirms for the token is the identity
+            # recorded everywhere (history, revisions.log, host locks)
+            client = await _relay_connect(config, args)
             try:
-                publisher = await _relay_publisher(config, d)
+                d = Deployment(
+                    config,
+                    ref=args.ref,
+                    hosts=args.hosts,
+                    operator=resolve_operator(getattr(client, "operator", None)),
+                    prompter=_HeadlessPrompter(_interactive()),
+                    force_unlock=args.force_unlock,
+                    auto_approve=args.yes,
+                    early_fetch=early,
+                )
+            except BaseException:
+                if client is not None:
+                    await client.close(flush=0)
+                raise
+            try:
+                publisher = await _relay_publisher(config, d, client)
             except _RoomLocked as exc:
                 _err(f"{exc}; not deploying")
                 return EXIT_STOPPED
@@ -220,16 +282,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-async def _relay_publisher(config: Any, run: Any) -> Any:
-    """Publish the run's events to the configured relay room, if the relay client is present."""
-    if config.relay is None:
+async def _relay_connect(config: Any, args: argparse.Namespace) -> Any:
+    """A client connected to the config's relay room (its ``operator`` is who the relay
+    says the token belongs to), or None: no ``[relay]``, ``--without-relay``, or it
+    cannot be reached (said on stderr)."""
+    if config.relay is None or getattr(args, "without_relay", False):
         return None
     try:
         integration = importlib.import_module("relay.publish")
     except ImportError:
         return None
     try:
-        return await integration.attach(config, run)
+        return await integration.connect(config)
+    except Exception as exc:  # an unreachable relay must not stop a release
+        _err(f"relay: {exc} (continuing without it)")
+        return None
+
+
+async def _relay_publisher(config: Any, run: Any, client: Any = None) -> Any:
+    """Publish the run's events to the configured relay room over ``client``."""
+    if config.relay is None or client is None:
+        return None
+    try:
+        integration = importlib.import_module("relay.publish")
+    except ImportError:
+        return None
+    try:
+        return await integration.attach(config, run, client=client)
     except integration.LockHeld as exc:
         holder = exc.holder or {}
         raise _RoomLocked(
@@ -278,6 +357,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 config,
                 to=args.to,
                 hosts=args.hosts,
+                operator=await config_operator(config, args),
                 prompter=_HeadlessPrompter(_interactive()),
                 force_unlock=args.force_unlock,
             )
