@@ -165,7 +165,10 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
 
     def on_stdout_closed() -> None:
         # like `yes | head`, but a release is never cut short: stop at a safe point
-        _err(f"stdout closed: stopping at a safe point (`shipdeck show {run.deploy_id}`)")
+        try:
+            _err(f"stdout closed: stopping at a safe point (`shipdeck show {run.deploy_id}`)")
+        except OSError:
+            pass
         run.abort(reason="stdout closed (its reader went away)")
 
     printer = (
