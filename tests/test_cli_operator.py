@@ -175,3 +175,25 @@ async def test_without_relay_or_env_it_is_user_at_hostname(
         "revisions.log": {me},
         "lock": {me},
     }
+
+
+async def test_headless_rollback_records_the_relay_operator(
+    fleet, sample_repo, tmp_path, relay_url, monkeypatch
+) -> None:
+    from engine.localfleet import commit_version
+
+    monkeypatch.delenv("SHIPDECK_OPERATOR")
+    monkeypatch.setenv("SHIPDECK_TOKEN", TOKENS["carol"])
+    config = _config(fleet, sample_repo, tmp_path, relay_url)
+    for version in ("1.0.0", "2.0.0"):
+        if version != "1.0.0":
+            commit_version(sample_repo, version)
+        code, out, err = await shipdeck("deploy", "-c", str(config.path), "--headless")
+        assert code == 0, out + err
+    code, out, err = await shipdeck("rollback", "-c", str(config.path), "--headless")
+    assert code == 0, out + err
+    row = History().list(1)[0]
+    assert (row["kind"], row["operator"]) == ("rollback", "carol")
+    for h in fleet.hosts:
+        last = revisions(h.home / "app")[-1]
+        assert f"deploy={row['id']}" in last and " operator=carol " in last
