@@ -197,3 +197,19 @@ async def test_headless_rollback_records_the_relay_operator(
     for h in fleet.hosts:
         last = revisions(h.home / "app")[-1]
         assert f"deploy={row['id']}" in last and " operator=carol " in last
+
+
+async def test_relay_operator_asks_once_and_never_hangs(relay_url, monkeypatch) -> None:
+    """What `shipdeck watch`, rollback and the deploying TUI ask before they start."""
+    from tui.cli import relay_operator, resolve_operator
+
+    monkeypatch.delenv("SHIPDECK_OPERATOR")
+    assert await relay_operator(relay_url, "demo", TOKENS["carol"]) == "carol"
+    assert await relay_operator(relay_url, "demo", "not-a-token-of-anyone") is None
+    assert await relay_operator(relay_url, "demo", None) is None
+    # nothing listens there: refused at once (the client does not retry for an answer)
+    assert await relay_operator("ws://127.0.0.1:9", "demo", TOKENS["carol"], timeout=30) is None
+    assert resolve_operator("carol") == "carol"
+    assert resolve_operator(None) == f"{getpass.getuser()}@{socket.gethostname()}"
+    monkeypatch.setenv("SHIPDECK_OPERATOR", "release-bot")
+    assert resolve_operator("carol") == "release-bot"
