@@ -3,6 +3,7 @@ prefix of either; the transcript view in words, never a raw Python dict."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -16,6 +17,15 @@ from tests.test_cli import shipdeck
 pytestmark = pytest.mark.timeout(90)
 
 RAW = re.compile(r"\{'|\{\"|': |\[\{")  # what a printed dict or list of dicts looks like
+
+
+def _unique_prefix(key: str, others: list[str]) -> str:
+    """A proper prefix of ``key`` that starts none of ``others`` (ids made in the same
+    second share their time stamp; the random part decides how short it can be)."""
+    for n in range(len(key) - 3, len(key)):
+        if not any(o.startswith(key[:n]) for o in others):
+            return key[:n]
+    raise AssertionError(f"no proper prefix of {key} is unique among {others}")
 
 
 @pytest.fixture
@@ -34,11 +44,12 @@ async def two_deploys_and_a_rollback(fleet, fleet_config, sample_repo):
 
 async def test_show_by_deploy_id_release_id_and_prefixes(two_deploys_and_a_rollback) -> None:
     first, second, back = two_deploys_and_a_rollback
+    others = [second.deploy_id, second.release_id, back.deploy_id]
     for key in (
         first.deploy_id,
         first.release_id,  # the rollback to it names it too: the deploy that made it wins
-        first.deploy_id[:-2],
-        first.release_id[:-2],
+        _unique_prefix(first.deploy_id, others),
+        _unique_prefix(first.release_id, others),
     ):
         code, out, err = await shipdeck("show", key)
         assert code == 0, (key, out, err)
@@ -54,7 +65,8 @@ async def test_show_by_deploy_id_release_id_and_prefixes(two_deploys_and_a_rollb
 
 async def test_show_ambiguous_prefix_lists_the_candidates(two_deploys_and_a_rollback) -> None:
     first, second, back = two_deploys_and_a_rollback
-    prefix = first.deploy_id[:8]  # the date: every record of today
+    prefix = os.path.commonprefix([first.deploy_id, second.deploy_id, back.deploy_id])
+    assert prefix  # at least the century
     code, out, err = await shipdeck("show", prefix)
     assert code == 2
     assert out == ""
