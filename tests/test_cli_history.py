@@ -128,3 +128,14 @@ async def test_transcript_view_in_the_tui(two_deploys_and_a_rollback) -> None:
     assert not [line for line in text if RAW.search(line)]
     assert any("finished: failed — 2/3 hosts ok, 1 failed" in line for line in text)
     assert any(line.startswith("  ✗ host3: unhealthy") for line in text)
+
+
+async def test_show_transcript_as_text(two_deploys_and_a_rollback) -> None:
+    _, second, _ = two_deploys_and_a_rollback
+    code, out, err = await shipdeck("show", second.release_id, "--transcript")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert not [line for line in lines if RAW.search(line)]
+    assert any("finished: failed — 2/3 hosts ok, 1 failed" in line for line in lines)
+    assert any(line.startswith("  ✗ host3: unhealthy") for line in lines)
+    assert any(re.search(r"✓ release/wave-1/host1/activate ok", line) for line in lines)

@@ -443,6 +443,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     t = h.transcript(r["id"])
     if t:
         print(f"  transcript {t}")
+        if args.transcript:
+            from engine.printer import transcript_lines
+
+            print()
+            with open(t, encoding="utf-8", errors="replace") as fh:
+                for raw in fh:
+                    for line in transcript_lines(raw):
+                        print(line)
+    elif args.transcript:
+        print("  transcript (none recorded)")
     return EXIT_OK
 
 
@@ -534,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         " a deploy id, a release id (the deploy that made it) or a unique prefix of either.",
     )
     p.add_argument("deploy_id", metavar="ID", help="deploy id, release id, or a unique prefix")
+    p.add_argument("--transcript", action="store_true", help="then every event of the run, as text")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
