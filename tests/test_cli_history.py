@@ -42,7 +42,7 @@ async def two_deploys_and_a_rollback(fleet, fleet_config, sample_repo):
     return first, second, back
 
 
-async def test_show_by_deploy_id_release_id_and_prefixes(two_deploys_and_a_rollback) -> None:
+async def test_show_by_id_release_id_prefix_and_transcript(two_deploys_and_a_rollback) -> None:
     first, second, back = two_deploys_and_a_rollback
     others = [second.deploy_id, second.release_id, back.deploy_id]
     for key in (
@@ -62,9 +62,7 @@ async def test_show_by_deploy_id_release_id_and_prefixes(two_deploys_and_a_rollb
     code, out, _ = await shipdeck("show", back.deploy_id)
     assert code == 0 and out.splitlines()[0] == f"rollback {back.deploy_id}"
 
-
-async def test_show_ambiguous_prefix_lists_the_candidates(two_deploys_and_a_rollback) -> None:
-    first, second, back = two_deploys_and_a_rollback
+    # a prefix of several: exit 2 and the candidates, newest first
     prefix = os.path.commonprefix([first.deploy_id, second.deploy_id, back.deploy_id])
     assert prefix  # at least the century
     code, out, err = await shipdeck("show", prefix)
@@ -82,31 +80,24 @@ async def test_show_ambiguous_prefix_lists_the_candidates(two_deploys_and_a_roll
         first.deploy_id,
     ]
 
-
-async def test_show_unknown_id(two_deploys_and_a_rollback) -> None:
+    # nothing of that name
     code, out, err = await shipdeck("show", "19990101")
     assert code == 2 and out == ""
     assert "show: no deploy or release '19990101'" in err
 
-
-async def test_transcript_reads_as_text(two_deploys_and_a_rollback) -> None:
-    _, second, _ = two_deploys_and_a_rollback
-    path = History().transcript(second.deploy_id)
-    lines = [line for raw in path.read_text().splitlines() for line in transcript_lines(raw)]
-    raw_looking = [line for line in lines if RAW.search(line)]
-    assert not raw_looking, raw_looking
-    finished = next(i for i, line in enumerate(lines) if " finished: " in line)
-    assert lines[finished].endswith("finished: failed — 2/3 hosts ok, 1 failed in " + (
-        lines[finished].split(" in ")[-1]
-    ))  # fmt: skip
-    assert lines[finished].endswith("(exit 1)")
-    assert lines[finished + 1].startswith("  ✗ host3: unhealthy")
-    plan = next(line for line in lines if " plan: " in line)
-    assert "plan: deploy demo@main to 3 host(s) by tester" in plan
+    # --transcript: every event as text
+    code, out, err = await shipdeck("show", second.release_id, "--transcript")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert not [line for line in lines if RAW.search(line)]
+    assert any("finished: failed — 2/3 hosts ok, 1 failed" in line for line in lines)
+    assert any(line.startswith("  ✗ host3: unhealthy") for line in lines)
+    assert any(re.search(r"✓ release/wave-1/host1/activate ok", line) for line in lines)
 
 
-async def test_transcript_view_in_the_tui(two_deploys_and_a_rollback) -> None:
-    """The history detail screen shows the same words (Pilot reads its log)."""
+async def test_transcript_reads_as_text_here_and_in_the_tui(two_deploys_and_a_rollback) -> None:
+    """engine.printer's words for a transcript, and the TUI's history detail screen
+    showing the same (Pilot reads its log)."""
     from textual.app import App
     from textual.widgets import Log
 
@@ -114,6 +105,17 @@ async def test_transcript_view_in_the_tui(two_deploys_and_a_rollback) -> None:
     from tui.screens.history import HistoryDetailScreen
 
     _, second, _ = two_deploys_and_a_rollback
+    path = History().transcript(second.deploy_id)
+    lines = [line for raw in path.read_text().splitlines() for line in transcript_lines(raw)]
+    raw_looking = [line for line in lines if RAW.search(line)]
+    assert not raw_looking, raw_looking
+    finished = next(i for i, line in enumerate(lines) if " finished: " in line)
+    assert re.search(
+        r" finished: failed — 2/3 hosts ok, 1 failed in \d+\.\ds \(exit 1\)$", lines[finished]
+    ), lines[finished]
+    assert lines[finished + 1].startswith("  ✗ host3: unhealthy")
+    plan = next(line for line in lines if " plan: " in line)
+    assert "plan: deploy demo@main to 3 host(s) by tester" in plan
 
     class Viewer(App[None]):
         def on_mount(self) -> None:
@@ -128,14 +130,3 @@ async def test_transcript_view_in_the_tui(two_deploys_and_a_rollback) -> None:
     assert not [line for line in text if RAW.search(line)]
     assert any("finished: failed — 2/3 hosts ok, 1 failed" in line for line in text)
     assert any(line.startswith("  ✗ host3: unhealthy") for line in text)
-
-
-async def test_show_transcript_as_text(two_deploys_and_a_rollback) -> None:
-    _, second, _ = two_deploys_and_a_rollback
-    code, out, err = await shipdeck("show", second.release_id, "--transcript")
-    assert code == 0, err
-    lines = out.splitlines()
-    assert not [line for line in lines if RAW.search(line)]
-    assert any("finished: failed — 2/3 hosts ok, 1 failed" in line for line in lines)
-    assert any(line.startswith("  ✗ host3: unhealthy") for line in lines)
-    assert any(re.search(r"✓ release/wave-1/host1/activate ok", line) for line in lines)
