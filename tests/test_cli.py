@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -161,7 +162,8 @@ async def test_ctrl_c_stops_safely_and_releases_locks(fleet, fleet_config, sampl
             break
     proc.send_signal(signal.SIGINT)
     await asyncio.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    with contextlib.suppress(ProcessLookupError):  # an abort that reaches the hook may be done
+        proc.send_signal(signal.SIGINT)
     out, err = await proc.communicate()
     assert proc.returncode == 3, err.decode()
     assert "stopping at a safe point" in err.decode()
