@@ -154,9 +154,11 @@ def remote_path(deploy_path: str, remote: str) -> str:
     Relative results are under the login home, like a relative ``deploy.path``."""
     if not remote or "\0" in remote:
         raise ValueError(f"download: {remote!r} is not a file path")
+    if posixpath.basename(remote) in ("", ".", "..", "~"):
+        raise ValueError(f"download: {remote!r} names a directory; give a file's path")
     if remote.startswith("/"):
         return remote
-    if remote == "~" or remote.startswith("~/"):
+    if remote.startswith("~/"):
         return _under_home(remote)
     base = _under_home(deploy_path)
     return remote if base == "." else posixpath.join(base, remote)

@@ -29,6 +29,12 @@ def test_remote_path(deploy_path: str, remote: str, expected: str) -> None:
     assert remote_path(deploy_path, remote) == expected
 
 
+@pytest.mark.parametrize("remote", ["", "~", "shared/log/", ".", "current/..", "a\0b"])
+def test_remote_path_refuses_what_is_not_a_file(remote: str) -> None:
+    with pytest.raises(ValueError, match="download: "):
+        remote_path("app", remote)
+
+
 def test_shown_path() -> None:
     assert shown_path("app/shared/log/app.log") == "~/app/shared/log/app.log"
     assert shown_path("/srv/web/revisions.log") == "/srv/web/revisions.log"
