@@ -514,13 +514,51 @@ class Relay:
                 if self.shared:
                     await self._refresh_presence()
                 await self._flush_state()
+                await self._evict_idle()
                 if time.monotonic() - last_trim >= self.limits.trim_interval:
                     last_trim = time.monotonic()
                     removed = await self.store.trim()
                     if removed:
                         log.info("retention removed %d old messages", removed)
+                        for room in list(self.rooms.values()):
+                            room.forget_chat_before((await self.store.info(room.name)).first)
             except Exception:
                 log.exception("relay maintenance failed")
+
+    def _idle(self, room: Room) -> bool:
+        """Nobody in the room, nobody waiting, no live lease, for ``room_idle`` s."""
+        return (
+            room.idle_since is not None
+            and time.monotonic() - room.idle_since >= self.limits.room_idle
+            and not room.subs
+            and not room.waiters
+            and (room.lock is None or room.lock.stale)
+            and not room.mutex.locked()
+        )
+
+    async def _evict_idle(self) -> int:
+        """Let idle rooms leave memory (their state is saved first); returns how many.
+
+        The next join reads the room back from the store: chat, deploy snapshot and
+        lease as they were."""
+        evicted = 0
+        for room in list(self.rooms.values()):
+            if not self._idle(room):
+                continue
+            if room.dirty and room.deploy is not None:
+                room.dirty = False
+                await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+            if not self._idle(room) or self.rooms.get(room.name) is not room:
+                continue  # someone came in while the state was written
+            del self.rooms[room.name]
+            if room.timer is not None:
+                room.timer.cancel()
+            if room.follower is not None:
+                room.follower.cancel()
+            evicted += 1
+        if evicted:
+            log.info("%d idle rooms left memory (%d in memory)", evicted, len(self.rooms))
+        return evicted
 
     async def _flush_state(self) -> None:
         for room in list(self.rooms.values()):
@@ -709,6 +747,7 @@ class Relay:
         # From here on, new messages queue in peer.pending; the head read below is
         # consistent with that (no await in between).
         room.subs.add(peer)
+        room.idle_since = None
         info = await self.store.info(room.name)
         first = info.first
         # With several nodes this node may not have followed the store's newest
@@ -801,6 +840,8 @@ class Relay:
         room = peer.room
         assert room is not None
         room.subs.discard(peer)
+        if not room.subs:
+            room.idle_since = time.monotonic()
         room.waiters = deque(w for w in room.waiters if w.peer is not peer)
         count = room.presence.get(peer.operator, 0) - 1
         if count <= 0:
@@ -857,6 +898,8 @@ class Relay:
 
     def _drop_slow(self, room: Room, peer: Peer) -> None:
         room.subs.discard(peer)
+        if not room.subs:
+            room.idle_since = time.monotonic()
         peer.live = False
         peer.dropped = True
         peer.pending.clear()
