@@ -16,6 +16,7 @@ Run it with ``shipdeck relay`` or ``python -m relay.server`` (same options).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -117,6 +118,9 @@ class Limits:
     #: A room nobody is in (no connection, no waiter, no live lease) leaves memory
     #: after this many seconds; it is read back from the store when someone joins.
     room_idle: float = 60.0
+    #: At most this many idle rooms stay in memory; beyond, the longest idle leave
+    #: at once (a relay that saw a thousand rooms keeps only its busy ones).
+    max_idle_rooms: int = 100
     #: More than ``abuse_errors`` invalid frames within ``abuse_window`` s: close 4008.
     abuse_errors: int = 20
     abuse_window: float = 10.0
@@ -376,17 +380,24 @@ class Room:
     def add_chat(self, rec: Record) -> None:
         """Keep ``rec`` for snapshots: the newest chats within count and bytes."""
         lim = self.limits
-        self.chat.append(rec)
-        self.chat_bytes += len(rec.text)
+        size = len(rec.text)
+        self.chat.append(dataclasses.replace(rec, _text=None))  # the body is enough
+        self.chat_bytes += size
         while len(self.chat) > 1 and (
             len(self.chat) > lim.snapshot_chat or self.chat_bytes > lim.snapshot_chat_bytes
         ):
-            self.chat_bytes -= len(self.chat.popleft().text)
+            self.chat_bytes -= self._size(self.chat.popleft())
+
+    @staticmethod
+    def _size(rec: Record) -> int:
+        size = len(rec.text)
+        rec._text = None
+        return size
 
     def forget_chat_before(self, first: int) -> None:
         """Drop chats that retention removed from the log."""
         while self.chat and self.chat[0].offset < first:
-            self.chat_bytes -= len(self.chat.popleft().text)
+            self.chat_bytes -= self._size(self.chat.popleft())
 
     def observe(self, rec: Record, decoded: list[Event] | None) -> None:
         """Update the room's in-memory state from a newly stored message."""
@@ -525,11 +536,14 @@ class Relay:
             except Exception:
                 log.exception("relay maintenance failed")
 
-    def _idle(self, room: Room) -> bool:
-        """Nobody in the room, nobody waiting, no live lease, for ``room_idle`` s."""
+    def _idle(self, room: Room, since: float | None = None) -> bool:
+        """Nobody in the room, nobody waiting, no live lease, since ``since`` at least
+        (default: for ``room_idle`` seconds)."""
+        if since is None:
+            since = time.monotonic() - self.limits.room_idle
         return (
             room.idle_since is not None
-            and time.monotonic() - room.idle_since >= self.limits.room_idle
+            and room.idle_since <= since
             and not room.subs
             and not room.waiters
             and (room.lock is None or room.lock.stale)
@@ -539,16 +553,24 @@ class Relay:
     async def _evict_idle(self) -> int:
         """Let idle rooms leave memory (their state is saved first); returns how many.
 
-        The next join reads the room back from the store: chat, deploy snapshot and
-        lease as they were."""
+        Rooms idle for ``room_idle`` seconds leave, and the longest idle ones beyond
+        ``max_idle_rooms``. The next join reads the room back from the store: chat,
+        deploy snapshot and lease as they were."""
+        now = time.monotonic()
+        idle = sorted(
+            (r for r in self.rooms.values() if self._idle(r, now)),
+            key=lambda r: r.idle_since or 0.0,
+        )
+        excess = len(idle) - self.limits.max_idle_rooms
         evicted = 0
-        for room in list(self.rooms.values()):
-            if not self._idle(room):
+        for i, room in enumerate(idle):
+            since = now if i < excess else now - self.limits.room_idle
+            if not self._idle(room, since):
                 continue
             if room.dirty and room.deploy is not None:
                 room.dirty = False
                 await self.store.put_state(room.name, "deploy", room.deploy.to_json())
-            if not self._idle(room) or self.rooms.get(room.name) is not room:
+            if not self._idle(room, since) or self.rooms.get(room.name) is not room:
                 continue  # someone came in while the state was written
             del self.rooms[room.name]
             if room.timer is not None:
