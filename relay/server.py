@@ -1189,10 +1189,30 @@ class Relay:
             room.lock = Lease(
                 peer.operator, peer.session, waiter.reason, waiter.ttl, now, now + waiter.ttl
             )
-            await self._lease_changed(
+            rec = await self._lease_changed(
                 room, peer.operator, "takeover" if previous else "acquired", previous=previous
             )
+            self._granted(peer, waiter.request_id, rec, room.lock.public())
             return
+
+    def _granted(
+        self, peer: Peer, request_id: str, rec: Record | None, lease: dict[str, Any]
+    ) -> None:
+        """Tell a queued waiter its request was granted: a second ``ack`` with the id of
+        its ``acquire`` (sent without waiting on it; a gone waiter is no one's error)."""
+        frame: dict[str, Any] = {"type": "ack", "v": PROTOCOL_VERSION, "id": request_id}
+        if rec is not None:
+            frame["offset"] = rec.offset
+            frame["duplicate"] = False
+        frame.update(granted=True, queued=False, lease=lease)
+
+        async def send() -> None:
+            try:
+                await peer.ws.send(dumps(frame))
+            except ConnectionClosed:
+                pass
+
+        self._spawn(send())
 
     # -- several nodes on a shared store (Redis) --------------------------------------
 
@@ -1381,6 +1401,7 @@ class Relay:
             if got["result"] == "granted":
                 if room.waiters and room.waiters[0] is waiter:
                     room.waiters.popleft()
+                self._granted(peer, waiter.request_id, got.get("record"), got["lease"])
             return
 
     async def _shared_presence(self, room: Room, peer: Peer, delta: int) -> None:
