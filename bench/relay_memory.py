@@ -223,8 +223,26 @@ async def run_one(relay: RelayProc, replay_mb: int, rooms: int, idle_wait: float
     row: dict[str, str] = {}
     await asyncio.sleep(1.0)
     row["idle relay (baseline)"] = f"{relay.rss():.0f}"
+    for phase in (stuck_replay, many_rooms):
+        try:
+            await phase(relay, row, replay_mb, rooms, idle_wait)
+        except Exception as exc:  # an old relay may not survive a phase: say so
+            row[f"{phase.__name__} failed"] = f"{type(exc).__name__}: {exc}"[:34]
+            row[f"  RSS then ({phase.__name__})"] = f"{relay.rss():.0f}"
+    warnings = [ln for ln in relay.log.read_text().splitlines() if " WARNING " in ln]
+    row["relay warnings (fell behind / other)"] = (
+        f"{sum('fell behind' in w for w in warnings)} / "
+        f"{sum('fell behind' not in w for w in warnings)}"
+    )
+    for w in warnings[:5]:
+        print("  relay:", w[:200])
+    return row
 
-    # -- 1. a stuck client during a big replay ------------------------------------------
+
+async def stuck_replay(
+    relay: RelayProc, row: dict[str, str], replay_mb: int, rooms: int, idle_wait: float
+) -> None:
+    """1. a stuck client during a big replay."""
     t0 = time.monotonic()
     await fill_big_room(relay.url, replay_mb)
     print(f"  [{relay.label}] stored {replay_mb} MB in {time.monotonic() - t0:.0f}s", flush=True)
@@ -238,29 +256,37 @@ async def run_one(relay: RelayProc, replay_mb: int, rooms: int, idle_wait: float
         additional_headers={"Authorization": f"Bearer {TOKENS['bob']}"},
         max_size=MAX_SIZE,
     )
-    ws.transport.pause_reading()
-    await ws.send(json.dumps({"type": "hello", "room": "big", "since": 0}))
-    await asyncio.sleep(10)  # stuck for 10 s while the others chat
-    stop.set()
-    await asyncio.gather(watcher, sampler)
+    try:
+        ws.transport.pause_reading()
+        await ws.send(json.dumps({"type": "hello", "room": "big", "since": 0}))
+        await asyncio.sleep(10)  # stuck for 10 s while the others chat
+    finally:
+        stop.set()
+        await asyncio.gather(watcher, sampler, return_exceptions=True)
     row[f"peak, stuck client on a {replay_mb} MB replay"] = f"{max(peaks):.0f}"
     row["  watchers meanwhile"] = watch.take()
     ws.transport.resume_reading()
     code, frames = None, 0
     try:
-        async with asyncio.timeout(600):
+        async with asyncio.timeout(120):
             async for _ in ws:
                 frames += 1
                 if frames >= replay_mb + 2:
                     break
     except ConnectionClosed as exc:
         code = exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        code = "still reading after 120 s"
     await ws.close()
     row["  the stuck client, once it read again"] = (
         f"closed {code}" if code else f"read all {frames} frames"
     )
 
-    # -- 2. 1,000 rooms filled and left ---------------------------------------------------
+
+async def many_rooms(
+    relay: RelayProc, row: dict[str, str], replay_mb: int, rooms: int, idle_wait: float
+) -> None:
+    """2. rooms filled once and left."""
     stop, peaks = asyncio.Event(), []
     watch = Watch(relay.url, ["quiet"])
     watcher = asyncio.create_task(watch.run(stop))
@@ -272,23 +298,18 @@ async def run_one(relay: RelayProc, replay_mb: int, rooms: int, idle_wait: float
         async with sem:
             await fill_room(relay.url, f"room-{i}")
 
-    await asyncio.gather(*(one(i) for i in range(rooms)))
-    print(f"  [{relay.label}] filled {rooms} rooms in {time.monotonic() - t0:.0f}s", flush=True)
-    row[f"after filling {rooms} rooms and leaving"] = f"{relay.rss():.0f}"
-    row["  peak while filling"] = f"{max(peaks):.0f}"
-    await asyncio.sleep(idle_wait)
-    stop.set()
-    await asyncio.gather(watcher, sampler)
+    try:
+        await asyncio.gather(*(one(i) for i in range(rooms)))
+        print(f"  [{relay.label}] filled {rooms} rooms in {time.monotonic() - t0:.0f}s", flush=True)
+        row[f"after filling {rooms} rooms and leaving"] = f"{relay.rss():.0f}"
+        row["  peak while filling"] = f"{max(peaks):.0f}"
+        await asyncio.sleep(idle_wait)
+    finally:
+        stop.set()
+        await asyncio.gather(watcher, sampler, return_exceptions=True)
     row["  watcher meanwhile"] = watch.take()
-    row[f"{idle_wait:.0f} s later (rooms in memory: {relay.in_memory()})"] = f"{relay.rss():.0f}"
-    warnings = [ln for ln in relay.log.read_text().splitlines() if " WARNING " in ln]
-    row["relay warnings (fell behind / other)"] = (
-        f"{sum('fell behind' in w for w in warnings)} / "
-        f"{sum('fell behind' not in w for w in warnings)}"
-    )
-    for w in warnings[:5]:
-        print("  relay:", w[:200])
-    return row
+    row[f"{idle_wait:.0f} s later"] = f"{relay.rss():.0f}"
+    row["  rooms in memory then (relay's log)"] = relay.in_memory()
 
 
 def export_tree(rev: str, dest: Path) -> Path:
@@ -328,7 +349,7 @@ async def main() -> None:
                 results.append((label, await run_one(relay, replay_mb, rooms, args.idle_wait)))
             finally:
                 relay.stop()
-    keys = list(results[0][1])
+    keys = list(dict.fromkeys(k for _, r in results for k in r))
     width = max(len(k) for k in keys)
     print()
     print(f"{'relay RSS (MiB)':<{width}}  " + "  ".join(f"{label:>34}" for label, _ in results))

@@ -481,7 +481,11 @@ class Snapshot:
     ``deploy`` is ``None`` or ``{"deploy_id", "plan", "finished", "gates", "logs"}``:
     ``plan`` is a ``plan`` event (``PlanReady.to_json()``) whose nodes carry their
     current status; ``finished`` the ``finished`` event if the deploy is over;
-    ``gates`` the keys of gates waiting for approval; ``logs`` the last log events.
+    ``gates`` the keys of gates waiting for approval; ``logs`` the last log events
+    (long lines cut, see :func:`cut_text`). On the wire a big plan's nodes may
+    continue in ``snapshot_part`` frames (``deploy["parts"]``, see
+    :func:`split_snapshot`); :class:`relay.client.RelayClient` joins them before it
+    builds this object.
     ``lock`` is the lease (see :func:`lease`) or ``None``; ``chat`` the last chat
     frames, oldest first; ``presence`` who is in the room; ``head`` the offset the
     snapshot is taken at.
