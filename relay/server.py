@@ -528,13 +528,19 @@ class Relay:
                 await self._evict_idle()
                 if time.monotonic() - last_trim >= self.limits.trim_interval:
                     last_trim = time.monotonic()
-                    removed = await self.store.trim()
-                    if removed:
-                        log.info("retention removed %d old messages", removed)
-                        for room in list(self.rooms.values()):
-                            room.forget_chat_before((await self.store.info(room.name)).first)
+                    await self.retain()
             except Exception:
                 log.exception("relay maintenance failed")
+
+    async def retain(self) -> int:
+        """Apply retention now (the relay does it every ``trim_interval`` s): remove old
+        messages from the store, and removed chats from the rooms' snapshots."""
+        removed = await self.store.trim()
+        if removed:
+            log.info("retention removed %d old messages", removed)
+            for room in list(self.rooms.values()):
+                room.forget_chat_before((await self.store.info(room.name)).first)
+        return removed
 
     def _idle(self, room: Room, since: float | None = None) -> bool:
         """Nobody in the room, nobody waiting, no live lease, since ``since`` at least

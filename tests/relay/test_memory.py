@@ -150,3 +150,22 @@ async def test_room_caches_are_bounded_in_bytes(relay: InProcessRelay) -> None:
     _, col = await relay.client("bob")
     welcome = col.of("welcome")[0]
     assert len(json.dumps(welcome, ensure_ascii=False).encode()) <= WELCOME_MAX_BYTES
+
+
+async def test_retention_removes_chats_from_the_snapshot_of_a_room_in_memory(
+    tmp_path: Path,
+) -> None:
+    r = await start_relay(tmp_path, Limits(trim_interval=0.1, state_flush=0.05), max_count=2)
+    try:
+        alice, _ = await r.client("alice")  # keeps the room in memory
+        for i in range(5):
+            await alice.chat(f"m{i}")
+        async with asyncio.timeout(10):  # the relay's retention ran
+            while (await r.relay.store.info("web")).first != 4:
+                await asyncio.sleep(0.02)
+        _, col = await r.client("bob")
+        welcome = col.of("welcome")[0]
+        assert welcome["first"] == 4
+        assert [c["offset"] for c in welcome["snapshot"]["chat"]] == [4, 5]
+    finally:
+        await _stop(r)
