@@ -135,11 +135,15 @@ def _node_schema() -> dict[str, Any]:
         description="stage | wave | gate | host | step (others may be added)",
     )
     props["status"] = {"$ref": "#/$defs/node_status"}
-    props["started"]["description"] = "When it started (seconds since the epoch); absent if not yet."
+    props["started"]["description"] = (
+        "When it started (seconds since the epoch); absent if not yet."
+    )
     props["ended"]["description"] = "When it ended; absent if not yet."
     props["done"]["description"] = "Progress done (present only with total)."
     props["total"]["description"] = "Progress total; absent when there is none."
-    props["detail"]["description"] = "The last status detail (cut to 1000 code points in a snapshot)."
+    props["detail"]["description"] = (
+        "The last status detail (cut to 1000 code points in a snapshot)."
+    )
     return {
         "title": "Node",
         "description": "One node of the stage tree (engine.plan.Node.to_json()). Absent"
