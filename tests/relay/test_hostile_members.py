@@ -7,6 +7,7 @@ which every join failed with close 1009 (before and after a relay restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from websockets.asyncio.client import connect
 
 from engine.events import LogLine, NodeStatus, PlanReady
 from engine.plan import build_plan
+from relay.client import RelayClient
 from relay.protocol import HARD_MAX_BYTES, WELCOME_MAX_BYTES
-from tests.relay.conftest import TOKENS, InProcessRelay, start_relay
+from tests.relay.conftest import TOKENS, InProcessRelay, RelayProcess, start_relay
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -174,3 +176,24 @@ async def test_a_plan_of_twelve_thousand_nodes_reaches_a_late_joiner_in_parts(
     assert tree is not None and len(tree) == len(nodes)
     assert tree["release/" + hosts[-1]].status == "ok"
     assert "parts" not in col.of("welcome")[0]["snapshot"]["deploy"]
+
+
+async def test_big_log_lines_still_let_everyone_join_after_a_sigkill(
+    relay_process: RelayProcess,
+) -> None:
+    """The relay process killed right after three 1 MB lines (its saved snapshot state
+    may predate them): the restarted relay rebuilds the snapshot, bounded too."""
+    url = await asyncio.to_thread(relay_process.start)
+    alice = RelayClient(url, "web", TOKENS["alice"], reconnect=False)
+    await alice.start()
+    try:
+        await alice.acquire_lock("deploy web@main", ttl=60)
+        await alice.publish_event(build_plan("d1", [["web1"]]).to_event())
+        for i in range(3):
+            await alice.publish_event(LogLine("d1", key="fetch", text=f"{i}" + "x" * 1_000_000))
+        await alice.publish_event(LogLine("d1", key="fetch", text="the last line"))
+        await asyncio.to_thread(relay_process.kill)
+    finally:
+        await alice.close(flush=0)
+    url = await asyncio.to_thread(relay_process.start)
+    await _join_and_check(url)
