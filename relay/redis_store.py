@@ -378,8 +378,8 @@ class RedisStore:
     async def last(self, room: str, type: str, n: int) -> list[Record]:
         found: list[Record] = []
         end = "+"
-        for _ in range(40):  # looks at most 20,000 messages back
-            entries = await self.redis.xrevrange(self._log(room), end, "-", count=500)
+        for _ in range(400):  # looks at most 20,000 messages back, 50 at a time
+            entries = await self.redis.xrevrange(self._log(room), end, "-", count=50)
             if not entries:
                 break
             for rec in self._records(room, entries):

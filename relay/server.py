@@ -576,6 +576,10 @@ class Relay:
             if room.dirty and room.deploy is not None:
                 room.dirty = False
                 await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+            elif room.deploy is None:  # no deploy up to here: the next load starts here
+                await self.store.put_state(
+                    room.name, "scanned", {"epoch": room.epoch, "head": room.head}
+                )
             if not self._idle(room, since) or self.rooms.get(room.name) is not room:
                 continue  # someone came in while the state was written
             del self.rooms[room.name]
@@ -726,10 +730,17 @@ class Relay:
                 room.deploy = DeployState.from_json(
                     state, lim.snapshot_logs, lim.snapshot_log_bytes
                 )
-            # Apply what was stored after the saved deploy state (or everything).
-            after = room.deploy.applied if room.deploy else info.first - 1
+            # Apply what was stored after the saved deploy state (or everything, or
+            # what came after the room last left memory without any deploy).
+            if room.deploy is not None:
+                after = room.deploy.applied
+            else:
+                scanned = await self.store.get_state(name, "scanned")
+                after = info.first - 1
+                if isinstance(scanned, dict) and scanned.get("epoch") == info.epoch:
+                    after = max(after, min(int(scanned.get("head") or 0), info.head))
             while True:
-                recs = await self.store.read(name, after, lim.replay_page)
+                recs = await self.store.read(name, after, lim.replay_page, lim.replay_bytes)
                 if not recs:
                     break
                 recs = [r for r in recs if r.offset <= info.head]  # later: delivered live

@@ -18,6 +18,7 @@ from engine.events import LogLine, NodeStatus
 from engine.plan import build_plan
 from relay.protocol import CLOSE_SLOW, HARD_MAX_BYTES, WELCOME_MAX_BYTES
 from relay.server import Limits
+from relay.store import SQLiteStore
 from tests.relay.conftest import TOKENS, InProcessRelay, start_relay
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,5 +168,39 @@ async def test_retention_removes_chats_from_the_snapshot_of_a_room_in_memory(
         welcome = col.of("welcome")[0]
         assert welcome["first"] == 4
         assert [c["offset"] for c in welcome["snapshot"]["chat"]] == [4, 5]
+    finally:
+        await _stop(r)
+
+
+async def test_a_room_restored_after_a_deploy_started_while_it_was_away(tmp_path: Path) -> None:
+    """A room that left memory with chat only is read back from where it left (not
+    from its first message), and a deploy published since then is in the snapshot even
+    when the relay died before it saved the deploy's state."""
+    r = await start_relay(tmp_path, Limits(room_idle=0.2, state_flush=0.05))
+    try:
+        alice, _ = await r.client("alice")
+        for i in range(3):
+            await alice.chat(f"m{i}")
+        await alice.close(flush=1)
+        await _until(lambda: "web" not in r.relay.rooms)
+        info = await r.relay.store.info("web")
+        scanned = await r.relay.store.get_state("web", "scanned")
+        assert scanned == {"epoch": info.epoch, "head": 3}
+        deployer, _ = await r.client("carol")
+        await deployer.acquire_lock("deploy", ttl=30)
+        await deployer.publish_event(build_plan("d2", [["web1"]]).to_event())
+        await deployer.chat("deploying")
+    finally:
+        await _stop(r)
+    # as if killed before its state flush: the deploy's saved state is not there
+    store = SQLiteStore(tmp_path / "relay.db")
+    await store.put_state("web", "deploy", None)
+    await store.close()
+    r = await start_relay(tmp_path)  # a new relay on the same db reads it back
+    try:
+        bob, col = await r.client("bob")
+        snap = col.of("welcome")[0]["snapshot"]
+        assert snap["deploy"]["deploy_id"] == "d2"
+        assert [c["text"] for c in snap["chat"]] == ["m0", "m1", "m2", "deploying"]
     finally:
         await _stop(r)
