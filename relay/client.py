@@ -21,7 +21,8 @@ Delivery contract: every stored frame (it has an ``offset``) is delivered once, 
 offset order, across reconnects. After a reconnect the relay either replays what was
 missed (``welcome`` with ``recovered: true``) or sends a fresh ``snapshot``
 (``recovered: false``); a UI rebuilds its state from a ``welcome`` that carries a
-``snapshot``. Messages sent with :meth:`chat`, :meth:`publish_event` and
+``snapshot`` (a big plan's ``snapshot_part`` frames are joined into that one
+``welcome`` before it is delivered). Messages sent with :meth:`chat`, :meth:`publish_event` and
 :meth:`control` sit in an outbox until the relay acknowledges them and are re-sent
 after a reconnect with the same id, so the relay stores each exactly once.
 
