@@ -22,9 +22,10 @@ offset order, across reconnects. After a reconnect the relay either replays what
 missed (``welcome`` with ``recovered: true``) or sends a fresh ``snapshot``
 (``recovered: false``); a UI rebuilds its state from a ``welcome`` that carries a
 ``snapshot`` (a big plan's ``snapshot_part`` frames are joined into that one
-``welcome`` before it is delivered). Messages sent with :meth:`chat`, :meth:`publish_event` and
-:meth:`control` sit in an outbox until the relay acknowledges them and are re-sent
-after a reconnect with the same id, so the relay stores each exactly once.
+``welcome`` before it is delivered). Messages sent with :meth:`chat`,
+:meth:`publish_event` and :meth:`control` sit in an outbox until the relay
+acknowledges them and are re-sent after a reconnect with the same id, so the relay
+stores each exactly once.
 
 This module never imports textual.
 """
