@@ -159,6 +159,8 @@ class ShipdeckApp(App[int]):
         self.relay_status = "not configured" if chat is None else "connecting"
         self.presence: list[str] = []
         self.flushes = 0
+        #: the first paint is done: the tree is built and focused (tests wait for it)
+        self.painted = False
         self._header_key: tuple | None = None
         #: relay spectator: ``async watcher(feed)`` delivering events to ``feed``
         self.watcher: Callable[[Callable[[Any], None]], Any] | None = None
@@ -203,6 +205,7 @@ class ShipdeckApp(App[int]):
         if self.start_message:
             self.chat_pane.add_system(self.start_message)
         self.update_header()
+        self.painted = True
 
     # -- runners ------------------------------------------------------------------
 

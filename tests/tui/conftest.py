@@ -33,6 +33,11 @@ async def until(pilot, cond: Callable[[], bool], timeout: float = 5.0, what: str
         await pilot.pause(0.02)
 
 
+def screen_lines(app: ShipdeckApp) -> list[str]:
+    """The terminal as a person sees it: the composed screen, one string per row."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
 def label(app: ShipdeckApp, key: str) -> str:
     app.flush()
     app.tree.relabel_visible()

@@ -6,7 +6,8 @@ import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Log, OptionList, RichLog
 
-from tests.tui.conftest import label, make_app, until
+from tests.tui.conftest import label, make_app, screen_lines, until
+from tui.app import ShipdeckApp
 from tui.chat import LocalEcho
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryDetailScreen, HistoryScreen
@@ -465,3 +466,28 @@ async def test_80x24_long_header_keeps_the_state_line() -> None:
         lines = [header.render_line(y).text for y in range(2)]
         assert lines[0].rstrip().endswith("…"), lines
         assert "ready" in lines[1], lines
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["deploying", "watch"])
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+async def test_chat_input_shows_what_is_typed(size, watch) -> None:
+    """What the operator types is on screen before Enter (the input is one visible
+    line, not a bordered box squeezed to its borders), in the deploying TUI and in
+    the spectator view of ``shipdeck watch``."""
+    if watch:
+        app = ShipdeckApp(
+            None, chat=LocalEcho("bob"), operator="bob", watch="demo", cursor_blink=False
+        )
+    else:
+        app = make_app(hosts=8, chat=LocalEcho("alice"))
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.painted, what="first paint")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.focused, Input), what="chat focused")
+        await pilot.press(*"deploying web now")
+        inp = app.main.query_one("#chat-input", Input)
+        await until(pilot, lambda: inp.value == "deploying web now", what="typed")
+        await pilot.pause()
+        row = inp.region.y
+        assert inp.region.height >= 1
+        assert "deploying web now" in screen_lines(app)[row], screen_lines(app)[row - 1 : row + 2]

@@ -70,3 +70,16 @@ def test_small_80x24_running(snap_compare) -> None:
     assert snap_compare(
         make_app(hosts=8, gates=(1,)), terminal_size=(80, 24), run_before=run_before
     )
+
+
+def test_chat_typing_80x24(snap_compare) -> None:
+    """The chat input shows the text being typed (before Enter) at 80x24."""
+    from tui.chat import LocalEcho
+
+    async def run_before(pilot) -> None:
+        await until(pilot, lambda: pilot.app.painted)
+        await pilot.press("c", *"rolling back web3?")
+        await until(pilot, lambda: pilot.app.chat_pane.query_one("#chat-input").value.endswith("?"))
+
+    app = make_app(hosts=8, chat=LocalEcho("alice"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
