@@ -86,8 +86,10 @@ class FakeRunner:
         project: str = "web",
         ref: str = "main",
         batches=("1", "50%", "100%"),
+        previous: str = "20261123T101500Z-1b7e0d4",
     ) -> None:
         self.deploy_id = deploy_id
+        self.previous = previous
         self.kind = kind
         self.clock = clock or FakeClock()
         self.failing = set(failing)
@@ -248,6 +250,8 @@ class FakeRunner:
         steps = [k.rpartition("/")[2] for k in self.plan.children.get(hkey, ())]
         for step in steps:
             key = f"{hkey}/{step}"
+            if step == "rollback":
+                continue  # only a host that failed after activate rolls back
             if self._abort:
                 self._status(key, CANCELLED)
                 continue
@@ -275,18 +279,36 @@ class FakeRunner:
                 self._log(key, "$ systemctl --user restart web")
             elif step == "health":
                 if host in self.failing:
-                    self._log(key, "curl: (7) Failed to connect to 127.0.0.1 port 8080", "stderr")
-                    self._log(
-                        key, "health check failed after 3 tries; rolling back this host", "info"
-                    )
-                    return self._fail(hkey, key, steps, "health check failed; host rolled back")
+                    why = "curl: (7) Failed to connect to 127.0.0.1 port 8080"
+                    self._log(key, why, "stderr")
+                    detail = f"unhealthy after 3 attempts in 30s: {why}"
+                    self._status(key, FAILED, detail)
+                    return await self._roll_back(hkey, steps, detail)
                 self._log(key, '{"status": "ok", "version": "1.4.2"}')
             self._status(key, OK)
         if self._abort:
+            self._status(f"{hkey}/rollback", SKIPPED)
             self._status(hkey, CANCELLED, "aborted")
             return ""
+        if f"{hkey}/rollback" in self.plan:
+            self._status(f"{hkey}/rollback", SKIPPED)
         self._status(hkey, OK)
         return ""
+
+    async def _roll_back(self, hkey: str, steps: list[str], why: str) -> str:
+        """As the engine does for a host unhealthy after activate: switch it back."""
+        key, to = f"{hkey}/rollback", self.previous
+        self._status(key, RUNNING, f"to {to}")
+        self._log(key, f"rolling back to {to}", "stderr")
+        await self._pause(0.6)
+        self._log(key, f"current -> releases/{to} (rolled back)", "info")
+        self._log(key, f"rollback to {to}: healthy", "info")
+        self._status(key, OK, f"to {to}")
+        for step in steps[steps.index("rollback") + 1 :]:
+            self._status(f"{hkey}/{step}", SKIPPED)
+        reason = f"{why}; rolled back to {to} (healthy)"
+        self._status(hkey, FAILED, reason)
+        return reason
 
     def _fail(self, hkey: str, key: str, steps: list[str], reason: str) -> str:
         self._status(key, FAILED, reason)

@@ -93,7 +93,10 @@ def node_label(
     counts: dict[str, int] | None = None,
     current_step: str | None = None,
     progress: tuple[int, int] | None = None,
+    note: str | None = None,
 ) -> Text:
+    """One tree line. ``note`` replaces a failed host's long reason with what the
+    operator needs at a glance ("rolled back to <id>"); the log pane header has the rest."""
     status = node.status
     text = Text(no_wrap=True, end="")
     text.append(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
@@ -118,6 +121,12 @@ def node_label(
     show_detail = (
         status in (FAILED, SKIPPED, CANCELLED) or (node.kind == "stage" and counts is None)
     ) and not (counts is not None and _COUNT_TEXT.match(node.detail or ""))
-    if node.detail and show_detail:
+    if note:
+        text.append(f"  {note}", style="yellow")
+    elif (
+        node.kind == "step" and node.name == "rollback" and status in (RUNNING, OK) and node.detail
+    ):
+        text.append(f"  {node.detail}", style="yellow" if status == RUNNING else "dim")
+    elif node.detail and show_detail:
         text.append(f"  {node.detail}", style="red" if status == FAILED else "dim")
     return text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Log, OptionList, RichLog
 
+from engine.plan import HOST_STEPS
 from tests.tui.conftest import label, make_app, screen_lines, until
 from tui.app import ShipdeckApp
 from tui.chat import LocalEcho
@@ -73,9 +76,19 @@ async def test_failure_counts_and_rollback_reason() -> None:
         assert app.last_exit == 1
         assert "7/8 ✓ 1 ✗" in label(app, "release")
         host = next(h.key for h in app.model.plan.hosts() if h.label == "web3")
-        assert label(app, host).startswith("✗ web3")
-        assert "rolled back" in label(app, host + "/health")
+        line = label(app, host)
+        assert line.startswith("✗ web3") and line.endswith(
+            "rolled back to 20261123T101500Z-1b7e0d4"
+        )
+        assert label(app, host + "/health").startswith("✗ health")
+        assert "unhealthy" in label(app, host + "/health")
+        rollback = label(app, host + "/rollback")
+        assert re.fullmatch(r"✓ rollback  \d+\.\ds  to 20261123T101500Z-1b7e0d4", rollback), (
+            rollback
+        )
         assert label(app, host + "/cleanup").startswith("– cleanup")
+        # a healthy host never needed its rollback step
+        assert label(app, "release/wave-1/web1/rollback") == "– rollback"
 
 
 async def test_upload_percent_and_running_glyph(clock) -> None:
@@ -444,7 +457,7 @@ async def test_many_hosts_create_steps_lazily() -> None:
         assert len(host.children) == 0 and host.allow_expand
         tree.select_key("release/wave-2/web2/health")
         await pilot.pause()
-        assert len(host.children) == 10
+        assert len(host.children) == len(HOST_STEPS)
         assert tree.selected_key == "release/wave-2/web2/health"
 
 

@@ -46,3 +46,39 @@ async def test_deploy_then_rollback_on_local_fleet(
         assert app.model.meta["kind"] == "rollback"
         assert app.last_exit == 0, app.model.finished
         assert app.model.meta["release_id"] == released[0]
+
+
+async def test_unhealthy_host_shows_its_rollback_in_the_tree(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    """The engine's own events: a host that fails its health check after activate
+    shows a ``rollback`` step (status, target, duration) and "rolled back to <id>"."""
+    config = load_config(
+        fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo, health_timeout=1)
+    )
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        released = []
+        for version in (None, "2.0.0"):
+            if version:
+                commit_version(sample_repo, version)
+                fleet.fail_health("host2", version)
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+            released.append(app.model.meta["release_id"])
+        assert app.last_exit == 1, app.model.finished
+        host = next(h.key for h in app.model.plan.hosts() if h.label == "host2")
+        line = label(app, host)
+        assert line.startswith("✗ host2") and line.endswith(f"rolled back to {released[0]}"), line
+        step = app.model.plan[f"{host}/rollback"]
+        assert step.status == "ok" and step.detail == f"to {released[0]}"
+        assert step.ended is not None and step.started is not None and step.ended >= step.started
+        assert label(app, f"{host}/health").startswith("✗ health")
+        assert label(app, f"{host}/cleanup").startswith("– cleanup")
+        ok_host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
+        assert app.model.plan[f"{ok_host}/rollback"].status == "skipped"
+        assert any("rolling back to" in e.text for e in app.model.log_for(f"{host}/rollback"))
