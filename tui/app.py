@@ -588,12 +588,7 @@ class ShipdeckApp(App[int]):
                 "wait for the running deploy to finish (or abort it) first", severity="warning"
             )
             return
-        try:
-            releases = list(self.backend.releases())
-        except Exception as exc:
-            self.notify(str(exc), title="cannot list releases", severity="error")
-            return
-        current = self.model.meta.get("release_id") if self.last_status == OK else None
+        screen = RollbackScreen(len(self.model.plan.hosts()))
 
         def chosen(release: str | None) -> None:
             if not release:
@@ -615,7 +610,21 @@ class ShipdeckApp(App[int]):
                 confirmed,
             )
 
-        self.push_screen(RollbackScreen(releases, current), chosen)
+        async def read_releases() -> None:
+            try:
+                choices = await self.backend.probe_releases(self.prompter)
+            except Exception as exc:
+                if screen.is_attached:
+                    screen.dismiss(None)
+                self.notify(
+                    str(exc) or type(exc).__name__, title="cannot list releases", severity="error"
+                )
+                return
+            if screen.is_attached:
+                screen.show(choices)
+
+        self.push_screen(screen, chosen)
+        self.run_worker(read_releases(), group="probe", name="read releases", exit_on_error=False)
 
     def action_filter(self) -> None:
         def done(pattern: str | None) -> None:

@@ -417,7 +417,10 @@ class FakeBackend:
         self.project = project
         self.ref = ref
         self._history = FakeHistory()
-        self._releases = list(releases or ["20261123T101500Z-1b7e0d4", "20261120T090000Z-a41c2f9"])
+        self._releases = list(
+            releases
+            or ["20261123T101500Z-1b7e0d4", "20261121T120000Z-77d0e3b", "20261120T090000Z-a41c2f9"]
+        )
         self.runs: list[FakeRunner] = []
         self._n = 0
 
@@ -458,6 +461,28 @@ class FakeBackend:
 
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
+
+    async def probe_releases(self, prompter=None):
+        """Like the engine's probe: every host has the releases deployed ok, except
+        the oldest, which cleanup removed from all hosts but the first."""
+        from engine.releases import HostReleases, ProbeResult, Revision, choices
+
+        ids = self.releases()
+        when = {
+            rid: f"{rid[0:4]}-{rid[4:6]}-{rid[6:8]}T{rid[9:11]}:{rid[11:13]}:00Z" for rid in ids
+        }
+        revisions = tuple(
+            Revision(when[rid], "deploy", rid, rid.rpartition("-")[2], "bob", "ok")
+            for rid in reversed(ids)
+        )
+        hosts = []
+        for i, name in enumerate(self.hosts):
+            have = tuple(ids if i == 0 else ids[:-1])
+            hosts.append(HostReleases(name, ids[0] if ids else "", have, revisions))
+        subjects = {
+            rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)
+        }
+        return choices(ProbeResult(hosts), subjects)
 
     def history(self) -> FakeHistory:
         return self._history

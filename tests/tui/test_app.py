@@ -196,19 +196,37 @@ async def test_gate_waits_for_approval() -> None:
 
 
 async def test_rollback_choose_release_and_confirm() -> None:
+    """The picker lists what the hosts have, newest first: the current release
+    marked, the default (on every host) highlighted, a release cleanup removed from
+    some hosts greyed with how many have it, and it cannot be chosen."""
     app = make_app(hosts=3)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, RollbackScreen))
         options = app.screen.query_one(OptionList)
-        assert options.get_option_at_index(0).id == "20261123T101500Z-1b7e0d4"
-        await pilot.press("down", "enter")
+        await until(pilot, lambda: options.option_count == 3, what="releases read")
+        ids = [options.get_option_at_index(i).id for i in range(3)]
+        assert ids == [
+            "20261123T101500Z-1b7e0d4",
+            "20261121T120000Z-77d0e3b",
+            "20261120T090000Z-a41c2f9",
+        ]
+        current, default, partial = (options.get_option_at_index(i) for i in range(3))
+        assert "◀ current" in current.prompt.plain and current.disabled
+        assert "deployed 2026-11-21 12:00 UTC by bob" in default.prompt.plain
+        assert "77d0e3b  Release 2" in default.prompt.plain
+        assert partial.disabled and "on 1/3 hosts only" in partial.prompt.plain
+        assert options.highlighted == 1
+        await pilot.press("down")  # the greyed one cannot be reached
+        assert options.highlighted == 1
+        await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert app.model.meta["kind"] == "rollback"
         await pilot.press("enter")
         await until(pilot, lambda: app.last_exit is not None)
         assert app.last_exit == 0
-        assert app.model.meta["release_id"] == "20261120T090000Z-a41c2f9"
+        assert app.model.meta["release_id"] == "20261121T120000Z-77d0e3b"
         assert "fetch" not in app.model.plan  # a rollback ships nothing
         assert label(app, "release").startswith("✓ release  3/3 ✓")
 
