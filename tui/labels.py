@@ -69,13 +69,17 @@ def fmt_bytes(n: int) -> str:
 
 
 def counts_text(counts: dict[str, int], total: int | None = None) -> Text:
-    """ "37/50 ✓ 1 ✗ 2 ●" from host status counts."""
+    """ "1 ✗ 37/50 ✓ 2 ●" from host status counts: failures first, so a narrow pane
+    that cuts the line never cuts them."""
     text = Text()
     if total is None:
         total = sum(counts.values())
+    failed = counts.get(FAILED, 0)
+    if failed:
+        text.append(f"{failed} {GLYPH[FAILED]} ", style=STYLE[FAILED])
     ok = counts.get(OK, 0)
     text.append(f"{ok}/{total} ✓", style=STYLE[OK] if ok else "dim")
-    for status in (FAILED, RUNNING, WAITING, CANCELLED):
+    for status in (RUNNING, WAITING, CANCELLED):
         n = counts.get(status, 0)
         if n:
             text.append(f" {n} {GLYPH[status]}", style=STYLE[status])

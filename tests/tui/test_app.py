@@ -10,7 +10,8 @@ from textual.widgets import DataTable, Input, Log, OptionList, RichLog
 
 from engine.plan import HOST_STEPS
 from tests.tui.conftest import label, make_app, screen_lines, until
-from tui.app import ShipdeckApp
+from tui import actions
+from tui.app import MainScreen, ShipdeckApp
 from tui.chat import LocalEcho
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryDetailScreen, HistoryScreen
@@ -74,7 +75,7 @@ async def test_failure_counts_and_rollback_reason() -> None:
         await deploy(pilot, app)
         await until(pilot, lambda: app.last_exit is not None)
         assert app.last_exit == 1
-        assert "7/8 ✓ 1 ✗" in label(app, "release")
+        assert "1 ✗ 7/8 ✓" in label(app, "release")
         host = next(h.key for h in app.model.plan.hosts() if h.label == "web3")
         line = label(app, host)
         assert line.startswith("✗ web3") and line.endswith(
@@ -347,30 +348,117 @@ async def test_quit_when_idle_returns_zero() -> None:
     assert app.return_value == 0
 
 
+def footer_actions(app) -> list[str]:
+    from textual.widgets._footer import FooterKey
+
+    return [k.action.removeprefix("app.") for k in app.main.query(FooterKey)]
+
+
 async def test_help_and_palette_list_every_action() -> None:
+    """One list feeds the footer, the palette and the help screen."""
     app = make_app(hosts=1)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = "\n".join(screen_lines(app))
+        for _keys, what in actions.key_table(actions.OPERATOR):
+            assert what[:40] in text, what
         await pilot.press("escape")
-        await pilot.pause()
+        await until(pilot, lambda: app.screen is app.main and footer_actions(app))
+        shown = footer_actions(app)
+        expected = [a.id for a in actions.for_mode("operator") if a.footer is not None]
+        assert [a for a in shown if a != "command_palette"] == expected
         await pilot.press("ctrl+p")
         await until(pilot, lambda: isinstance(app.screen, CommandPalette))
         await pilot.press(*"approve gate")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: "Approve" in "\n".join(screen_lines(app)))
         await pilot.press("enter")
         await until(
             pilot, lambda: any("no gate is waiting" in n.message for n in app._notifications)
         )
-    from tui.app import MainScreen
+    from tui.commands import DeckCommands
 
-    bindings = MainScreen.BINDINGS
-    assert all(b.id and b.description for b in bindings)
-    from tui.commands import ACTIONS
+    titles = [t for t, _, _ in DeckCommands._commands(type("P", (), {"app": app})())]
+    assert titles == [a.title for a in actions.for_mode("operator")]
+    assert all(b.id and b.description and b.tooltip for b in MainScreen.BINDINGS)
 
-    palette = {a for a, _, _ in ACTIONS}
-    keyed = {b.action.removeprefix("app.") for b in bindings}
-    assert keyed <= palette
+
+@pytest.mark.parametrize("mode", ["operator", "spectator"])
+async def test_every_key_in_help_works_in_its_mode(mode) -> None:
+    """Each key the help screen lists does its action here: none answers "cannot …
+    from here"; a spectator's footer offers only what a spectator can do."""
+    if mode == "spectator":
+        app = ShipdeckApp(None, chat=LocalEcho("bob"), operator="bob", watch="demo")
+    else:
+        app = make_app(hosts=3, chat=LocalEcho("alice"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted and footer_actions(app))
+        shown = set(footer_actions(app)) - {"command_palette"}
+        assert shown == {a.id for a in actions.for_mode(mode) if a.footer is not None}
+        if mode == "spectator":
+            assert not shown & {"deploy", "rollback", "history"}
+        ran: list[str] = []
+
+        for action in actions.for_mode(mode):
+            if not action.keys or action.id in ("quit_safely", "focus_tree"):
+                continue
+            key = action.keys.split(",")[0]
+            before = len(app._notifications)
+            screen = app.screen
+            await pilot.press(key)
+            await until(
+                pilot,
+                lambda screen=screen, before=before: (
+                    app.screen is not screen
+                    or len(app._notifications) > before
+                    or app.focused is not app.tree
+                ),
+                what=f"{key} does something",
+            )
+            for note in list(app._notifications)[before:]:
+                assert "cannot" not in note.message and "from here" not in note.message, (
+                    key,
+                    note.message,
+                )
+            ran.append(action.id)
+            while app.screen is not app.main:
+                await pilot.press("escape")
+                await pilot.pause()
+            app.tree.focus()
+            await until(pilot, lambda: app.focused is app.tree)
+        assert ran
+        for hidden in {"deploy", "rollback", "history"} - {a.id for a in actions.for_mode(mode)}:
+            key = actions.by_id(hidden).keys
+            before = len(app._notifications)
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is app.main and len(app._notifications) == before, hidden
+
+
+async def test_arrows_open_and_close_hosts() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
+        tree = app.tree
+        tree.select_key("release/wave-1/web1")
+        await until(pilot, lambda: tree.selected_key == "release/wave-1/web1")
+        host = tree.nodes_by_key["release/wave-1/web1"]
+        assert not host.is_expanded
+        await pilot.press("right")
+        await until(pilot, lambda: host.is_expanded, what="→ opens")
+        await pilot.press("l")  # open already: to its first step
+        await until(pilot, lambda: tree.selected_key == "release/wave-1/web1/connect")
+        await pilot.press("left")  # from a step: close the host, back on it
+        await until(pilot, lambda: tree.selected_key == "release/wave-1/web1")
+        assert not host.is_expanded
+        await pilot.press("l")
+        await until(pilot, lambda: host.is_expanded)
+        await pilot.press("left")  # on an open host: close it
+        await until(pilot, lambda: not host.is_expanded)
+        assert tree.selected_key == "release/wave-1/web1"
+        await pilot.press("left")  # closed: to the parent wave
+        await until(pilot, lambda: tree.selected_key == "release/wave-1")
 
 
 async def test_chat_without_relay_and_with_backend() -> None:
@@ -418,7 +506,7 @@ async def test_tab_cycles_panes_and_jk_move() -> None:
 async def test_small_terminal_says_what_it_needs() -> None:
     app = make_app(hosts=3)
     async with app.run_test(size=(50, 12)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted and app.main.query_one("#too-small").display)
         msg = app.main.query_one("#too-small")
         assert msg.display and "at least 60×16" in str(msg.render())
         assert not app.main.query_one("#main").display
@@ -427,11 +515,57 @@ async def test_small_terminal_says_what_it_needs() -> None:
 async def test_80x24_keeps_every_pane() -> None:
     app = make_app(hosts=8)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        for sel in ("#tree", "#log-pane", "#chat-pane", "#header"):
+        await until(pilot, lambda: app.painted, what="first paint")
+        for sel in ("#tree", "#log-pane", "#chat-pane", "#header", "#log-title"):
+            await until(pilot, lambda sel=sel: app.main.query(sel), what=sel)
             widget = app.main.query_one(sel)
-            assert widget.display and widget.size.width > 20 and widget.size.height >= 2, sel
+            await until(pilot, lambda w=widget: w.size.height >= 1, what=f"{sel} laid out")
+            assert widget.display and widget.size.width > 20, sel
+        for sel in ("#tree", "#log-pane", "#chat-pane", "#header"):
+            assert app.main.query_one(sel).size.height >= 2, sel
         assert app.main.has_class("-narrow") or app.screen.has_class("-narrow")
+
+
+async def test_80x24_failed_host_footer_counts_reason_help_and_toasts() -> None:
+    """At 80x24: the footer keeps ? and q, the ✗ count comes first and is never cut,
+    the selected host's whole failure reason is in the log pane header, the help
+    dialog scrolls to its last line, and a notification does not cover the chat input."""
+    app = make_app(hosts=8, failing={"web3"}, chat=LocalEcho("alice"))
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await until(pilot, lambda: screen_lines(app)[-1].startswith("d Deploy"), what="footer")
+        assert "? Help" in screen_lines(app)[-1] and "q Quit" in screen_lines(app)[-1]
+        await deploy(pilot, app)
+        await until(pilot, lambda: app.last_exit is not None)
+        app.tree.select_key("release/wave-2/web3")
+        await until(pilot, lambda: app.log_pane.key == "release/wave-2/web3")
+        await pilot.pause()
+        lines = screen_lines(app)
+        wave = next(line for line in lines if "wave 2" in line)
+        assert "✗ wave 2  1 ✗ 3/4 ✓" in wave, wave
+        reason = app.model.plan["release/wave-2/web3"].detail
+        assert "rolled back to" in reason and len(reason) > 60
+        title = app.log_pane.query_one("#log-title")
+        box = title.content_region
+        shown = " ".join(lines[y][box.x : box.right].strip() for y in range(box.y, box.bottom))
+        assert reason in shown, shown
+        app.notify("a long notification " * 4, timeout=30)
+        inp = app.main.query_one("#chat-input")
+        await until(pilot, lambda: app.screen.query("Toast"), what="toast shown")
+        await pilot.pause()
+        for toast in app.screen.query("Toast"):
+            assert not toast.region.overlaps(inp.region), (toast.region, inp.region)
+            assert not toast.region.overlaps(title.region), (toast.region, title.region)
+        assert inp.region.height == 1
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        body = app.screen.query_one("#help-body")
+        await until(pilot, lambda: body.size.height > 0)
+        last = actions.NAVIGATION[-1][1]
+        if last not in "\n".join(screen_lines(app)):
+            assert body.max_scroll_y > 0  # it scrolls
+            await pilot.press("end")
+            await until(pilot, lambda: last in "\n".join(screen_lines(app)), what="scrolled")
+        assert body.region.bottom <= 24
 
 
 async def test_worker_failure_is_a_notice_not_a_traceback() -> None:
