@@ -102,7 +102,12 @@ class EngineBackend:
         from engine.deploy import Rollback
 
         return Rollback(
-            self.config, to=to, hosts=self.hosts, operator=self.operator, prompter=prompter
+            self.config,
+            to=to,
+            hosts=self.hosts,
+            operator=self.operator,
+            prompter=prompter,
+            history=self.history(),
         )
 
     def history(self):
