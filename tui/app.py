@@ -510,7 +510,8 @@ class ShipdeckApp(App[int]):
 
     @on(Tree.NodeHighlighted, "#tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
-        self.log_pane.show(event.node.data)
+        if self.is_mounted_main:
+            self.log_pane.show(event.node.data)
 
     # -- actions ------------------------------------------------------------------------
 

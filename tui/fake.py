@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,7 +328,15 @@ class FakeHistory:
         self.rows: list[dict[str, Any]] = []
         self.hosts: dict[str, list[dict[str, Any]]] = {}
         self.transcripts: dict[str, Path] = {}
-        self._dir = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-"))
+        self._tmp: Path | None = None
+
+    @property
+    def _dir(self) -> Path:
+        """Made on the first transcript; removed when this history goes (or at exit)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-"))
+            weakref.finalize(self, shutil.rmtree, self._tmp, True)
+        return self._tmp
 
     def record(self, runner: FakeRunner, result: FakeResult) -> None:
         meta = runner.plan.meta

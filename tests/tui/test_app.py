@@ -38,7 +38,7 @@ async def deploy(pilot, app) -> None:
 async def test_plan_is_drawn_at_once_hosts_collapsed() -> None:
     app = make_app(hosts=8)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         tree = app.main.query_one(StageTree)
         keys = [tree.get_node_at_line(i).data for i in range(tree.last_line + 1)]
         assert keys[:4] == ["fetch", "build", "package", "release"]
@@ -65,7 +65,7 @@ async def test_deploy_confirm_cancelled_with_escape() -> None:
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("escape")
-        await pilot.pause()
+        await until(pilot, lambda: app.screen is app.main)
         assert not app.deploying and app.backend.runs[0].events == []
 
 
@@ -110,7 +110,7 @@ async def test_upload_percent_and_running_glyph(clock) -> None:
 async def test_hostname_is_never_markup() -> None:
     app = make_app(hosts=["web[bold]1", "[red]x"])
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         tree = app.main.query_one(StageTree)
         plain = [str(tree.get_node_at_line(i).label.plain) for i in range(tree.last_line + 1)]
         assert "○ web[bold]1" in plain
@@ -125,32 +125,31 @@ async def test_log_of_step_host_and_stage() -> None:
         tree = app.main.query_one(StageTree)
         log = app.main.query_one("#log", Log)
         tree.select_key("release/wave-2/web2")
-        await pilot.pause()
+        await until(pilot, lambda: app.log_pane.key == "release/wave-2/web2")
         text = "\n".join(log.lines)
         assert "connect · connected to web2:22" in text and "health   {" in text
         tree.select_key("release/wave-2/web2/upload")
-        await pilot.pause()
+        await until(pilot, lambda: app.log_pane.key == "release/wave-2/web2/upload")
         assert [line for line in log.lines] == ["· sent 14540 bytes"]
         tree.select_key("build")
-        await pilot.pause()
+        await until(pilot, lambda: app.log_pane.key == "build")
         assert "  building VERSION 1.4.2" in log.lines
 
 
 async def test_log_follows_new_lines_in_batches(clock) -> None:
     app = make_app(clock, hosts=1)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         tree = app.main.query_one(StageTree)
         tree.select_key("fetch")
-        await pilot.pause()
+        await until(pilot, lambda: app.log_pane.key == "fetch")
         from engine.events import LogLine
 
         for i in range(3000):
             app.feed(LogLine(app.model.deploy_id, key="fetch", text=f"line {i}"))
         app.flush()
         log = app.main.query_one("#log", Log)
-        await pilot.pause()
-        assert log.lines[-1] == "  line 2999"
+        await until(pilot, lambda: log.lines and log.lines[-1] == "  line 2999")
         assert log.line_count <= 2000  # bounded
 
 
@@ -176,10 +175,12 @@ async def test_abort_confirmed_stops_the_deploy(clock) -> None:
 async def test_abort_when_idle_is_a_notice() -> None:
     app = make_app(hosts=2)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
         await pilot.press("a")
-        await pilot.pause()
+        await until(
+            pilot, lambda: any("nothing is running" in n.message for n in app._notifications)
+        )
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("nothing is running" in n.message for n in app._notifications)
 
 
 async def test_gate_waits_for_approval() -> None:
@@ -187,7 +188,6 @@ async def test_gate_waits_for_approval() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await deploy(pilot, app)
         await until(pilot, lambda: app.model.waiting_gate == "release/gate-1")
-        await pilot.pause(0.1)
         assert app.deploying and app.last_exit is None
         assert label(app, "release/wave-2").startswith("○")
         await pilot.press("g")
@@ -240,30 +240,35 @@ async def test_filter_by_name_and_by_status() -> None:
         await pilot.press("slash")
         await until(pilot, lambda: isinstance(app.screen, FilterScreen))
         await pilot.press(*"web[23]", "enter")
-        await pilot.pause()
+        await until(pilot, lambda: app.filter_text == "web[23]" and app.screen is app.main)
         tree = app.main.query_one(StageTree)
         hosts = {k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"}
         assert {app.model.plan[k].label for k in hosts} == {"web2", "web3"}
         await pilot.press("slash")
         await until(pilot, lambda: isinstance(app.screen, FilterScreen))
         await pilot.press("ctrl+a", "ctrl+k", *"failed", "enter")
-        await pilot.pause()
+        await until(pilot, lambda: app.filter_text == "failed" and app.screen is app.main)
         hosts = {k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"}
         assert {app.model.plan[k].label for k in hosts} == {"web5"}
         assert "filter “failed”: 1 hosts" in str(app.main.query_one("#header").render())
         await app.run_action("clear_filter")
-        await pilot.pause()
-        assert len([k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"]) == 8
+        await until(
+            pilot,
+            lambda: len([k for k in tree.nodes_by_key if app.model.plan[k].kind == "host"]) == 8,
+        )
 
 
 async def test_follow_selects_running_host(clock) -> None:
     app = make_app(clock, hosts=2, gates=(1,))
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
         await pilot.press("f")
+        await until(pilot, lambda: app.following)
         await deploy(pilot, app)
         await until(pilot, lambda: app.model.waiting_gate is not None)
-        await pilot.pause(0.1)
-        assert app.main.query_one(StageTree).selected_key == "release/wave-1/web1"
+        await until(
+            pilot, lambda: app.main.query_one(StageTree).selected_key == "release/wave-1/web1"
+        )
 
 
 async def test_history_list_and_detail_with_transcript() -> None:
@@ -284,8 +289,7 @@ async def test_history_list_and_detail_with_transcript() -> None:
         await until(pilot, lambda: log.line_count > 10)
         assert any("finished: failed" in line for line in log.lines)
         await pilot.press("escape", "escape")
-        await pilot.pause()
-        assert app.screen is app.main
+        await until(pilot, lambda: app.screen is app.main)
 
 
 @pytest.mark.parametrize("answer,ok", [("y", True), ("n", False)])
@@ -311,6 +315,7 @@ async def test_password_modal_is_masked_and_answers() -> None:
         field = app.screen.query_one(Input)
         assert field.password is True
         await pilot.press(*"s3cret")
+        await until(pilot, lambda: field.value == "s3cret")
         assert "s3cret" not in str(field.render())
         await pilot.press("enter")
         await until(pilot, lambda: app.last_exit is not None)
@@ -343,8 +348,9 @@ async def test_quit_while_running_aborts_then_exits(clock) -> None:
 async def test_quit_when_idle_returns_zero() -> None:
     app = make_app(hosts=1)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
         await pilot.press("q")
-        await pilot.pause()
+        await until(pilot, lambda: app.return_code is not None or not app.is_running)
     assert app.return_value == 0
 
 
@@ -464,32 +470,42 @@ async def test_arrows_open_and_close_hosts() -> None:
 async def test_chat_without_relay_and_with_backend() -> None:
     app = make_app(hosts=1)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         chat = app.main.query_one("#chat-log", RichLog)
+        await until(pilot, lambda: chat.lines)
         assert "relay not configured" in "".join(s.text for s in chat.lines[0])
         await pilot.press("c")
-        await pilot.pause()
-        assert any("relay not configured" in n.message for n in app._notifications)
+        await until(
+            pilot, lambda: any("relay not configured" in n.message for n in app._notifications)
+        )
 
     app = make_app(hosts=1, chat=LocalEcho("alice"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         await pilot.press("c")
-        await pilot.pause()
-        assert isinstance(app.focused, Input)
+        await until(pilot, lambda: isinstance(app.focused, Input))
         await pilot.press(*"hello [b]bob", "enter")
-        await pilot.pause(0.1)
         chat = app.main.query_one("#chat-log", RichLog)
-        assert any("alice: hello [b]bob" in "".join(s.text for s in line) for line in chat.lines)
-        assert "relay ◉ connected · 1 here: alice" in str(app.main.query_one("#header").render())
+        await until(
+            pilot,
+            lambda: any(
+                "alice: hello [b]bob" in "".join(s.text for s in line) for line in chat.lines
+            ),
+        )
+        await until(
+            pilot,
+            lambda: (
+                "relay ◉ connected · 1 here: alice" in str(app.main.query_one("#header").render())
+            ),
+        )
         await pilot.press("escape")
-        assert isinstance(app.focused, StageTree)
+        await until(pilot, lambda: isinstance(app.focused, StageTree))
 
 
 async def test_tab_cycles_panes_and_jk_move() -> None:
     app = make_app(hosts=3, chat=LocalEcho("alice"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         tree = app.main.query_one(StageTree)
         assert app.focused is tree
         await pilot.press("j", "j")
@@ -538,7 +554,7 @@ async def test_80x24_failed_host_footer_counts_reason_help_and_toasts() -> None:
         await until(pilot, lambda: app.last_exit is not None)
         app.tree.select_key("release/wave-2/web3")
         await until(pilot, lambda: app.log_pane.key == "release/wave-2/web3")
-        await pilot.pause()
+        await until(pilot, lambda: "✗ unhealthy" in "\n".join(screen_lines(app)), what="reason")
         lines = screen_lines(app)
         wave = next(line for line in lines if "wave 2" in line)
         assert "✗ wave 2  1 ✗ 3/4 ✓" in wave, wave
@@ -550,8 +566,14 @@ async def test_80x24_failed_host_footer_counts_reason_help_and_toasts() -> None:
         assert reason in shown, shown
         app.notify("a long notification " * 4, timeout=30)
         inp = app.main.query_one("#chat-input")
-        await until(pilot, lambda: app.screen.query("Toast"), what="toast shown")
-        await pilot.pause()
+        await until(
+            pilot,
+            lambda: (
+                app.screen.query("Toast")
+                and all(t.region.height for t in app.screen.query("Toast"))
+            ),
+            what="toast shown",
+        )
         for toast in app.screen.query("Toast"):
             assert not toast.region.overlaps(inp.region), (toast.region, inp.region)
             assert not toast.region.overlaps(title.region), (toast.region, title.region)
@@ -575,7 +597,7 @@ async def test_worker_failure_is_a_notice_not_a_traceback() -> None:
         raise RuntimeError("ssh agent went away")
 
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         app.runner.run = boom
         await deploy(pilot, app)
         await until(
@@ -591,24 +613,23 @@ async def test_plan_error_is_a_notice() -> None:
         raise ValueError("shipdeck.toml: [hosts] is empty")
 
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         app.backend.new_deploy = broken
         app.runner_used = True
         await pilot.press("d")
-        await pilot.pause()
-        assert any("[hosts] is empty" in n.message for n in app._notifications)
+        await until(pilot, lambda: any("[hosts] is empty" in n.message for n in app._notifications))
 
 
 async def test_many_hosts_create_steps_lazily() -> None:
     app = make_app(hosts=1200)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         tree = app.main.query_one(StageTree)
         assert tree.lazy
         host = tree.nodes_by_key["release/wave-2/web2"]
         assert len(host.children) == 0 and host.allow_expand
         tree.select_key("release/wave-2/web2/health")
-        await pilot.pause()
+        await until(pilot, lambda: tree.selected_key == "release/wave-2/web2/health")
         assert len(host.children) == len(HOST_STEPS)
         assert tree.selected_key == "release/wave-2/web2/health"
 
@@ -620,14 +641,17 @@ async def test_80x24_long_header_keeps_the_state_line() -> None:
 
     app = make_app(hosts=8)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         app.relay_status = "connected"
         app.presence = ["alice", "bob-the-release-manager", "carol"]
         app.model.plan.meta.update(release_id="20261124T204924Z-96c054f", sha="96c054f" * 5)
         app.watch_room = "demo"
         app.update_header()
-        await pilot.pause()
         header = app.main.query_one(DeckHeader)
+        await until(
+            pilot,
+            lambda: "bob-the" in header.render_line(0).text or "…" in header.render_line(0).text,
+        )
         lines = [header.render_line(y).text for y in range(2)]
         assert lines[0].rstrip().endswith("…"), lines
         assert "ready" in lines[1], lines
@@ -652,7 +676,7 @@ async def test_chat_input_shows_what_is_typed(size, watch) -> None:
         await pilot.press(*"deploying web now")
         inp = app.main.query_one("#chat-input", Input)
         await until(pilot, lambda: inp.value == "deploying web now", what="typed")
-        await pilot.pause()
+        await until(pilot, lambda: "deploying web now" in "".join(screen_lines(app)), what="drawn")
         row = inp.region.y
         assert inp.region.height >= 1
         assert "deploying web now" in screen_lines(app)[row], screen_lines(app)[row - 1 : row + 2]

@@ -25,7 +25,7 @@ async def test_deploy_then_rollback_on_local_fleet(
     backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
     app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         n = len(fleet.hosts)
         assert f"0/{n} ✓" in label(app, "release")
         released = []

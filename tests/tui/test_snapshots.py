@@ -24,7 +24,7 @@ async def _deploy(pilot, wait) -> None:
     app.clear_notifications()
     app.flush()
     app.tick()
-    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
 
 
 def test_pending(snap_compare) -> None:
@@ -35,7 +35,7 @@ def test_running_at_gate(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await _deploy(pilot, lambda: pilot.app.model.waiting_gate is not None)
         pilot.app.tree.select_key("release/wave-1/web1")
-        await pilot.pause()
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-1/web1")
 
     assert snap_compare(
         make_app(hosts=8, gates=(1,)), terminal_size=(120, 36), run_before=run_before
@@ -46,10 +46,8 @@ def test_failed_and_rolled_back(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await _deploy(pilot, lambda: pilot.app.last_exit is not None)
         pilot.app.tree.select_key("release/wave-2/web3/health")
-        await pilot.pause()
-        pilot.app.log_pane.show("release/wave-2/web3/health")
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-2/web3/health")
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
 
     assert snap_compare(
         make_app(hosts=8, failing={"web3"}), terminal_size=(120, 36), run_before=run_before

@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Log, Static
 
 from engine.events import FAILED
@@ -55,7 +56,10 @@ class LogPane(Vertical):
         """Show the log of ``key`` (its own lines and its descendants')."""
         self.key = key
         node = self.model.plan.nodes.get(key) if key else None
-        title = self.query_one("#log-title", Static)
+        try:
+            title = self.query_one("#log-title", Static)
+        except NoMatches:  # the app is closing: its widgets are being removed
+            return
         if node is None:
             title.update("log")
         else:
