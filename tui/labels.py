@@ -105,10 +105,11 @@ def node_label(
     text = Text(no_wrap=True, end="")
     text.append(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
     text.append(" ")
-    text.append(node.label, style=NAME_STYLE.get(status, ""))
     if counts is not None and node.kind in ("wave", "stage") and sum(counts.values()):
-        text.append("  ")
+        # counts before the label: a narrow pane cuts a long wave label, never them
         text.append_text(counts_text(counts))
+        text.append("  ")
+    text.append(node.label, style=NAME_STYLE.get(status, ""))
     if node.kind == "host" and status == RUNNING and current_step:
         text.append(f"  {current_step}", style="yellow")
     if progress is not None and progress[1] and node.status == RUNNING:

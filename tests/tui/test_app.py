@@ -44,7 +44,7 @@ async def test_plan_is_drawn_at_once_hosts_collapsed() -> None:
         assert keys[:4] == ["fetch", "build", "package", "release"]
         assert "release/wave-1/web1" in keys
         assert "release/wave-1/web1/connect" not in keys  # host subtrees start collapsed
-        assert "○ release" in label(app, "release")
+        assert label(app, "release").startswith("○ 0/8 ✓  release")
         assert "0/8 ✓" in label(app, "release")
 
 
@@ -54,7 +54,7 @@ async def test_deploy_confirm_then_every_host_ok() -> None:
         await deploy(pilot, app)
         await until(pilot, lambda: app.last_exit is not None, what="deploy end")
         assert app.last_exit == 0
-        assert label(app, "release").startswith("✓ release  8/8 ✓")
+        assert label(app, "release").startswith("✓ 8/8 ✓  release")
         assert "✓ web1" in label(app, "release/wave-1/web1")
         assert "✓ upload  14.2KB" in label(app, "release/wave-1/web1/upload")
 
@@ -75,7 +75,7 @@ async def test_failure_counts_and_rollback_reason() -> None:
         await deploy(pilot, app)
         await until(pilot, lambda: app.last_exit is not None)
         assert app.last_exit == 1
-        assert "1 ✗ 7/8 ✓" in label(app, "release")
+        assert label(app, "release").startswith("✗ 1 ✗ 7/8 ✓  release")
         host = next(h.key for h in app.model.plan.hosts() if h.label == "web3")
         line = label(app, host)
         assert line.startswith("✗ web3") and line.endswith(
@@ -229,7 +229,7 @@ async def test_rollback_choose_release_and_confirm() -> None:
         assert app.last_exit == 0
         assert app.model.meta["release_id"] == "20261121T120000Z-77d0e3b"
         assert "fetch" not in app.model.plan  # a rollback ships nothing
-        assert label(app, "release").startswith("✓ release  3/3 ✓")
+        assert label(app, "release").startswith("✓ 3/3 ✓  release")
 
 
 async def test_filter_by_name_and_by_status() -> None:
@@ -557,7 +557,7 @@ async def test_80x24_failed_host_footer_counts_reason_help_and_toasts() -> None:
         await until(pilot, lambda: "✗ unhealthy" in "\n".join(screen_lines(app)), what="reason")
         lines = screen_lines(app)
         wave = next(line for line in lines if "wave 2" in line)
-        assert "✗ wave 2  1 ✗ 3/4 ✓" in wave, wave
+        assert "✗ 1 ✗ 3/4 ✓  wave 2" in wave, wave
         reason = app.model.plan["release/wave-2/web3"].detail
         assert "rolled back to" in reason and len(reason) > 60
         title = app.log_pane.query_one("#log-title")

@@ -35,7 +35,7 @@ async def test_deploy_then_rollback_on_local_fleet(
             await pilot.press("enter")
             await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
             assert app.last_exit == 0, app.model.finished
-            assert label(app, "release").startswith(f"✓ release  {n}/{n} ✓")
+            assert label(app, "release").startswith(f"✓ {n}/{n} ✓  release")
             assert len(str(app.model.meta.get("sha"))) >= 7
             released.append(app.model.meta["release_id"])
             commit_version(sample_repo, version)

@@ -242,11 +242,16 @@ def release_label(info: Any) -> Text:
     if info.sha:
         text.append(f"  {info.sha[:7]}", style="dim" if dim else "yellow")
     if info.subject:
-        text.append(f"  {info.subject}", style="dim")
-    if info.is_current:
-        where = "" if info.current_on == info.hosts_total else f" on {info.current_on}"
-        text.append(f"  ◀ current{where}", style="bold cyan")
+        subject = info.subject if len(info.subject) <= 32 else info.subject[:31] + "…"
+        text.append(f"  {subject}", style="dim")
     text.append("\n  ")
+    if info.is_current:
+        where = (
+            ""
+            if info.current_on == info.hosts_total
+            else f" on {info.current_on}/{info.hosts_total}"
+        )
+        text.append(f"◀ current{where}  ", style="bold cyan")
     when = info.deployed_at.replace("T", " ").removesuffix("Z")[:16]
     if when:
         text.append(f"deployed {when} UTC", style="dim")
