@@ -321,6 +321,10 @@ class FakeRunner:
         return reason
 
 
+#: where transcript dirs are made (None: the system temp dir); tests point it at theirs
+HISTORY_ROOT: str | None = None
+
+
 class FakeHistory:
     """In-memory history with transcripts written to a temp dir."""
 
@@ -334,7 +338,7 @@ class FakeHistory:
     def _dir(self) -> Path:
         """Made on the first transcript; removed when this history goes (or at exit)."""
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-"))
+            self._tmp = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-", dir=HISTORY_ROOT))
             weakref.finalize(self, shutil.rmtree, self._tmp, True)
         return self._tmp
 

@@ -44,6 +44,14 @@ def label(app: ShipdeckApp, key: str) -> str:
     return app.model.label_for(key).plain
 
 
+@pytest.fixture(autouse=True)
+def _fake_history_in_tmp(tmp_path, monkeypatch) -> None:
+    """The scripted engine's transcripts go to the test's temp dir (removed with it)."""
+    import tui.fake
+
+    monkeypatch.setattr(tui.fake, "HISTORY_ROOT", str(tmp_path))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
