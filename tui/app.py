@@ -115,9 +115,13 @@ class DeckFooter(Footer):
         if not self._bindings_ready:
             return
         active = self.screen.active_bindings
+        typing = isinstance(self.app.focused, Input)
         shown: dict[str, tuple] = {}
         for _, binding, enabled, tooltip in active.values():
-            if binding.show and (binding.id in keep or binding.id not in actions.IDS):
+            if typing:  # keys type text now: only the way back is a key
+                if binding.id == "focus_tree":
+                    shown.setdefault(binding.action, (binding, enabled, tooltip))
+            elif binding.show and (binding.id in keep or binding.id not in actions.IDS):
                 shown.setdefault(binding.action, (binding, enabled, tooltip))
         self.styles.grid_size_columns = len(shown)
         for binding, enabled, tooltip in shown.values():

@@ -680,3 +680,15 @@ async def test_chat_input_shows_what_is_typed(size, watch) -> None:
         row = inp.region.y
         assert inp.region.height >= 1
         assert "deploying web now" in screen_lines(app)[row], screen_lines(app)[row - 1 : row + 2]
+
+
+async def test_footer_while_typing_offers_only_the_way_back() -> None:
+    """In the chat input letters are text: the footer shows esc, not d/a/r/…"""
+    app = make_app(hosts=2, chat=LocalEcho("alice"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted and footer_actions(app))
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.focused, Input))
+        await until(pilot, lambda: footer_actions(app) == ["focus_tree", "command_palette"])
+        await pilot.press("escape")
+        await until(pilot, lambda: "deploy" in footer_actions(app))
