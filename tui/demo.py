@@ -160,8 +160,8 @@ async def _start_relay(root: Path) -> tuple[Any, str, str]:
     from relay.store import SQLiteStore
     from relay.tokens import TokenTable
 
-    try:
-        me = getpass.getuser() or "operator"
+    try:  # the relay names this operator as the TUI does (SHIPDECK_OPERATOR first)
+        me = os.environ.get("SHIPDECK_OPERATOR") or getpass.getuser() or "operator"
     except (KeyError, OSError):
         me = "operator"
     me = "".join(c for c in me if c.isalnum() or c in "._-") or "operator"
