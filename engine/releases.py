@@ -213,13 +213,16 @@ def default_target(hosts: Iterable[HostReleases], *, total: int | None = None) -
     return max(candidates, key=order)
 
 
-async def probe(config: Any, hosts: str | None = None, prompter: Any = None) -> ProbeResult:
-    """Connect to every selected host (at most ``ssh.max_startups`` at a time) and read
-    its releases; a host that cannot be read is in ``errors`` with the reason."""
+async def probe(
+    config: Any, hosts: str | None = None, prompter: Any = None, *, specs: Any = None
+) -> ProbeResult:
+    """Connect to every selected host (the ``hosts`` pattern, or ``specs`` already
+    selected) and read its releases; a host that cannot be read is in ``errors``
+    with the reason. Handshakes are capped by the connector (``ssh.max_startups``)."""
     from engine.ssh import Connector, SSHError
     from engine.steps import releases_script
 
-    selected = config.select_hosts(hosts)
+    selected = list(specs) if specs is not None else config.select_hosts(hosts)
     connector = Connector(config.ssh, config.base_dir, prompter=prompter)
     result = ProbeResult()
     limit = asyncio.Semaphore(max(1, int(getattr(config.deploy, "parallel", 20) or 20)))
