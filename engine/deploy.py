@@ -229,7 +229,8 @@ class _Run:
         """Mark the host's unfinished steps and the host itself."""
         for skey in self._steps_of(hkey):
             if self.plan[skey].status in (PENDING, RUNNING, WAITING):
-                self.status(skey, status if status != FAILED else SKIPPED)
+                never_ran = skey.endswith("/rollback") and self.plan[skey].status == PENDING
+                self.status(skey, SKIPPED if never_ran or status == FAILED else status)
         self.status(hkey, status, detail)
 
     async def _step(self, key: str, work: Any, *, shielded: bool = False) -> Any:
@@ -1154,16 +1155,21 @@ class Deployment(_Run):
         hk = st.key
         st.status, st.reason, st.outcome = FAILED, str(exc), "failed"
         self.budget.fail(st.name, st.reason)
+        rkey = f"{hk}/rollback"
         if d.rollback_on_failure and st.current:
+            self.status(rkey, RUNNING, f"to {st.current}")
             detail = await self._rollback_host(st, st.current, env)
             st.reason = f"{exc}; {detail}"
             st.outcome = "rolled-back" if "(healthy)" in detail else "rollback-failed"
+            healthy = st.outcome == "rolled-back"
+            self.status(rkey, OK if healthy else FAILED, f"to {st.current}" if healthy else detail)
         elif d.rollback_on_failure:
             st.reason = f"{exc}; no previous release to roll back to"
+            self.status(rkey, SKIPPED, "no previous release")
         self._close_host(hk, FAILED, st.reason)
 
     async def _rollback_host(self, st: HostState, target: str, env: dict[str, str]) -> str:
-        hk = st.key
+        hk = f"{st.key}/rollback" if f"{st.key}/rollback" in self.plan else st.key
         host = st.host
         assert host is not None
         self.log(hk, f"rolling back to {target}", "stderr")

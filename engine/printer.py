@@ -198,6 +198,8 @@ class HeadlessPrinter:
         if isinstance(event, NodeStatus):
             if self.plan is not None:
                 self.plan.apply(event)
+            if event.status == "skipped" and not event.detail and event.key.endswith("/rollback"):
+                return  # the rollback step a host never needed
             if event.status in (RUNNING, "waiting"):
                 self.started[event.key] = event.at
                 if event.status == "waiting" or self.verbose:
