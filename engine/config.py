@@ -96,6 +96,7 @@ class SshConfig:
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
     keepalive: float = 15.0
+    upload_stall: float = 30.0  # an upload that moves no byte this long fails
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "connect_timeout": ((int, float), False),
         "command_timeout": ((int, float), False),
         "keepalive": ((int, float), False),
+        "upload_stall": ((int, float), False),
     },
     "relay": {"url": (str, True), "room": (str, True), "token_env": (str, False)},
 }
@@ -421,6 +423,10 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     d = r.table(data, "deploy", True)
     if not d["path"].strip():
         raise r.error("deploy", "path", "must not be empty")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in d["path"]):
+        raise r.error(
+            "deploy", "path", "must not contain control characters (newline, tab, escape ...)"
+        )
     batches = (
         r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
     )
@@ -498,10 +504,12 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         connect_timeout=float(s.get("connect_timeout", 10)),
         command_timeout=float(s.get("command_timeout", 600)),
         keepalive=float(s.get("keepalive", 15)),
+        upload_stall=float(s.get("upload_stall", 30)),
     )
     if ssh.port is not None and not 0 < ssh.port < 65536:
         raise r.error("ssh", "port", f"expected a port 1-65535, got {ssh.port}")
     r.positive("ssh", "max_startups", ssh.max_startups)
+    r.positive("ssh", "upload_stall", ssh.upload_stall, 0.1)
     r.positive("ssh", "max_sessions", ssh.max_sessions)
     r.positive("ssh", "connect_timeout", ssh.connect_timeout, 0.1)
     if ssh.jump is not None:
