@@ -1586,12 +1586,41 @@ class Rollback(_Run):
         self.status("release", RUNNING)
         try:
             await self._lock_all(connector, None)
+            if not self.to and not self.stop_reason and not self.aborting:
+                await self._choose_target()
             await self._run_waves(connector, lambda st: self._rollback(connector, st))
         finally:
             await asyncio.shield(self._unlock_all())
             await connector.close()
         targets = {st.outcome for st in self.states.values() if st.status == OK}
         return await self._finish(",".join(sorted(targets)), "", writer)
+
+    async def _choose_target(self) -> None:
+        """Without ``--to``: the newest release before the current one that EVERY
+        selected host still has (read over the locked hosts' connections), so no host
+        fails for lack of it and the fleet ends on one release."""
+        from engine.releases import HostReleases, default_target, parse_probe
+
+        locked = [st for st in self.states.values() if st.locked and st.host is not None]
+
+        async def read(st: HostState) -> HostReleases:
+            assert st.host is not None
+            res = await st.host.run(releases_script(st.path), timeout=60)
+            return parse_probe(st.name, res.stdout)
+
+        found = await asyncio.gather(*(read(st) for st in locked), return_exceptions=True)
+        hosts = [f for f in found if isinstance(f, HostReleases)]
+        target = default_target(hosts, total=len(self.states))
+        if target is None:
+            self.stop_reason = (
+                "no earlier release is on every selected host; choose one with --to "
+                "(the TUI's picker shows which hosts have each)"
+            )
+            self.log("release", self.stop_reason, "stderr")
+            return
+        self.to = target
+        self.log("release", f"rolling back to {target}: the newest earlier release on every host")
+        self.emit(DeployMeta(self.deploy_id, meta={"release_id": target}))
 
     async def _rollback(self, connector: Connector, st: HostState) -> None:
         hk = st.key

@@ -301,3 +301,31 @@ async def test_fan_out_respects_parallel(fleet, fleet_config) -> None:
                 running -= 1
             peak = max(peak, running)
     assert peak == 1
+
+
+async def test_rollback_without_to_goes_where_every_host_can(
+    fleet, fleet_config, sample_repo
+) -> None:
+    """The previous release is gone from one host: a rollback without --to goes back
+    to the newest earlier release EVERY host has, and the fleet ends on one release;
+    with none on every host it stops (exit 3) and switches nothing."""
+    import shutil
+
+    config = fleet_config()
+    ids = []
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        if version != "1.0.0":
+            commit_version(sample_repo, version)
+        d = Deployment(config)
+        assert (await d.run()).exit_code == 0
+        ids.append(d.release_id)
+    shutil.rmtree(app_dir(fleet, "host2") / "releases" / ids[1])
+    result = await Rollback(config).run()
+    assert result.exit_code == 0, result.summary
+    assert {current(app_dir(fleet, h.name)) for h in fleet.hosts} == {ids[0]}
+
+    # every host is on the oldest release now: nothing earlier to go back to
+    result = await Rollback(config).run()
+    assert result.exit_code == 3
+    assert "no earlier release is on every selected host" in result.summary["reason"]
+    assert {current(app_dir(fleet, h.name)) for h in fleet.hosts} == {ids[0]}
