@@ -483,9 +483,13 @@ async def test_rollback_follows_the_waves_and_the_failure_budget(
     # the canary's rollback fails: the next wave does not start
     canary = fleet.hosts[0]
     shutil.rmtree(canary.home / "app" / "releases" / first.release_id)
+    # (without --to no host is even tried: the release is not on every host)
     result = await Rollback(config).run()
     assert result.exit_code == 3, result.summary
-    assert "no release deployed before" in result.summary["failures"][canary.spec]
+    assert "no earlier release is on every selected host" in result.summary["reason"]
+    result = await Rollback(config, to=first.release_id).run()
+    assert result.exit_code == 3, result.summary
+    assert "is not on this host" in result.summary["failures"][canary.spec]
     for h in fleet.hosts:
         assert current(h.home / "app") == second.release_id, h.spec
     assert locks_left(fleet) == []
