@@ -261,6 +261,8 @@ class _HostKeys:
         """asyncssh asks about a key known_hosts does not trust."""
         kh = self.trusted(files)
         keys = kh.match(host, addr, port if port != 22 else None)[0]
+        if key.public_data in {k.public_data for k in keys}:
+            return True  # recorded since this connection started
         changed = bool(keys)
         self.seen[(host, port)] = (changed, key)
         if changed:
