@@ -93,7 +93,7 @@ class SshConfig:
     max_sessions: int = 8
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
-    keepalive: float = 5.0  # seconds between keepalives (dead_after / 4 unless set)
+    keepalive: float | None = None  # seconds between keepalives (None: dead_after / 4)
     dead_after: float = 20.0  # a host silent this long (keepalives unanswered) is dead
     max_handshakes: int = 64  # handshakes in flight over the whole fleet
     passphrase_env: str | None = None  # passphrase of encrypted identity files
@@ -498,7 +498,7 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         # dead_after (seconds without an answer) sets the keepalive cadence: 3 unanswered
         # keepalives, one every dead_after/4 s. A config that sets only the older
         # `keepalive` key keeps its meaning (dead after 4 x keepalive).
-        keepalive=float(s.get("keepalive", float(s.get("dead_after", 20)) / 4)),
+        keepalive=float(s["keepalive"]) if "keepalive" in s else None,
         dead_after=float(s.get("dead_after", 4 * float(s.get("keepalive", 5)))),
         max_handshakes=s.get("max_handshakes", 64),
         passphrase_env=s.get("passphrase_env"),
@@ -510,7 +510,8 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     r.positive("ssh", "connect_timeout", ssh.connect_timeout, 0.1)
     r.positive("ssh", "max_handshakes", ssh.max_handshakes)
     r.positive("ssh", "dead_after", ssh.dead_after, 0.4)
-    r.positive("ssh", "keepalive", ssh.keepalive, 0.1)
+    if ssh.keepalive is not None:
+        r.positive("ssh", "keepalive", ssh.keepalive, 0.1)
     if ssh.jump is not None:
         try:
             parse_host(ssh.jump)

@@ -711,7 +711,9 @@ class Connector:
             on_auth,
         )
         keys, _ = await self._client_keys(target)
-        interval = self.ssh.keepalive
+        # OpenSSH's ServerAliveInterval/CountMax: the connection is dropped after
+        # count + 1 silent intervals, i.e. dead_after
+        interval = self.ssh.keepalive or self.ssh.dead_after / 4
         count = max(1, round(self.ssh.dead_after / interval) - 1)
         options: dict[str, Any] = dict(
             known_hosts=self.keys.trusted(files),
