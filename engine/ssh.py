@@ -195,9 +195,10 @@ class _CountingTunnel:
     """asyncssh's ``tunnel`` interface: open the stream (TCP, or a channel of a jump
     connection) with the protocol wrapped in counters."""
 
-    def __init__(self, stats: WireStats, via: Any = None):
+    def __init__(self, stats: WireStats, via: Any = None, addr: str | None = None):
         self.stats = stats
         self.via = via
+        self.addr = addr  # resolved already (for the handshake cap): not looked up twice
 
     async def create_connection(self, factory: Callable[[], Any], host: str, port: int) -> Any:
         made: list[Any] = []
@@ -210,7 +211,7 @@ class _CountingTunnel:
             transport, _ = await self.via.create_connection(wrapped, host, port)
         else:
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_connection(wrapped, host, port)
+            transport, _ = await loop.create_connection(wrapped, self.addr or host, port)
             self.stats.round_trips += 1  # the TCP handshake
         return transport, made[0]
 
@@ -660,12 +661,15 @@ class Connector:
 
     # -- connecting ------------------------------------------------------------
 
-    async def _endpoint(self, target: Target, tunnel_key: str | None) -> tuple[Any, ...]:
-        """Where the handshake limit lives for ``target``: the sshd behind it."""
+    async def _endpoint(
+        self, target: Target, tunnel_key: str | None
+    ) -> tuple[tuple[Any, ...], str | None]:
+        """Where the handshake limit lives for ``target`` (the sshd behind it), and
+        the address its name resolved to (direct connections)."""
         if target.proxy_command:
-            return ("proxy", target.proxy_command)
+            return ("proxy", target.proxy_command), None
         if tunnel_key:
-            return ("via", tunnel_key)
+            return ("via", tunnel_key), None
         try:
             addr = str(ipaddress.ip_address(target.host))
         except ValueError:
@@ -675,18 +679,19 @@ class Connector:
                 )
                 addr = str(infos[0][4][0])
             except (OSError, IndexError):
-                addr = target.host
+                # the connection attempt reports the lookup failure, with the host name
+                return ("addr", target.host, target.port), None
         # hosts whose known_hosts entries name the same key are one sshd (several
         # addresses of one server): its MaxStartups counts them together
         kh = self.keys.trusted(self.keys.files(target))
         keys = kh.match(target.host, addr, target.port if target.port != 22 else None)[0]
         if keys:
-            return ("sshd", frozenset(k.public_data for k in keys))
-        return ("addr", addr, target.port)
+            return ("sshd", frozenset(k.public_data for k in keys)), addr
+        return ("addr", addr, target.port), addr
 
     async def _open(self, target: Target, tunnel: Any) -> asyncssh.SSHClientConnection:
         tunnel_key = getattr(tunnel, "_shipdeck_chain", None) if tunnel is not None else None
-        endpoint = await self._endpoint(target, tunnel_key)
+        endpoint, addr = await self._endpoint(target, tunnel_key)
         sem = self._endpoints.setdefault(endpoint, asyncio.Semaphore(self.ssh.max_startups))
         prompt = _PromptClock()
         lost: list[str] = []
@@ -744,7 +749,7 @@ class Connector:
             options["proxy_command"] = target.proxy_command
             via = None
         else:
-            via = _CountingTunnel(stats, tunnel)
+            via = _CountingTunnel(stats, tunnel, None if tunnel is not None else addr)
 
         async def attempt() -> Any:
             # sshd drops connections beyond its MaxStartups before the handshake (a
