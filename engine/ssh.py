@@ -447,11 +447,6 @@ class Connector:
         #: wire counters per host name (see WireStats)
         self.wire: dict[str, WireStats] = {}
 
-    # compatibility: the host-key checker under its former name
-    @property
-    def check(self) -> _HostKeys:
-        return self.keys
-
     # -- resolution ----------------------------------------------------------
 
     def _ssh_config(self, host: str) -> dict[str, Any]:
