@@ -367,3 +367,38 @@ def test_ssh_keys_dead_after_max_handshakes_passphrase_env(tmp_path) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(_toml(tmp_path, bad))
         assert f"ssh.{key}" in str(err.value) or key in str(err.value)
+
+
+async def test_deploy_with_agent_key_through_ssh_config_and_two_hops(
+    sshd_fleet, ssh_agent, encrypted_key, sample_repo, tmp_path
+) -> None:
+    """The operator's setup: an encrypted key in ssh-agent, hosts and a 2-hop
+    ProxyJump in ~/.ssh/config, nothing about keys in shipdeck.toml."""
+    from engine.deploy import Deployment
+    from tests.helpers import current
+    from tests.test_deploy_sshd import write_config
+
+    fleet = sshd_fleet(2, bastion_chain=True)
+    fleet.authorize(encrypted_key.with_suffix(".pub"))
+    ssh_agent.add(encrypted_key, PASS)
+    ident = {"IdentityFile": str(encrypted_key), "IdentitiesOnly": "yes"}
+    cfg = block("gate1", fleet.bastion, **ident) + block("gate2", fleet.bastion2, **ident)
+    for i, h in enumerate(fleet.hosts):
+        cfg += block(f"web{i}", h, ProxyJump="gate1,gate2", **ident)
+    (tmp_path / "ssh_config").write_text(cfg)
+    config = load_config(
+        write_config(
+            tmp_path / "d.toml",
+            fleet,
+            sample_repo,
+            hosts=["web0", "web1"],
+            ssh_identity='""',
+            ssh_config=f'"{tmp_path / "ssh_config"}"',
+        )
+    )
+    result = await Deployment(config).run()
+    assert result.exit_code == 0, result.summary
+    for h in fleet.hosts:
+        assert current(h.home / "app") is not None
+    assert fleet.accepted_logins(fleet.bastion.proc_index) == 1
+    assert fleet.accepted_logins(fleet.bastion2.proc_index) == 1
