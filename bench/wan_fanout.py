@@ -21,7 +21,8 @@ Columns: median wall seconds of the client process (start to exit, every host ok
 the median round trips per host the proxies counted, and per row the round-trip
 floor: shipdeck's own start-up (its median at 0 ms: process start, git fetch,
 package and the loopback work) + its round trips per host x RTT. A cell says which
-runs failed. Runs are interleaved (run 1 of every tool, then run 2, ...).
+runs failed. Runs are interleaved (run 1 of every tool, then run 2, ...), after one
+uncounted warm-up run of every tool per fleet.
 
 Runs as root in shipdeck's environment; the peers (asyncssh floor, Fabric, pyinfra)
 run from bench/.venv (installed on first use, see bench/README.md).
@@ -68,6 +69,7 @@ TOOLS = ["shipdeck", "shipdeck-cap", "floor", "fabric", "pyinfra"]
 LABELS = {
     "shipdeck": "shipdeck (defaults)",
     "shipdeck-cap": "shipdeck max_startups=N",
+    "shipdeck-wide": "shipdeck parallel=N",
     "before": "shipdeck before (defaults)",
     "floor": "asyncssh floor",
     "fabric": "Fabric (threads)",
@@ -244,11 +246,14 @@ class Bench:
     def run(self, tool: str, f, pf, n: int, rnd: int, nd: Path, proxies: DelayProxies) -> Run:
         exclude = fleet_pids(f)
         proxies.take()
-        if tool in ("shipdeck", "shipdeck-cap", "before"):
+        if tool in ("shipdeck", "shipdeck-cap", "shipdeck-wide", "before"):
             new_commit(self.repo, ARTIFACT_BYTES, f"bench: {tool} N={n} run {rnd}")
             cfg = write_shipdeck_config(nd / f"{tool}.toml", pf, self.repo, f"sd-{tool}")
             if tool == "shipdeck-cap":
                 text = cfg.read_text().replace("[ssh]\n", f"[ssh]\nmax_startups = {n}\n")
+                cfg.write_text(text)
+            elif tool == "shipdeck-wide":  # every host in flight (deploy.parallel)
+                text = cfg.read_text().replace("[deploy]\n", f"[deploy]\nparallel = {n}\n")
                 cfg.write_text(text)
             tree = self.args.before if tool == "before" else REPO
             env = dict(self.env, PYTHONPATH=str(tree))
@@ -380,6 +385,10 @@ def main() -> int:
                 proxies = DelayProxies()
                 try:
                     pf = proxied(f, proxies.start(f.hosts), nd)
+                    proxies.delay = 0
+                    for t in tools:  # warm-up (not counted): layouts, caches, imports
+                        if t not in NEEDS or venv_has(NEEDS[t]):
+                            bench.run(t, f, pf, n, 0, nd, proxies)
                     for d in delays:
                         proxies.delay = d / 1000
                         for t in tools:
