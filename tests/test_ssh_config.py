@@ -402,3 +402,39 @@ async def test_deploy_with_agent_key_through_ssh_config_and_two_hops(
         assert current(h.home / "app") is not None
     assert fleet.accepted_logins(fleet.bastion.proc_index) == 1
     assert fleet.accepted_logins(fleet.bastion2.proc_index) == 1
+
+
+async def test_deploy_through_a_jump_host_asks_each_host_key_once(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """One bastion named two ways (an alias and user@addr:port): two jump
+    connections, one question about its key, one known_hosts line."""
+    from engine.deploy import Deployment
+    from tests.test_deploy_sshd import write_config
+
+    fleet = sshd_fleet(2, bastion=True)
+    b = fleet.bastion
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    ident = {"IdentityFile": str(fleet.client_key)}
+    cfg = block("gate", b, **ident)
+    cfg += block("web0", fleet.hosts[0], ProxyJump="gate", **ident)
+    cfg += block("web1", fleet.hosts[1], ProxyJump=b.spec, **ident)
+    (tmp_path / "ssh_config").write_text(cfg)
+    config = load_config(
+        write_config(
+            tmp_path / "d.toml",
+            fleet,
+            sample_repo,
+            hosts=["web0", "web1"],
+            ssh_known_hosts=f'"{kh}"',
+            ssh_config=f'"{tmp_path / "ssh_config"}"',
+        )
+    )
+    asker = Asker()
+    result = await Deployment(config, prompter=asker).run()
+    assert result.exit_code == 0, result.summary
+    assert len(asker.host_keys) == 3, asker.host_keys
+    assert {"web0", "web1"} <= set(asker.host_keys)
+    lines = kh.read_text().splitlines()
+    assert len(lines) == 3 and len(set(lines)) == 3
