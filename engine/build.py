@@ -64,6 +64,28 @@ def cached_package(sha: str, build: BuildConfig) -> Package | None:
     return None
 
 
+#: names shipdeck writes into every release; the artifact must not bring its own
+RESERVED = (".shipdeck-release",)
+
+
+def _check_member(src: Path, full: Path, arc: str) -> None:
+    """Refuse what would let unpacking write outside the release: a symlink whose
+    target (followed all the way, as the host will) leaves the build output, or a
+    member named like shipdeck's own files."""
+    if arc in RESERVED:
+        raise BuildError(
+            f"artifact: {arc!r} is a name shipdeck writes into every release; rename it in the build output"
+        )
+    if full.is_symlink():
+        root = os.path.realpath(src)
+        target = os.path.realpath(full)
+        if os.path.isabs(os.readlink(full)) or os.path.commonpath([root, target]) != root:
+            raise BuildError(
+                f"artifact: {arc} is a symlink to {os.readlink(full)!r}, outside the release; "
+                "unpacking it could write outside the deploy path (make it relative and inside)"
+            )
+
+
 def _pack(src: Path, dest_dir: Path) -> Package:
     """Deterministic tar.gz of ``src`` (sorted names, fixed owner, gzip mtime 0)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +111,7 @@ def _pack(src: Path, dest_dir: Path) -> Package:
                     for name in sorted(dirs + names):
                         full = Path(root) / name
                         arc = str(full.relative_to(src))
+                        _check_member(src, full, arc)
                         if full.is_dir() and not full.is_symlink():
                             tar.addfile(reset(tar.gettarinfo(full, arc)))
                         else:

@@ -97,6 +97,7 @@ class SshConfig:
     dead_after: float = 20.0  # a host silent this long (keepalives unanswered) is dead
     max_handshakes: int = 64  # handshakes in flight over the whole fleet
     passphrase_env: str | None = None  # passphrase of encrypted identity files
+    upload_stall: float = 30.0  # an upload that moves no byte this long fails
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "dead_after": ((int, float), False),
         "max_handshakes": (int, False),
         "passphrase_env": (str, False),
+        "upload_stall": ((int, float), False),
     },
     "relay": {"url": (str, True), "room": (str, True), "token_env": (str, False)},
 }
@@ -423,6 +425,10 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     d = r.table(data, "deploy", True)
     if not d["path"].strip():
         raise r.error("deploy", "path", "must not be empty")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in d["path"]):
+        raise r.error(
+            "deploy", "path", "must not contain control characters (newline, tab, escape ...)"
+        )
     batches = (
         r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
     )
@@ -502,10 +508,12 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         dead_after=float(s.get("dead_after", 4 * float(s.get("keepalive", 5)))),
         max_handshakes=s.get("max_handshakes", 64),
         passphrase_env=s.get("passphrase_env"),
+        upload_stall=float(s.get("upload_stall", 30)),
     )
     if ssh.port is not None and not 0 < ssh.port < 65536:
         raise r.error("ssh", "port", f"expected a port 1-65535, got {ssh.port}")
     r.positive("ssh", "max_startups", ssh.max_startups)
+    r.positive("ssh", "upload_stall", ssh.upload_stall, 0.1)
     r.positive("ssh", "max_sessions", ssh.max_sessions)
     r.positive("ssh", "connect_timeout", ssh.connect_timeout, 0.1)
     r.positive("ssh", "max_handshakes", ssh.max_handshakes)

@@ -108,8 +108,18 @@ class LockHeld(StepFailed):
     """Another operator holds the host's deploy lock."""
 
 
+class Interrupted(StepFailed):
+    """An abort stopped a running hook or health check on the host (its process
+    group was signalled)."""
+
+
 class _Aborted(Exception):
     pass
+
+
+#: steps an abort stops while they run (their remote processes are signalled); any
+#: other step (unpack, activate, cleanup, finish) is short and finishes first
+KILLABLE = frozenset({"upload", "before", "restart", "health"})
 
 
 class _Run:
@@ -219,7 +229,8 @@ class _Run:
         """Mark the host's unfinished steps and the host itself."""
         for skey in self._steps_of(hkey):
             if self.plan[skey].status in (PENDING, RUNNING, WAITING):
-                self.status(skey, status if status != FAILED else SKIPPED)
+                never_ran = skey.endswith("/rollback") and self.plan[skey].status == PENDING
+                self.status(skey, SKIPPED if never_ran or status == FAILED else status)
         self.status(hkey, status, detail)
 
     async def _step(self, key: str, work: Any, *, shielded: bool = False) -> Any:
@@ -341,9 +352,49 @@ class _Run:
         except SSHError as exc:
             self.log(st.key, f"could not release the lock: {exc}", "stderr")
 
+    async def _pause(self, seconds: float, abortable: bool) -> None:
+        """Sleep, or less when an abort comes (if ``abortable``)."""
+        if not abortable:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._abort.wait()), seconds)
+        except TimeoutError:
+            pass
+
+    async def _abortable(self, host: Host, work: Any) -> Any:
+        """Await ``work`` (a command on ``host``); an abort signals what runs on the
+        host and raises Interrupted once it has stopped."""
+        task = asyncio.ensure_future(work)
+        aborted = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if task.done():
+            return task.result()
+        await host.interrupt()
+        try:
+            await asyncio.wait_for(task, 5)
+        except (SSHError, TimeoutError):
+            pass
+        finally:
+            task.cancel()
+        raise Interrupted(f"stopped: {self.stop_reason or 'aborted'}")
+
     async def _health(
-        self, host: Host, key: str, cwd: str, env: dict[str, str], tried: int = 0
+        self,
+        host: Host,
+        key: str,
+        cwd: str,
+        env: dict[str, str],
+        tried: int = 0,
+        abortable: bool = False,
+        once: bool = False,
     ) -> tuple[bool, str]:
+        """Retry the health check until healthy or ``health_timeout``. With
+        ``abortable``, an abort stops the retries (and a check that runs): the host
+        counts as unhealthy."""
         d = self.config.deploy
         if not d.health:
             return True, ""
@@ -351,16 +402,22 @@ class _Run:
         attempt = tried
         last = ""
         if tried:
-            await asyncio.sleep(d.health_interval)
+            await self._pause(d.health_interval, abortable)
         while True:
+            if abortable and self.aborting:
+                return (
+                    False,
+                    f"{self.stop_reason or 'aborted'} while unhealthy ({last or 'not healthy yet'})",
+                )
             attempt += 1
             remaining = max(0.5, deadline - time.monotonic())
             try:
-                res = await host.run(
+                run = host.run(
                     hook_command(cwd, d.health, env),
                     on_line=self.line_handler(key),
                     timeout=remaining,
                 )
+                res = await (self._abortable(host, run) if abortable else run)
                 if res.ok:
                     return True, f"healthy after {attempt} attempt{'s' if attempt > 1 else ''}"
                 last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [
@@ -369,9 +426,13 @@ class _Run:
                 last = last[0][:200]
             except CommandTimeout:
                 last = "health command timed out"
+            except Interrupted:
+                return False, f"{self.stop_reason or 'aborted'} during a health check"
+            if once:
+                return False, f"unhealthy: {last}"
             if time.monotonic() + d.health_interval >= deadline:
                 return False, f"unhealthy after {attempt} attempts in {d.health_timeout:g}s: {last}"
-            await asyncio.sleep(d.health_interval)
+            await self._pause(d.health_interval, abortable)
 
     def _env(self, st: HostState, release_id: str, sha: str) -> dict[str, str]:
         return {
@@ -786,6 +847,7 @@ class Deployment(_Run):
         finished = False
         try:
             st.host = await self._step(f"{hk}/connect", self._connect(connector, st.name))
+            st.host.prepare_upload()  # its channel opens while the host is probed and locked
             await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
             env = self._env(st, self.release_id, self.sha)
             rel = f"{st.path}/releases/{self.release_id}"
@@ -824,6 +886,8 @@ class Deployment(_Run):
                     self.config.ssh.command_timeout,
                     upload=pkg if upload else None,
                 )
+            except Interrupted:
+                raise _Aborted() from None  # nothing live changed
             except StepFailed as exc:
                 if upload and self.plan[f"{hk}/upload"].status == FAILED:
                     raise StepFailed(f"{exc}{await self._free_space_hint(st)}") from None
@@ -832,8 +896,8 @@ class Deployment(_Run):
                 raise _Aborted()
 
             # phase 2: activate, restart, first health check, then (healthy) cleanup,
-            # revisions.log and unlock. From activate until the host is healthy or
-            # rolled back, an abort waits. From here on the new release may be live:
+            # revisions.log and unlock. An abort during restart or health stops them
+            # and the host is rolled back; activate, cleanup and finish complete. From here on the new release may be live:
             # it is never removed (finish_script also refuses to remove `current`).
             remove_release = None
             line = revision_line(
@@ -889,7 +953,9 @@ class Deployment(_Run):
             if "finish" not in done:
                 # the first health check failed: retry until health_timeout
                 if d.health and self.plan[f"{hk}/health"].status == RUNNING:
-                    healthy, detail = await self._health(st.host, f"{hk}/health", cur, env, tried=1)
+                    healthy, detail = await self._health(
+                        st.host, f"{hk}/health", cur, env, tried=1, abortable=True
+                    )
                     if not healthy:
                         self.status(f"{hk}/health", FAILED, detail)
                         await self._unhealthy(st, env, StepFailed(detail))
@@ -933,9 +999,9 @@ class Deployment(_Run):
     async def _connect(self, connector: Connector, name: str) -> Host:
         """The host's connection: the one opened early (during fetch/build) if any."""
         early = self._early.pop(name, None)
-        if early is not None:
-            return await early
-        return await connector.connect(self._spec(name))
+        host = await early if early is not None else await connector.connect(self._spec(name))
+        host.upload_stall = self.config.ssh.upload_stall
+        return host
 
     async def _phase(
         self,
@@ -955,6 +1021,7 @@ class Deployment(_Run):
         soft: set[str] = set()
         tails: dict[str, list[str]] = {}
         started = [time.monotonic()]
+        stepped = asyncio.Event()  # a step started (an abort waits for a killable one)
 
         def on_line(stream: str, text: str) -> None:
             if text.startswith(MARK):
@@ -963,6 +1030,7 @@ class Deployment(_Run):
                 key = f"{hk}/{name}"
                 if what == "start":
                     current[0] = key
+                    stepped.set()
                     tails[name] = []
                     if name == "upload":
                         started[0] = time.monotonic()
@@ -1024,26 +1092,50 @@ class Deployment(_Run):
                 progress=progress if upload is not None else None,
             )
         )
+        interrupted = ""
         try:
-            if upload is not None:
-                # an abort stops an upload at once (nothing is live yet); any later
-                # step of the phase finishes first
-                aborted = asyncio.ensure_future(self._abort.wait())
+            # an abort stops an upload at once (nothing is live yet) and signals a
+            # running hook or health check; any other step of the phase finishes first
+            aborted = asyncio.ensure_future(self._abort.wait())
+            try:
+                while not run.done():
+                    await asyncio.wait({run, aborted}, return_when=asyncio.FIRST_COMPLETED)
+                    if run.done():
+                        break
+                    stepped.clear()
+                    step = current[0].rsplit("/", 1)[-1] if current[0] != hk else ""
+                    if upload is not None and step in ("", "upload"):
+                        run.cancel()
+                        try:
+                            await run
+                        except (asyncio.CancelledError, SSHError, CommandTimeout):
+                            pass
+                        self.status(f"{hk}/upload", CANCELLED, "aborted")
+                        raise _Aborted()
+                    if step in KILLABLE:
+                        interrupted = step
+                        await st.host.interrupt()
+                        await asyncio.wait({run}, timeout=5)
+                        run.cancel()
+                        break
+                    # a short step runs: wait for it, or for the next step to start
+                    nxt = asyncio.ensure_future(stepped.wait())
+                    try:
+                        await asyncio.wait({run, nxt}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        nxt.cancel()
+            finally:
+                aborted.cancel()
+            if interrupted:
                 try:
-                    while not run.done():
-                        await asyncio.wait({run, aborted}, return_when=asyncio.FIRST_COMPLETED)
-                        if aborted.done() and not run.done() and current[0] in (hk, f"{hk}/upload"):
-                            run.cancel()
-                            try:
-                                await run
-                            except (asyncio.CancelledError, SSHError, CommandTimeout):
-                                pass
-                            self.status(f"{hk}/upload", CANCELLED, "aborted")
-                            raise _Aborted()
-                        if aborted.done():
-                            await asyncio.wait({run})
-                finally:
-                    aborted.cancel()
+                    await run
+                except (asyncio.CancelledError, SSHError, CommandTimeout):
+                    pass
+                key = f"{hk}/{interrupted}"
+                reason = f"stopped: {self.stop_reason or 'aborted'}"
+                if key in self.plan:
+                    self.status(key, CANCELLED, reason)
+                raise Interrupted(f"{interrupted} {reason}")
             res = await run
         except (CommandTimeout, SSHError) as exc:
             key = current[0]
@@ -1063,16 +1155,21 @@ class Deployment(_Run):
         hk = st.key
         st.status, st.reason, st.outcome = FAILED, str(exc), "failed"
         self.budget.fail(st.name, st.reason)
+        rkey = f"{hk}/rollback"
         if d.rollback_on_failure and st.current:
+            self.status(rkey, RUNNING, f"to {st.current}")
             detail = await self._rollback_host(st, st.current, env)
             st.reason = f"{exc}; {detail}"
             st.outcome = "rolled-back" if "(healthy)" in detail else "rollback-failed"
+            healthy = st.outcome == "rolled-back"
+            self.status(rkey, OK if healthy else FAILED, f"to {st.current}" if healthy else detail)
         elif d.rollback_on_failure:
             st.reason = f"{exc}; no previous release to roll back to"
+            self.status(rkey, SKIPPED, "no previous release")
         self._close_host(hk, FAILED, st.reason)
 
     async def _rollback_host(self, st: HostState, target: str, env: dict[str, str]) -> str:
-        hk = st.key
+        hk = f"{st.key}/rollback" if f"{st.key}/rollback" in self.plan else st.key
         host = st.host
         assert host is not None
         self.log(hk, f"rolling back to {target}", "stderr")
@@ -1090,7 +1187,10 @@ class Deployment(_Run):
                 await self._run_hook(
                     host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout
                 )
-            healthy, detail = await self._health(host, hk, f"{st.path}/current", env)
+            # after an abort, one check says how the old release is; no retries
+            healthy, detail = await self._health(
+                host, hk, f"{st.path}/current", env, once=self.aborting
+            )
         except (StepFailed, SSHError) as exc:
             return f"rolled back to {target}, but: {exc}"
         self.log(

@@ -185,6 +185,55 @@ class History:
             ]
             return d
 
+    def find(self, key: str) -> dict[str, Any] | None:
+        """The record ``key`` names: a deploy id, a release id (the deploy that made that
+        release), or a unique prefix of either. None when nothing matches.
+
+        Raises :class:`AmbiguousId` (with the candidates, newest first) when a prefix
+        names more than one record.
+        """
+        key = key.strip()
+        if not key or not self.path.exists():
+            return None
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM deploys WHERE substr(id, 1, ?) = ? OR substr(release_id, 1, ?) = ?"
+                " ORDER BY started DESC",
+                (len(key), key, len(key), key),
+            ).fetchall()
+            chosen: dict[str, sqlite3.Row] = {}
+            for row in rows:
+                if row["id"] == key:
+                    chosen = {row["id"]: row}
+                    break
+                if row["id"].startswith(key):
+                    chosen[row["id"]] = row
+            else:
+                released = {
+                    r["release_id"] for r in rows if (r["release_id"] or "").startswith(key)
+                }
+                if key in released:  # an exact release id wins over prefixes of others
+                    chosen, released = {}, {key}
+                for release_id in released:
+                    row = _maker(rows, release_id)
+                    chosen[row["id"]] = row
+            if not chosen:
+                return None
+            if len(chosen) > 1:
+                ordered = sorted(chosen.values(), key=lambda r: r["started"], reverse=True)
+                raise AmbiguousId(key, [self._row(r, db) for r in ordered])
+            return self._record(next(iter(chosen.values())), db)
+
+    def _record(self, row: sqlite3.Row, db: sqlite3.Connection) -> dict[str, Any]:
+        d = self._row(row, db)
+        d["hosts"] = [
+            dict(r)
+            for r in db.execute(
+                "SELECT * FROM deploy_hosts WHERE deploy_id = ? ORDER BY host", (d["id"],)
+            )
+        ]
+        return d
+
     def releases(self, project: str) -> list[str]:
         """Release ids deployed successfully (to at least one host), newest first."""
         if not self.path.exists():
@@ -211,6 +260,22 @@ class History:
     def transcript(self, deploy_id: str) -> Path | None:
         path = self.transcripts / f"{deploy_id}.jsonl"
         return path if path.exists() else None
+
+
+class AmbiguousId(LookupError):
+    """A prefix that names several deploys; ``candidates`` are their records, newest first."""
+
+    def __init__(self, key: str, candidates: list[dict[str, Any]]):
+        super().__init__(f"{key!r} matches {len(candidates)} deploys")
+        self.key = key
+        self.candidates = candidates
+
+
+def _maker(rows: list[sqlite3.Row], release_id: str) -> sqlite3.Row:
+    """Of the records naming ``release_id``, the deploy that made it (else the newest,
+    a rollback to it). ``rows`` are newest first."""
+    named = [r for r in rows if r["release_id"] == release_id]
+    return next((r for r in named if r["kind"] == "deploy"), named[0])
 
 
 class TranscriptWriter:

@@ -36,6 +36,7 @@ HOST_STEPS: tuple[str, ...] = (
     "activate",
     "restart",
     "health",
+    "rollback",  # runs only when the host failed after activate: back to its previous release
     "cleanup",
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ async def preflight(
             hc.current = info.get("current", "")
             hc.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
             hc.writable = info.get("writable") == "yes"
+            if info.get("missing"):
+                hc.error = (
+                    f"this host lacks: {info['missing']} (needed to unpack and switch releases)"
+                )
             if info.get("lock") == "held":
                 try:
                     who = json.loads(info.get("owner") or "{}")
@@ -139,6 +144,35 @@ async def preflight(
     return report
 
 
+def _under_home(path: str) -> str:
+    """``~``, ``~/x`` or ``x`` as SFTP takes it (relative paths are under the login home)."""
+    if path == "~":
+        return "."
+    return path[2:] if path.startswith("~/") else path
+
+
+def remote_path(deploy_path: str, remote: str) -> str:
+    """The file ``shipdeck download REMOTE`` reads on each host, as SFTP takes it: an
+    absolute ``REMOTE`` as given, ``~/x`` under the login home, anything else under the
+    deploy path (``shared/log/app.log`` is ``<deploy.path>/shared/log/app.log``).
+    Relative results are under the login home, like a relative ``deploy.path``."""
+    if not remote or "\0" in remote:
+        raise ValueError(f"download: {remote!r} is not a file path")
+    if posixpath.basename(remote) in ("", ".", "..", "~"):
+        raise ValueError(f"download: {remote!r} names a directory; give a file's path")
+    if remote.startswith("/"):
+        return remote
+    if remote.startswith("~/"):
+        return _under_home(remote)
+    base = _under_home(deploy_path)
+    return remote if base == "." else posixpath.join(base, remote)
+
+
+def shown_path(path: str) -> str:
+    """A :func:`remote_path` result as an operator reads it (``~/`` for the home)."""
+    return path if path.startswith("/") else "~" if path == "." else f"~/{path}"
+
+
 async def download(
     config: Config,
     hosts: list[HostSpec],
@@ -147,7 +181,8 @@ async def download(
     *,
     prompter: Prompter | None = None,
 ) -> dict[str, tuple[bool, str]]:
-    """Fetch ``remote`` (relative paths are under the login home) from every host into dest/<host>/."""
+    """Fetch ``remote`` from every host into dest/<host>/ (see :func:`remote_path`)."""
+    remote = remote_path(config.deploy.path, remote)
     connector = Connector(config.ssh, config.base_dir, prompter=prompter)
     sem = asyncio.Semaphore(config.deploy.parallel)
 
@@ -158,7 +193,7 @@ async def download(
                 target_dir = dest / spec.name
                 target_dir.mkdir(parents=True, exist_ok=True)
                 local = target_dir / Path(remote).name
-                await host.get(remote[2:] if remote.startswith("~/") else remote, local)
+                await host.get(remote, local)
                 return spec.name, (True, f"{local} ({local.stat().st_size} bytes)")
             except SSHError as exc:
                 return spec.name, (False, str(exc))

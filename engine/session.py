@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shlex
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,37 +41,83 @@ def q(value: str) -> str:
     return shlex.quote(value)
 
 
-# The host's shell: one session that runs every command of a deploy, read from its
-# stdin as "SD1 <token> <script bytes> <in|null>" + the script (+ the bytes it reads
-# when "in"). After each script it prints a done marker with the exit status on
-# stdout and on stderr, so both streams are complete when the client sees both. A
-# header without the session's token (stray bytes after a failed upload) ends the
-# shell: nothing on stdin is ever run unless it came as a script.
-_SHELL = r"""t=%s
-while IFS= read -r h; do
-  set -f; set -- $h; set +f
-  [ "$#" = 4 ] && [ "$1" = SD1 ] && [ "$2" = "$t" ] || exit 2
-  case "$3" in ''|*[!0-9]*) exit 2 ;; esac
-  s=$(head -c "$3") || exit 2
-  if [ "$4" = in ]; then (eval "$s"); else (eval "$s") </dev/null; fi
-  rc=$?
-  printf '\n\036done %%s %%s\n' "$t" "$rc"; printf '\n\036done %%s %%s\n' "$t" "$rc" >&2
-done"""
+#: a remote output line longer than this is cut (with a marker): a hook printing
+#: 400 MB without a newline must not make the deploying process hold it
+LINE_MAX = 64 * 1024
+#: bytes of output kept per stream of one command for its result (the oldest go)
+KEEP_BYTES = 1 << 20
+#: an upload that moves no byte for this long has stalled
+UPLOAD_STALL = 30.0
+
+# What the login shell runs, whatever it is (sh, bash, zsh, fish, tcsh, csh): one
+# line with no newline, no backslash and no quote inside its quotes, so every shell
+# passes it to /bin/sh unchanged. /bin/sh then reads ONE line from stdin (the loader,
+# below) and evaluates it. `read` reads a pipe byte by byte, so it never takes more
+# than its line: nothing on stdin is swallowed, whichever tools the host has.
+BOOT = """exec /bin/sh -c 'IFS= read -r s && eval "$s"'"""
+
+# The loader (one line): reads N lines into $s with the shell's own `read`, prints a
+# ready marker with its pid on both streams (what login dotfiles printed before it is
+# dropped by the client), then either loops over framed scripts (the session) or
+# evaluates one script whose stdin is the rest of the channel (an upload: the bytes
+# end at EOF, so no tool has to stop reading at an exact count).
+_LOAD = (
+    "t={token}; nl=$(printf '\\nx'); nl=${{nl%x}}; "
+    'rd() {{ s=; n=$1; while [ "$n" -gt 0 ]; do IFS= read -r l || return 1; s=$s$l$nl; n=$((n-1)); done; }}; '
+    'printf \'\\036ready %s %s\\n\' "$t" "$$"; printf \'\\036ready %s %s\\n\' "$t" "$$" >&2; '
+)
+# the session: "SD2 <token> <lines>" then that many lines of script, run with stdin
+# from /dev/null; a done marker with the exit status follows on stdout and stderr, so
+# both streams are complete when the client has seen both. A header without the
+# token ends the shell: nothing on stdin runs unless it came as a framed script.
+_LOOP = (
+    "while IFS= read -r h; do set -f; set -- $h; set +f; "
+    '[ "$#" = 3 ] && [ "$1" = SD2 ] && [ "$2" = "$t" ] || exit 2; '
+    'case "$3" in ""|*[!0-9]*) exit 2 ;; esac; rd "$3" || exit 2; '
+    '(eval "$s") </dev/null; rc=$?; '
+    'printf \'\\n\\036done %s %s\\n\' "$t" "$rc"; printf \'\\n\\036done %s %s\\n\' "$t" "$rc" >&2; done'
+)
+_ONCE = 'rd {lines} || exit 2; eval "$s"'
 
 
-class _Shell:
-    """The client side of one host's shell session (see ``_SHELL``)."""
+def _lines(script: str) -> tuple[int, bytes]:
+    body = script if script.endswith("\n") else script + "\n"
+    return body.count("\n"), body.encode()
+
+
+def loader(token: str, script: str | None = None) -> bytes:
+    """The first line a session reads: the loop, or one script (followed by its lines)."""
+    head = _LOAD.format(token=token)
+    if script is None:
+        return (head + _LOOP + "\n").encode()
+    n, body = _lines(script)
+    return (head + _ONCE.format(lines=n) + "\n").encode() + body
+
+
+class _Session:
+    """The client side of one remote /bin/sh started by ``BOOT`` (see ``_LOAD``).
+
+    Output is read in chunks and split into lines here: a line longer than
+    ``LINE_MAX`` is cut with a marker, and each command keeps at most ``KEEP_BYTES``
+    per stream, so no amount of remote output grows this process without bound."""
 
     def __init__(self, proc: Any, token: str, release: Callable[[], None]) -> None:
         self.proc = proc
         self.token = token
         self.marker = f"\x1edone {token} "
+        self.ready_mark = f"\x1eready {token} "
+        self.pid = 0
         self.dead = False
         self._release = release
-        self._out: list[str] = []
-        self._err: list[str] = []
+        self._pre: list[str] = []  # what the login shell printed before us (last lines)
+        self._ready = {"stdout": False, "stderr": False}
+        self._out: _Tail = _Tail()
+        self._err: _Tail = _Tail()
         self._on_line: LineHandler | None = None
         self._marks: dict[str, asyncio.Future[int]] = {}
+        self._eof: dict[str, asyncio.Future[None]] = {}
+        loop = asyncio.get_running_loop()
+        self._eof = {"stdout": loop.create_future(), "stderr": loop.create_future()}
         self._readers = [
             asyncio.ensure_future(self._read(proc.stdout, "stdout")),
             asyncio.ensure_future(self._read(proc.stderr, "stderr")),
@@ -78,36 +125,89 @@ class _Shell:
 
     def begin(self, on_line: LineHandler | None) -> None:
         loop = asyncio.get_running_loop()
-        self._out, self._err, self._on_line = [], [], on_line
+        self._out, self._err, self._on_line = _Tail(), _Tail(), on_line
         self._marks = {"stdout": loop.create_future(), "stderr": loop.create_future()}
+        for fut in self._marks.values():  # a one-script session never awaits them
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _line(self, name: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        if not text:
+            return
+        if not self._ready[name]:
+            if text.startswith(self.ready_mark):
+                self._ready[name] = True
+                pid = text[len(self.ready_mark) :].strip()
+                self.pid = int(pid) if pid.isdigit() else self.pid
+            else:
+                self._pre.append(text[:300])
+                del self._pre[:-5]
+            return
+        if text.startswith(self.marker):
+            fut = self._marks.get(name)
+            rc = text[len(self.marker) :].strip()
+            if fut is not None and not fut.done():
+                fut.set_result(int(rc) if rc.isdigit() else 255)
+            return
+        (self._out if name == "stdout" else self._err).add(text)
+        if self._on_line is not None:
+            self._on_line(name, text)
 
     async def _read(self, stream: Any, name: str) -> None:
+        rest = b""
+        cut = False  # dropping the remainder of a line that was too long
         try:
-            async for raw in stream:
-                text = raw.decode("utf-8", "replace").rstrip("\n")
-                if not text:
-                    continue
-                if text.startswith(self.marker):
-                    fut = self._marks.get(name)
-                    rc = text[len(self.marker) :].strip()
-                    if fut is not None and not fut.done():
-                        fut.set_result(int(rc) if rc.isdigit() else 255)
-                    continue
-                (self._out if name == "stdout" else self._err).append(text)
-                if self._on_line is not None:
-                    self._on_line(name, text)
+            while chunk := await stream.read(65536):
+                parts = (rest + chunk).split(b"\n")
+                rest = parts.pop()
+                for part in parts:
+                    if cut:
+                        cut = False  # the end of the cut line
+                        continue
+                    self._line(name, part)
+                if len(rest) > LINE_MAX:
+                    if not cut:
+                        self._line(
+                            name,
+                            rest[:LINE_MAX] + " [… line cut: longer than 64 KiB]".encode(),
+                        )
+                    cut, rest = True, b""
+            if rest and not cut:
+                self._line(name, rest)
         except (asyncssh.Error, OSError):
             pass
         finally:
             self.dead = True
+            if not self._eof[name].done():
+                self._eof[name].set_result(None)
             fut = self._marks.get(name)
             if fut is not None and not fut.done():
-                fut.set_exception(SSHError("connection lost: the remote shell ended"))
+                fut.set_exception(SSHError(self.ended()))
+
+    def ended(self) -> str:
+        """Why the session is gone, with what the login shell said if it never started."""
+        if not all(self._ready.values()) and self._pre:
+            return (
+                "the remote shell ended before shipdeck's session started; it said: "
+                + " | ".join(self._pre[-3:])
+            )
+        return "connection lost: the remote shell ended"
 
     async def done(self) -> CommandResult:
         rc = await self._marks["stdout"]
         await self._marks["stderr"]
-        return CommandResult(rc, "\n".join(self._out), "\n".join(self._err))
+        return CommandResult(rc, self._out.text(), self._err.text())
+
+    async def finished(self) -> CommandResult:
+        """A one-script session: both streams at EOF, then the exit status."""
+        await asyncio.gather(self._eof["stdout"], self._eof["stderr"])
+        await self.proc.wait_closed()  # sshd may send the exit status after EOF
+        rc = self.proc.exit_status
+        if not all(self._ready.values()):
+            raise SSHError(self.ended())
+        return CommandResult(
+            rc if isinstance(rc, int) and rc >= 0 else 255, self._out.text(), self._err.text()
+        )
 
     def close(self) -> None:
         if not self.dead:
@@ -122,11 +222,30 @@ class _Shell:
         release()  # once: the session slot goes back to the connection
 
 
+class _Tail:
+    """The last ``KEEP_BYTES`` of a command's output on one stream."""
+
+    def __init__(self) -> None:
+        self.lines: deque[str] = deque()
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        self.lines.append(text)
+        self.size += len(text) + 1
+        while self.size > KEEP_BYTES and len(self.lines) > 1:
+            self.size -= len(self.lines.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 class Host:
     """One connected host: run commands and transfer files over one connection.
 
     Every command runs in one long-lived shell session: sshd starts one shell per
-    host per deploy, not one per command, and no command waits for a channel to open."""
+    host per deploy, not one per command, and no command waits for a channel to open.
+    A command that reads a file on its stdin (an upload) gets a session of its own
+    whose stdin ends with the file."""
 
     def __init__(
         self,
@@ -141,33 +260,66 @@ class Host:
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_lock = asyncio.Lock()
         self.command_timeout = command_timeout
+        self.upload_stall = UPLOAD_STALL
         self.commands_run = 0
         self.shells_started = 0
-        self._shell: _Shell | None = None
+        self._shell: _Session | None = None
         self._shell_lock = asyncio.Lock()
+        self._active: set[_Session] = set()  # sessions running a command now
+        self.lost = ""  # why this connection was given up (a stalled upload)
+        self._spare: asyncio.Future[Any] | None = None  # an upload session opened early
 
-    async def _open_shell(self) -> _Shell:
+    async def _channel(self) -> Any:
+        """A new session running ``BOOT`` (it waits for its loader line)."""
+        await self._sessions.acquire()
+        try:
+            proc = await self.conn.create_process(BOOT, encoding=None, stdin=asyncssh.PIPE)
+        except BaseException as exc:
+            self._sessions.release()
+            if isinstance(exc, (asyncssh.Error, OSError)):
+                raise SSHError(f"connection lost: {exc}") from None
+            raise
+        self.shells_started += 1
+        return proc
+
+    def prepare_upload(self) -> None:
+        """Open the next upload's session now, while other work runs: opening a
+        channel costs round trips that an upload then does not wait for."""
+        if self._spare is None and not self.lost:
+            self._spare = asyncio.ensure_future(self._channel())
+            self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _start(self, script: str | None) -> _Session:
+        spare, self._spare = (self._spare, None) if script is not None else (None, self._spare)
+        proc = None
+        if spare is not None:
+            try:
+                proc = await spare
+            except SSHError:
+                proc = None  # open a fresh one below
+        if proc is None:
+            proc = await self._channel()
+        token = secrets.token_hex(8)
+        session = _Session(proc, token, self._sessions.release)
+        try:
+            proc.stdin.write(loader(token, script))
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            session.close()
+            raise SSHError(f"connection lost: {exc}") from None
+        return session
+
+    async def _open_shell(self) -> _Session:
         if self._shell is not None and not self._shell.dead:
             return self._shell
         if self._shell is not None:
             self._shell.close()
             self._shell = None
-        await self._sessions.acquire()
-        token = secrets.token_hex(8)
-        try:
-            proc = await self.conn.create_process(
-                f"exec /bin/sh -c {q(_SHELL % token)}", encoding=None, stdin=asyncssh.PIPE
-            )
-        except (asyncssh.Error, OSError) as exc:
-            self._sessions.release()
-            raise SSHError(f"connection lost: {exc}") from None
-        self.shells_started += 1
-        self._shell = _Shell(proc, token, self._sessions.release)
+        self._shell = await self._start(None)
         return self._shell
 
     def _drop_shell(self) -> None:
-        """Forget the shell (its state is unknown after a timeout, a cancel or a
-        failed upload); the next command starts a new one."""
+        """Forget the shell (its state is unknown after a timeout or a cancel); the
+        next command starts a new one."""
         if self._shell is not None:
             self._shell.close()
             self._shell = None
@@ -181,30 +333,27 @@ class Host:
         stdin_file: Path | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> CommandResult:
-        """Run a command with POSIX sh in the host's shell session; stream its output
-        lines to ``on_line``.
+        """Run a command with POSIX sh on the host; stream its output lines to
+        ``on_line``.
 
-        ``stdin_file`` is sent as the command's standard input (with ``progress(done,
-        total)`` calls): an upload over the session itself. The command must read
-        exactly its size (``head -c``). Raises CommandTimeout or SSHError."""
+        ``stdin_file`` is sent as the command's standard input, ending at its last byte
+        (with ``progress(done, total)`` calls): an upload. Raises CommandTimeout, or
+        SSHError (connection lost, or "upload stalled" when no byte moved for
+        ``upload_stall`` seconds)."""
         timeout = timeout or self.command_timeout
+        if self.lost:
+            raise SSHError(self.lost)
+        if stdin_file is not None:
+            return await self._run_once(command, on_line, timeout, stdin_file, progress)
         async with self._shell_lock:
             shell = await self._open_shell()
             self.commands_run += 1
-            script = command.encode()
-            mode = "in" if stdin_file is not None else "null"
+            n, body = _lines(command)
             shell.begin(on_line)
-            feeding: asyncio.Future[None] | None = None
+            self._active.add(shell)
             try:
-                shell.proc.stdin.write(
-                    f"SD1 {shell.token} {len(script)} {mode}\n".encode() + script
-                )
-                if stdin_file is not None:
-                    feeding = asyncio.ensure_future(_feed(shell.proc.stdin, stdin_file, progress))
-                    feeding.add_done_callback(lambda f: f.cancelled() or f.exception())
-                result = await asyncio.wait_for(shell.done(), timeout)
-                if feeding is not None and result.ok:
-                    await asyncio.wait_for(feeding, 10)  # read in full: the last drain
+                shell.proc.stdin.write(f"SD2 {shell.token} {n}\n".encode() + body)
+                return await asyncio.wait_for(shell.done(), timeout)
             except TimeoutError:
                 self._drop_shell()
                 raise CommandTimeout(f"command timed out after {timeout:g}s") from None
@@ -214,11 +363,88 @@ class Host:
             except BaseException:  # cancelled (abort) or an SSHError from a reader
                 self._drop_shell()
                 raise
-            if feeding is not None and not result.ok:
-                # the script stopped before reading everything: stray bytes may follow
-                feeding.cancel()
-                self._drop_shell()
+            finally:
+                self._active.discard(shell)
+
+    async def _run_once(
+        self,
+        command: str,
+        on_line: LineHandler | None,
+        timeout: float,
+        stdin_file: Path,
+        progress: Callable[[int, int], None] | None,
+    ) -> CommandResult:
+        self.commands_run += 1
+        session = await self._start(command)
+        session.begin(on_line)
+        self._active.add(session)
+        try:
+
+            async def send() -> None:
+                await _feed(session.proc.stdin, stdin_file, progress, self.upload_stall)
+                session.proc.stdin.write_eof()
+
+            feeding = asyncio.ensure_future(send())
+            finished = asyncio.ensure_future(session.finished())
+            try:
+                await asyncio.wait_for(
+                    asyncio.wait({feeding, finished}, return_when="FIRST_EXCEPTION"), timeout
+                )
+            except TimeoutError:
+                raise CommandTimeout(f"command timed out after {timeout:g}s") from None
+            finally:
+                if not finished.done():
+                    if feeding.done() and not feeding.cancelled() and feeding.exception():
+                        finished.cancel()
+            if feeding.done() and not feeding.cancelled() and feeding.exception() is not None:
+                exc = feeding.exception()
+                if isinstance(exc, SSHError):
+                    # a host that takes no byte for so long is not answering: give the
+                    # connection up rather than wait on it for every later command
+                    self.lost = f"connection given up: {exc}"
+                    self.conn.abort()
+                    raise exc
+                raise SSHError(f"connection lost: {exc}")
+            result = await asyncio.wait_for(finished, timeout)
+            feeding.cancel()
             return result
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            raise SSHError(f"connection lost: {exc}") from None
+        finally:
+            self._active.discard(session)
+            session.close()
+
+    async def interrupt(self, grace: float = 1.0) -> bool:
+        """Stop whatever runs on the host for us now (a hook, a health check, an
+        upload): every process of its session gets SIGTERM, then SIGKILL after
+        ``grace`` seconds. The session ends with it. Returns True when something was running."""
+        pids = {s.pid for s in self._active if s.pid and not s.dead}
+        if not pids:
+            return False
+        # every process of the session (sshd made our shell its leader): a hook run
+        # under `timeout` is in a process group of its own, but not a session of its
+        # own; where there is no pkill, the shell's process group
+        kill = " ".join(
+            f"pkill -{{sig}} -s {p} 2>/dev/null || kill -{{sig}} -{p} 2>/dev/null || "
+            f"kill -{{sig}} {p} 2>/dev/null;"
+            for p in pids
+        )
+        try:
+            await asyncio.wait_for(self.conn.run(kill.format(sig="TERM") + " true"), 5)
+        except (TimeoutError, asyncssh.Error, OSError):
+            return True
+        sessions = [s for s in self._active if s.pid in pids]
+        waits = [asyncio.ensure_future(asyncio.shield(s._eof["stdout"])) for s in sessions]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for w in pending:
+                w.cancel()
+            if pending:
+                try:
+                    await asyncio.wait_for(self.conn.run(kill.format(sig="KILL") + " true"), 5)
+                except (TimeoutError, asyncssh.Error, OSError):
+                    pass
+        return True
 
     async def sftp(self) -> asyncssh.SFTPClient:
         async with self._sftp_lock:
@@ -241,19 +467,37 @@ class Host:
 
     def close(self) -> None:
         self._drop_shell()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            if spare.done() and not spare.cancelled() and spare.exception() is None:
+                spare.result().close()
+                self._sessions.release()
+            else:
+                spare.cancel()
         if self._sftp is not None:
             self._sftp.exit()
         self.conn.close()
 
 
-async def _feed(stdin: Any, path: Path, progress: Callable[[int, int], None] | None) -> None:
-    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop)."""
+async def _feed(
+    stdin: Any,
+    path: Path,
+    progress: Callable[[int, int], None] | None,
+    stall: float = UPLOAD_STALL,
+) -> None:
+    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop).
+    Raises SSHError when the host takes no byte for ``stall`` seconds."""
     total = path.stat().st_size  # noqa: ASYNC240
     done = 0
     with open(path, "rb") as f:  # noqa: ASYNC230
         while chunk := f.read(256 * 1024):
             stdin.write(chunk)
-            await stdin.drain()
+            try:
+                await asyncio.wait_for(stdin.drain(), stall)
+            except TimeoutError:
+                raise SSHError(
+                    f"upload stalled: no progress for {stall:g}s ({done} of {total} bytes sent)"
+                ) from None
             done += len(chunk)
             if progress is not None:
                 progress(done, total)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from engine.session import Host, q
 
 LOCK_DIR = ".shipdeck.lock"
+#: commands every host needs (POSIX, or BusyBox applets)
+REQUIRED_TOOLS = ("tar", "gzip", "mkdir", "mv", "ln", "rm", "cat", "wc", "readlink", "df")
 RELEASE_FILE = ".shipdeck-release"
 
 
@@ -51,7 +53,18 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
     """Resolve the path, create the layout, report current/artifact/disk and take the lock.
 
     With ``owner=None`` nothing is created or locked (the dry-run preflight)."""
-    lines = ["export LC_ALL=C", _resolve_path_sh(path), 'echo "path=$P"']
+    lines = ["export LC_ALL=C", _resolve_path_sh(path), "printf 'path=%s\\n' \"$P\""]
+    # the tools a deploy needs on the host: say which are missing, never hang on them
+    lines.append(
+        f'm=; for t in {" ".join(REQUIRED_TOOLS)}; do command -v $t >/dev/null 2>&1 || m="$m $t"; done; '
+        'if [ -n "$m" ]; then echo "missing=${m# }"; '
+        + (
+            'echo "this host lacks:$m (needed to unpack and switch releases)" >&2; exit 1; '
+            if owner is not None
+            else ""
+        )
+        + "fi"
+    )
     if owner is not None:
         lines.append(
             '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/artifacts" ] || '
@@ -100,24 +113,27 @@ def parse_kv(text: str) -> dict[str, str]:
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and key.isidentifier():
-            out[key] = value.strip()
+            # the path byte for byte (a trailing space is part of it); the rest trimmed
+            out[key] = value.rstrip("\r") if key == "path" else value.strip()
     return out
 
 
 def receive_script(path: str, artifact_sha: str, size: int) -> str:
-    """Write the ``size`` bytes arriving on stdin to ``<sha256>.tar.gz.part`` (the
-    upload rides on the host's shell session: no SFTP session) and name it only when
-    all of them arrived. ``head -c`` reads exactly ``size`` bytes, never more, so the
-    session's next command is left on stdin. Content integrity: SSH's MAC covers every
-    byte in transit, and unpacking checks the gzip CRC."""
+    """Write the bytes arriving on stdin to ``<sha256>.tar.gz.part`` and name it only
+    when all ``size`` of them arrived. The upload has a session of its own whose stdin
+    ends with the file's last byte, so ``cat`` reads to EOF: no tool has to stop at an
+    exact count (BusyBox ``head -c`` reads past it). Integrity: SSH's MAC covers every
+    byte in transit, the sha256 is checked where the host can, and unpacking checks
+    the gzip CRC."""
     a = q(f"artifacts/{artifact_sha}.tar.gz")
     part = q(f"artifacts/{artifact_sha}.tar.gz.part")
     return "\n".join(
         [
             f"cd {q(path)} || exit 1",
-            f"head -c {size} > {part} || {{ rm -f {part}; exit 1; }}",
+            f"cat > {part} || {{ rm -f {part}; exit 1; }}",
             f"n=$(wc -c < {part}); n=$((n))",
-            f'[ "$n" = {size} ] || {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
+            f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
+            f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f {part}; exit 1; }}',
             f"mv -f {part} {a}",
         ]
     )
@@ -139,6 +155,8 @@ def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> st
             "fi",
             '[ -e "$R.tmp" ] && rm -rf "$R.tmp"; mkdir "$R.tmp"',
             'tar -xzf "$A" -C "$R.tmp"',
+            # the release marker is ours: never written through what the artifact put there
+            f'rm -rf "$R.tmp/{RELEASE_FILE}"',
             f"printf 'release=%s\\nsha=%s\\nartifact=%s\\n' {q(release_id)} {q(sha)} {q(artifact_sha)} > \"$R.tmp/{RELEASE_FILE}\"",
             '[ -e "$R" ] && rm -rf "$R"; mv "$R.tmp" "$R"',
             'echo "unpacked into $R"',
@@ -147,16 +165,29 @@ def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> st
 
 
 def link_script(path: str, release_id: str, shared: tuple[str, ...]) -> str:
+    """Link each shared entry of the release to ``shared/<entry>``. A parent of the
+    entry that is a symlink, in the release or under ``shared/``, is refused rather
+    than followed (it could lead out of both); an entry the artifact made a symlink
+    is dropped, never moved into ``shared/``."""
     lines = ["set -e", f"cd {q(path)}", f"R=releases/{q(release_id)}"]
     for entry in shared:
-        e = q(entry.rstrip("/"))
-        nested = "/" in entry.strip("/")
-        parent = q(entry.strip("/").rsplit("/", 1)[0]) if nested else ""
+        name = entry.strip("/")
+        e = q(name)
+        parts = name.split("/")
+        for n in range(1, len(parts)):
+            p = q("/".join(parts[:n]))
+            for base, where in (('"$R"', "the release"), ("shared", "shared/")):
+                lines.append(
+                    f"if [ -L {base}/{p} ]; then echo {q(f'shared entry {name}: {parts[n - 1]} in {where} is a symlink; refusing to follow it')} >&2; exit 1; fi"
+                )
+        nested = len(parts) > 1
+        parent = q("/".join(parts[:-1])) if nested else ""
         lines += [
-            f"if [ ! -e shared/{e} ]; then"
+            f'if [ -L "$R"/{e} ]; then rm -f "$R"/{e}; fi',
+            f"if [ ! -e shared/{e} ] && [ ! -L shared/{e} ]; then"
             + (f" mkdir -p shared/{parent};" if nested else "")
             + f' if [ -e "$R"/{e} ]; then mv "$R"/{e} shared/{e}; else mkdir shared/{e}; fi; fi',
-            f'if [ -e "$R"/{e} ] || [ -L "$R"/{e} ]; then rm -rf "$R"/{e}; fi'
+            f'if [ -e "$R"/{e} ]; then rm -rf "$R"/{e}; fi'
             + (f'; mkdir -p "$R"/{parent}' if nested else ""),
             f'ln -s {q(path)}/shared/{e} "$R"/{e}',
             f"echo {q('linked ' + entry + ' -> shared/' + entry)}",
@@ -172,10 +203,22 @@ def hook_command(cwd: str, command: str, env: dict[str, str]) -> str:
 
 
 def activate_script(path: str, release_id: str) -> str:
-    tmp = f".current.tmp.{release_id}"
-    return (
-        f"cd {q(path)} && test -d releases/{q(release_id)} && ln -sfn releases/{q(release_id)} {q(tmp)} "
-        f"&& mv -T {q(tmp)} current && echo {q('current -> releases/' + release_id)}"
+    """Switch ``current`` atomically: a new symlink renamed over it. ``mv -T`` (GNU,
+    BusyBox) or ``mv -h`` (BSD) rename the link itself; where neither exists,
+    ``ln -sfn`` replaces it (not atomic, the only way left)."""
+    tmp = q(f".current.tmp.{release_id}")
+    rel = q(f"releases/{release_id}")
+    return "\n".join(
+        [
+            f"cd {q(path)} || exit 1",
+            f"test -d {rel} || {{ echo {q(f'releases/{release_id} is missing')} >&2; exit 1; }}",
+            f"rm -f {tmp}; ln -s {rel} {tmp} || exit 1",
+            f"if [ -d current ] && [ ! -L current ]; then echo 'current is a directory, not a symlink' >&2; rm -f {tmp}; exit 1; fi",
+            f"if mv -T {tmp} current 2>/dev/null || mv -h {tmp} current 2>/dev/null; then :",
+            f"else ln -sfn {rel} current || {{ rm -f {tmp}; exit 1; }}; fi",
+            f"rm -f {tmp}",
+            f"echo {q('current -> releases/' + release_id)}",
+        ]
     )
 
 
@@ -185,7 +228,7 @@ def owns_lock_sh(path: str, deploy_id: str) -> str:
     mark = q(f'"deploy_id": "{deploy_id}"')
     return (
         f"o=; IFS= read -r o < {q(path)}/{LOCK_DIR}/owner 2>/dev/null; "
-        f'case "$o" in *{mark}*) ;; *) echo \'the deploy lock is no longer ours: skipping\'; exit 0 ;; esac'
+        f"case \"$o\" in *{mark}*) ;; *) echo 'the deploy lock is no longer ours: skipping'; exit 0 ;; esac"
     )
 
 
@@ -241,7 +284,7 @@ def releases_script(path: str) -> str:
     return "\n".join(
         [
             _resolve_path_sh(path),
-            'echo "path=$P"',
+            "printf 'path=%s\\n' \"$P\"",
             'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
             'ls -1 "$P/releases" 2>/dev/null | grep -v "\\.tmp$" | sed "s/^/release=/"',
             'tail -n 500 "$P/revisions.log" 2>/dev/null | sed "s/^/revision=/"',
@@ -303,13 +346,14 @@ def hooks_script(
 ) -> str:
     """Run hooks one after another in ``cwd`` with ``env``; stop at the first failure.
 
-    With ``timeout``, each hook is killed after that many seconds (coreutils
-    ``timeout``, when the host has it; exit 124 says it timed out)."""
+    With ``timeout``, each hook is killed after that many seconds (``timeout``, with
+    ``-k`` where it has it -- GNU and BusyBox do; exit 124 says it timed out)."""
     lines = [f"cd {q(cwd)} || exit 1"] + [f"export {k}={q(v)}" for k, v in env.items()]
     if timeout:
         secs = f"{max(timeout, 0.1):g}"
         lines.append(
-            f'if command -v timeout >/dev/null 2>&1; then T="timeout -k 2 {secs}"; else T=""; fi'
+            f'if timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k 2 {secs}"; '
+            f'elif timeout 5 true >/dev/null 2>&1; then T="timeout {secs}"; else T=""; fi'
         )
     for command in commands:
         if echo:

@@ -2,14 +2,14 @@
 
 The ``shipdeck`` entry point calls :func:`add_parsers`; ``python -m relay.cli`` runs
 the same commands without it. Exit codes: 0 ok, 2 bad usage or config, 3 could not
-connect or refused. Nothing here imports textual.
+connect or refused, 141 stdout closed early (``tail | head``, as ``yes | head``).
+Nothing here imports textual.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -290,10 +290,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return asyncio.run(_tail(args, *setup))
     except KeyboardInterrupt:
         return EXIT_OK
-    except BrokenPipeError:
-        with contextlib.suppress(Exception):
-            sys.stdout = None  # type: ignore[assignment]
-        return EXIT_OK
+    except BrokenPipeError:  # `shipdeck tail ... | head`: the reader went away
+        from engine.printer import EXIT_PIPE, stdout_gone
+
+        stdout_gone()
+        return EXIT_PIPE
 
 
 async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:

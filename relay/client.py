@@ -21,9 +21,11 @@ Delivery contract: every stored frame (it has an ``offset``) is delivered once, 
 offset order, across reconnects. After a reconnect the relay either replays what was
 missed (``welcome`` with ``recovered: true``) or sends a fresh ``snapshot``
 (``recovered: false``); a UI rebuilds its state from a ``welcome`` that carries a
-``snapshot``. Messages sent with :meth:`chat`, :meth:`publish_event` and
-:meth:`control` sit in an outbox until the relay acknowledges them and are re-sent
-after a reconnect with the same id, so the relay stores each exactly once.
+``snapshot`` (a big plan's ``snapshot_part`` frames are joined into that one
+``welcome`` before it is delivered). Messages sent with :meth:`chat`,
+:meth:`publish_event` and :meth:`control` sit in an outbox until the relay
+acknowledges them and are re-sent after a reconnect with the same id, so the relay
+stores each exactly once.
 
 This module never imports textual.
 """
@@ -190,6 +192,7 @@ class RelayClient:
         self._want_lock: tuple[str, float] | None = None  # waiting for a queued acquire
         self._lock_waiter: asyncio.Future[dict[str, Any]] | None = None
         self._retry_after: float | None = None
+        self._welcome: dict[str, Any] | None = None  # a welcome waiting for its parts
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -473,6 +476,14 @@ class RelayClient:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
+        if self._welcome is not None:
+            if kind == "snapshot_part" and self._take_part(frame):
+                return
+            welcome, self._welcome = self._welcome, None  # parts missing: use what came
+            welcome["snapshot"]["deploy"].pop("parts", None)
+            self._on_welcome(welcome)
+            if kind == "snapshot_part":
+                return
         offset = frame.get("offset")
         if kind in ("chat", "event", "lock", "control") and isinstance(offset, int):
             if offset <= self.offset:
@@ -505,12 +516,31 @@ class RelayClient:
             self.presence = frame.get("who") or []
             self._deliver(frame)
         elif kind == "welcome":
+            deploy = (frame.get("snapshot") or {}).get("deploy") or {}
+            if isinstance(deploy.get("parts"), int) and deploy["parts"] > 0:
+                self._welcome = frame  # the plan's other nodes follow in snapshot_part frames
+                return
             self._on_welcome(frame)
         elif kind == "reconnect":
             self._retry_after = float(frame.get("retry_after") or 0.5)
             self._deliver(frame)
         else:
             self._deliver(frame)
+
+    def _take_part(self, frame: dict[str, Any]) -> bool:
+        """Add one ``snapshot_part`` to the welcome being assembled; when it was the
+        last, hand over the whole welcome. False if the part does not belong to it."""
+        assert self._welcome is not None
+        deploy = self._welcome["snapshot"]["deploy"]
+        nodes = frame.get("nodes")
+        if not isinstance(nodes, list) or frame.get("parts") != deploy.get("parts"):
+            return False
+        deploy["plan"]["nodes"].extend(nodes)
+        if frame.get("part") == deploy["parts"]:
+            welcome, self._welcome = self._welcome, None
+            del deploy["parts"]
+            self._on_welcome(welcome)
+        return True
 
     def _on_lock(self, frame: dict[str, Any]) -> None:
         holder = frame.get("holder")
@@ -594,6 +624,7 @@ class RelayClient:
                     user_agent_header="shipdeck-relay-client",
                 ) as ws:
                     self._ws = ws
+                    self._welcome = None
                     await ws.send(self._hello())
                     async for text in ws:
                         try:

@@ -30,6 +30,9 @@ MAX_MESSAGE_BYTES = 64 * 1024
 #: ``event`` frames may be larger (a deploy plan of a big fleet is one event).
 MAX_EVENT_BYTES = 2 * 1024 * 1024
 HARD_MAX_BYTES = MAX_EVENT_BYTES
+#: A ``welcome`` and each ``snapshot_part`` frame stay under this many bytes, well
+#: below :data:`HARD_MAX_BYTES`, whatever the room holds.
+WELCOME_MAX_BYTES = 1024 * 1024
 
 #: Room names: what fits in a URL, a file name and a log line.
 ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -55,6 +58,21 @@ CONTROL_ACTIONS = ("abort", "approve")
 
 MAX_CHAT_CHARS = 8000
 MAX_EVENTS_PER_FRAME = 2000
+#: Room for the relay's envelope (room, offset, sender, time) around a stored
+#: ``event`` body, so that every stored frame fits :data:`HARD_MAX_BYTES`.
+ENVELOPE_BYTES = 1024
+#: An engine event's node key (a path such as ``release/wave-1/web1/upload``).
+MAX_KEY_CHARS = 512
+#: Nodes in one plan (a plan of a big fleet; each node is a handful of fields).
+MAX_PLAN_NODES = 50_000
+#: In snapshots the relay keeps at most this much of a log line's text, a node's
+#: detail and label (code points); what is cut is counted in the field ``cut``.
+SNAPSHOT_LOG_CHARS = 2000
+SNAPSHOT_DETAIL_CHARS = 1000
+SNAPSHOT_LABEL_CHARS = 256
+#: A plan's ``meta`` and a ``finished`` event as kept for snapshots (bytes).
+SNAPSHOT_META_BYTES = 16 * 1024
+SNAPSHOT_FINISHED_BYTES = 64 * 1024
 MAX_REASON_CHARS = 200
 MIN_TTL, MAX_TTL = 1.0, 3600.0
 
@@ -280,7 +298,14 @@ def check_event(data: Any) -> Event:
         value = getattr(event, f.name)
         if kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
             raise EventDecodeError(f"{event.type}: field {f.name!r} has the wrong type")
+    key = getattr(event, "key", "")
+    if isinstance(key, str) and len(key) > MAX_KEY_CHARS:
+        raise EventDecodeError(
+            f"{event.type}: field 'key' is longer than {MAX_KEY_CHARS} characters"
+        )
     if isinstance(event, PlanReady):
+        if len(event.nodes) > MAX_PLAN_NODES:
+            raise EventDecodeError(f"plan: more than {MAX_PLAN_NODES} nodes")
         for j, node in enumerate(event.nodes):
             if (
                 not isinstance(node, dict)
@@ -288,6 +313,10 @@ def check_event(data: Any) -> Event:
                 or not node["key"]
             ):
                 raise EventDecodeError(f"plan: nodes[{j}] must be an object with a non-empty 'key'")
+            if len(node["key"]) > MAX_KEY_CHARS:
+                raise EventDecodeError(
+                    f"plan: nodes[{j}].key is longer than {MAX_KEY_CHARS} characters"
+                )
             for name, kinds in _NODE_FIELDS.items():
                 if name in node and (
                     not isinstance(node[name], kinds) or isinstance(node[name], bool)
@@ -359,6 +388,92 @@ def events_of(frame: dict[str, Any]) -> list[Event]:
     return out
 
 
+# -- bounded snapshots ------------------------------------------------------------
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as the relay sends it (compact UTF-8 JSON)."""
+    return len(dumps(value).encode("utf-8", "surrogatepass"))
+
+
+def cut_text(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to ``limit`` code points (plus a marker); and how many were cut."""
+    if len(text) <= limit:
+        return text, 0
+    return text[:limit] + " [...]", len(text) - limit
+
+
+def shrink_json(value: Any, budget: int, *, chars: int = 256, items: int = 200) -> Any:
+    """``value`` made to fit ``budget`` bytes: long strings cut to ``chars``, lists and
+    objects to their first ``items`` entries; ``{"cut": true}`` if that is not enough."""
+    if json_size(value) <= budget:
+        return value
+
+    def walk(v: Any, depth: int) -> Any:
+        if isinstance(v, str):
+            return cut_text(v, chars)[0]
+        if depth > 8:
+            return None
+        if isinstance(v, list):
+            return [walk(x, depth + 1) for x in v[:items]]
+        if isinstance(v, dict):
+            return {str(k)[:chars]: walk(x, depth + 1) for k, x in list(v.items())[:items]}
+        return v
+
+    small = walk(value, 0)
+    return small if json_size(small) <= budget else {"cut": True}
+
+
+def split_snapshot(
+    snapshot: dict[str, Any], budget: int = WELCOME_MAX_BYTES - 16 * 1024
+) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """Fit a snapshot into ``budget`` bytes: the plan's nodes that do not fit go into
+    parts (lists of nodes, each part under ``budget`` bytes too).
+
+    Returns the snapshot to put in ``welcome`` (with ``deploy.parts`` set to the
+    number of parts when there are any) and the parts, sent as ``snapshot_part``
+    frames right after it. Everything else in a snapshot is bounded where it is kept
+    (log lines, chat, details, meta), so only a big plan needs parts."""
+    deploy = snapshot.get("deploy")
+    if json_size(snapshot) <= budget or not deploy or not deploy.get("plan"):
+        return snapshot, []
+    plan = deploy["plan"]
+    nodes = plan.get("nodes") or []
+    head = {**snapshot, "deploy": {**deploy, "plan": {**plan, "nodes": []}, "parts": 0}}
+    room = budget - json_size(head)
+    first: list[dict[str, Any]] = []
+    parts: list[list[dict[str, Any]]] = []
+    current, size = first, 0
+    for node in nodes:
+        n = json_size(node) + 1
+        if current is first and size + n > room:
+            current, size = [], 0
+            parts.append(current)
+        elif current is not first and size + n > budget:
+            current, size = [], 0
+            parts.append(current)
+        current.append(node)
+        size += n
+    head["deploy"]["plan"]["nodes"] = first
+    head["deploy"]["parts"] = len(parts)
+    return head, parts
+
+
+def snapshot_part_frame(room: str, part: int, parts: int, nodes: list[dict[str, Any]]) -> str:
+    """One ``snapshot_part`` frame (``part`` counts from 1)."""
+    return dumps(
+        {
+            "type": "snapshot_part",
+            "v": PROTOCOL_VERSION,
+            "room": room,
+            "offset": None,
+            "part": part,
+            "parts": parts,
+            "nodes": nodes,
+        }
+    )
+
+
 @dataclass(slots=True)
 class Snapshot:
     """What a joining client needs to draw the room without its history.
@@ -366,7 +481,11 @@ class Snapshot:
     ``deploy`` is ``None`` or ``{"deploy_id", "plan", "finished", "gates", "logs"}``:
     ``plan`` is a ``plan`` event (``PlanReady.to_json()``) whose nodes carry their
     current status; ``finished`` the ``finished`` event if the deploy is over;
-    ``gates`` the keys of gates waiting for approval; ``logs`` the last log events.
+    ``gates`` the keys of gates waiting for approval; ``logs`` the last log events
+    (long lines cut, see :func:`cut_text`). On the wire a big plan's nodes may
+    continue in ``snapshot_part`` frames (``deploy["parts"]``, see
+    :func:`split_snapshot`); :class:`relay.client.RelayClient` joins them before it
+    builds this object.
     ``lock`` is the lease (see :func:`lease`) or ``None``; ``chat`` the last chat
     frames, oldest first; ``presence`` who is in the room; ``head`` the offset the
     snapshot is taken at.

@@ -65,17 +65,36 @@ async def _take_and_link(client: RelayClient, run: Any, ttl: float) -> Detach:
     return detach
 
 
-async def attach(
-    config: Any, run: Any, *, token: str | None = None, ttl: float = 30.0
-) -> Callable[[], Any]:
-    """Connect to the config's relay room, take the lock lease and link ``run``.
-
-    Returns an async closer. Raises :class:`relay.client.LockHeld` when another
-    operator holds the room's lease, other :class:`RelayError` on connection problems.
-    """
+async def connect(config: Any, *, token: str | None = None, timeout: float = 10.0) -> RelayClient:
+    """Connect to the config's relay room and wait for its welcome; ``client.operator``
+    is then who the relay says the token belongs to. Raises :class:`RelayError`."""
     relay = config.relay
     client = RelayClient(relay.url, relay.room, _token(config, token))
-    await client.start(timeout=10)
+    try:
+        await client.start(timeout=timeout)
+    except BaseException:
+        await client.close(flush=0)
+        raise
+    return client
+
+
+async def attach(
+    config: Any,
+    run: Any,
+    *,
+    token: str | None = None,
+    ttl: float = 30.0,
+    client: RelayClient | None = None,
+) -> Callable[[], Any]:
+    """Connect to the config's relay room (or use ``client``, from :func:`connect`),
+    take the lock lease and link ``run``. The client is closed with the returned
+    async closer, or at once if this raises.
+
+    Raises :class:`relay.client.LockHeld` when another operator holds the room's
+    lease, other :class:`RelayError` on connection problems.
+    """
+    if client is None:
+        client = await connect(config, token=token)
     try:
         detach = await _take_and_link(client, run, ttl)
     except BaseException:

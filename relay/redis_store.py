@@ -343,14 +343,33 @@ class RedisStore:
             out.append(self._record(room, offset, fields))
         return out
 
-    async def read(self, room: str, after: int, limit: int) -> list[Record]:
-        entries = await self.redis.xrange(self._log(room), f"{after + 1}-0", "+", count=limit)
-        return self._records(room, entries)
+    async def read(
+        self, room: str, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[Record]:
+        if max_bytes is None:
+            entries = await self.redis.xrange(self._log(room), f"{after + 1}-0", "+", count=limit)
+            return self._records(room, entries)
+        # in small steps, so a page of big messages never sits in memory at once
+        out: list[Record] = []
+        size = 0
+        while len(out) < limit and size < max_bytes:
+            entries = await self.redis.xrange(
+                self._log(room), f"{after + 1}-0", "+", count=min(16, limit - len(out))
+            )
+            if not entries:
+                break
+            for rec in self._records(room, entries):
+                out.append(rec)
+                size += len(rec.text)
+                after = rec.offset
+                if size >= max_bytes:
+                    break
+        return out
 
     async def follow(self, room: str, after: int, block: float = 5.0) -> list[Record]:
         """Messages after ``after``; waits up to ``block`` s for the first one."""
         res = await self.redis.xread(
-            {self._log(room): f"{after}-0"}, count=500, block=int(block * 1000)
+            {self._log(room): f"{after}-0"}, count=64, block=int(block * 1000)
         )
         if not res:
             return []
@@ -359,8 +378,8 @@ class RedisStore:
     async def last(self, room: str, type: str, n: int) -> list[Record]:
         found: list[Record] = []
         end = "+"
-        for _ in range(40):  # looks at most 20,000 messages back
-            entries = await self.redis.xrevrange(self._log(room), end, "-", count=500)
+        for _ in range(400):  # looks at most 20,000 messages back, 50 at a time
+            entries = await self.redis.xrevrange(self._log(room), end, "-", count=50)
             if not entries:
                 break
             for rec in self._records(room, entries):

@@ -16,6 +16,7 @@ Run it with ``shipdeck relay`` or ``python -m relay.server`` (same options).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from websockets.http11 import Request, Response
 from engine.events import (
     WAITING,
     DeployFinished,
+    DeployMeta,
     Event,
     EventDecodeError,
     GateWaiting,
@@ -43,23 +45,34 @@ from engine.events import (
     PlanReady,
     event_from_json,
 )
-from engine.plan import Plan
+from engine.plan import Node, Plan
 from relay.protocol import (
     CLOSE_ABUSE,
     CLOSE_NO_HELLO,
     CLOSE_RESTART,
     CLOSE_SLOW,
+    ENVELOPE_BYTES,
     HARD_MAX_BYTES,
     MAX_EVENT_BYTES,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     RELAY_SENDER,
+    SNAPSHOT_DETAIL_CHARS,
+    SNAPSHOT_FINISHED_BYTES,
+    SNAPSHOT_LABEL_CHARS,
+    SNAPSHOT_LOG_CHARS,
+    SNAPSHOT_META_BYTES,
     ProtocolError,
     Snapshot,
     check_event,
+    cut_text,
     dumps,
     error_frame,
+    json_size,
     parse_client_frame,
+    shrink_json,
+    snapshot_part_frame,
+    split_snapshot,
 )
 from relay.store import Record, Store
 from relay.tokens import TokenTable
@@ -88,17 +101,32 @@ class Limits:
     #: is dropped and no one else is affected.
     rate: float = 200.0
     burst: float = 400.0
-    #: Unsent bytes allowed to pile up for one connection before it is closed (4000).
-    max_buffer_bytes: int = 1024 * 1024
-    #: Messages held for a connection still replaying history before it is closed.
+    #: Unsent bytes allowed to pile up for one live connection before it is closed
+    #: (4000): twice the largest frame, so one big event never drops a reader.
+    max_buffer_bytes: int = 2 * HARD_MAX_BYTES
+    #: Bytes (and messages) held for a connection still joining or replaying history
+    #: before it is closed (4000); it resumes from its offset.
+    max_pending_bytes: int = 4 * HARD_MAX_BYTES
     max_pending: int = 10_000
+    #: History read from the store per replay page: at most this many messages and
+    #: (past the first) this many bytes.
+    replay_page: int = 500
+    replay_bytes: int = 1024 * 1024
+    #: Bytes of chat and of log lines a room keeps for its snapshot.
+    snapshot_chat_bytes: int = 128 * 1024
+    snapshot_log_bytes: int = 128 * 1024
+    #: A room nobody is in (no connection, no waiter, no live lease) leaves memory
+    #: after this many seconds; it is read back from the store when someone joins.
+    room_idle: float = 60.0
+    #: At most this many idle rooms stay in memory; beyond, the longest idle leave
+    #: at once (a relay that saw a thousand rooms keeps only its busy ones).
+    max_idle_rooms: int = 100
     #: More than ``abuse_errors`` invalid frames within ``abuse_window`` s: close 4008.
     abuse_errors: int = 20
     abuse_window: float = 10.0
     hello_timeout: float = 10.0
     snapshot_chat: int = 50
     snapshot_logs: int = 100
-    replay_page: int = 500
     #: Seconds between writes of the deploy snapshot state to the store.
     state_flush: float = 1.0
     trim_interval: float = 60.0
@@ -157,25 +185,56 @@ class Waiter:
     ttl: float
 
 
+def _short_log(data: dict[str, Any]) -> dict[str, Any]:
+    """A log event as kept for snapshots: its text cut to SNAPSHOT_LOG_CHARS."""
+    text = data.get("text")
+    if not isinstance(text, str) or len(text) <= SNAPSHOT_LOG_CHARS:
+        return data
+    short, cut = cut_text(text, SNAPSHOT_LOG_CHARS)
+    return {**data, "text": short, "cut": cut + int(data.get("cut") or 0)}
+
+
+def _bound_node(node: Node) -> None:
+    node.label = cut_text(node.label, SNAPSHOT_LABEL_CHARS)[0]
+    node.detail = cut_text(node.detail, SNAPSHOT_DETAIL_CHARS)[0]
+    node.kind = node.kind[:32]
+    node.status = node.status[:32]
+
+
+def _plan_of(event: PlanReady) -> Plan:
+    plan = Plan.from_event(event)
+    for node in plan:
+        _bound_node(node)
+    plan.meta = shrink_json(plan.meta, SNAPSHOT_META_BYTES)
+    return plan
+
+
 @dataclass(slots=True)
 class DeployState:
-    """The current deploy as a late joiner needs it (built from ``event`` messages)."""
+    """The current deploy as a late joiner needs it (built from ``event`` messages).
+
+    Bounded in bytes whatever the events hold: log lines, details and labels are cut,
+    the kept logs fit ``log_bytes``, meta and the finished event are shrunk, and gates
+    are only the plan's own nodes."""
 
     plan: Plan
     finished: dict[str, Any] | None = None
     gates: set[str] = field(default_factory=set)
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
     applied: int = 0  # offset of the last event message applied
+    log_bytes: int = 128 * 1024
+    _log_size: int = 0
 
     def apply(self, event: Event, data: dict[str, Any]) -> None:
         if event.deploy_id != self.plan.deploy_id:
             return
         if isinstance(event, DeployFinished):
-            self.finished = data
+            self.finished = shrink_json(data, SNAPSHOT_FINISHED_BYTES)
         elif isinstance(event, GateWaiting):
-            self.gates.add(event.key)
+            if event.key in self.plan:
+                self.gates.add(event.key)
         elif isinstance(event, LogLine):
-            self.logs.append(data)
+            self.add_log(data)
         else:
             if (
                 isinstance(event, NodeStatus)
@@ -183,7 +242,20 @@ class DeployState:
                 and event.status != WAITING
             ):
                 self.gates.discard(event.key)
-            self.plan.apply(event)
+            node = self.plan.apply(event)
+            if node is not None:
+                _bound_node(node)
+            if isinstance(event, DeployMeta):
+                self.plan.meta = shrink_json(self.plan.meta, SNAPSHOT_META_BYTES)
+
+    def add_log(self, data: dict[str, Any]) -> None:
+        data = _short_log(data)
+        if len(self.logs) == self.logs.maxlen:
+            self._log_size -= json_size(self.logs[0])
+        self.logs.append(data)
+        self._log_size += json_size(data)
+        while len(self.logs) > 1 and self._log_size > self.log_bytes:
+            self._log_size -= json_size(self.logs.popleft())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,14 +268,16 @@ class DeployState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], logs: int) -> DeployState:
+    def from_json(cls, data: dict[str, Any], logs: int, log_bytes: int) -> DeployState:
         plan_event = event_from_json(data["plan"])
         assert isinstance(plan_event, PlanReady)
-        state = cls(
-            plan=Plan.from_event(plan_event), logs=deque(data.get("logs") or (), maxlen=logs)
-        )
-        state.finished = data.get("finished")
-        state.gates = set(data.get("gates") or ())
+        state = cls(plan=_plan_of(plan_event), logs=deque(maxlen=logs), log_bytes=log_bytes)
+        for line in data.get("logs") or ():  # a state saved before lines were cut, too
+            if isinstance(line, dict):
+                state.add_log(line)
+        finished = data.get("finished")
+        state.finished = shrink_json(finished, SNAPSHOT_FINISHED_BYTES) if finished else None
+        state.gates = {g for g in data.get("gates") or () if isinstance(g, str) and g in state.plan}
         state.applied = int(data.get("applied", 0))
         return state
 
@@ -219,6 +293,7 @@ class Peer:
         "room",
         "live",
         "pending",
+        "pending_bytes",
         "tokens",
         "refilled",
         "errors",
@@ -233,6 +308,7 @@ class Peer:
         self.room: Room | None = None
         self.live = False  # receives fan-out directly; else queued in ``pending``
         self.pending: deque[tuple[int | None, str]] = deque()
+        self.pending_bytes = 0
         self.tokens = 0.0
         self.refilled = 0.0
         self.errors: deque[float] = deque()
@@ -241,6 +317,9 @@ class Peer:
 
 class Room:
     __slots__ = (
+        "limits",
+        "chat_bytes",
+        "idle_since",
         "name",
         "epoch",
         "head",
@@ -257,7 +336,11 @@ class Room:
         "follower",
     )
 
-    def __init__(self, name: str, epoch: str, head: int, chat: int) -> None:
+    def __init__(self, name: str, epoch: str, head: int, limits: Limits) -> None:
+        self.limits = limits
+        self.chat_bytes = 0
+        #: monotonic time since the room has had nobody in it (None: in use)
+        self.idle_since: float | None = time.monotonic()
         self.name = name
         self.epoch = epoch
         self.head = head
@@ -266,7 +349,7 @@ class Room:
         self.lock: Lease | None = None
         self.waiters: deque[Waiter] = deque()
         self.deploy: DeployState | None = None
-        self.chat: deque[Record] = deque(maxlen=chat)
+        self.chat: deque[Record] = deque()
         self.mutex = asyncio.Lock()
         self.dirty = False
         self.timer: asyncio.TimerHandle | None = None
@@ -294,10 +377,32 @@ class Room:
         data.pop("applied", None)
         return data
 
-    def observe(self, rec: Record, decoded: list[Event] | None, logs: int) -> None:
+    def add_chat(self, rec: Record) -> None:
+        """Keep ``rec`` for snapshots: the newest chats within count and bytes."""
+        lim = self.limits
+        size = len(rec.text)
+        self.chat.append(dataclasses.replace(rec, _text=None))  # the body is enough
+        self.chat_bytes += size
+        while len(self.chat) > 1 and (
+            len(self.chat) > lim.snapshot_chat or self.chat_bytes > lim.snapshot_chat_bytes
+        ):
+            self.chat_bytes -= self._size(self.chat.popleft())
+
+    @staticmethod
+    def _size(rec: Record) -> int:
+        size = len(rec.text)
+        rec._text = None
+        return size
+
+    def forget_chat_before(self, first: int) -> None:
+        """Drop chats that retention removed from the log."""
+        while self.chat and self.chat[0].offset < first:
+            self.chat_bytes -= self._size(self.chat.popleft())
+
+    def observe(self, rec: Record, decoded: list[Event] | None) -> None:
         """Update the room's in-memory state from a newly stored message."""
         if rec.type == "chat":
-            self.chat.append(rec)
+            self.add_chat(rec)
         elif rec.type == "event":
             raw = rec.body.get("events") or []
             if decoded is None:
@@ -311,7 +416,11 @@ class Room:
                 if event is None:
                     continue
                 if isinstance(event, PlanReady):
-                    self.deploy = DeployState(plan=Plan.from_event(event), logs=deque(maxlen=logs))
+                    self.deploy = DeployState(
+                        plan=_plan_of(event),
+                        logs=deque(maxlen=self.limits.snapshot_logs),
+                        log_bytes=self.limits.snapshot_log_bytes,
+                    )
                 elif self.deploy is not None:
                     self.deploy.apply(event, data)
             if self.deploy is not None:
@@ -336,6 +445,8 @@ class Relay:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        #: Connections closed with 4000 because they fell behind (for tests, figures).
+        self.dropped_slow = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -414,13 +525,72 @@ class Relay:
                 if self.shared:
                     await self._refresh_presence()
                 await self._flush_state()
+                await self._evict_idle()
                 if time.monotonic() - last_trim >= self.limits.trim_interval:
                     last_trim = time.monotonic()
-                    removed = await self.store.trim()
-                    if removed:
-                        log.info("retention removed %d old messages", removed)
+                    await self.retain()
             except Exception:
                 log.exception("relay maintenance failed")
+
+    async def retain(self) -> int:
+        """Apply retention now (the relay does it every ``trim_interval`` s): remove old
+        messages from the store, and removed chats from the rooms' snapshots."""
+        removed = await self.store.trim()
+        if removed:
+            log.info("retention removed %d old messages", removed)
+            for room in list(self.rooms.values()):
+                room.forget_chat_before((await self.store.info(room.name)).first)
+        return removed
+
+    def _idle(self, room: Room, since: float | None = None) -> bool:
+        """Nobody in the room, nobody waiting, no live lease, since ``since`` at least
+        (default: for ``room_idle`` seconds)."""
+        if since is None:
+            since = time.monotonic() - self.limits.room_idle
+        return (
+            room.idle_since is not None
+            and room.idle_since <= since
+            and not room.subs
+            and not room.waiters
+            and (room.lock is None or room.lock.stale)
+            and not room.mutex.locked()
+        )
+
+    async def _evict_idle(self) -> int:
+        """Let idle rooms leave memory (their state is saved first); returns how many.
+
+        Rooms idle for ``room_idle`` seconds leave, and the longest idle ones beyond
+        ``max_idle_rooms``. The next join reads the room back from the store: chat,
+        deploy snapshot and lease as they were."""
+        now = time.monotonic()
+        idle = sorted(
+            (r for r in self.rooms.values() if self._idle(r, now)),
+            key=lambda r: r.idle_since or 0.0,
+        )
+        excess = len(idle) - self.limits.max_idle_rooms
+        evicted = 0
+        for i, room in enumerate(idle):
+            since = now if i < excess else now - self.limits.room_idle
+            if not self._idle(room, since):
+                continue
+            if room.dirty and room.deploy is not None:
+                room.dirty = False
+                await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+            elif room.deploy is None:  # no deploy up to here: the next load starts here
+                await self.store.put_state(
+                    room.name, "scanned", {"epoch": room.epoch, "head": room.head}
+                )
+            if not self._idle(room, since) or self.rooms.get(room.name) is not room:
+                continue  # someone came in while the state was written
+            del self.rooms[room.name]
+            if room.timer is not None:
+                room.timer.cancel()
+            if room.follower is not None:
+                room.follower.cancel()
+            evicted += 1
+        if evicted:
+            log.info("%d idle rooms left memory (%d in memory)", evicted, len(self.rooms))
+        return evicted
 
     async def _flush_state(self) -> None:
         for room in list(self.rooms.values()):
@@ -550,16 +720,27 @@ class Relay:
                 return room
             lim = self.limits
             info = await self.store.open_room(name)
-            room = Room(name, info.epoch, info.head, lim.snapshot_chat)
+            room = Room(name, info.epoch, info.head, lim)
             chats = await self.store.last(name, "chat", lim.snapshot_chat)
-            room.chat.extend(r for r in chats if r.offset <= info.head)
+            for rec in chats:
+                if rec.offset <= info.head:
+                    room.add_chat(rec)
             state = await self.store.get_state(name, "deploy")
             if state:
-                room.deploy = DeployState.from_json(state, lim.snapshot_logs)
-            # Apply what was stored after the saved deploy state (or everything).
-            after = room.deploy.applied if room.deploy else info.first - 1
+                room.deploy = DeployState.from_json(
+                    state, lim.snapshot_logs, lim.snapshot_log_bytes
+                )
+            # Apply what was stored after the saved deploy state (or everything, or
+            # what came after the room last left memory without any deploy).
+            if room.deploy is not None:
+                after = room.deploy.applied
+            else:
+                scanned = await self.store.get_state(name, "scanned")
+                after = info.first - 1
+                if isinstance(scanned, dict) and scanned.get("epoch") == info.epoch:
+                    after = max(after, min(int(scanned.get("head") or 0), info.head))
             while True:
-                recs = await self.store.read(name, after, lim.replay_page)
+                recs = await self.store.read(name, after, lim.replay_page, lim.replay_bytes)
                 if not recs:
                     break
                 recs = [r for r in recs if r.offset <= info.head]  # later: delivered live
@@ -568,7 +749,7 @@ class Relay:
                 for rec in recs:
                     if rec.type == "event":
                         try:
-                            room.observe(rec, None, lim.snapshot_logs)
+                            room.observe(rec, None)
                         except Exception:
                             log.exception(
                                 "could not apply message %d of %s to the snapshot", rec.offset, name
@@ -605,6 +786,7 @@ class Relay:
         # From here on, new messages queue in peer.pending; the head read below is
         # consistent with that (no await in between).
         room.subs.add(peer)
+        room.idle_since = None
         info = await self.store.info(room.name)
         first = info.first
         # With several nodes this node may not have followed the store's newest
@@ -652,8 +834,9 @@ class Relay:
                 "rate": self.limits.rate,
             },
         }
+        parts: list[list[dict[str, Any]]] = []
         if hello.get("snapshot", True) and recovered is not True:
-            welcome["snapshot"] = room.snapshot().to_json()
+            welcome["snapshot"], parts = split_snapshot(room.snapshot().to_json())
         log.info(
             "%s joined %s (%s, recovered=%s)",
             peer.operator,
@@ -662,18 +845,27 @@ class Relay:
             recovered,
         )
         await peer.ws.send(dumps(welcome))
+        for i, nodes in enumerate(parts, 1):
+            await peer.ws.send(snapshot_part_frame(room.name, i, len(parts), nodes))
+        del parts
         last = head
         if start is not None:
             last = start
-            while True:
-                recs = await self.store.read(room.name, last, self.limits.replay_page)
+            while not peer.dropped:
+                recs = await self.store.read(
+                    room.name, last, self.limits.replay_page, self.limits.replay_bytes
+                )
                 if not recs:
                     break
                 for rec in recs:
+                    if peer.dropped:
+                        break
                     await peer.ws.send(rec.text)
                 last = recs[-1].offset
-        while peer.pending:
+                del recs
+        while peer.pending and not peer.dropped:
             offset, text = peer.pending.popleft()
+            peer.pending_bytes -= len(text)
             if offset is not None and offset <= last:
                 continue
             await peer.ws.send(text)
@@ -681,11 +873,14 @@ class Relay:
                 last = offset
         if not peer.dropped:
             peer.live = True
+            room.idle_since = None
 
     async def _leave(self, peer: Peer) -> None:
         room = peer.room
         assert room is not None
         room.subs.discard(peer)
+        if not room.subs:
+            room.idle_since = time.monotonic()
         room.waiters = deque(w for w in room.waiters if w.peer is not peer)
         count = room.presence.get(peer.operator, 0) - 1
         if count <= 0:
@@ -727,10 +922,14 @@ class Relay:
                     slow.append(peer)
                 else:
                     targets.append(peer.ws)
-            elif len(peer.pending) >= max_pending:
+            elif (
+                len(peer.pending) >= max_pending
+                or peer.pending_bytes + len(text) > self.limits.max_pending_bytes
+            ):
                 slow.append(peer)
             else:
                 peer.pending.append((offset, text))
+                peer.pending_bytes += len(text)
         if targets:
             broadcast(targets, text)
         for peer in slow:
@@ -738,9 +937,13 @@ class Relay:
 
     def _drop_slow(self, room: Room, peer: Peer) -> None:
         room.subs.discard(peer)
+        if not room.subs:
+            room.idle_since = time.monotonic()
         peer.live = False
         peer.dropped = True
         peer.pending.clear()
+        peer.pending_bytes = 0
+        self.dropped_slow += 1
         log.warning(
             "closing %s (%s) in %s: fell behind", peer.operator, _peer_addr(peer.ws), room.name
         )
@@ -768,7 +971,7 @@ class Relay:
                 return rec, True
             room.head = rec.offset
             try:
-                room.observe(rec, decoded, self.limits.snapshot_logs)
+                room.observe(rec, decoded)
             except Exception:  # the message is stored; a snapshot bug must not lose it
                 log.exception(
                     "could not apply message %d of %s to the snapshot", rec.offset, room.name
@@ -818,17 +1021,28 @@ class Relay:
             await self._ack(peer, msg_id, rec, dup)
         elif kind == "event":
             lease = await self._refresh_lease(room) if self.shared else room.lock
-            if lease is not None and not lease.stale and (
-                lease.session != peer.session or lease.operator != peer.operator
-            ):
+            if lease is None or lease.session != peer.session or lease.operator != peer.operator:
+                who = f"{lease.operator} holds" if lease is not None else "nobody holds"
                 await self._reject(
                     peer,
                     ProtocolError(
                         "not_lock_holder",
-                        f"{lease.operator} holds the deploy lock; only the holder publishes events",
+                        f"{who} the deploy lock; only the connection holding it publishes events",
                         msg_id,
                     ),
                     counts=False,
+                )
+                return
+            size = json_size({"events": frame["events"]}) + ENVELOPE_BYTES
+            if size > self.limits.max_event_bytes:
+                await self._reject(
+                    peer,
+                    ProtocolError(
+                        "too_large",
+                        f"event: stored it would be {size} bytes; the limit is"
+                        f" {self.limits.max_event_bytes}",
+                        msg_id,
+                    ),
                 )
                 return
             rec, dup = await self.publish(
@@ -992,10 +1206,30 @@ class Relay:
             room.lock = Lease(
                 peer.operator, peer.session, waiter.reason, waiter.ttl, now, now + waiter.ttl
             )
-            await self._lease_changed(
+            rec = await self._lease_changed(
                 room, peer.operator, "takeover" if previous else "acquired", previous=previous
             )
+            self._granted(peer, waiter.request_id, rec, room.lock.public())
             return
+
+    def _granted(
+        self, peer: Peer, request_id: str, rec: Record | None, lease: dict[str, Any]
+    ) -> None:
+        """Tell a queued waiter its request was granted: a second ``ack`` with the id of
+        its ``acquire`` (sent without waiting on it; a gone waiter is no one's error)."""
+        frame: dict[str, Any] = {"type": "ack", "v": PROTOCOL_VERSION, "id": request_id}
+        if rec is not None:
+            frame["offset"] = rec.offset
+            frame["duplicate"] = False
+        frame.update(granted=True, queued=False, lease=lease)
+
+        async def send() -> None:
+            try:
+                await peer.ws.send(dumps(frame))
+            except ConnectionClosed:
+                pass
+
+        self._spawn(send())
 
     # -- several nodes on a shared store (Redis) --------------------------------------
 
@@ -1039,7 +1273,7 @@ class Relay:
                     continue
                 room.head = rec.offset
                 try:
-                    room.observe(rec, None, self.limits.snapshot_logs)
+                    room.observe(rec, None)
                 except Exception:
                     log.exception(
                         "could not apply message %d of %s to the snapshot", rec.offset, room.name
@@ -1184,6 +1418,7 @@ class Relay:
             if got["result"] == "granted":
                 if room.waiters and room.waiters[0] is waiter:
                     room.waiters.popleft()
+                self._granted(peer, waiter.request_id, got.get("record"), got["lease"])
             return
 
     async def _shared_presence(self, room: Room, peer: Peer, delta: int) -> None:

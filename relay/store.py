@@ -95,8 +95,12 @@ class Store(Protocol):
         """Store one message; return it and whether it was a duplicate."""
         ...
 
-    async def read(self, room: str, after: int, limit: int) -> list[Record]:
-        """Up to ``limit`` messages with offset > ``after``, in offset order."""
+    async def read(
+        self, room: str, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[Record]:
+        """Up to ``limit`` messages with offset > ``after``, in offset order; with
+        ``max_bytes``, stop once the bodies read pass that many bytes (at least one
+        message is returned if there is one)."""
         ...
 
     async def last(self, room: str, type: str, n: int) -> list[Record]:
@@ -227,13 +231,25 @@ class SQLiteStore:
         self._heads[room] = offset
         return Record(room, offset, sender, client_id, type, at, body), False
 
-    async def read(self, room: str, after: int, limit: int) -> list[Record]:
-        rows = self._db.execute(
+    async def read(
+        self, room: str, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[Record]:
+        cur = self._db.execute(
             "SELECT offset, sender, client_id, type, time, body FROM messages"
             " WHERE room = ? AND offset > ? ORDER BY offset LIMIT ?",
             (room, after, limit),
-        ).fetchall()
-        return [Record(room, o, s, c, t, tm, json.loads(b)) for o, s, c, t, tm, b in rows]
+        )
+        out: list[Record] = []
+        size = 0
+        try:
+            for o, s, c, t, tm, b in cur:
+                out.append(Record(room, o, s, c, t, tm, json.loads(b)))
+                size += len(b)
+                if max_bytes is not None and size >= max_bytes:
+                    break
+        finally:
+            cur.close()
+        return out
 
     async def last(self, room: str, type: str, n: int) -> list[Record]:
         rows = self._db.execute(

@@ -48,9 +48,9 @@ async def test_first_deploy_switches_every_host(fleet, fleet_config) -> None:
             f"release={d.release_id}" in line and "operator=tester" in line and "outcome=ok" in line
         )
         assert not (app / ".shipdeck.lock").exists()
-    # one connection and one shell session per host for every step, each step once
+    # one connection per host; one shell session for every step plus the upload's own
     assert all(h.connections == 1 for h in fleet.hosts)
-    assert all(h.commands == 1 for h in fleet.hosts), [h.commands for h in fleet.hosts]
+    assert all(h.commands == 2 for h in fleet.hosts), [h.commands for h in fleet.hosts]
     for h in fleet.hosts:
         for step in ("upload", "unpack", "activate", "health", "cleanup"):
             assert rec.statuses(f"release/wave-1/{h.name}/{step}") == ["running", "ok"], step
@@ -87,7 +87,9 @@ async def test_second_deploy_new_commit_then_rollback(fleet, fleet_config, sampl
     assert result.exit_code == 0
     assert current(app_dir(fleet, "host1")) == second.release_id
     assert current(app_dir(fleet, "host2")) == first.release_id
-    assert f"release={second.release_id} sha={second.sha} " in revisions(app_dir(fleet, "host1"))[-1]
+    assert (
+        f"release={second.release_id} sha={second.sha} " in revisions(app_dir(fleet, "host1"))[-1]
+    )
     assert [r["kind"] for r in History().list()] == ["rollback", "rollback", "deploy", "deploy"]
 
 

@@ -180,7 +180,7 @@ async def test_first_health_check_honours_health_timeout(fleet1, cfg1) -> None:
     assert result.exit_code == 1
     node = d.plan["release/wave-1/host1/health"]
     took = node.ended - node.started
-    assert took < 2, f"health_timeout=0.3 but the health step took {took:.1f}s"
+    assert took < 10, f"health_timeout=0.3 but the health step took {took:.1f}s (sleep 30)"
 
 
 async def test_health_output_without_newline_is_checked_once(fleet1, cfg1) -> None:
@@ -190,7 +190,7 @@ async def test_health_output_without_newline_is_checked_once(fleet1, cfg1) -> No
 
 
 async def test_abort_during_build_stops_promptly(fleet1, cfg1) -> None:
-    d = Deployment(cfg1(build_commands=["sleep 3", "sh build.sh"]))
+    d = Deployment(cfg1(build_commands=["sleep 30", "sh build.sh"]))
     aborted_at: list[float] = []
 
     def abort() -> None:
@@ -205,7 +205,7 @@ async def test_abort_during_build_stops_promptly(fleet1, cfg1) -> None:
     result = await d.run()
     assert result.exit_code == 3
     took = time.monotonic() - aborted_at[0]
-    assert took < 1.5, f"stopped {took:.1f}s after the abort"
+    assert took < 10, f"stopped {took:.1f}s after the abort (the build sleeps 30 s)"
 
 
 class _SlowTypist:

@@ -64,22 +64,27 @@ async def test_stray_upload_bytes_after_a_failed_command_are_never_run(
         await connector.close()
 
 
-async def test_upload_then_more_commands_in_the_same_session(fleet, tmp_path, sample_repo) -> None:
+async def test_an_upload_has_a_session_of_its_own_and_the_shell_serves_on(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """The upload's stdin ends with the file, so a plain ``cat`` (any host's) reads it
+    all and nothing after it; the host's shell session is untouched."""
     connector, host = await _host(fleet, tmp_path, sample_repo)
     payload = tmp_path / "payload"
     payload.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, every byte value
     sent: list[int] = []
     try:
         res = await host.run(
-            f"head -c {payload.stat().st_size} > got && wc -c < got",
+            "cat > got && wc -c < got",
             stdin_file=payload,
             progress=lambda done, total: sent.append(done),
         )
         assert res.ok and res.stdout.strip() == str(payload.stat().st_size)
         assert sent[-1] == payload.stat().st_size
         assert (fleet.hosts[0].home / "got").read_bytes() == payload.read_bytes()
+        assert (await host.run("echo before")).stdout == "before"
         assert (await host.run("echo after")).stdout == "after"
-        assert host.shells_started == 1
+        assert host.shells_started == 2  # the shell, and the upload's own session
     finally:
         await connector.close()
 
@@ -162,3 +167,45 @@ async def test_a_connection_reset_before_the_handshake_is_retried(
     finally:
         await connector.close()
         proxy.close()
+
+
+async def test_a_line_longer_than_64_kib_is_cut_and_output_is_bounded(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """A command printing megabytes without a newline: the line arrives cut with a
+    marker, the result keeps a bounded tail, and the session goes on."""
+    from engine.session import KEEP_BYTES, LINE_MAX
+
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    lines: list[str] = []
+    try:
+        res = await host.run(
+            "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo tail; "
+            "i=0; while [ $i -lt 40 ]; do head -c 60000 /dev/zero | tr '\\0' y; echo; i=$((i+1)); done",
+            on_line=lambda s, t: lines.append(t),
+        )
+        assert res.ok
+        assert lines[0].startswith("xxx") and lines[0].endswith("line cut: longer than 64 KiB]")
+        assert len(lines[0].encode()) < LINE_MAX + 100
+        assert lines[1] == "tail" and len(lines) == 42
+        assert len(res.stdout) <= KEEP_BYTES + 60001
+        assert (await host.run("echo next")).stdout == "next"
+    finally:
+        await connector.close()
+
+
+async def test_an_upload_session_opened_early_is_used_by_the_upload(
+    fleet, tmp_path, sample_repo
+) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"x" * 100_000)
+    try:
+        host.prepare_upload()
+        assert (await host.run("echo probe")).stdout == "probe"
+        res = await host.run("cat > got; wc -c < got", stdin_file=payload)
+        assert res.ok and res.stdout.strip() == "100000"
+        assert host.shells_started == 2 and fleet.hosts[0].commands == 2
+        host.prepare_upload()  # one left unused is closed with the host
+    finally:
+        await connector.close()

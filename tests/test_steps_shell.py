@@ -31,10 +31,12 @@ def test_receive_takes_exactly_its_bytes_and_names_only_a_complete_upload(
     assert short.returncode != 0
     assert f"upload incomplete: {len(data) - 10} of {len(data)} bytes".encode() in short.stderr
     assert list((app / "artifacts").iterdir()) == []  # neither .part nor the final name
-    # the bytes after the artifact are left for the shell's next command
-    rest = sh(receive_script(str(app), sha, len(data)) + "\ncat", data + b"NEXT COMMAND")
-    assert rest.returncode == 0, rest.stderr
-    assert rest.stdout == b"NEXT COMMAND"
+    # the upload's stdin ends with the artifact: more bytes than announced are refused
+    long = sh(receive_script(str(app), sha, len(data)), data + b"NEXT COMMAND")
+    assert long.returncode != 0 and b"upload too long" in long.stderr
+    assert list((app / "artifacts").iterdir()) == []
+    ok = sh(receive_script(str(app), sha, len(data)), data)
+    assert ok.returncode == 0, ok.stderr
     assert (app / "artifacts" / f"{sha}.tar.gz").read_bytes() == data
 
 

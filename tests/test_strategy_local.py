@@ -87,9 +87,11 @@ async def test_abort_stops_at_a_safe_point(fleet, fleet_config, sample_repo) -> 
     result = await d.run()
     assert result.exit_code == 3
     assert result.summary["reason"] == "looks wrong"
-    # host1 was being switched: it finished restart + health, never left half-switched
-    assert current_version(fleet.host("host1").home / "app") == "2.0.0"
-    assert d.plan["release/wave-1/host1/health"].status == "ok"
+    # host1 was being switched: the abort stopped its restart, and it was rolled back
+    # (switched, not healthy, rolled back: never left half-switched)
+    assert current_version(fleet.host("host1").home / "app") == "1.0.0"
+    assert d.plan["release/wave-1/host1/restart"].status == "cancelled"
+    assert "rolled back to " + first.release_id in d.plan["release/wave-1/host1"].detail
     # the others never started and were cancelled; current untouched; locks released
     for name in ("host2", "host3"):
         app = fleet.host(name).home / "app"

@@ -15,13 +15,14 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tree
+from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
 from engine.events import FAILED, OK, RUNNING
+from tui import actions
 from tui.backend import default_operator
 from tui.chat import ChatBackend, ChatMessage
 from tui.commands import DeckCommands
@@ -71,19 +72,7 @@ class TuiPrompter:
 class MainScreen(Screen[None]):
     """The deck: header, tree | log / chat, footer."""
 
-    BINDINGS = [
-        Binding("d", "app.deploy", "Deploy", id="deploy", tooltip="show the plan, Enter confirms"),
-        Binding("a", "app.abort", "Abort", id="abort"),
-        Binding("r", "app.rollback", "Rollback", id="rollback"),
-        Binding("g", "app.approve", "Approve", id="approve"),
-        Binding("slash", "app.filter", "Filter", id="filter", key_display="/"),
-        Binding("f", "app.follow", "Follow", id="follow"),
-        Binding("c", "app.focus_chat", "Chat", id="chat"),
-        Binding("h", "app.history", "History", id="history"),
-        Binding("question_mark", "app.help", "Help", id="help", key_display="?"),
-        Binding("q", "app.quit_safely", "Quit", id="quit"),
-        Binding("escape", "app.focus_tree", "Tree", id="focus_tree", show=False),
-    ]
+    BINDINGS = actions.bindings()
 
     def __init__(self, deck: ShipdeckApp) -> None:
         super().__init__(id="main-screen")
@@ -103,7 +92,7 @@ class MainScreen(Screen[None]):
                 yield self.log_pane_w
                 yield self.chat_pane_w
         yield Static("", id="too-small")
-        yield Footer(compact=True)
+        yield DeckFooter(compact=True)
 
     def on_resize(self) -> None:
         width, height = self.size
@@ -114,6 +103,56 @@ class MainScreen(Screen[None]):
                 f"shipdeck needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT}\n"
                 f"(this one is {width}×{height})"
             )
+
+
+class DeckFooter(Footer):
+    """The footer of the one action list: below 100 columns only the essential keys,
+    so ``?`` and ``q`` always fit (every key is in ``?`` and the palette)."""
+
+    def compose(self) -> ComposeResult:
+        wide = self.app.size.width >= 100
+        keep = {a.id for a in actions.ACTIONS if a.footer == actions.ALWAYS or wide}
+        if not self._bindings_ready:
+            return
+        active = self.screen.active_bindings
+        typing = isinstance(self.app.focused, Input)
+        shown: dict[str, tuple] = {}
+        for _, binding, enabled, tooltip in active.values():
+            if typing:  # keys type text now: only the way back is a key
+                if binding.id == "focus_tree":
+                    shown.setdefault(binding.action, (binding, enabled, tooltip))
+            elif binding.show and (binding.id in keep or binding.id not in actions.IDS):
+                shown.setdefault(binding.action, (binding, enabled, tooltip))
+        self.styles.grid_size_columns = len(shown)
+        for binding, enabled, tooltip in shown.values():
+            yield FooterKey(
+                binding.key,
+                self.app.get_key_display(binding),
+                binding.description,
+                binding.action,
+                disabled=not enabled,
+                tooltip=tooltip,
+            ).data_bind(compact=Footer.compact)
+        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE and palette:
+            _, binding, enabled, tooltip = palette
+            yield FooterKey(
+                binding.key,
+                self.app.get_key_display(binding),
+                binding.description,
+                binding.action,
+                classes="-command-palette",
+                disabled=not enabled,
+                tooltip=binding.tooltip or binding.description,
+            )
+
+    _wide: bool | None = None
+
+    async def on_resize(self) -> None:
+        wide = self.app.size.width >= 100
+        if wide != self._wide:
+            self._wide = wide
+            await self.recompose()
 
 
 class ShipdeckApp(App[int]):
@@ -159,11 +198,28 @@ class ShipdeckApp(App[int]):
         self.relay_status = "not configured" if chat is None else "connecting"
         self.presence: list[str] = []
         self.flushes = 0
+        #: the first paint is done: the tree is built and focused (tests wait for it)
+        self.painted = False
         self._header_key: tuple | None = None
         #: relay spectator: ``async watcher(feed)`` delivering events to ``feed``
         self.watcher: Callable[[Callable[[Any], None]], Any] | None = None
 
     # -- widgets --------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """An action that does not work in this mode (a spectator cannot deploy) is
+        neither in the footer nor run (tui/actions.py says which modes)."""
+        known = actions.by_id(action)
+        if known is not None and self.mode not in known.modes:
+            return False
+        return True
+
+    @property
+    def mode(self) -> str:
+        """``operator`` (runs deploys) or ``spectator`` (watches a relay room)."""
+        if self.backend is None or getattr(self.backend, "read_only", False):
+            return actions.SPECTATOR
+        return actions.OPERATOR
 
     @property
     def tree(self) -> StageTree:
@@ -203,6 +259,7 @@ class ShipdeckApp(App[int]):
         if self.start_message:
             self.chat_pane.add_system(self.start_message)
         self.update_header()
+        self.painted = True
 
     # -- runners ------------------------------------------------------------------
 
@@ -333,6 +390,8 @@ class ShipdeckApp(App[int]):
                 self._follow()
             tree.relabel_visible()
             self.log_pane.add(batch.lines)
+            if self.log_pane.key in batch.dirty:
+                self.log_pane.refresh_title()
             for gate in batch.gates:
                 node = model.plan.nodes.get(gate)
                 self.notify(
@@ -455,7 +514,8 @@ class ShipdeckApp(App[int]):
 
     @on(Tree.NodeHighlighted, "#tree")
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
-        self.log_pane.show(event.node.data)
+        if self.is_mounted_main:
+            self.log_pane.show(event.node.data)
 
     # -- actions ------------------------------------------------------------------------
 
@@ -585,12 +645,7 @@ class ShipdeckApp(App[int]):
                 "wait for the running deploy to finish (or abort it) first", severity="warning"
             )
             return
-        try:
-            releases = list(self.backend.releases())
-        except Exception as exc:
-            self.notify(str(exc), title="cannot list releases", severity="error")
-            return
-        current = self.model.meta.get("release_id") if self.last_status == OK else None
+        screen = RollbackScreen(len(self.model.plan.hosts()))
 
         def chosen(release: str | None) -> None:
             if not release:
@@ -612,7 +667,21 @@ class ShipdeckApp(App[int]):
                 confirmed,
             )
 
-        self.push_screen(RollbackScreen(releases, current), chosen)
+        async def read_releases() -> None:
+            try:
+                choices = await self.backend.probe_releases(self.prompter)
+            except Exception as exc:
+                if screen.is_attached:
+                    screen.dismiss(None)
+                self.notify(
+                    str(exc) or type(exc).__name__, title="cannot list releases", severity="error"
+                )
+                return
+            if screen.is_attached:
+                screen.show(choices)
+
+        self.push_screen(screen, chosen)
+        self.run_worker(read_releases(), group="probe", name="read releases", exit_on_error=False)
 
     def action_filter(self) -> None:
         def done(pattern: str | None) -> None:
@@ -681,7 +750,7 @@ class ShipdeckApp(App[int]):
         self.push_screen(HistoryScreen(history))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.mode))
 
     def action_quit_safely(self) -> None:
         if not self.deploying:

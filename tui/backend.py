@@ -54,6 +54,7 @@ class DeckBackend(Protocol):
     def new_deploy(self, prompter) -> Runner: ...
     def new_rollback(self, to: str | None, prompter) -> Runner: ...
     def releases(self) -> list[str]: ...
+    async def probe_releases(self, prompter) -> Any: ...
     def history(self) -> Any | None: ...
 
 
@@ -101,7 +102,12 @@ class EngineBackend:
         from engine.deploy import Rollback
 
         return Rollback(
-            self.config, to=to, hosts=self.hosts, operator=self.operator, prompter=prompter
+            self.config,
+            to=to,
+            hosts=self.hosts,
+            operator=self.operator,
+            prompter=prompter,
+            history=self.history(),
         )
 
     def history(self):
@@ -111,3 +117,32 @@ class EngineBackend:
 
     def releases(self) -> list[str]:
         return list(self.history().releases(self.project))
+
+    async def probe_releases(self, prompter=None):
+        """The rollback picker's choices: each selected host's releases (over SSH),
+        merged; commit subjects from the local git mirror when it has them."""
+        import asyncio
+
+        from engine.releases import choices, probe
+
+        result = await probe(self.config, self.hosts, prompter)
+        shas = {r.sha for h in result.hosts for r in h.revisions if r.sha}
+        subjects = await asyncio.to_thread(self._subjects, sorted(shas)[:50])
+        return choices(result, subjects)
+
+    def _subjects(self, shas: list[str]) -> dict[str, str]:
+        try:
+            from engine.git import commit_info, mirror_path, normalise_repo
+
+            mirror = mirror_path(normalise_repo(self.config.project.repo, self.config.base_dir))
+            if not mirror.exists():
+                return {}
+        except Exception:
+            return {}
+        out: dict[str, str] = {}
+        for sha in shas:
+            try:
+                out[sha] = commit_info(mirror, sha).get("subject", "")[:200]
+            except Exception:
+                continue
+        return out

@@ -38,6 +38,59 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def resolve_operator(confirmed: str | None = None) -> str:
+    """The one operator identity recorded and shown everywhere (history, revisions.log,
+    host locks, the TUI header): ``SHIPDECK_OPERATOR``, else ``confirmed`` (the operator
+    the relay confirmed for the token), else ``user@hostname``."""
+    from engine.deploy import default_operator
+
+    name = os.environ.get("SHIPDECK_OPERATOR", "").strip()
+    if name:
+        if confirmed and confirmed != name:
+            _err(
+                f"operator {name!r} (SHIPDECK_OPERATOR); the relay knows this token as"
+                f" {confirmed!r}, which is what the room's chat and lock show"
+            )
+        return name
+    return confirmed or default_operator()
+
+
+async def relay_operator(
+    url: str, room: str, token: str | None, timeout: float = 5.0
+) -> str | None:
+    """Who the relay says ``token`` belongs to (one short connection), or None when it
+    cannot be asked (no token, relay client missing, unreachable, refused)."""
+    if not token:
+        return None
+    try:
+        from relay.client import RelayClient, RelayError
+    except ImportError:
+        return None
+    client = RelayClient(url, room, token, snapshot=False, reconnect=False)
+    try:
+        await client.start(timeout=timeout)
+        return client.operator
+    except RelayError:
+        return None
+    finally:
+        await client.close(flush=0)
+
+
+def relay_token(config: Any) -> str | None:
+    """The relay token of a config: ``$<relay.token_env>``, else ``$SHIPDECK_TOKEN``."""
+    env = getattr(config.relay, "token_env", "") or "SHIPDECK_TOKEN"
+    return os.environ.get(env) or os.environ.get("SHIPDECK_TOKEN")
+
+
+async def config_operator(config: Any, args: argparse.Namespace | None = None) -> str:
+    """:func:`resolve_operator` for a config, asking its relay (when configured and not
+    ``--without-relay``) who the token belongs to."""
+    confirmed = None
+    if config.relay is not None and not getattr(args, "without_relay", False):
+        confirmed = await relay_operator(config.relay.url, config.relay.room, relay_token(config))
+    return resolve_operator(confirmed)
+
+
 class _HeadlessPrompter:
     """Asks on the terminal when there is one; otherwise declines."""
 
@@ -108,11 +161,22 @@ def _interactive() -> bool:
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
-    from engine.printer import HeadlessPrinter, JsonPrinter
+    from engine.printer import EXIT_PIPE, HeadlessPrinter, JsonPrinter
 
-    run.subscribe(
-        JsonPrinter() if args.json else HeadlessPrinter(verbose=getattr(args, "verbose", False))
+    def on_stdout_closed() -> None:
+        # like `yes | head`, but a release is never cut short: stop at a safe point
+        try:
+            _err(f"stdout closed: stopping at a safe point (`shipdeck show {run.deploy_id}`)")
+        except OSError:
+            pass
+        run.abort(reason="stdout closed (its reader went away)")
+
+    printer = (
+        JsonPrinter(on_closed=on_stdout_closed)
+        if args.json
+        else HeadlessPrinter(verbose=getattr(args, "verbose", False), on_closed=on_stdout_closed)
     )
+    run.subscribe(printer)
     loop = asyncio.get_running_loop()
     presses = [0]
 
@@ -156,7 +220,7 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
 
         run.subscribe(on_gate)
     result = await run.run()
-    return result.exit_code
+    return EXIT_PIPE if printer.closed else result.exit_code
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -183,17 +247,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             raise
 
         async def main() -> int:
-            d = Deployment(
-                config,
-                ref=args.ref,
-                hosts=args.hosts,
-                prompter=_HeadlessPrompter(_interactive()),
-                force_unlock=args.force_unlock,
-                auto_approve=args.yes,
-                early_fetch=early,
-            )
+            # the relay first: the operator it confirms for the token is the identity
+            # recorded everywhere (history, revisions.log, host locks)
+            client = await _relay_connect(config, args)
             try:
-                publisher = await _relay_publisher(config, d)
+                d = Deployment(
+                    config,
+                    ref=args.ref,
+                    hosts=args.hosts,
+                    operator=resolve_operator(getattr(client, "operator", None)),
+                    prompter=_HeadlessPrompter(_interactive()),
+                    force_unlock=args.force_unlock,
+                    auto_approve=args.yes,
+                    early_fetch=early,
+                )
+            except BaseException:
+                if client is not None:
+                    await client.close(flush=0)
+                raise
+            try:
+                publisher = await _relay_publisher(config, d, client)
             except _RoomLocked as exc:
                 _err(f"{exc}; not deploying")
                 return EXIT_STOPPED
@@ -212,16 +285,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-async def _relay_publisher(config: Any, run: Any) -> Any:
-    """Publish the run's events to the configured relay room, if the relay client is present."""
-    if config.relay is None:
+async def _relay_connect(config: Any, args: argparse.Namespace) -> Any:
+    """A client connected to the config's relay room (its ``operator`` is who the relay
+    says the token belongs to), or None: no ``[relay]``, ``--without-relay``, or it
+    cannot be reached (said on stderr)."""
+    if config.relay is None or getattr(args, "without_relay", False):
         return None
     try:
         integration = importlib.import_module("relay.publish")
     except ImportError:
         return None
     try:
-        return await integration.attach(config, run)
+        return await integration.connect(config)
+    except Exception as exc:  # an unreachable relay must not stop a release
+        _err(f"relay: {exc} (continuing without it)")
+        return None
+
+
+async def _relay_publisher(config: Any, run: Any, client: Any = None) -> Any:
+    """Publish the run's events to the configured relay room over ``client``."""
+    if config.relay is None or client is None:
+        return None
+    try:
+        integration = importlib.import_module("relay.publish")
+    except ImportError:
+        return None
+    try:
+        return await integration.attach(config, run, client=client)
     except integration.LockHeld as exc:
         holder = exc.holder or {}
         raise _RoomLocked(
@@ -270,6 +360,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 config,
                 to=args.to,
                 hosts=args.hosts,
+                operator=await config_operator(config, args),
                 prompter=_HeadlessPrompter(_interactive()),
                 force_unlock=args.force_unlock,
             )
@@ -310,12 +401,27 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.history import History
+    from engine.history import AmbiguousId, History
 
     h = History()
-    r = h.get(args.deploy_id)
+    try:
+        r = h.find(args.deploy_id)
+    except AmbiguousId as exc:
+        shown = exc.candidates[:10]
+        more = len(exc.candidates) - len(shown)
+        _err(
+            f"show: {args.deploy_id!r} matches {len(exc.candidates)} deploys; give more of"
+            " the deploy or release id:\n"
+            + "\n".join(
+                f"  {c['id']:<26} {c['kind']:<8} release {c.get('release_id') or '-':<26}"
+                f" {c['status']:<11} {_when(c['started'])}"
+                for c in shown
+            )
+            + (f"\n  … and {more} more" if more else "")
+        )
+        return EXIT_USAGE
     if r is None:
-        _err(f"no deploy {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
+        _err(f"show: no deploy or release {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
         return EXIT_USAGE
     if args.json:
         print(json.dumps(r, indent=2, default=str))
@@ -337,6 +443,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     t = h.transcript(r["id"])
     if t:
         print(f"  transcript {t}")
+        if args.transcript:
+            from engine.printer import transcript_lines
+
+            print()
+            with open(t, encoding="utf-8", errors="replace") as fh:
+                for raw in fh:
+                    for line in transcript_lines(raw):
+                        print(line)
+    elif args.transcript:
+        print("  transcript (none recorded)")
     return EXIT_OK
 
 
@@ -349,8 +465,18 @@ def cmd_download(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    from engine.preflight import download
+    from engine.preflight import download, remote_path, shown_path
 
+    try:
+        where = shown_path(remote_path(config.deploy.path, args.remote_path))
+    except ValueError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    # first, so that `| head -1` and a slow fleet both show what is being fetched from where
+    print(
+        f"download {where} from {len(hosts)} host(s) into {Path(args.dest) / '<host>'}/",
+        flush=True,
+    )
     results = asyncio.run(
         download(
             config,
@@ -411,14 +537,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("show", help="one deploy with per-host results")
-    p.add_argument("deploy_id")
+    p = sub.add_parser(
+        "show",
+        help="one deploy with per-host results",
+        description="One deploy or rollback: what, by whom, and each host's outcome. ID is"
+        " a deploy id, a release id (the deploy that made it) or a unique prefix of either.",
+    )
+    p.add_argument("deploy_id", metavar="ID", help="deploy id, release id, or a unique prefix")
+    p.add_argument("--transcript", action="store_true", help="then every event of the run, as text")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("download", help="fetch a file (a log) from every host into DEST/<host>/")
+    p = sub.add_parser(
+        "download",
+        help="fetch a file (a log) from every host into DEST/<host>/",
+        description="Fetch REMOTE_PATH from every selected host into DEST/<host>/. A relative"
+        " path is under deploy.path (shared/log/app.log), ~/... under the login home;"
+        " absolute paths are taken as they are.",
+    )
     _add_config(p)
-    p.add_argument("remote_path")
+    p.add_argument(
+        "remote_path",
+        metavar="REMOTE_PATH",
+        help="relative to deploy.path (e.g. shared/log/app.log), ~/..., or absolute",
+    )
     p.add_argument("--dest", default=".")
     p.add_argument("--hosts", metavar="PATTERN")
     p.set_defaults(func=cmd_download)
@@ -444,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return EXIT_STOPPED
+    except BrokenPipeError:  # `shipdeck history | head`: the reader went away
+        from engine.printer import EXIT_PIPE, stdout_gone
+
+        stdout_gone()
+        return EXIT_PIPE
 
 
 def run() -> None:
@@ -459,7 +606,7 @@ def run() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            code = code or 1  # a closed pipe: nothing more can be said
+            code = 141  # a closed pipe (engine.printer.EXIT_PIPE): nothing more can be said
     os._exit(code)
 
 

@@ -6,31 +6,18 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-#: (action name on the app, title, help) — the same actions the keys run.
-ACTIONS: list[tuple[str, str, str]] = [
-    ("deploy", "Deploy", "show the plan and deploy it (d)"),
-    ("abort", "Abort deploy", "stop the running deploy at a safe point (a)"),
-    ("rollback", "Roll back", "choose an earlier release and switch every host to it (r)"),
-    ("approve", "Approve gate", "let the next wave start (g)"),
-    ("filter", "Filter hosts", "by name glob or status word (/)"),
-    ("clear_filter", "Clear host filter", "show every host again"),
-    ("follow", "Toggle follow", "keep the cursor on what is running (f)"),
-    ("focus_chat", "Chat", "focus the chat input (c)"),
-    ("focus_tree", "Stage tree", "focus the stage tree"),
-    ("expand_failed", "Show failed hosts", "open every failed host in the tree"),
-    ("history", "History", "past deploys, per-host outcomes, transcripts (h)"),
-    ("help", "Help", "keys and glyphs (?)"),
-    ("quit_safely", "Quit", "quit; while deploying, abort safely first (q)"),
-]
+from tui import actions
 
 
 class DeckCommands(Provider):
-    """Every action of the main screen."""
+    """Every action of the main screen that works in this mode (tui/actions.py)."""
 
     def _commands(self):
         app = self.app
-        for action, title, help_text in ACTIONS:
-            yield title, help_text, partial(app.run_action, action)
+        mode = getattr(app, "mode", actions.OPERATOR)
+        for action in actions.for_mode(mode):
+            keys = f" ({action.key_text()})" if action.keys else ""
+            yield action.title, action.explain(mode) + keys, partial(app.run_action, action.id)
 
     async def discover(self) -> Hits:
         for title, help_text, callback in self._commands():

@@ -9,11 +9,13 @@ so the failure and that host's automatic rollback show.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import secrets
 import shlex
 import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,25 @@ def run_demo(
     keep = directory is not None
     root = Path(directory).resolve() if keep else temp_root()
     root.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_demo(hosts, root, keep, with_failure, mouse))
+    with own_state(root):
+        return asyncio.run(_demo(hosts, root, keep, with_failure, mouse))
+
+
+@contextlib.contextmanager
+def own_state(root: Path) -> Iterator[None]:
+    """Everything a demo writes (history, transcripts, git mirrors, packages) goes
+    under its own directory, never into the operator's state and caches."""
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "XDG_CACHE_HOME")}
+    os.environ["XDG_STATE_HOME"] = str(root / "state")
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _run_simulated(hosts: int, with_failure: bool, mouse: bool) -> int:
@@ -47,7 +67,15 @@ def _run_simulated(hosts: int, with_failure: bool, mouse: bool) -> int:
     return int(app.run(mouse=mouse) or 0)
 
 
-async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool) -> int:
+async def _demo(
+    n: int,
+    root: Path,
+    keep: bool,
+    with_failure: bool,
+    mouse: bool,
+    drive: Callable[[Any, Any], Awaitable[None]] | None = None,
+) -> int:
+    """The demo; ``drive(app, pilot)``, if given, plays the operator (tests)."""
     from engine.config import load_config
     from engine.deploy import Deployment
     from engine.history import History
@@ -74,7 +102,7 @@ async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool)
                 f"shipdeck demo: a local relay at {relay_url(relay)}, room demo; from another terminal:\n"
             )
             say(f"  {watch_cmd}\n")
-            history = History(root / "state" / "history.db")
+            history = History(root / "state" / "shipdeck" / "history.db")
             if not history.releases(config.project.name):
                 say(f"shipdeck demo: {n} local SSH hosts in {root}\n")
                 say("  deploying sample app 1.0.0 first, so there is a release to roll back to…\n")
@@ -92,7 +120,7 @@ async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool)
             from tui.app import ShipdeckApp
             from tui.backend import EngineBackend
 
-            backend = EngineBackend(config, history_path=root / "state" / "history.db")
+            backend = EngineBackend(config, history_path=history.path)
             note = (
                 f"demo: {n} in-process SSH hosts, sample app 1.1.0 ready to deploy — press d, then Enter."
                 + (f" {failing} will fail its health check." if failing else "")
@@ -105,7 +133,12 @@ async def _demo(n: int, root: Path, keep: bool, with_failure: bool, mouse: bool)
             note += f" Watch from another terminal: {watch_cmd}"
             app = ShipdeckApp(backend, chat=chat, operator=backend.operator, start_message=note)
             try:
-                code = await app.run_async(mouse=mouse)
+                if drive is None:
+                    code = await app.run_async(mouse=mouse)
+                else:
+                    async with app.run_test(size=(120, 40)) as pilot:
+                        await drive(app, pilot)
+                    code = app.return_code
             finally:
                 await relay.shutdown()
     finally:
@@ -127,8 +160,8 @@ async def _start_relay(root: Path) -> tuple[Any, str, str]:
     from relay.store import SQLiteStore
     from relay.tokens import TokenTable
 
-    try:
-        me = getpass.getuser() or "operator"
+    try:  # the relay names this operator as the TUI does (SHIPDECK_OPERATOR first)
+        me = os.environ.get("SHIPDECK_OPERATOR") or getpass.getuser() or "operator"
     except (KeyError, OSError):
         me = "operator"
     me = "".join(c for c in me if c.isalnum() or c in "._-") or "operator"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,8 +88,10 @@ class FakeRunner:
         project: str = "web",
         ref: str = "main",
         batches=("1", "50%", "100%"),
+        previous: str = "20261123T101500Z-1b7e0d4",
     ) -> None:
         self.deploy_id = deploy_id
+        self.previous = previous
         self.kind = kind
         self.clock = clock or FakeClock()
         self.failing = set(failing)
@@ -248,6 +252,8 @@ class FakeRunner:
         steps = [k.rpartition("/")[2] for k in self.plan.children.get(hkey, ())]
         for step in steps:
             key = f"{hkey}/{step}"
+            if step == "rollback":
+                continue  # only a host that failed after activate rolls back
             if self._abort:
                 self._status(key, CANCELLED)
                 continue
@@ -275,18 +281,36 @@ class FakeRunner:
                 self._log(key, "$ systemctl --user restart web")
             elif step == "health":
                 if host in self.failing:
-                    self._log(key, "curl: (7) Failed to connect to 127.0.0.1 port 8080", "stderr")
-                    self._log(
-                        key, "health check failed after 3 tries; rolling back this host", "info"
-                    )
-                    return self._fail(hkey, key, steps, "health check failed; host rolled back")
+                    why = "curl: (7) Failed to connect to 127.0.0.1 port 8080"
+                    self._log(key, why, "stderr")
+                    detail = f"unhealthy after 3 attempts in 30s: {why}"
+                    self._status(key, FAILED, detail)
+                    return await self._roll_back(hkey, steps, detail)
                 self._log(key, '{"status": "ok", "version": "1.4.2"}')
             self._status(key, OK)
         if self._abort:
+            self._status(f"{hkey}/rollback", SKIPPED)
             self._status(hkey, CANCELLED, "aborted")
             return ""
+        if f"{hkey}/rollback" in self.plan:
+            self._status(f"{hkey}/rollback", SKIPPED)
         self._status(hkey, OK)
         return ""
+
+    async def _roll_back(self, hkey: str, steps: list[str], why: str) -> str:
+        """As the engine does for a host unhealthy after activate: switch it back."""
+        key, to = f"{hkey}/rollback", self.previous
+        self._status(key, RUNNING, f"to {to}")
+        self._log(key, f"rolling back to {to}", "stderr")
+        await self._pause(0.6)
+        self._log(key, f"current -> releases/{to} (rolled back)", "info")
+        self._log(key, f"rollback to {to}: healthy", "info")
+        self._status(key, OK, f"to {to}")
+        for step in steps[steps.index("rollback") + 1 :]:
+            self._status(f"{hkey}/{step}", SKIPPED)
+        reason = f"{why}; rolled back to {to} (healthy)"
+        self._status(hkey, FAILED, reason)
+        return reason
 
     def _fail(self, hkey: str, key: str, steps: list[str], reason: str) -> str:
         self._status(key, FAILED, reason)
@@ -297,6 +321,10 @@ class FakeRunner:
         return reason
 
 
+#: where transcript dirs are made (None: the system temp dir); tests point it at theirs
+HISTORY_ROOT: str | None = None
+
+
 class FakeHistory:
     """In-memory history with transcripts written to a temp dir."""
 
@@ -304,7 +332,15 @@ class FakeHistory:
         self.rows: list[dict[str, Any]] = []
         self.hosts: dict[str, list[dict[str, Any]]] = {}
         self.transcripts: dict[str, Path] = {}
-        self._dir = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-"))
+        self._tmp: Path | None = None
+
+    @property
+    def _dir(self) -> Path:
+        """Made on the first transcript; removed when this history goes (or at exit)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="shipdeck-fake-history-", dir=HISTORY_ROOT))
+            weakref.finalize(self, shutil.rmtree, self._tmp, True)
+        return self._tmp
 
     def record(self, runner: FakeRunner, result: FakeResult) -> None:
         meta = runner.plan.meta
@@ -395,7 +431,10 @@ class FakeBackend:
         self.project = project
         self.ref = ref
         self._history = FakeHistory()
-        self._releases = list(releases or ["20261123T101500Z-1b7e0d4", "20261120T090000Z-a41c2f9"])
+        self._releases = list(
+            releases
+            or ["20261123T101500Z-1b7e0d4", "20261121T120000Z-77d0e3b", "20261120T090000Z-a41c2f9"]
+        )
         self.runs: list[FakeRunner] = []
         self._n = 0
 
@@ -436,6 +475,28 @@ class FakeBackend:
 
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
+
+    async def probe_releases(self, prompter=None):
+        """Like the engine's probe: every host has the releases deployed ok, except
+        the oldest, which cleanup removed from all hosts but the first."""
+        from engine.releases import HostReleases, ProbeResult, Revision, choices
+
+        ids = self.releases()
+        when = {
+            rid: f"{rid[0:4]}-{rid[4:6]}-{rid[6:8]}T{rid[9:11]}:{rid[11:13]}:00Z" for rid in ids
+        }
+        revisions = tuple(
+            Revision(when[rid], "deploy", rid, rid.rpartition("-")[2], "bob", "ok")
+            for rid in reversed(ids)
+        )
+        hosts = []
+        for i, name in enumerate(self.hosts):
+            have = tuple(ids if i == 0 else ids[:-1])
+            hosts.append(HostReleases(name, ids[0] if ids else "", have, revisions))
+        subjects = {
+            rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)
+        }
+        return choices(ProbeResult(hosts), subjects)
 
     def history(self) -> FakeHistory:
         return self._history

@@ -69,13 +69,17 @@ def fmt_bytes(n: int) -> str:
 
 
 def counts_text(counts: dict[str, int], total: int | None = None) -> Text:
-    """ "37/50 ✓ 1 ✗ 2 ●" from host status counts."""
+    """ "1 ✗ 37/50 ✓ 2 ●" from host status counts: failures first, so a narrow pane
+    that cuts the line never cuts them."""
     text = Text()
     if total is None:
         total = sum(counts.values())
+    failed = counts.get(FAILED, 0)
+    if failed:
+        text.append(f"{failed} {GLYPH[FAILED]} ", style=STYLE[FAILED])
     ok = counts.get(OK, 0)
     text.append(f"{ok}/{total} ✓", style=STYLE[OK] if ok else "dim")
-    for status in (FAILED, RUNNING, WAITING, CANCELLED):
+    for status in (RUNNING, WAITING, CANCELLED):
         n = counts.get(status, 0)
         if n:
             text.append(f" {n} {GLYPH[status]}", style=STYLE[status])
@@ -93,15 +97,19 @@ def node_label(
     counts: dict[str, int] | None = None,
     current_step: str | None = None,
     progress: tuple[int, int] | None = None,
+    note: str | None = None,
 ) -> Text:
+    """One tree line. ``note`` replaces a failed host's long reason with what the
+    operator needs at a glance ("rolled back to <id>"); the log pane header has the rest."""
     status = node.status
     text = Text(no_wrap=True, end="")
     text.append(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
     text.append(" ")
-    text.append(node.label, style=NAME_STYLE.get(status, ""))
     if counts is not None and node.kind in ("wave", "stage") and sum(counts.values()):
-        text.append("  ")
+        # counts before the label: a narrow pane cuts a long wave label, never them
         text.append_text(counts_text(counts))
+        text.append("  ")
+    text.append(node.label, style=NAME_STYLE.get(status, ""))
     if node.kind == "host" and status == RUNNING and current_step:
         text.append(f"  {current_step}", style="yellow")
     if progress is not None and progress[1] and node.status == RUNNING:
@@ -118,6 +126,12 @@ def node_label(
     show_detail = (
         status in (FAILED, SKIPPED, CANCELLED) or (node.kind == "stage" and counts is None)
     ) and not (counts is not None and _COUNT_TEXT.match(node.detail or ""))
-    if node.detail and show_detail:
+    if note:
+        text.append(f"  {note}", style="yellow")
+    elif (
+        node.kind == "step" and node.name == "rollback" and status in (RUNNING, OK) and node.detail
+    ):
+        text.append(f"  {node.detail}", style="yellow" if status == RUNNING else "dim")
+    elif node.detail and show_detail:
         text.append(f"  {node.detail}", style="red" if status == FAILED else "dim")
     return text

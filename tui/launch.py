@@ -27,6 +27,18 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"shipdeck: {exc}\n")
         return 2
+    import asyncio
+
+    from tui.cli import config_operator
+
+    # who deploys is settled before anything starts (the relay confirms the token's operator)
+    app = deploy_app(config, args, asyncio.run(config_operator(config, args)))
+    code = app.run(**_app_kwargs(args))
+    return int(code or 0)
+
+
+def deploy_app(config: Any, args: argparse.Namespace, operator: str) -> Any:
+    """The deploying app on ``config`` as ``operator`` (see ``tui.cli.resolve_operator``)."""
     from tui.app import ShipdeckApp
     from tui.backend import EngineBackend
 
@@ -34,12 +46,11 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
         config,
         ref=getattr(args, "ref", None),
         hosts=getattr(args, "hosts", None),
+        operator=operator,
         force_unlock=getattr(args, "force_unlock", False),
     )
     chat, note = _chat_for(config, backend.operator)
-    app = ShipdeckApp(backend, chat=chat, operator=backend.operator, start_message=note)
-    code = app.run(**_app_kwargs(args))
-    return int(code or 0)
+    return ShipdeckApp(backend, chat=chat, operator=backend.operator, start_message=note)
 
 
 def _chat_for(config: Any, operator: str) -> tuple[Any, str | None]:
@@ -68,11 +79,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from tui.app import ShipdeckApp
-    from tui.backend import default_operator
+    import asyncio
 
-    operator = default_operator()
+    from tui.app import ShipdeckApp
+    from tui.cli import relay_operator, resolve_operator
+
     token = args.token or os.environ.get("SHIPDECK_TOKEN")
+    operator = resolve_operator(asyncio.run(relay_operator(args.relay, args.room, token)))
     message = None
     chat = None
     watcher = None

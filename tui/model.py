@@ -261,7 +261,16 @@ class DeckModel:
             counts=counts,
             current_step=current,
             progress=progress,
+            note=self.rolled_back_note(key) if kind == "host" else None,
         )
+
+    def rolled_back_note(self, host_key: str) -> str | None:
+        """ "rolled back to <id>" for a host whose rollback step ran and succeeded."""
+        step = self.plan.nodes.get(f"{host_key}/rollback")
+        if step is None or step.status != OK:
+            return None
+        target = step.detail.removeprefix("to ").strip()
+        return f"rolled back to {target}" if target else "rolled back"
 
     def _keep(self, owner: str, entry: LogEntry) -> None:
         ring = self.logs.get(owner)
@@ -291,9 +300,7 @@ class DeckModel:
         if owner is None:
             return list(self.logs.get(key, ()))
         prefix = key + "/"
-        return [
-            e for e in self.logs.get(owner, ()) if e.key == key or e.key.startswith(prefix)
-        ]
+        return [e for e in self.logs.get(owner, ()) if e.key == key or e.key.startswith(prefix)]
 
     def elapsed(self, key: str) -> float | None:
         node = self.plan.nodes.get(key)

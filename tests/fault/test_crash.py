@@ -102,8 +102,8 @@ def crash_points(reference: list[str]) -> list[tuple[str, object]]:
 async def test_crash_at_20_points_then_rerun(crash_fleet, tmp_path) -> None:
     fleet_dirs, make_config, repo = crash_fleet
     config_path = make_config()
-    code, _ = await run_until(config_path, lambda i, line: False)
-    assert code == 0
+    code, lines = await run_until(config_path, lambda i, line: False)
+    assert code == 0, [x for x in lines if '"failed"' in x][:5]
     old_tree = expected_tree(repo)
 
     results = []

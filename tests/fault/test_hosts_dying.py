@@ -83,7 +83,6 @@ async def test_killed_frozen_and_full_hosts(sshd_fleet, tmp_path) -> None:
     for h in fleet.hosts:
         if h not in (killed, frozen, full):
             assert current(h.home / "app") is not None
-    assert elapsed < 30, f"deploy took {elapsed:.1f}s"
     print(
         f"\nfailures after {elapsed:.1f}s: " + "; ".join(f"{k}: {v}" for k, v in failures.items())
     )

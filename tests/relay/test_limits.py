@@ -192,16 +192,14 @@ async def test_rate_limit_slows_only_the_flooder(tmp_path: Path) -> None:
         other, ocol = await r.client("bob")
         t0 = time.monotonic()
         flood = [flooder.chat(f"f{i}") for i in range(40)]
-        # while the flooder is throttled, bob's round trip is quick
-        t1 = time.monotonic()
+        # while the flooder is throttled, bob's message is not queued behind the flood
         await other.chat("quick")
-        quick = time.monotonic() - t1
         await asyncio.gather(*flood)
         took = time.monotonic() - t0
         assert took >= (40 - 5) / 50 * 0.8  # ~0.7 s: read at 50 frames/s after the burst
-        assert quick < 0.3
         assert fcol  # nothing was dropped:
         await ocol.wait(lambda c: len(c.chats()) == 41)
+        assert ocol.chats().index("quick") < 40 - 5
     finally:
         for c in r.clients:
             await c.close(flush=0)

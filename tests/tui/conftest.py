@@ -33,10 +33,23 @@ async def until(pilot, cond: Callable[[], bool], timeout: float = 5.0, what: str
         await pilot.pause(0.02)
 
 
+def screen_lines(app: ShipdeckApp) -> list[str]:
+    """The terminal as a person sees it: the composed screen, one string per row."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
 def label(app: ShipdeckApp, key: str) -> str:
     app.flush()
     app.tree.relabel_visible()
     return app.model.label_for(key).plain
+
+
+@pytest.fixture(autouse=True)
+def _fake_history_in_tmp(tmp_path, monkeypatch) -> None:
+    """The scripted engine's transcripts go to the test's temp dir (removed with it)."""
+    import tui.fake
+
+    monkeypatch.setattr(tui.fake, "HISTORY_ROOT", str(tmp_path))
 
 
 @pytest.fixture

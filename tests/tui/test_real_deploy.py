@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from textual.widgets import OptionList
 
 from engine.config import load_config
 from engine.localfleet import commit_version
@@ -23,26 +25,73 @@ async def test_deploy_then_rollback_on_local_fleet(
     backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
     app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause()
+        await until(pilot, lambda: app.painted)
         n = len(fleet.hosts)
         assert f"0/{n} ✓" in label(app, "release")
         released = []
-        for version in ("2.0.0", "3.0.0"):  # two releases, so there is one to roll back to
+        for version in ("2.0.0", "3.0.0", "4.0.0"):  # three releases
             await pilot.press("d")
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("enter")
             await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
             assert app.last_exit == 0, app.model.finished
-            assert label(app, "release").startswith(f"✓ release  {n}/{n} ✓")
+            assert label(app, "release").startswith(f"✓ {n}/{n} ✓  release")
             assert len(str(app.model.meta.get("sha"))) >= 7
             released.append(app.model.meta["release_id"])
             commit_version(sample_repo, version)
+        # cleanup on one host removed the oldest release: it is greyed, not offered
+        oldest = fleet.hosts[1].home / "app" / "releases" / released[0]
+        shutil.rmtree(oldest)
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, RollbackScreen))
-        await pilot.press("down", "enter")  # the older release
+        options = app.screen.query_one(OptionList)
+        await until(pilot, lambda: options.option_count == 3, timeout=20, what="releases")
+        newest, middle, first = (options.get_option_at_index(i) for i in range(3))
+        assert [o.id for o in (newest, middle, first)] == released[::-1]
+        assert "◀ current" in newest.prompt.plain and newest.disabled
+        assert "by tester" in middle.prompt.plain and not middle.disabled
+        assert first.disabled and f"on {n - 1}/{n} hosts only" in first.prompt.plain
+        assert options.highlighted == 1
+        await pilot.press("enter")  # the default: the one before current, on every host
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("enter")
         await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
         assert app.model.meta["kind"] == "rollback"
         assert app.last_exit == 0, app.model.finished
-        assert app.model.meta["release_id"] == released[0]
+        assert app.model.meta["release_id"] == released[1]
+
+
+async def test_unhealthy_host_shows_its_rollback_in_the_tree(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    """The engine's own events: a host that fails its health check after activate
+    shows a ``rollback`` step (status, target, duration) and "rolled back to <id>"."""
+    config = load_config(
+        fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo, health_timeout=1)
+    )
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        released = []
+        for version in (None, "2.0.0"):
+            if version:
+                commit_version(sample_repo, version)
+                fleet.fail_health("host2", version)
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+            released.append(app.model.meta["release_id"])
+        assert app.last_exit == 1, app.model.finished
+        host = next(h.key for h in app.model.plan.hosts() if h.label == "host2")
+        line = label(app, host)
+        assert line.startswith("✗ host2") and line.endswith(f"rolled back to {released[0]}"), line
+        step = app.model.plan[f"{host}/rollback"]
+        assert step.status == "ok" and step.detail == f"to {released[0]}"
+        assert step.ended is not None and step.started is not None and step.ended >= step.started
+        assert label(app, f"{host}/health").startswith("✗ health")
+        assert label(app, f"{host}/cleanup").startswith("– cleanup")
+        ok_host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
+        assert app.model.plan[f"{ok_host}/rollback"].status == "skipped"
+        assert any("rolling back to" in e.text for e in app.model.log_for(f"{host}/rollback"))

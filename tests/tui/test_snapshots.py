@@ -24,7 +24,7 @@ async def _deploy(pilot, wait) -> None:
     app.clear_notifications()
     app.flush()
     app.tick()
-    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
 
 
 def test_pending(snap_compare) -> None:
@@ -35,7 +35,7 @@ def test_running_at_gate(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await _deploy(pilot, lambda: pilot.app.model.waiting_gate is not None)
         pilot.app.tree.select_key("release/wave-1/web1")
-        await pilot.pause()
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-1/web1")
 
     assert snap_compare(
         make_app(hosts=8, gates=(1,)), terminal_size=(120, 36), run_before=run_before
@@ -46,10 +46,8 @@ def test_failed_and_rolled_back(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await _deploy(pilot, lambda: pilot.app.last_exit is not None)
         pilot.app.tree.select_key("release/wave-2/web3/health")
-        await pilot.pause()
-        pilot.app.log_pane.show("release/wave-2/web3/health")
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-2/web3/health")
         await pilot.wait_for_scheduled_animations()
-        await pilot.pause()
 
     assert snap_compare(
         make_app(hosts=8, failing={"web3"}), terminal_size=(120, 36), run_before=run_before
@@ -63,10 +61,54 @@ def test_done(snap_compare) -> None:
     assert snap_compare(make_app(hosts=8), terminal_size=(120, 36), run_before=run_before)
 
 
-def test_small_80x24_running(snap_compare) -> None:
+def test_80x24_running(snap_compare) -> None:
     async def run_before(pilot) -> None:
         await _deploy(pilot, lambda: pilot.app.model.waiting_gate is not None)
 
     assert snap_compare(
         make_app(hosts=8, gates=(1,)), terminal_size=(80, 24), run_before=run_before
     )
+
+
+def test_chat_typing_80x24(snap_compare) -> None:
+    """The chat input shows the text being typed (before Enter) at 80x24."""
+    from tui.chat import LocalEcho
+
+    async def run_before(pilot) -> None:
+        await until(pilot, lambda: pilot.app.painted)
+        await pilot.press("c", *"rolling back web3?")
+        await until(pilot, lambda: pilot.app.chat_pane.query_one("#chat-input").value.endswith("?"))
+
+    app = make_app(hosts=8, chat=LocalEcho("alice"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_80x24_pending(snap_compare) -> None:
+    assert snap_compare(make_app(hosts=8), terminal_size=(80, 24))
+
+
+def test_80x24_failed_and_rolled_back(snap_compare) -> None:
+    """The failed host selected: its rollback step in the tree, the whole reason in
+    the log pane's header, the ✗ counts first."""
+
+    async def run_before(pilot) -> None:
+        await _deploy(pilot, lambda: pilot.app.last_exit is not None)
+        pilot.app.tree.select_key("release/wave-2/web3/rollback")
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-2/web3/rollback")
+        pilot.app.tree.select_key("release/wave-2/web3")
+        await until(pilot, lambda: pilot.app.log_pane.key == "release/wave-2/web3")
+
+    assert snap_compare(
+        make_app(hosts=8, failing={"web3"}), terminal_size=(80, 24), run_before=run_before
+    )
+
+
+def test_80x24_help(snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        from tui.screens.help import HelpScreen
+
+        await until(pilot, lambda: pilot.app.painted)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+
+    assert snap_compare(make_app(hosts=8), terminal_size=(80, 24), run_before=run_before)

@@ -10,39 +10,33 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui import actions
 from tui.labels import GLYPH, STYLE
-
-KEYS = [
-    ("d", "deploy: shows the plan, Enter confirms"),
-    ("a", "abort the running deploy (asks first; stops at a safe point)"),
-    ("r", "roll back to an earlier release"),
-    ("g", "approve the waiting gate"),
-    ("/", "filter hosts: name glob or status (failed, running…)"),
-    ("f", "follow: keep the cursor on what is running"),
-    ("c", "chat; Esc returns to the tree"),
-    ("h", "history of deploys on this machine"),
-    ("tab", "next pane"),
-    ("↑ ↓ j k", "move in the tree; → / Enter opens a host"),
-    ("ctrl+p", "command palette: every action"),
-    ("q", "quit (while deploying: abort safely first)"),
-]
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
 
+    def __init__(self, mode: str = actions.OPERATOR) -> None:
+        super().__init__(classes="modal")
+        self.mode = mode
+
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
         keys.add_column(style="bold cyan", no_wrap=True)
         keys.add_column()
-        for key, what in KEYS:
+        for key, what in actions.key_table(self.mode):
             keys.add_row(key, what)
         legend = Text()
         for status, glyph in GLYPH.items():
             legend.append(glyph, style=STYLE[status])
             legend.append(f" {status}   ")
-        with VerticalScroll(classes="dialog -wide"):
-            yield Static("shipdeck — keys", classes="dialog-title")
+        title = "shipdeck — keys" + (" (watching)" if self.mode == actions.SPECTATOR else "")
+        with VerticalScroll(classes="dialog -wide", id="help-body"):
+            yield Static(
+                Text.assemble((title, "bold"), ("   ↑ ↓ scroll · esc closes", "dim")),
+                classes="dialog-title",
+            )
             yield Static(keys)
             yield Static(Text("\nStatus", style="bold"))
             yield Static(legend)
@@ -52,6 +46,9 @@ class HelpScreen(ModalScreen[None]):
                     style="dim",
                 )
             )
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()  # ↑ ↓ pgup pgdn scroll it
 
     def action_close(self) -> None:
         self.dismiss(None)

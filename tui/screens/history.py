@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
+from engine.printer import transcript_lines
 from tui.labels import GLYPH, STYLE
 
 
@@ -119,35 +119,10 @@ class HistoryDetailScreen(Screen[None]):
         else:
             with open(path, encoding="utf-8") as fh:
                 for raw in fh:
-                    lines.append(_render_event(raw))
+                    lines.extend(_render_event(raw))
         self.app.call_from_thread(self.query_one("#transcript", Log).write_lines, lines[-5000:])
 
 
-def _render_event(raw: str) -> str:
-    try:
-        ev = json.loads(raw)
-    except json.JSONDecodeError:
-        return raw.rstrip("\n")
-    kind = ev.get("type")
-    at = ev.get("at")
-    stamp = (
-        time.strftime("%H:%M:%S", time.localtime(at))
-        if isinstance(at, (int, float))
-        else "        "
-    )
-    if kind == "status":
-        detail = f"  {ev['detail']}" if ev.get("detail") else ""
-        return (
-            f"{stamp} {GLYPH.get(ev.get('status'), '?')} {ev.get('key')} {ev.get('status')}{detail}"
-        )
-    if kind == "log":
-        return f"{stamp}   {ev.get('key')} │ {ev.get('text')}"
-    if kind == "plan":
-        return f"{stamp} plan: {len(ev.get('nodes', []))} nodes {ev.get('meta', {})}"
-    if kind == "finished":
-        return f"{stamp} finished: {ev.get('status')} {ev.get('summary', {})}"
-    if kind == "control":
-        return f"{stamp} {ev.get('action')} by {ev.get('by')} {ev.get('key') or ''}"
-    if kind == "progress":
-        return f"{stamp}   {ev.get('key')} {ev.get('done')}/{ev.get('total')} bytes"
-    return f"{stamp} {kind} {ev}"
+def _render_event(raw: str) -> list[str]:
+    """One transcript line as text (the headless printer's wording; never a raw dict)."""
+    return transcript_lines(raw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -165,30 +167,64 @@ class PasswordScreen(ModalScreen[str | None]):
 
 
 class RollbackScreen(ModalScreen[str | None]):
-    """Choose the release to roll back to (newest first)."""
+    """Choose the release to roll back to: releases newest first, read from every
+    selected host. Only a release every host has can be chosen; one that cleanup
+    removed from some hosts is greyed with how many still have it."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="rollback.cancel")]
 
-    def __init__(self, releases: list[str], current: str | None = None) -> None:
+    def __init__(self, hosts: int, choices: Any = None) -> None:
         super().__init__(classes="modal")
-        self.releases = releases
-        self.current = current
+        self.hosts = hosts
+        self.choices = choices
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog -wide"):
             yield Static("Roll back to…", classes="dialog-title")
-            if not self.releases:
-                yield Static(
-                    "No earlier release was deployed ok from this machine.", classes="dialog-body"
-                )
-            options = []
-            for rid in self.releases:
-                label = Text(rid)
-                if rid == self.current:
-                    label.append("  (current)", style="dim")
-                options.append(Option(label, id=rid))
-            yield OptionList(*options, id="releases")
-            yield Static("Enter rolls every host back · Esc cancels", classes="dialog-hint")
+            yield Static(
+                f"reading the releases on {self.hosts} host(s)…",
+                id="rollback-status",
+                classes="dialog-body",
+            )
+            yield OptionList(id="releases")
+            yield Static(
+                "Enter chooses · Esc cancels · greyed: not on every host",
+                classes="dialog-hint",
+            )
+
+    def on_mount(self) -> None:
+        if self.choices is not None:
+            self.show(self.choices)
+
+    def show(self, choices: Any) -> None:
+        """Fill the list from the probe's :class:`engine.releases.Choices`."""
+        self.choices = choices
+        status = self.query_one("#rollback-status", Static)
+        options = self.query_one("#releases", OptionList)
+        options.clear_options()
+        notes = Text()
+        if choices.errors:
+            notes.append(f"{len(choices.errors)} host(s) could not be read:\n", style="bold red")
+            for name, why in list(choices.errors.items())[:3]:
+                notes.append(f"  {name}: {why[:120]}\n", style="red")
+        if not choices.releases:
+            notes.append("No release found on these hosts.")
+        elif choices.default is None:
+            notes.append("No earlier release is on every host.", style="yellow")
+        else:
+            notes.append(f"{len(choices.releases)} release(s) on {choices.hosts_total} host(s)")
+        status.update(notes)
+        default_index = None
+        for info in choices.releases:
+            selectable = info.everywhere and info.current_on < info.hosts_total
+            if info.release_id == choices.default:
+                default_index = options.option_count
+            options.add_option(
+                Option(release_label(info), id=info.release_id, disabled=not selectable)
+            )
+        if default_index is not None:
+            options.highlighted = default_index
+        options.focus()
 
     @on(OptionList.OptionSelected)
     def _chosen(self, event: OptionList.OptionSelected) -> None:
@@ -196,3 +232,31 @@ class RollbackScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def release_label(info: Any) -> Text:
+    """Two lines: id, short sha, subject / when, who, how many hosts, current."""
+    dim = not info.everywhere
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(info.release_id, style="dim" if dim else "bold")
+    if info.sha:
+        text.append(f"  {info.sha[:7]}", style="dim" if dim else "yellow")
+    if info.subject:
+        subject = info.subject if len(info.subject) <= 32 else info.subject[:31] + "…"
+        text.append(f"  {subject}", style="dim")
+    text.append("\n  ")
+    if info.is_current:
+        where = (
+            ""
+            if info.current_on == info.hosts_total
+            else f" on {info.current_on}/{info.hosts_total}"
+        )
+        text.append(f"◀ current{where}  ", style="bold cyan")
+    when = info.deployed_at.replace("T", " ").removesuffix("Z")[:16]
+    if when:
+        text.append(f"deployed {when} UTC", style="dim")
+    if info.operator:
+        text.append(f" by {info.operator}", style="dim")
+    if dim:
+        text.append(f"  on {info.hosts_with}/{info.hosts_total} hosts only", style="dim italic")
+    return text

@@ -20,7 +20,7 @@ class ChatPane(Vertical):
     DEFAULT_CSS = """
     ChatPane > #chat-title { height: 1; padding: 0 1; }
     ChatPane > RichLog { height: 1fr; scrollbar-size-vertical: 1; }
-    ChatPane > Input { height: 1; border: none; padding: 0 1; }
+    ChatPane > Input { height: 1; padding: 0 1; }
     """
 
     def __init__(self, *, configured: bool, cursor_blink: bool = True, **kwargs) -> None:
@@ -40,6 +40,7 @@ class ChatPane(Vertical):
             else "relay not configured",
             id="chat-input",
             disabled=not self.configured,
+            compact=True,
         )
 
     def on_mount(self) -> None:

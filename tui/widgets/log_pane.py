@@ -6,10 +6,14 @@ A ``Log`` with ``max_lines``; lines arrive in batches from the app's flush (one
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Log, Static
 
+from engine.events import FAILED
+from tui.labels import GLYPH
 from tui.model import DeckModel, LogEntry
 
 MAX_LINES = 2000
@@ -18,7 +22,7 @@ MAX_BATCH = 500
 
 class LogPane(Vertical):
     DEFAULT_CSS = """
-    LogPane > #log-title { height: 1; padding: 0 1; }
+    LogPane > #log-title { height: auto; max-height: 6; padding: 0 1; }
     LogPane > Log { height: 1fr; padding: 0 0 0 1; }
     """
 
@@ -28,6 +32,7 @@ class LogPane(Vertical):
         self.key: str | None = None
         self.last_seq = 0
         self.placeholder = False
+        self._title_plain = ""
 
     def compose(self) -> ComposeResult:
         yield Static("log", id="log-title")
@@ -51,11 +56,16 @@ class LogPane(Vertical):
         """Show the log of ``key`` (its own lines and its descendants')."""
         self.key = key
         node = self.model.plan.nodes.get(key) if key else None
-        title = self.query_one("#log-title", Static)
+        try:
+            title = self.query_one("#log-title", Static)
+        except NoMatches:  # the app is closing: its widgets are being removed
+            return
         if node is None:
-            title.update("log", layout=False)
+            title.update("log")
         else:
-            title.update(f"log · {key}", layout=False)
+            text = self.title_for(key)
+            self._title_plain = text.plain
+            title.update(text)
         log = self.log_widget
         log.clear()
         entries = self.model.log_for(key)[-MAX_LINES:]
@@ -65,6 +75,26 @@ class LogPane(Vertical):
             log.write_lines(self._lines(entries))
         elif node is not None:
             log.write_line(f"(no output yet for {node.label})")
+
+    def title_for(self, key: str) -> Text:
+        """``log · <key>`` and, for a failed node, its whole reason (wrapped): the tree
+        line has room for a glimpse only."""
+        node = self.model.plan.nodes[key]
+        text = Text()
+        text.append(f"log · {key}")
+        if node.status == FAILED and node.detail:
+            text.append(f"\n{GLYPH[FAILED]} {node.detail}", style="bold red")
+        return text
+
+    def refresh_title(self) -> None:
+        """After a flush: the shown node may have failed since."""
+        if self.key is None or self.key not in self.model.plan.nodes:
+            return
+        title = self.query_one("#log-title", Static)
+        text = self.title_for(self.key)
+        if text.plain != self._title_plain:
+            self._title_plain = text.plain
+            title.update(text)
 
     def add(self, entries: list[LogEntry]) -> None:
         """Append a flush's new lines that belong to the shown node."""

@@ -26,6 +26,8 @@ class StageTree(Tree[str]):
     BINDINGS = [
         Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
         Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
+        Binding("right,l", "open_node", "Open", show=False, id="tree.open"),
+        Binding("left", "close_node", "Close", show=False, id="tree.close"),
     ]
 
     DEFAULT_CSS = """
@@ -119,6 +121,34 @@ class StageTree(Tree[str]):
             self._add_steps(node)
         # children that changed while collapsed are still dirty: label them now
         self._relabel_children(node)
+
+    # -- keys ------------------------------------------------------------------------
+
+    def action_open_node(self) -> None:
+        """→ / l: open the node under the cursor; on an open node, go to its first child."""
+        node = self.cursor_node
+        if node is None or not node.allow_expand:
+            return
+        if not node.is_expanded:
+            node.expand()
+        elif node.children:
+            self.move_cursor(node.children[0])
+
+    def action_close_node(self) -> None:
+        """←: close the node under the cursor; on a closed node or a step, go to its
+        parent (and close a host when leaving one of its steps)."""
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.is_expanded and node.children:
+            node.collapse()
+            return
+        parent = node.parent
+        if parent is None or parent is self.root:
+            return
+        if parent.data and self.model.plan.nodes[parent.data].kind == "host":
+            parent.collapse()
+        self.move_cursor(parent)
 
     # -- relabelling ----------------------------------------------------------------
 
