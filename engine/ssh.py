@@ -368,21 +368,23 @@ class _Host(Host):
         self.wire = wire
 
     def _why(self, exc: SSHError) -> SSHError:
-        if isinstance(exc, CommandTimeout) or not self._lost:
+        if isinstance(exc, CommandTimeout) or not self._lost or "keepalive" not in self._lost[0]:
             return exc
-        reason = self._lost[0]
-        if "keepalive" in reason:
-            return SSHError(
-                f"host stopped answering: no reply to keepalives for {self._dead_after:g}s"
-                " (ssh.dead_after)"
-            )
-        return SSHError(f"connection lost: {reason}")
+        return SSHError(
+            f"host stopped answering: no reply to keepalives for {self._dead_after:g}s"
+            " (ssh.dead_after)"
+        )
 
     async def run(self, command: str, **kw: Any) -> CommandResult:
         try:
-            return await super().run(command, **kw)
+            result = await super().run(command, **kw)
         except SSHError as exc:
             raise self._why(exc) from None
+        if result.exit_status == 255 and self._lost and "keepalive" in self._lost[0]:
+            # a one-script session (an upload) ends without an exit status when the
+            # connection dies: that is the host going silent, not the script failing
+            raise self._why(SSHError("connection lost"))
+        return result
 
     async def get(self, remote: str, local: Path) -> None:
         try:
