@@ -57,6 +57,7 @@ def cached_package(sha: str, build: BuildConfig) -> Package | None:
                 sha256=info["sha256"],
                 size=info["size"],
                 files=info["files"],
+                unpacked=int(info.get("unpacked", 0)),
                 reused=True,
             )
     except (OSError, ValueError, KeyError):
@@ -130,9 +131,9 @@ def _pack(src: Path, dest_dir: Path) -> Package:
         tmp.unlink(missing_ok=True)
     size = final.stat().st_size
     (dest_dir / "package.json").write_text(
-        json.dumps({"sha256": sha256, "size": size, "files": files})
+        json.dumps({"sha256": sha256, "size": size, "files": files, "unpacked": unpacked})
     )
-    return Package(path=final, sha256=sha256, size=size, files=files)
+    return Package(path=final, sha256=sha256, size=size, files=files, unpacked=unpacked)
 
 
 async def run_local(

@@ -77,6 +77,8 @@ class DeployConfig:
     hook_timeout: float = 300.0
     rollback_on_failure: bool = True
     approve: bool | tuple[int, ...] = False  # True: after every wave but the last
+    lock_wait: float = 0.0  # seconds to wait for another deploy's host locks (0: stop at once)
+    lock_ttl: float = 60.0  # a host lock whose heartbeat is older than this is stale
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,8 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "hook_timeout": ((int, float), False),
         "rollback_on_failure": (bool, False),
         "approve": ((bool, list), False),
+        "lock_wait": ((int, float), False),
+        "lock_ttl": ((int, float), False),
     },
     "ssh": {
         "user": (str, False),
@@ -475,12 +479,16 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         hook_timeout=float(d.get("hook_timeout", 300)),
         rollback_on_failure=d.get("rollback_on_failure", True),
         approve=approve,
+        lock_wait=float(d.get("lock_wait", 0)),
+        lock_ttl=float(d.get("lock_ttl", 60)),
     )
     r.positive("deploy", "keep_releases", deploy.keep_releases, 2)
     r.positive("deploy", "parallel", deploy.parallel)
     for key in ("health_timeout", "hook_timeout"):
         r.positive("deploy", key, getattr(deploy, key), 0.1)
     r.positive("deploy", "health_interval", deploy.health_interval, 0.01)
+    r.positive("deploy", "lock_wait", deploy.lock_wait, 0)
+    r.positive("deploy", "lock_ttl", deploy.lock_ttl, 1)
 
     s = r.table(data, "ssh", False)
     policy = s.get("host_key_policy", "strict")

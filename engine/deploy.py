@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import socket
@@ -44,15 +45,18 @@ from engine.events import (
     Progress,
     now,
 )
-from engine.history import History, TranscriptWriter, _alive
+from engine.history import History, TranscriptWriter
 from engine.plan import ROLLBACK_STEPS, Plan, build_plan
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError, q
 from engine.steps import (
+    FENCED_EXIT,
     MARK,
     HostState,
     activate_script,
     cleanup_script,
+    fenced,
     finish_script,
+    heartbeat_script,
     hook_command,
     hooks_script,
     link_script,
@@ -105,7 +109,16 @@ class StepFailed(Exception):
 
 
 class LockHeld(StepFailed):
-    """Another operator holds the host's deploy lock."""
+    """Another operator holds the host's deploy lock. ``stale_in``: seconds until its
+    heartbeat would be older than its TTL, if it is not refreshed meanwhile."""
+
+    def __init__(self, message: str, stale_in: float | None = None) -> None:
+        super().__init__(message)
+        self.stale_in = stale_in
+
+
+class ConnectionLost(StepFailed):
+    """The host's connection broke while a remote script ran: what it did is unknown."""
 
 
 class Interrupted(StepFailed):
@@ -136,8 +149,12 @@ class _Run:
         prompter: Prompter | None = None,
         force_unlock: bool = False,
         history: History | None = None,
+        without_relay: bool = False,
     ):
         self.config = config
+        #: the run goes ahead without the configured relay (``--without-relay``): no
+        #: room lease, no watchers; recorded in history, revisions.log and the summary
+        self.without_relay = without_relay
         self.operator = operator or default_operator()
         self.prompter = prompter
         self.force_unlock = force_unlock
@@ -155,6 +172,8 @@ class _Run:
         self.states: dict[str, HostState] = {}
         self.budget = Budget.from_config(config.deploy.max_fail, len(self.selected))
         self.stop_reason = ""
+        self._early: dict[str, asyncio.Future[Host]] = {}
+        self._heartbeats: dict[str, asyncio.Future[None]] = {}
         self.plan: Plan = self._build_plan()
 
     # -- plan and events -----------------------------------------------------
@@ -257,72 +276,268 @@ class _Run:
         return result
 
     async def _run_hook(
-        self, host: Host, key: str, cwd: str, command: str, env: dict[str, str], timeout: float
+        self,
+        host: Host,
+        key: str,
+        cwd: str,
+        command: str,
+        env: dict[str, str],
+        timeout: float,
+        *,
+        fence: str = "",
     ) -> None:
+        """Run one hook; with ``fence`` (a deploy path), only while this run's lock
+        still holds there (checked in the same remote script)."""
         self.log(key, f"$ {command}")
-        res = await host.run(
-            hook_command(cwd, command, env), on_line=self.line_handler(key), timeout=timeout
-        )
+        script = hook_command(cwd, command, env)
+        if fence:
+            script = fenced(fence, self.deploy_id, script)
+        res = await host.run(script, on_line=self.line_handler(key), timeout=timeout)
         if not res.ok:
+            taken = [line for line in res.stdout.splitlines() if line.startswith("lock taken over")]
+            if res.exit_status == FENCED_EXIT and taken:
+                raise StepFailed(f"`{command}` refused: {taken[-1][:200]}")
             last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
             raise StepFailed(
                 f"`{command}` exited {res.exit_status}" + (f": {last[0][:200]}" if last[0] else "")
             )
 
+    async def _connect(self, connector: Connector, name: str) -> Host:
+        """The host's connection: the one opened early (during fetch/build) if any."""
+        early = self._early.pop(name, None)
+        host = await early if early is not None else await connector.connect(self._spec(name))
+        host.upload_stall = self.config.ssh.upload_stall
+        self._connected(host)
+        return host
+
+    def _connected(self, host: Host) -> None:
+        """A host's connection is open (before its lock is taken)."""
+
+    def _spec(self, name: str) -> HostSpec:
+        for h in self.selected:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
     async def _lock(self, st: HostState, key: str, artifact_sha: str | None) -> str:
-        owner = lock_owner(self.operator, self.deploy_id)
-        res = await st.host.run(
-            probe_script(self.config.deploy.path, artifact_sha, owner), timeout=60
-        )  # type: ignore[union-attr]
+        """Take the host's lock (or take over a stale one). Raises LockHeld when another
+        live deploy holds it, StepFailed when the path cannot hold a lock at all."""
+        assert st.host is not None
+        d = self.config.deploy
+        owner = lock_owner(self.operator, self.deploy_id, d.lock_ttl)
+        res = await st.host.run(probe_script(d.path, artifact_sha, owner), timeout=60)
         info = parse_kv(res.stdout)
         if not res.ok or "path" not in info:
-            raise StepFailed(
-                f"cannot prepare {self.config.deploy.path}: {(res.stderr or res.stdout).strip()[:300]}"
-            )
+            raise StepFailed(f"cannot prepare {d.path}: {(res.stderr or res.stdout).strip()[:300]}")
         st.path = info["path"]
         st.current = info.get("current", "")
         st.artifact_sha = info.get("artifact_sha", "")
         st.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
+        if info.get("lock_error"):
+            # not a lock: the path cannot be written (permissions, read-only)
+            raise StepFailed(info["lock_error"][:300])
         if info.get("lock") == "acquired":
-            st.locked = True
-            need = self._disk_needed(st)
-            if need and st.free_kb is not None and st.free_kb * 1024 < need:
-                raise StepFailed(
-                    f"not enough disk space on {st.path}: {st.free_kb} KiB free, "
-                    f"the release needs about {need // 1024} KiB"
-                )
+            self._locked(st)
+            if info.get("layout_error"):
+                raise StepFailed(info["layout_error"][:300])
+            self._check_disk(st)
             return f"{st.path} (current: {st.current or 'none'})"
         held = info.get("owner", "").strip()
         try:
             who = json.loads(held) if held else {}
         except ValueError:
             who = {}
+        if not isinstance(who, dict):
+            who = {}
         desc = _describe_owner(who)
-        # stale: its owner ran on this machine and that process is gone; or it has no
-        # readable owner and is older than a minute (a deploy killed between mkdir and
-        # writing the owner). Anything else needs --force-unlock.
-        dead_owner = (
-            bool(who)
-            and who.get("host") == socket.gethostname()
-            and isinstance(who.get("pid"), int)
-            and not _alive(who["pid"])
+        try:
+            age = int(info.get("lock_age", "0"))
+        except ValueError:
+            age = 0
+        ttl = who.get("ttl")
+        ttl = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else d.lock_ttl
+        stale = age > ttl
+        if not (stale or self.force_unlock):
+            raise LockHeld(
+                f"locked by {desc}, heartbeat {age}s ago (stale after {ttl:g}s); "
+                "if that deploy is dead and its host cannot be reached, rerun with --force-unlock",
+                stale_in=max(0.2, ttl - age + 1),
+            )
+        why = f"stale: no heartbeat for {age}s, ttl {ttl:g}s" if stale else "--force-unlock"
+        self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
+        old_id = str(who.get("deploy_id", "")) if who else ""
+        res = await st.host.run(
+            takeover_script(st.path, owner, old_id, ttl, force=not stale, old_line=held),
+            timeout=30,
         )
-        ownerless_and_old = not who and info.get("lock_old") == "yes"
-        stale = dead_owner or ownerless_and_old
-        if stale or self.force_unlock:
-            if dead_owner:
-                why = "stale: its process is gone"
-            elif ownerless_and_old:
-                why = "stale: no owner recorded, older than a minute"
-            else:
-                why = "--force-unlock"
-            self.log(key, f"taking over the lock held by {desc} ({why})", "stderr")
-            res = await st.host.run(takeover_script(st.path, owner, self.deploy_id), timeout=30)  # type: ignore[union-attr]
-            if "lock=acquired" in res.stdout:
-                st.locked = True
-                return f"took over lock of {desc}"
-            raise LockHeld(f"could not take over the lock held by {desc}")
-        raise LockHeld(f"locked by {desc}; if that deploy is dead, rerun with --force-unlock")
+        if "lock=acquired" in res.stdout:
+            self._locked(st)
+            self.log("release", f"{st.name}: took over the lock of {desc} ({why})", "stderr")
+            self._check_disk(st)
+            return f"took over lock of {desc}"
+        what = parse_kv(res.stdout).get("takeover", "failed")
+        because = {
+            "lost": "another deploy is taking it over right now",
+            "changed": "it changed hands meanwhile",
+            "alive": "its heartbeat is fresh again",
+        }.get(what, (res.stderr or res.stdout).strip()[:200] or "takeover failed")
+        raise LockHeld(f"locked by {desc}; not taken over: {because}")
+
+    def _check_disk(self, st: HostState) -> None:
+        need = self._disk_needed(st)
+        if need and st.free_kb is not None and st.free_kb * 1024 < need:
+            raise StepFailed(
+                f"not enough disk space on {st.path}: {st.free_kb} KiB free, "
+                f"the release needs about {need // 1024} KiB"
+            )
+
+    # -- the fleet lock --------------------------------------------------------
+
+    def _locked(self, st: HostState) -> None:
+        """``st`` holds its lock now: keep the lock's heartbeat fresh while it does."""
+        st.locked = True
+        st.lock_lost = ""
+        old = self._heartbeats.pop(st.key, None)
+        if old is not None:
+            old.cancel()
+        self._heartbeats[st.key] = asyncio.ensure_future(self._heartbeat(st))
+
+    def _stop_heartbeat(self, st: HostState) -> None:
+        task = self._heartbeats.pop(st.key, None)
+        if task is not None:
+            task.cancel()
+
+    async def _heartbeat(self, st: HostState) -> None:
+        """Write the host's clock into the lock every ttl/4, each time in a short command
+        on its own channel of this deploy's connection: alive while this process and
+        its connection are. Stops (and says so) once the lock names another deploy."""
+        interval = max(0.25, self.config.deploy.lock_ttl / 4)
+        script = f"/bin/sh -c {q(heartbeat_script(st.path, self.deploy_id))}"
+        while True:
+            await asyncio.sleep(interval)
+            if st.host is None:
+                return
+            try:
+                res = await asyncio.wait_for(st.host.conn.run(script, check=False), interval * 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a lost connection fails the host's own steps
+                log.debug("heartbeat on %s failed: %s", st.name, exc)
+                continue
+            out = str(res.stdout or "")
+            if "hb=lost" in out:
+                lines = [line for line in out.splitlines() if line.startswith("lock taken over")]
+                if lines and "by nobody" not in lines[0]:
+                    st.lock_lost = lines[0][:300]
+                    self.log(st.key, st.lock_lost, "stderr")
+                return
+
+    async def _unlock(self, st: HostState, line: str = "") -> None:
+        """Release ``st``'s lock (fenced: only if it still names this deploy)."""
+        self._stop_heartbeat(st)
+        if st.host is None or not st.locked or not st.path:
+            return
+        try:
+            await st.host.run(
+                finish_script(
+                    st.path, line, unlock=True, remove_release=None, deploy_id=self.deploy_id
+                ),
+                timeout=30,
+            )
+            st.locked = False
+        except SSHError as exc:
+            self.log(st.key, f"could not release the lock: {exc}", "stderr")
+
+    async def _unlock_all(self) -> None:
+        await asyncio.gather(*(self._unlock(st) for st in self.states.values() if st.locked))
+
+    async def _lock_one(
+        self,
+        connector: Connector,
+        st: HostState,
+        artifact_sha: str | None,
+        sem: asyncio.Semaphore,
+        held: list[tuple[HostState, LockHeld]],
+    ) -> None:
+        if st.status == FAILED:
+            return
+        async with sem:
+            if self.aborting:
+                return
+            try:
+                if st.host is None:
+                    st.host = await self._step(
+                        f"{st.key}/connect", self._connect(connector, st.name)
+                    )
+                await self._step(f"{st.key}/lock", self._lock(st, f"{st.key}/lock", artifact_sha))
+            except LockHeld as exc:
+                held.append((st, exc))
+            except StepFailed as exc:
+                st.status, st.outcome, st.reason = FAILED, "failed", str(exc)
+                self.budget.fail(st.name, st.reason)
+                self._close_host(st.key, FAILED, st.reason)
+            except _Aborted:
+                pass
+
+    async def _lock_all(self, connector: Connector, artifact_sha: str | None) -> bool:
+        """Connect to and lock EVERY selected host (all waves) before anything changes.
+
+        A host that cannot be reached or written fails alone (failure budget). A host
+        whose lock another live deploy holds: every lock taken is released and, after
+        ``deploy.lock_wait`` seconds of retrying, the run stops (False) with nothing
+        changed anywhere."""
+        d = self.config.deploy
+        deadline = time.monotonic() + d.lock_wait
+        sem = asyncio.Semaphore(d.parallel)
+        states = list(self.states.values())
+        attempt = 0
+        while True:
+            attempt += 1
+            held: list[tuple[HostState, LockHeld]] = []
+
+            await asyncio.gather(
+                *(self._lock_one(connector, st, artifact_sha, sem, held) for st in states)
+            )
+            if self.aborting:
+                await self._unlock_all()
+                return False
+            if not held:
+                if self.budget.exceeded:
+                    self.stop_reason = (
+                        f"failure budget exceeded before anything changed: {len(self.budget.failed)} "
+                        f"failed, max_fail allows {self.budget.allowed}"
+                    )
+                    self.log("release", self.stop_reason, "stderr")
+                    await self._unlock_all()
+                    return False
+                return True
+            # all or nothing: give back every lock taken, then wait or stop
+            await self._unlock_all()
+            first, exc = held[0]
+            left = deadline - time.monotonic()
+            if left > 0:
+                for st, why in held:
+                    self.status(f"{st.key}/lock", WAITING, f"waiting: {why}"[:300])
+                self.log(
+                    "release",
+                    f"waiting for {first.name} ({exc}); {left:.0f}s of lock_wait left",
+                )
+                pause = random.uniform(0.5, 1.5) * min(0.25 * 2**attempt, 5.0)
+                soonest = min((w.stale_in for _, w in held if w.stale_in is not None), default=None)
+                if soonest is not None:  # a lock that may go stale: look again right then
+                    pause = min(pause, soonest + random.uniform(0, 0.3))
+                pause = min(left, pause)
+                try:
+                    await asyncio.wait_for(self._abort.wait(), pause)
+                except TimeoutError:
+                    pass
+                continue
+            self.stop_reason = f"{first.name}: {exc}"
+            self.log("release", f"not starting: {self.stop_reason}", "stderr")
+            for st, why in held:
+                st.status, st.outcome, st.reason = FAILED, "failed", str(why)
+                self._close_host(st.key, FAILED, st.reason)
+            return False
 
     def _disk_needed(self, st: HostState) -> int:
         """Bytes a release needs on the host: the artifact (unless there) and its unpacked size."""
@@ -332,11 +547,12 @@ class _Run:
         self, st: HostState, release_id: str, sha: str, remove_release: str | None
     ) -> None:
         """Append to revisions.log, drop an unactivated release, release the lock."""
-        if st.host is None or not st.path or not st.locked:
-            return  # never write to a host whose lock we do not hold
-        line = revision_line(
-            release_id, sha, self.operator, st.outcome or st.status, self.deploy_id, self.kind
-        )
+        self._stop_heartbeat(st)
+        if st.host is None or not st.path or not st.locked or st.outcome == "unknown":
+            # never write to a host whose lock we do not hold, nor over a lost
+            # connection (its lock goes stale: its heartbeat has stopped)
+            return
+        line = self._revision(release_id, sha, st.outcome or st.status)
         try:
             await st.host.run(
                 finish_script(
@@ -351,6 +567,18 @@ class _Run:
             st.locked = False
         except SSHError as exc:
             self.log(st.key, f"could not release the lock: {exc}", "stderr")
+
+    def _fence(self, st: HostState, name: str, script: str) -> str:
+        """A state-changing step runs only while the host's lock names this run
+        (checked in the same remote script); reading steps run as they are."""
+        if name in ("upload", "health"):
+            return script
+        return fenced(st.path, self.deploy_id, script)
+
+    def _revision(self, release_id: str, sha: str, outcome: str) -> str:
+        """The host's revisions.log line for this run."""
+        line = revision_line(release_id, sha, self.operator, outcome, self.deploy_id, self.kind)
+        return line + (" relay=skipped" if self.without_relay else "")
 
     async def _pause(self, seconds: float, abortable: bool) -> None:
         """Sleep, or less when an abort comes (if ``abortable``)."""
@@ -454,7 +682,8 @@ class _Run:
             if self.aborting or self.budget.exceeded or self.stop_reason:
                 status = CANCELLED if self.aborting else SKIPPED
                 for h in hosts:
-                    self._close_host(h.key, status, self.stop_reason)
+                    if h.status in (PENDING, RUNNING, WAITING):
+                        self._close_host(h.key, status, self.stop_reason)
                 self.status(wave.key, status, self.stop_reason)
                 self._close_gate(index, status)
                 continue
@@ -462,6 +691,8 @@ class _Run:
 
             async def one(hnode: Any) -> None:
                 st = self.states[hnode.key]
+                if st.status == FAILED:  # failed while connecting or locking
+                    return
                 async with sem:
                     if (
                         self.aborting
@@ -548,6 +779,8 @@ class _Run:
             "exit_code": code,
             "duration": round(time.time() - self.started_at, 3),
         }
+        if self.without_relay:
+            summary["relay"] = "skipped (--without-relay)"
         return status, code, summary
 
     def _host_rows(self, release_id: str) -> list[dict[str, Any]]:
@@ -568,6 +801,9 @@ class _Run:
     async def _finish(
         self, release_id: str, sha: str, writer: TranscriptWriter | None
     ) -> DeployResult:
+        for task in self._heartbeats.values():
+            task.cancel()
+        self._heartbeats.clear()
         status, code, summary = self._summary(release_id)
         self.status(
             "release",
@@ -595,6 +831,10 @@ class _Run:
                 self.operator,
                 str(self.config.path),
             )
+            if self.without_relay:  # recorded from the start, even if the run dies
+                self.history.update(
+                    self.deploy_id, summary=json.dumps({"relay": "skipped (--without-relay)"})
+                )
             writer = TranscriptWriter(self.history, self.deploy_id)
         except Exception as exc:
             log.warning("could not record history: %s", exc)
@@ -620,6 +860,7 @@ class Deployment(_Run):
         auto_approve: bool = False,
         history: History | None = None,
         early_fetch: gitmod.EarlyFetch | None = None,
+        without_relay: bool = False,
     ):
         self.ref = ref or config.project.ref
         self.auto_approve = auto_approve
@@ -632,11 +873,11 @@ class Deployment(_Run):
             prompter=prompter,
             force_unlock=force_unlock,
             history=history,
+            without_relay=without_relay,
         )
         self.sha = ""
         self.release_id = ""
         self.package: buildmod.Package | None = None
-        self._early: dict[str, asyncio.Future[Host]] = {}
 
     def _build_plan(self) -> Plan:
         waves, labels, gates = wave_plan(self.selected, self.config.deploy)
@@ -668,6 +909,8 @@ class Deployment(_Run):
         """Run the whole deploy. Never raises for host failures; see DeployResult."""
         writer = self._start_history(self.ref)
         self.emit(self.plan.to_event())
+        if self.without_relay:
+            self.log("release", "deploying without the relay (--without-relay)", "stderr")
         connector = Connector(
             self.config.ssh,
             self.config.base_dir,
@@ -822,9 +1065,20 @@ class Deployment(_Run):
 
     # -- release ---------------------------------------------------------------
 
+    def _connected(self, host: Host) -> None:
+        host.prepare_upload()  # its channel opens while the host is probed and locked
+
     async def _release(self, connector: Connector) -> None:
         self.status("release", RUNNING)
-        await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
+        assert self.package is not None
+        try:
+            # every host's lock first; if that stops, the waves only close the hosts
+            await self._lock_all(connector, self.package.sha256)
+            await self._run_waves(connector, lambda st: self._deploy_host(connector, st))
+        finally:
+            # hosts locked but never started (stopped, budget, abort): nothing changed
+            # there, so no revisions.log line; just their locks back
+            await asyncio.shield(self._unlock_all())
 
     async def _gate(self, index: int) -> None:
         key = f"release/gate-{index}"
@@ -834,9 +1088,9 @@ class Deployment(_Run):
         await super()._gate(index)
 
     async def _deploy_host(self, connector: Connector, st: HostState) -> None:
-        """One host in three remote commands: probe+lock; upload (over the command's own
-        stdin) + unpack + link + before; activate + restart + health + cleanup +
-        revisions.log + unlock. Each reports every step's start and end, so the tree
+        """One host, locked already (the fleet lock phase), in two remote commands:
+        upload (over the command's own stdin) + unpack + link + before; activate +
+        restart + health + cleanup + revisions.log + unlock. Each reports every step's start and end, so the tree
         keeps per-step status while sshd starts one shell per phase."""
         d = self.config.deploy
         hk = st.key
@@ -846,9 +1100,10 @@ class Deployment(_Run):
         remove_release: str | None = None
         finished = False
         try:
-            st.host = await self._step(f"{hk}/connect", self._connect(connector, st.name))
-            st.host.prepare_upload()  # its channel opens while the host is probed and locked
-            await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", pkg.sha256))
+            if not st.locked or st.host is None:
+                raise StepFailed("the host's lock is not held")
+            if st.lock_lost:
+                raise StepFailed(st.lock_lost)
             env = self._env(st, self.release_id, self.sha)
             rel = f"{st.path}/releases/{self.release_id}"
             cur = f"{st.path}/current"
@@ -879,6 +1134,7 @@ class Deployment(_Run):
                 )
             else:
                 self.status(f"{hk}/before", SKIPPED, "no hooks")
+            phase = [(name, self._fence(st, name, script)) for name, script in phase]
             try:
                 await self._phase(
                     st,
@@ -900,9 +1156,7 @@ class Deployment(_Run):
             # and the host is rolled back; activate, cleanup and finish complete. From here on the new release may be live:
             # it is never removed (finish_script also refuses to remove `current`).
             remove_release = None
-            line = revision_line(
-                self.release_id, self.sha, self.operator, "ok", self.deploy_id, self.kind
-            )
+            line = self._revision(self.release_id, self.sha, "ok")
             tail = [
                 (
                     "cleanup",
@@ -933,6 +1187,7 @@ class Deployment(_Run):
                 )
             else:
                 self.status(f"{hk}/health", SKIPPED, "no health check")
+            phase = [(name, self._fence(st, name, script)) for name, script in phase]
             done: set[str] = set()
             try:
                 await self._phase(
@@ -942,6 +1197,11 @@ class Deployment(_Run):
                     keep_running={"health"},
                     done=done,
                 )
+            except ConnectionLost as exc:
+                if self.plan[f"{hk}/activate"].status == PENDING:
+                    raise  # lost before the switch: current is as it was
+                self._lost_after_activate(st, exc)
+                return
             except StepFailed as exc:
                 if self.plan[f"{hk}/activate"].status == OK:
                     st.activated = True
@@ -951,23 +1211,28 @@ class Deployment(_Run):
                 return
             st.activated = True
             if "finish" not in done:
-                # the first health check failed: retry until health_timeout
-                if d.health and self.plan[f"{hk}/health"].status == RUNNING:
-                    healthy, detail = await self._health(
-                        st.host, f"{hk}/health", cur, env, tried=1, abortable=True
-                    )
-                    if not healthy:
-                        self.status(f"{hk}/health", FAILED, detail)
-                        await self._unhealthy(st, env, StepFailed(detail))
+                try:
+                    # the first health check failed: retry until health_timeout
+                    if d.health and self.plan[f"{hk}/health"].status == RUNNING:
+                        healthy, detail = await self._health(
+                            st.host, f"{hk}/health", cur, env, tried=1, abortable=True
+                        )
+                        if not healthy:
+                            self.status(f"{hk}/health", FAILED, detail)
+                            await self._unhealthy(st, env, StepFailed(detail))
+                            return
+                        self.status(f"{hk}/health", OK, detail)
+                    if self.aborting:
+                        # switched and healthy: the host is deployed; only cleanup is skipped
+                        st.status, st.outcome = OK, "ok"
+                        self.status(f"{hk}/cleanup", CANCELLED, "skipped: aborted")
+                        self._close_host(hk, OK, f"{self.release_id} (cleanup skipped: aborted)")
                         return
-                    self.status(f"{hk}/health", OK, detail)
-                if self.aborting:
-                    # switched and healthy: the host is deployed; only cleanup is skipped
-                    st.status, st.outcome = OK, "ok"
-                    self.status(f"{hk}/cleanup", CANCELLED, "skipped: aborted")
-                    self._close_host(hk, OK, f"{self.release_id} (cleanup skipped: aborted)")
+                    await self._phase(st, tail, 120)
+                except (ConnectionLost, SSHError) as exc:
+                    self._lost_after_activate(st, exc)
                     return
-                await self._phase(st, tail, 120)
+            self._stop_heartbeat(st)
             st.locked = False
             st.status, st.outcome = OK, "ok"
             finished = True
@@ -995,13 +1260,6 @@ class Deployment(_Run):
                 await asyncio.shield(
                     self._finish_host(st, self.release_id, self.sha, remove_release)
                 )
-
-    async def _connect(self, connector: Connector, name: str) -> Host:
-        """The host's connection: the one opened early (during fetch/build) if any."""
-        early = self._early.pop(name, None)
-        host = await early if early is not None else await connector.connect(self._spec(name))
-        host.upload_stall = self.config.ssh.upload_stall
-        return host
 
     async def _phase(
         self,
@@ -1066,6 +1324,10 @@ class Deployment(_Run):
                         reason = f"{name} failed (exit {rc})" + (
                             f": {out[-1][:200]}" if out else ""
                         )
+                        if rc == FENCED_EXIT and out and out[-1].startswith("lock taken over"):
+                            reason = f"{name} refused: {out[-1][:200]}"
+                        elif any("no space left on device" in line.lower() for line in out):
+                            reason = f"{name} failed: no space left on device on {st.path}"
                         self.status(key, FAILED, reason)
                         failed.append((name, reason))
                 return
@@ -1141,6 +1403,8 @@ class Deployment(_Run):
             key = current[0]
             if key != hk and key in self.plan:
                 self.status(key, FAILED, str(exc))
+            if not isinstance(exc, CommandTimeout):
+                raise ConnectionLost(str(exc)) from None
             raise StepFailed(str(exc)) from None
         if failed:
             raise StepFailed(failed[0][1])
@@ -1148,6 +1412,18 @@ class Deployment(_Run):
             raise StepFailed(
                 f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
             )
+
+    def _lost_after_activate(self, st: HostState, exc: Exception) -> None:
+        """The connection broke once the switch may have run: say so, claim nothing.
+        The host's own ``current`` and revisions.log are the truth (the next deploy,
+        ``--dry-run`` and the TUI read them); its lock goes stale (no heartbeat)."""
+        self._stop_heartbeat(st)
+        during = self.plan[f"{st.key}/activate"].status != OK
+        st.status, st.outcome = FAILED, "unknown"
+        st.reason = f"unknown: lost {'during' if during else 'after'} activate ({exc})"
+        self.budget.fail(st.name, st.reason)
+        self.log(st.key, st.reason, "stderr")
+        self._close_host(st.key, FAILED, st.reason)
 
     async def _unhealthy(self, st: HostState, env: dict[str, str], exc: StepFailed) -> None:
         """The host is switched but unhealthy (or restart failed): roll it back."""
@@ -1173,10 +1449,16 @@ class Deployment(_Run):
         host = st.host
         assert host is not None
         self.log(hk, f"rolling back to {target}", "stderr")
+        switched = False
         try:
-            res = await host.run(activate_script(st.path, target), timeout=60)
+            res = await host.run(
+                fenced(st.path, self.deploy_id, activate_script(st.path, target)), timeout=60
+            )
             if not res.ok:
-                return f"rollback to {target} failed: {res.stderr.strip()[:200]}"
+                why = (res.stdout.strip().splitlines()[-1:] or [""])[0]
+                why = why if why.startswith("lock taken over") else res.stderr.strip()
+                return f"rollback to {target} failed: {why[:200]}"
+            switched = True
             self.log(hk, f"current -> releases/{target} (rolled back)")
             env = {
                 **env,
@@ -1185,13 +1467,21 @@ class Deployment(_Run):
             }
             for command in self.config.deploy.after_activate:
                 await self._run_hook(
-                    host, hk, f"{st.path}/current", command, env, self.config.deploy.hook_timeout
+                    host,
+                    hk,
+                    f"{st.path}/current",
+                    command,
+                    env,
+                    self.config.deploy.hook_timeout,
+                    fence=st.path,
                 )
             # after an abort, one check says how the old release is; no retries
             healthy, detail = await self._health(
                 host, hk, f"{st.path}/current", env, once=self.aborting
             )
         except (StepFailed, SSHError) as exc:
+            if not switched:  # never say "rolled back" unless the switch was confirmed
+                return f"rollback to {target} not confirmed ({exc}): unknown"
             return f"rolled back to {target}, but: {exc}"
         self.log(
             hk,
@@ -1205,13 +1495,8 @@ class Deployment(_Run):
         if pkg is None:
             return 0
         upload = 0 if st.artifact_sha == pkg.sha256 else pkg.size
-        return upload + pkg.unpacked
-
-    def _spec(self, name: str) -> HostSpec:
-        for h in self.selected:
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        # the files' bytes, and a block per file for what the filesystem rounds up
+        return upload + pkg.unpacked + 4096 * pkg.files
 
     async def _free_space_hint(self, st: HostState) -> str:
         try:
@@ -1240,8 +1525,12 @@ class Rollback(_Run):
         prompter: Prompter | None = None,
         force_unlock: bool = False,
         history: History | None = None,
+        without_relay: bool = False,
+        all_at_once: bool = False,
     ):
         self.to = to
+        #: switch every host at once instead of following the deploy's waves
+        self.all_at_once = all_at_once
         super().__init__(
             config,
             hosts=hosts,
@@ -1249,13 +1538,26 @@ class Rollback(_Run):
             prompter=prompter,
             force_unlock=force_unlock,
             history=history,
+            without_relay=without_relay,
         )
         self.release_id = to or ""
 
     def _build_plan(self) -> Plan:
+        """The deploy's waves (and failure budget), without its gates: a rollback does
+        not wait for approvals. ``all_at_once``: one wave."""
+        target = self.to or "previous release"
+        if self.all_at_once:
+            waves = [list(self.selected)]
+            labels = [f"rollback to {target} (all at once)"]
+        else:
+            waves, labels, _ = wave_plan(self.selected, self.config.deploy)
+            if len(waves) == 1:
+                labels = [f"rollback to {target}"]
+            else:
+                labels = [f"{label}: rollback to {target}" for label in labels]
         plan = build_plan(
             self.deploy_id,
-            [[h.name for h in self.selected]],
+            [[h.name for h in w] for w in waves],
             meta={
                 "kind": "rollback",
                 "project": self.config.project.name,
@@ -1266,34 +1568,69 @@ class Rollback(_Run):
                 "hosts": len(self.selected),
             },
             steps=ROLLBACK_STEPS,
-            wave_labels=[f"rollback to {self.to or 'previous release'}"],
+            wave_labels=labels,
             with_source=False,
         )
-        for h in self.selected:
-            key = f"release/wave-1/{h.name}"
-            self.states[key] = HostState(name=h.name, key=key)
+        for w, wave in enumerate(waves, start=1):
+            for h in wave:
+                key = f"release/wave-{w}/{h.name}"
+                self.states[key] = HostState(name=h.name, key=key)
         return plan
 
     async def run(self) -> DeployResult:
         writer = self._start_history(self.to or "previous")
         self.emit(self.plan.to_event())
+        if self.without_relay:
+            self.log("release", "rolling back without the relay (--without-relay)", "stderr")
         connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)
         self.status("release", RUNNING)
         try:
+            await self._lock_all(connector, None)
+            if not self.to and not self.stop_reason and not self.aborting:
+                await self._choose_target()
             await self._run_waves(connector, lambda st: self._rollback(connector, st))
         finally:
+            await asyncio.shield(self._unlock_all())
             await connector.close()
         targets = {st.outcome for st in self.states.values() if st.status == OK}
         return await self._finish(",".join(sorted(targets)), "", writer)
+
+    async def _choose_target(self) -> None:
+        """Without ``--to``: the newest release before the current one that EVERY
+        selected host still has (read over the locked hosts' connections), so no host
+        fails for lack of it and the fleet ends on one release."""
+        from engine.releases import HostReleases, default_target, parse_probe
+
+        locked = [st for st in self.states.values() if st.locked and st.host is not None]
+
+        async def read(st: HostState) -> HostReleases:
+            assert st.host is not None
+            res = await st.host.run(releases_script(st.path), timeout=60)
+            return parse_probe(st.name, res.stdout)
+
+        found = await asyncio.gather(*(read(st) for st in locked), return_exceptions=True)
+        hosts = [f for f in found if isinstance(f, HostReleases)]
+        target = default_target(hosts, total=len(self.states))
+        if target is None:
+            self.stop_reason = (
+                "no earlier release is on every selected host; choose one with --to "
+                "(the TUI's picker shows which hosts have each)"
+            )
+            self.log("release", self.stop_reason, "stderr")
+            return
+        self.to = target
+        self.log("release", f"rolling back to {target}: the newest earlier release on every host")
+        self.emit(DeployMeta(self.deploy_id, meta={"release_id": target}))
 
     async def _rollback(self, connector: Connector, st: HostState) -> None:
         hk = st.key
         self.status(hk, RUNNING)
         target = sha = ""
         try:
-            spec = next(h for h in self.selected if h.name == st.name)
-            st.host = await self._step(f"{hk}/connect", connector.connect(spec))
-            await self._step(f"{hk}/lock", self._lock(st, f"{hk}/lock", None))
+            if not st.locked or st.host is None:
+                raise StepFailed("the host's lock is not held")
+            if st.lock_lost:
+                raise StepFailed(st.lock_lost)
             res = await st.host.run(releases_script(st.path), timeout=60)
             releases = [line[8:] for line in res.stdout.splitlines() if line.startswith("release=")]
             revisions = [
@@ -1360,15 +1697,22 @@ class Rollback(_Run):
 
     async def _switch(self, st: HostState, target: str) -> str:
         assert st.host is not None
-        res = await st.host.run(activate_script(st.path, target), timeout=60)
+        res = await st.host.run(
+            fenced(st.path, self.deploy_id, activate_script(st.path, target)), timeout=60
+        )
         if not res.ok:
+            last = (res.stdout.strip().splitlines()[-1:] or [""])[0]
+            if last.startswith("lock taken over"):
+                raise StepFailed(f"switch refused: {last[:200]}")
             raise StepFailed(f"switch failed: {(res.stderr or res.stdout).strip()[:300]}")
         return f"current -> {target}"
 
     async def _hooks(self, st: HostState, key: str, cwd: str, env: dict[str, str]) -> str:
         assert st.host is not None
         for command in self.config.deploy.after_activate:
-            await self._run_hook(st.host, key, cwd, command, env, self.config.deploy.hook_timeout)
+            await self._run_hook(
+                st.host, key, cwd, command, env, self.config.deploy.hook_timeout, fence=st.path
+            )
         return f"{len(self.config.deploy.after_activate)} hook(s)"
 
 

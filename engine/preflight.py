@@ -26,6 +26,7 @@ class HostCheck:
     writable: bool | None = None
     lock: str = ""  # free | held by ...
     current: str = ""
+    last_revision: str = ""  # the host's last revisions.log line: what it says happened
     error: str = ""
 
     @property
@@ -77,6 +78,7 @@ class PreflightReport:
                 f"{mark} {h.host:<{width}}  {'yes' if h.reachable else 'no':<5} {h.host_key:<8} {'ok' if h.auth else 'NO':<4} "
                 f"{free:>9} {write:<5} {h.lock[:10]:<10} {h.current or 'none'}"
                 + (f"  ({h.lock})" if h.lock not in ("free", "") else "")
+                + (f"  last: {_outcome(h.last_revision)}" if h.last_revision else "")
                 + (f"  {h.error}" if h.error else "")
             )
         bad = sum(not h.ok for h in self.hosts)
@@ -85,6 +87,13 @@ class PreflightReport:
             + ("" if not bad else f", {bad} not ready")
         )
         return out
+
+
+def _outcome(revision: str) -> str:
+    """``<kind> <release> <outcome>`` of a revisions.log line."""
+    fields = dict(f.split("=", 1) for f in revision.split() if "=" in f)
+    kind = revision.split()[1] if len(revision.split()) > 1 else "?"
+    return f"{kind} {fields.get('release', '?')} {fields.get('outcome', '?')}"
 
 
 async def preflight(
@@ -121,6 +130,7 @@ async def preflight(
             hc.current = info.get("current", "")
             hc.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
             hc.writable = info.get("writable") == "yes"
+            hc.last_revision = info.get("last_revision", "")
             if info.get("missing"):
                 hc.error = (
                     f"this host lacks: {info['missing']} (needed to unpack and switch releases)"
@@ -130,7 +140,17 @@ async def preflight(
                     who = json.loads(info.get("owner") or "{}")
                 except ValueError:
                     who = {}
+                if not isinstance(who, dict):
+                    who = {}
                 hc.lock = f"held by {who.get('operator', '?')} since {who.get('since', '?')}"
+                age = info.get("lock_age", "").lstrip("-")
+                if age.isdigit():
+                    ttl = who.get("ttl")
+                    ttl = ttl if isinstance(ttl, (int, float)) else config.deploy.lock_ttl
+                    stale = int(info["lock_age"]) > ttl
+                    hc.lock += f", heartbeat {info['lock_age']}s ago" + (
+                        " (stale)" if stale else ""
+                    )
             else:
                 hc.lock = "free"
         except SSHError as exc:

@@ -104,6 +104,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [head]
     if summary.get("reason"):
         lines.append(f"  stopped: {summary['reason']}")
+    if summary.get("relay"):
+        lines.append(f"  relay: {summary['relay']}")
     failures = summary.get("failures")
     if isinstance(failures, dict):
         lines.extend(f"  ✗ {host}: {why}" for host, why in failures.items())

@@ -9,6 +9,7 @@ release, whatever moment the deploy dies at.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -31,14 +32,38 @@ def iso(at: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at if at is not None else time.time()))
 
 
-def lock_owner(operator: str, deploy_id: str) -> dict[str, object]:
+def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, object]:
+    """The owner record written into a host's lock. ``pid`` and ``host`` are for people
+    reading it; liveness is the heartbeat (``ttl``: the owner refreshes it well within)."""
     return {
         "operator": operator,
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "since": iso(),
         "deploy_id": deploy_id,
+        "ttl": ttl,
     }
+
+
+def _lock_state_sh(lock: str) -> str:
+    """Shell printing a held lock: its owner line (bounded) and the age in seconds of
+    its heartbeat on the host's clock (``hb`` holds the host's ``date +%s``; without
+    one, the owner file's or the directory's time counts)."""
+    return (
+        f"echo lock=held; printf 'owner='; head -c 2000 {lock}/owner 2>/dev/null | head -n 1 | tr -d '\\n'; echo; "
+        f"now=$(date +%s); hb=; IFS= read -r hb < {lock}/hb 2>/dev/null; "
+        f'case "$hb" in ""|*[!0-9]*) hb=$(date -r {lock}/owner +%s 2>/dev/null || date -r {lock} +%s 2>/dev/null || echo "$now") ;; esac; '
+        'echo "lock_age=$((now - hb))"; '
+    )
+
+
+def _write_owner_sh(lock: str, owner: dict[str, object]) -> str:
+    """Shell writing the owner record and a fresh heartbeat; the owner file is
+    replaced in one rename, so a reader sees the old owner or the new, never half."""
+    return (
+        f"printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner.new && date +%s > {lock}/hb "
+        f"&& mv -f {lock}/owner.new {lock}/owner"
+    )
 
 
 def _resolve_path_sh(path: str) -> str:
@@ -52,7 +77,10 @@ def _resolve_path_sh(path: str) -> str:
 def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] | None) -> str:
     """Resolve the path, create the layout, report current/artifact/disk and take the lock.
 
-    With ``owner=None`` nothing is created or locked (the dry-run preflight)."""
+    Prints ``lock=acquired``; or ``lock=held`` with ``owner=`` and ``lock_age=`` (the
+    seconds since its owner's last heartbeat, host clock); or ``lock_error=`` with the
+    OS's reason when the lock cannot be created at all (permissions, read-only): that
+    is no lock. With ``owner=None`` nothing is created or locked (the dry-run)."""
     lines = ["export LC_ALL=C", _resolve_path_sh(path), "printf 'path=%s\\n' \"$P\""]
     # the tools a deploy needs on the host: say which are missing, never hang on them
     lines.append(
@@ -67,8 +95,8 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
     )
     if owner is not None:
         lines.append(
-            '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/artifacts" ] || '
-            'mkdir -p "$P/releases" "$P/shared" "$P/artifacts" || exit 1'
+            '[ -d "$P" ] || { e=$(mkdir -p "$P" 2>&1) || '
+            '{ echo "lock_error=cannot create $P: ${e##*: }"; exit 0; }; }'
         )
     lines += [
         'c=$(readlink "$P/current" 2>/dev/null || true); echo "current=${c##*/}"',
@@ -76,6 +104,8 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
         # df alone (no awk): the second line's 4th field is the free KiB
         'df -Pk "$d" 2>/dev/null | { read -r _; read -r _ _ _ f _; echo "free_kb=$f"; }',
         'if [ -w "$d" ]; then echo writable=yes; else echo writable=no; fi',
+        # the last outcome recorded on the host (the truth after a lost connection)
+        'l=$(tail -n 1 "$P/revisions.log" 2>/dev/null | cut -c1-500); echo "last_revision=$l"',
     ]
     if artifact_sha:
         a = f'"$P/artifacts/"{q(artifact_sha + ".tar.gz")}'
@@ -83,29 +113,115 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
             f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi"
         )
     lock = f'"$P/"{LOCK_DIR}'
-    held = (
-        f'echo lock=held; printf "owner="; head -c 2000 {lock}/owner 2>/dev/null | tr "\\n" " "; echo; '
-        f'[ -n "$(find {lock} -maxdepth 0 -mmin +1 2>/dev/null)" ] && echo lock_old=yes; true; '
-    )
+    held = _lock_state_sh(lock)
     if owner is None:
         lines.append(f"if [ -d {lock} ]; then {held}else echo lock=free; fi")
     else:
+        # the layout is made under the lock
+        layout = (
+            '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/artifacts" ] || '
+            '{ e=$(mkdir -p "$P/releases" "$P/shared" "$P/artifacts" 2>&1) || '
+            'echo "layout_error=cannot create the layout in $P: ${e##*: }"; }; '
+        )
+        # "File exists" with no lock to see: its holder released it just now; again
         lines.append(
-            f"if mkdir {lock} 2>/dev/null; then "
-            f"if printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner; then echo lock=acquired; "
+            "n=0; while :; do "
+            f"if e=$(mkdir {lock} 2>&1); then "
+            f"if {_write_owner_sh(lock, owner)}; then echo lock=acquired; {layout}"
             f"else rm -rf {lock}; echo 'cannot write the lock owner (disk full?)' >&2; exit 1; fi; "
-            f"else {held}fi"
+            f"elif [ -d {lock} ]; then {held}"
+            'else case "$e" in *"File exists"*) n=$((n+1)); [ $n -lt 20 ] && continue ;; esac; '
+            'echo "lock_error=cannot create $P/.shipdeck.lock: ${e##*: }"; fi; break; done'
         )
     return "\n".join(lines)
 
 
-def takeover_script(path: str, owner: dict[str, object], tag: str) -> str:
+def _tag(deploy_id: str) -> str:
+    """A file-name-safe form of an owner's deploy id (ids are ``[0-9A-Za-z-]``)."""
+    safe = "".join(c for c in deploy_id if c.isalnum() or c == "-")[:80]
+    return safe or "unowned"
+
+
+def takeover_script(
+    path: str,
+    owner: dict[str, object],
+    old_deploy_id: str,
+    ttl: float,
+    *,
+    force: bool = False,
+    old_line: str = "",
+) -> str:
+    """Replace exactly the lock judged stale: compare-and-swap on its owner record.
+
+    Contenders for the same stale owner race on ``mkdir <lock>.takeover.<old id>``,
+    which only one creates; the winner checks again (same owner, heartbeat still older
+    than ``ttl`` unless ``force``) and swaps the owner record in one rename. Prints
+    ``lock=acquired``, or ``takeover=lost`` / ``takeover=changed`` / ``takeover=alive``."""
     lock = f"{q(path)}/{LOCK_DIR}"
-    stale = f"{lock}.stale.{q(tag)}"
-    return (
-        f"mv {lock} {stale} 2>/dev/null; mkdir {lock} && printf '%s\\n' {q(json.dumps(owner))} > {lock}/owner "
-        f"&& rm -rf {stale} && echo lock=acquired"
+    tag = old_deploy_id or hashlib.sha256(old_line.encode()).hexdigest()[:16]
+    guard = f"{lock}.takeover.{_tag(tag)}"
+    if old_deploy_id:
+        same = f'case "$o" in *{q(chr(34) + "deploy_id" + chr(34) + ": " + json.dumps(old_deploy_id))}*) ;; *) same=no ;; esac'
+    else:  # an owner record without a deploy id (or none at all): the exact line
+        same = f'[ "$o" = {q(old_line)} ] || same=no'
+    fresh = (
+        ""
+        if force
+        else (
+            f"now=$(date +%s); hb=; IFS= read -r hb < {lock}/hb 2>/dev/null; "
+            f'case "$hb" in ""|*[!0-9]*) hb=$(date -r {lock}/owner +%s 2>/dev/null || date -r {lock} +%s 2>/dev/null || echo "$now") ;; esac; '
+            f"[ $((now - hb)) -gt {int(ttl)} ] || r=alive"
+        )
     )
+    return "\n".join(
+        [
+            f"mkdir {guard} 2>/dev/null || {{ echo takeover=lost; exit 0; }}",
+            "r=; same=",
+            f"if [ -d {lock} ]; then o=; IFS= read -r o < {lock}/owner 2>/dev/null; {same}; else same=no; fi",
+            '[ "$same" = no ] && r=changed',
+            f'[ -n "$r" ] || {{ {fresh or ":"}; }}',
+            f'if [ -z "$r" ]; then {_write_owner_sh(lock, owner)} && r=acquired || r=failed; fi',
+            f'[ "$r" = acquired ] && mkdir -p {q(path)}/releases {q(path)}/shared {q(path)}/artifacts',
+            f"rmdir {guard}",
+            'case "$r" in acquired) echo lock=acquired ;; *) echo "takeover=$r" ;; esac',
+        ]
+    )
+
+
+def heartbeat_script(path: str, deploy_id: str) -> str:
+    """Refresh the lock's heartbeat with the host's clock, only while the lock still
+    names ``deploy_id``. Prints ``hb=ok`` or ``hb=lost`` and the owner now."""
+    lock = f"{q(path)}/{LOCK_DIR}"
+    return (
+        f"o=; IFS= read -r o < {lock}/owner 2>/dev/null; "
+        f'case "$o" in *{_id_mark(deploy_id)}*) date +%s > {lock}/hb.new && mv -f {lock}/hb.new {lock}/hb && echo hb=ok ;; '
+        f"*) echo hb=lost; {_who_sh()} ;; esac"
+    )
+
+
+def _id_mark(deploy_id: str) -> str:
+    return q(f'"deploy_id": {json.dumps(deploy_id)}')
+
+
+def _who_sh() -> str:
+    """Shell printing ``lock taken over by <operator> (deploy <id>)`` from ``$o``."""
+    return (
+        'w=$(printf \'%s\\n\' "$o" | sed -n \'s/.*"operator": "\\([^"]*\\)".*/\\1/p\'); '
+        'i=$(printf \'%s\\n\' "$o" | sed -n \'s/.*"deploy_id": "\\([^"]*\\)".*/\\1/p\'); '
+        'if [ -z "$o" ]; then echo "lock taken over by nobody: the lock is gone"; '
+        'else echo "lock taken over by ${w:-an unknown owner} (deploy ${i:-?})"; fi'
+    )
+
+
+#: exit status of a step refused because the lock no longer names its deploy
+FENCED_EXIT = 75
+
+
+def fenced(path: str, deploy_id: str, script: str) -> str:
+    """``script``, run only if the host's lock still names ``deploy_id`` (checked in
+    the same remote script, right before it). Otherwise nothing changes: it prints
+    ``lock taken over by <operator> (deploy <id>)`` and exits :data:`FENCED_EXIT`."""
+    return f"{owns_lock_sh(path, deploy_id)}\n{script}"
 
 
 def parse_kv(text: str) -> dict[str, str]:
@@ -223,26 +339,50 @@ def activate_script(path: str, release_id: str) -> str:
 
 
 def owns_lock_sh(path: str, deploy_id: str) -> str:
-    """Shell that exits 0 (skipping the rest) unless this deploy still holds the lock:
-    a deploy whose client died must not clean up under the one that took over."""
-    mark = q(f'"deploy_id": "{deploy_id}"')
+    """Shell that stops (exit :data:`FENCED_EXIT`, changing nothing) unless this deploy
+    still holds the lock: a deploy whose lock was taken over changes nothing more."""
+    lock = f"{q(path)}/{LOCK_DIR}"
     return (
-        f"o=; IFS= read -r o < {q(path)}/{LOCK_DIR}/owner 2>/dev/null; "
-        f"case \"$o\" in *{mark}*) ;; *) echo 'the deploy lock is no longer ours: skipping'; exit 0 ;; esac"
+        f"o=; IFS= read -r o < {lock}/owner 2>/dev/null; "
+        f'case "$o" in *{_id_mark(deploy_id)}*) ;; *) {_who_sh()}; exit {FENCED_EXIT} ;; esac'
     )
 
 
 def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = "") -> str:
+    """Keep the newest ``keep`` releases, ``current`` and ``protect``; remove what
+    deploys left behind: unpacks and uploads that never finished (``*.tmp``,
+    ``artifacts/*.part``), switch links (``.current.tmp.*``), releases older than
+    ``current`` that never became current (no ``outcome=ok`` line in revisions.log;
+    ``protect`` holds the previous one), and artifacts no release was unpacked from.
+    Fenced by the lock when ``deploy_id`` is given: it holds the lock, so no other
+    deploy is writing any of these."""
     keep_names = " ".join(q(p) for p in protect if p)
     guard = [owns_lock_sh(path, deploy_id)] if deploy_id else []
     return "\n".join(
         guard
         + [
-            f"cd {q(path)}/releases || exit 0",
-            # unfinished unpacks left by a killed deploy (older than 10 minutes)
-            "set -- *.tmp",
-            "[ -e \"$1\" ] && find . -maxdepth 1 -name '*.tmp' -mmin +10 -exec rm -rf {} + 2>/dev/null",
+            f"cd {q(path)} || exit 0",
+            'for f in .current.tmp.*; do [ -L "$f" ] || [ -e "$f" ] || continue; rm -f "$f" && echo "removed $f"; done',
+            'for f in artifacts/*.part; do [ -e "$f" ] || continue; rm -f "$f" && echo "removed upload ${f#artifacts/}"; done',
+            # releases that became current at some point (deploy or rollback)
+            "ok=' '",
+            "if [ -f revisions.log ]; then",
+            '  while IFS= read -r l; do case "$l" in *\' outcome=ok\'*) r=${l#* release=}; r=${r%% *}; ok="$ok$r " ;; esac; done < revisions.log',
+            "fi",
+            "cd releases || exit 0",
+            # unfinished unpacks: only this deploy (holding the lock) could be writing one
+            'for r in *.tmp; do [ -e "$r" ] || continue; rm -rf "$r" && echo "removed unfinished $r"; done',
             "c=$(readlink ../current 2>/dev/null || true); c=${c##*/}",
+            # never current and older than current: a failed or interrupted deploy's
+            # (only with a revisions.log that names what did become current)
+            '[ -n "$c" ] && [ "$ok" != " " ] && for r in *; do [ -d "$r" ] || continue',
+            '  [ "$r" = "$c" ] && continue',
+            '  case "$ok" in *" $r "*) continue ;; esac',
+            f'  for p in {keep_names} \'\'; do [ "$r" = "$p" ] && continue 2; done',
+            '  first=$(printf \'%s\\n%s\\n\' "$r" "$c" | sort | head -n 1)',
+            '  [ "$first" = "$r" ] || continue',
+            '  rm -rf "$r" && echo "removed release $r (never current)"',
+            "done",
             # release ids are UTC stamps: the glob lists them oldest first
             'set -- *; n=$#; [ -e "$1" ] || n=0',
             'for r in "$@"; do',
@@ -268,8 +408,12 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
 def finish_script(
     path: str, line: str, *, unlock: bool, remove_release: str | None, deploy_id: str = ""
 ) -> str:
+    """Append ``line`` (if any) to revisions.log, drop an unactivated release, release
+    the lock; fenced by the lock when ``deploy_id`` is given."""
     guard = [owns_lock_sh(path, deploy_id)] if deploy_id else []
-    parts = guard + [f"cd {q(path)} || exit 1", f"printf '%s\\n' {q(line)} >> revisions.log"]
+    parts = guard + [f"cd {q(path)} || exit 1"]
+    if line:
+        parts.append(f"printf '%s\\n' {q(line)} >> revisions.log")
     if remove_release:
         r = q(remove_release)
         parts.append(
@@ -315,6 +459,7 @@ class HostState:
     status: str = "pending"
     reason: str = ""
     outcome: str = ""  # for revisions.log
+    lock_lost: str = ""  # "lock taken over by ..." once the heartbeat found another owner
 
 
 MARK = "\x1estep "

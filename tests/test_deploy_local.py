@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -228,15 +229,34 @@ async def test_lock_held_by_another_operator(fleet, fleet_config) -> None:
     )
 
 
-async def test_stale_lock_of_a_dead_local_process_is_taken_over(fleet, fleet_config) -> None:
+async def test_a_dead_pid_is_not_stale_but_an_old_heartbeat_is(fleet, fleet_config) -> None:
     app = app_dir(fleet, "host1")
     (app / ".shipdeck.lock").mkdir(parents=True)
     dead_pid = 2**22 + 12345
-    owner = {"operator": "tester", "pid": dead_pid, "host": socket.gethostname(), "since": "x"}
+    owner = {
+        "operator": "ghost",
+        "pid": dead_pid,
+        "host": socket.gethostname(),
+        "since": "x",
+        "deploy_id": "20261124T000000Z-dead01",
+    }
     (app / ".shipdeck.lock" / "owner").write_text(json.dumps(owner))
+    # liveness is the heartbeat, never the pid: a fresh heartbeat holds the lock
+    (app / ".shipdeck.lock" / "hb").write_text(f"{int(time.time())}\n")
+    result, _, _ = await deploy(fleet_config())
+    assert result.exit_code == 3
+    assert "locked by ghost" in result.summary["failures"]["host1"]
+    assert current(app) is None
+    # a heartbeat older than the TTL (host clock) is stale: taken over, and said so
+    (app / ".shipdeck.lock" / "hb").write_text(f"{int(time.time()) - 600}\n")
     result, rec, _ = await deploy(fleet_config())
-    assert result.exit_code == 0
-    assert any("stale: its process is gone" in getattr(e, "text", "") for e in rec.of("log"))
+    assert result.exit_code == 0, result.summary
+    assert any(
+        "taking over the lock held by ghost" in getattr(e, "text", "")
+        and "no heartbeat for" in getattr(e, "text", "")
+        for e in rec.of("log")
+    )
+    assert not (app / ".shipdeck.lock").exists()
 
 
 async def test_password_auth_on_local_fleet(tmp_path, sample_repo, monkeypatch) -> None:
@@ -281,3 +301,31 @@ async def test_fan_out_respects_parallel(fleet, fleet_config) -> None:
                 running -= 1
             peak = max(peak, running)
     assert peak == 1
+
+
+async def test_rollback_without_to_goes_where_every_host_can(
+    fleet, fleet_config, sample_repo
+) -> None:
+    """The previous release is gone from one host: a rollback without --to goes back
+    to the newest earlier release EVERY host has, and the fleet ends on one release;
+    with none on every host it stops (exit 3) and switches nothing."""
+    import shutil
+
+    config = fleet_config()
+    ids = []
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        if version != "1.0.0":
+            commit_version(sample_repo, version)
+        d = Deployment(config)
+        assert (await d.run()).exit_code == 0
+        ids.append(d.release_id)
+    shutil.rmtree(app_dir(fleet, "host2") / "releases" / ids[1])
+    result = await Rollback(config).run()
+    assert result.exit_code == 0, result.summary
+    assert {current(app_dir(fleet, h.name)) for h in fleet.hosts} == {ids[0]}
+
+    # every host is on the oldest release now: nothing earlier to go back to
+    result = await Rollback(config).run()
+    assert result.exit_code == 3
+    assert "no earlier release is on every selected host" in result.summary["reason"]
+    assert {current(app_dir(fleet, h.name)) for h in fleet.hosts} == {ids[0]}

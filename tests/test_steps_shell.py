@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
-from engine.steps import LOCK_DIR, RELEASE_FILE, cleanup_script, finish_script, receive_script
+import pytest
+
+from engine.steps import (
+    FENCED_EXIT,
+    LOCK_DIR,
+    RELEASE_FILE,
+    cleanup_script,
+    fenced,
+    finish_script,
+    heartbeat_script,
+    lock_owner,
+    parse_kv,
+    probe_script,
+    receive_script,
+    takeover_script,
+)
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -80,21 +97,123 @@ def test_cleanup_and_finish_do_nothing_once_the_lock_is_someone_elses(tmp_path: 
         _release(app, f"2026010{i}T000000Z-aaaaaaa", f"{i:064x}")
     _lock(app, "other-deploy")
     out = sh(cleanup_script(str(app), 1, [], "d1"))
-    assert out.returncode == 0
-    assert b"no longer ours" in out.stdout
+    assert out.returncode == FENCED_EXIT
+    assert out.stdout == b"lock taken over by alice (deploy other-deploy)\n"
     assert len(list((app / "releases").iterdir())) == 4
     out = sh(finish_script(str(app), "line", unlock=True, remove_release=None, deploy_id="d1"))
-    assert b"no longer ours" in out.stdout
+    assert out.returncode == FENCED_EXIT
+    assert b"lock taken over by alice" in out.stdout
     assert (app / LOCK_DIR / "owner").exists()
     assert not (app / "revisions.log").exists()
     # without a lock at all, nothing is ours either
     (app / LOCK_DIR / "owner").unlink()
     (app / LOCK_DIR).rmdir()
     out = sh(cleanup_script(str(app), 1, [], "d1"))
-    assert b"no longer ours" in out.stdout
+    assert out.stdout == b"lock taken over by nobody: the lock is gone\n"
     # and with our own lock, finish writes the log line and unlocks
     _lock(app, "d1")
     out = sh(finish_script(str(app), "line", unlock=True, remove_release=None, deploy_id="d1"))
     assert out.returncode == 0
     assert (app / "revisions.log").read_text() == "line\n"
     assert not (app / LOCK_DIR).exists()
+
+
+SHELLS = ["/bin/sh"] + (["busybox sh"] if shutil.which("busybox") else [])
+
+
+def _stale_lock(app: Path, deploy_id: str, age: int) -> None:
+    lock = app / LOCK_DIR
+    lock.mkdir()
+    owner = {"operator": "ghost", "deploy_id": deploy_id, "ttl": 60}
+    (lock / "owner").write_text(json.dumps(owner) + "\n")
+    (lock / "hb").write_text(f"{int(time.time()) - age}\n")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_contenders_for_one_stale_lock_have_exactly_one_winner(tmp_path: Path, shell) -> None:
+    app = layout(tmp_path)
+    _stale_lock(app, "20261130T000000Z-60057a", age=600)
+    scripts = [
+        takeover_script(str(app), lock_owner(f"op{i}", f"D{i}", 60), "20261130T000000Z-60057a", 60)
+        for i in range(12)
+    ]
+    procs = [subprocess.Popen([*shell.split(), "-c", s], stdout=subprocess.PIPE) for s in scripts]
+    outs = [p.communicate(timeout=30)[0].decode() for p in procs]
+    winners = [i for i, out in enumerate(outs) if "lock=acquired" in out]
+    assert len(winners) == 1, outs
+    assert all(
+        "takeover=lost" in out or "takeover=changed" in out
+        for i, out in enumerate(outs)
+        if i != winners[0]
+    ), outs
+    owner = json.loads((app / LOCK_DIR / "owner").read_text())
+    assert owner["deploy_id"] == f"D{winners[0]}"
+    assert not list(app.glob(f"{LOCK_DIR}.takeover.*"))
+    # the winner's heartbeat is fresh: nobody takes its lock over
+    again = subprocess.run(
+        [
+            *shell.split(),
+            "-c",
+            takeover_script(str(app), lock_owner("x", "E", 60), owner["deploy_id"], 60),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert b"takeover=alive" in again.stdout
+    assert json.loads((app / LOCK_DIR / "owner").read_text())["deploy_id"] == owner["deploy_id"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_probe_reports_the_heartbeat_age_and_a_path_that_is_no_lock(tmp_path: Path, shell) -> None:
+    app = layout(tmp_path)
+    _stale_lock(app, "G", age=120)
+    run = lambda script: subprocess.run(  # noqa: E731
+        [*shell.split(), "-c", script], capture_output=True, timeout=30, text=True
+    )
+    info = parse_kv(run(probe_script(str(app), None, lock_owner("me", "D1"))).stdout)
+    assert info["lock"] == "held"
+    assert 119 <= int(info["lock_age"]) <= 130
+    assert json.loads(info["owner"])["operator"] == "ghost"
+    # the heartbeat: refreshed only while the lock names us
+    out = run(heartbeat_script(str(app), "D1")).stdout
+    assert out.splitlines() == ["hb=lost", "lock taken over by ghost (deploy G)"]
+    (app / LOCK_DIR / "owner").write_text(json.dumps({"operator": "me", "deploy_id": "D1"}) + "\n")
+    assert run(heartbeat_script(str(app), "D1")).stdout == "hb=ok\n"
+    info = parse_kv(run(probe_script(str(app), None, lock_owner("x", "D2"))).stdout)
+    assert int(info["lock_age"]) <= 2
+    # fenced: a step runs only while the lock is ours
+    assert run(fenced(str(app), "D1", "echo ran")).stdout == "ran\n"
+    refused = run(fenced(str(app), "D2", "echo ran"))
+    assert refused.returncode == FENCED_EXIT
+    assert refused.stdout == "lock taken over by me (deploy D1)\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_cleanup_removes_leftovers_of_killed_and_failed_deploys(tmp_path: Path, shell) -> None:
+    app = layout(tmp_path)
+    ids = [f"2026010{i}T000000Z-aaaaaaa" for i in range(1, 6)]
+    for i, rid in enumerate(ids, start=1):
+        _release(app, rid, f"{i:064x}")
+    # 1, 2 and 4 became current once; 3 never did (a failed deploy); 5 is current
+    (app / "revisions.log").write_text(
+        "".join(
+            f"2026-01-0{i}T00:00:00Z deploy release={ids[i - 1]} sha=abc operator=x outcome={o} deploy=d{i}\n"
+            for i, o in ((1, "ok"), (2, "ok"), (3, "failed"), (4, "ok"), (5, "ok"))
+        )
+    )
+    (app / "current").symlink_to(f"releases/{ids[4]}")
+    (app / ".current.tmp.20260106T000000Z-bbbbbbb").symlink_to(f"releases/{ids[4]}")
+    (app / "artifacts" / ("e" * 64 + ".tar.gz.part")).write_bytes(b"half")
+    (app / "releases" / "20260106T000000Z-ccccccc.tmp").mkdir()
+    _lock(app, "d9")
+    out = subprocess.run(
+        [*shell.split(), "-c", cleanup_script(str(app), 5, [ids[4], ids[3]], "d9")],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (app / "releases").iterdir()) == [ids[0], ids[1], ids[3], ids[4]]
+    assert not list(app.glob(".current.tmp.*"))
+    assert not list((app / "artifacts").glob("*.part"))
+    assert (app / "current").resolve().name == ids[4]
+    assert f"removed release {ids[2]} (never current)".encode() in out.stdout

@@ -248,8 +248,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
         async def main() -> int:
             # the relay first: the operator it confirms for the token is the identity
-            # recorded everywhere (history, revisions.log, host locks)
-            client = await _relay_connect(config, args)
+            # recorded everywhere (history, revisions.log, host locks); a relay that is
+            # down or refuses the token stops here unless --without-relay
+            try:
+                client = await _relay_connect(config, args)
+            except _RoomLocked as exc:
+                _err(f"{exc}; not deploying")
+                return EXIT_STOPPED
             try:
                 d = Deployment(
                     config,
@@ -260,6 +265,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     force_unlock=args.force_unlock,
                     auto_approve=args.yes,
                     early_fetch=early,
+                    without_relay=args.without_relay and config.relay is not None,
                 )
             except BaseException:
                 if client is not None:
@@ -285,31 +291,44 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _relay_refused(config: Any, exc: BaseException) -> _RoomLocked:
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return _RoomLocked(
+        f"relay {config.relay.url} room {config.relay.room}: {reason}; the room's lock "
+        "cannot be taken (pass --without-relay to go ahead without it)"
+    )
+
+
 async def _relay_connect(config: Any, args: argparse.Namespace) -> Any:
     """A client connected to the config's relay room (its ``operator`` is who the relay
-    says the token belongs to), or None: no ``[relay]``, ``--without-relay``, or it
-    cannot be reached (said on stderr)."""
-    if config.relay is None or getattr(args, "without_relay", False):
+    says the token belongs to), or None: no ``[relay]``, or ``--without-relay`` (said on
+    stderr, and recorded by the run). A relay that cannot be reached or refuses the
+    token raises _RoomLocked: the room's lock is never skipped silently."""
+    if config.relay is None:
+        return None
+    if getattr(args, "without_relay", False):
+        _err(
+            f"relay: not used (--without-relay): no room lease on {config.relay.room}, no watchers"
+        )
         return None
     try:
         integration = importlib.import_module("relay.publish")
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise _RoomLocked(
+            f"relay: cannot load the relay client ({exc}); the room's lock cannot be taken "
+            "(pass --without-relay to go ahead without it)"
+        ) from None
     try:
         return await integration.connect(config)
-    except Exception as exc:  # an unreachable relay must not stop a release
-        _err(f"relay: {exc} (continuing without it)")
-        return None
+    except Exception as exc:  # unreachable, refused token, ...
+        raise _relay_refused(config, exc) from None
 
 
 async def _relay_publisher(config: Any, run: Any, client: Any = None) -> Any:
-    """Publish the run's events to the configured relay room over ``client``."""
+    """Take the room's lease over ``client`` and publish the run's events there."""
     if config.relay is None or client is None:
         return None
-    try:
-        integration = importlib.import_module("relay.publish")
-    except ImportError:
-        return None
+    integration = importlib.import_module("relay.publish")
     try:
         return await integration.attach(config, run, client=client)
     except integration.LockHeld as exc:
@@ -317,9 +336,8 @@ async def _relay_publisher(config: Any, run: Any, client: Any = None) -> Any:
         raise _RoomLocked(
             f"the room's deploy lock is held by {holder.get('operator', '?')}: {holder.get('reason', '')}"
         ) from None
-    except Exception as exc:  # an unreachable relay must not stop a release
-        _err(f"relay: {exc} (continuing without it)")
-        return None
+    except Exception as exc:  # the connection broke while taking the lease
+        raise _relay_refused(config, exc) from None
 
 
 class _RoomLocked(Exception):
@@ -356,15 +374,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         from engine.deploy import Rollback
 
         async def main() -> int:
-            r = Rollback(
-                config,
-                to=args.to,
-                hosts=args.hosts,
-                operator=await config_operator(config, args),
-                prompter=_HeadlessPrompter(_interactive()),
-                force_unlock=args.force_unlock,
-            )
-            return await _run_headless(r, args)
+            try:
+                client = await _relay_connect(config, args)
+            except _RoomLocked as exc:
+                _err(f"{exc}; not rolling back")
+                return EXIT_STOPPED
+            try:
+                r = Rollback(
+                    config,
+                    to=args.to,
+                    hosts=args.hosts,
+                    operator=resolve_operator(getattr(client, "operator", None)),
+                    prompter=_HeadlessPrompter(_interactive()),
+                    force_unlock=args.force_unlock,
+                    without_relay=args.without_relay and config.relay is not None,
+                    all_at_once=args.all_at_once,
+                )
+            except BaseException:
+                if client is not None:
+                    await client.close(flush=0)
+                raise
+            try:
+                publisher = await _relay_publisher(config, r, client)
+            except _RoomLocked as exc:
+                _err(f"{exc}; not rolling back")
+                return EXIT_STOPPED
+            try:
+                return await _run_headless(r, args)
+            finally:
+                if publisher is not None:
+                    await publisher()
 
         return asyncio.run(main())
     except ConfigError as exc:
@@ -436,6 +475,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     reason = (r.get("summary") or {}).get("reason")
     if reason:
         print(f"  reason    {reason}")
+    if (r.get("summary") or {}).get("relay"):
+        print(f"  relay     {r['summary']['relay']}")
     print("  hosts:")
     for host in r["hosts"]:
         glyph = {"ok": "✓", "failed": "✗"}.get(host["status"], "–")
@@ -520,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", "-v", action="store_true", help="headless: print every output line")
     p.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse")
+    p.add_argument(
+        "--without-relay",
+        action="store_true",
+        help="go ahead when the configured relay is down or refuses the token (recorded)",
+    )
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
@@ -530,6 +576,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--force-unlock", action="store_true")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument(
+        "--without-relay",
+        action="store_true",
+        help="go ahead when the configured relay is down or refuses the token (recorded)",
+    )
+    p.add_argument(
+        "--all-at-once",
+        action="store_true",
+        help="switch every host at once instead of following the deploy's waves",
+    )
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("history", help="list past deploys and rollbacks")

@@ -50,7 +50,9 @@ def crash_fleet(sshd_fleet, tmp_path: Path):
 
     def make_config() -> Path:
         path = tmp_path / "shipdeck.toml"
-        path.write_text(sshd_config_text(fleet, repo))
+        # a killed deploy's lock goes stale once its heartbeat is older than lock_ttl:
+        # the rerun waits for that (lock_wait) instead of stopping
+        path.write_text(sshd_config_text(fleet, repo, lock_ttl="1", lock_wait="30"))
         return path
 
     return (lambda: [h.home for h in fleet.hosts]), make_config, repo
