@@ -95,7 +95,10 @@ class SshConfig:
     max_sessions: int = 8
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
-    keepalive: float = 15.0
+    keepalive: float | None = None  # seconds between keepalives (None: dead_after / 4)
+    dead_after: float = 20.0  # a host silent this long (keepalives unanswered) is dead
+    max_handshakes: int = 64  # handshakes in flight over the whole fleet
+    passphrase_env: str | None = None  # passphrase of encrypted identity files
     upload_stall: float = 30.0  # an upload that moves no byte this long fails
 
 
@@ -253,6 +256,9 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "connect_timeout": ((int, float), False),
         "command_timeout": ((int, float), False),
         "keepalive": ((int, float), False),
+        "dead_after": ((int, float), False),
+        "max_handshakes": (int, False),
+        "passphrase_env": (str, False),
         "upload_stall": ((int, float), False),
     },
     "relay": {"url": (str, True), "room": (str, True), "token_env": (str, False)},
@@ -503,7 +509,13 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         max_sessions=s.get("max_sessions", 8),
         connect_timeout=float(s.get("connect_timeout", 10)),
         command_timeout=float(s.get("command_timeout", 600)),
-        keepalive=float(s.get("keepalive", 15)),
+        # dead_after (seconds without an answer) sets the keepalive cadence: 3 unanswered
+        # keepalives, one every dead_after/4 s. A config that sets only the older
+        # `keepalive` key keeps its meaning (dead after 4 x keepalive).
+        keepalive=float(s["keepalive"]) if "keepalive" in s else None,
+        dead_after=float(s.get("dead_after", 4 * float(s.get("keepalive", 5)))),
+        max_handshakes=s.get("max_handshakes", 64),
+        passphrase_env=s.get("passphrase_env"),
         upload_stall=float(s.get("upload_stall", 30)),
     )
     if ssh.port is not None and not 0 < ssh.port < 65536:
@@ -512,6 +524,10 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     r.positive("ssh", "upload_stall", ssh.upload_stall, 0.1)
     r.positive("ssh", "max_sessions", ssh.max_sessions)
     r.positive("ssh", "connect_timeout", ssh.connect_timeout, 0.1)
+    r.positive("ssh", "max_handshakes", ssh.max_handshakes)
+    r.positive("ssh", "dead_after", ssh.dead_after, 0.4)
+    if ssh.keepalive is not None:
+        r.positive("ssh", "keepalive", ssh.keepalive, 0.1)
     if ssh.jump is not None:
         try:
             parse_host(ssh.jump)

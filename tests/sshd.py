@@ -21,7 +21,9 @@ How hosts map to processes: one sshd listens on at most 16 addresses, so host ``
 ``i // 16`` on that process's port (one free port per process, the same on all of its
 addresses). ``one_process_per_host=True`` gives every host its own sshd, so that
 ``freeze_host``/``stop_host`` hit exactly one host. The bastion (``bastion=True``) is
-always its own process on ``127.0.0.1``.
+always its own process on ``127.0.0.1``. ``bastion_chain=True`` adds a second hop,
+``fleet.bastion2`` (its own process on ``127.0.0.1``); the first bastion then forwards
+only to the second (``PermitOpen``), so targets are reached through both hops.
 
 As root (the normal case), every host has its own login user (``sdh<rand4><n>``, shell
 ``/bin/sh``, home = the host directory), so ``~`` and relative paths are per host, just
@@ -71,6 +73,7 @@ import pytest
 
 __all__ = [
     "SSHD",
+    "SshAgent",
     "SshdFleet",
     "SshdFleetError",
     "SshdHost",
@@ -80,6 +83,8 @@ __all__ = [
     "sshd_fleet",
     "sshd_fleet_factory",
     "sshd_installed",
+    "ssh_agent",
+    "make_user_key",
     "sweep_stale",
 ]
 
@@ -369,6 +374,7 @@ class SshdFleet:
         log_level: str = "VERBOSE",
         max_startups: str | None = None,
         bastion: bool = False,
+        bastion_chain: bool = False,
         extra_config: str = "",
         one_process_per_host: bool = False,
         start_timeout: float = 15.0,
@@ -383,7 +389,9 @@ class SshdFleet:
         self.extra_config = extra_config
         self.one_process_per_host = one_process_per_host
         self.start_timeout = start_timeout
-        self.want_bastion = bastion
+        self.want_bastion = bastion or bastion_chain
+        self.want_chain = bastion_chain
+        self.bastion2: SshdHost | None = None
         self.shared_user = os.geteuid() != 0
         self.tag = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
         self.client_key = self.root / "client_key"
@@ -491,6 +499,21 @@ class SshdFleet:
             self.procs.append(
                 SshdProcess(index=idx, dir=self.root / "sshd" / "bastion", hosts=[self.bastion])
             )
+        if self.want_chain:
+            idx = len(self.procs)
+            self.bastion2 = SshdHost(
+                name="bastion2",
+                addr="127.0.0.1",
+                port=0,
+                user=me if self.shared_user else f"sdh{self.tag}c",
+                home=self.root / "hosts" / "bastion2",
+                proc_index=idx,
+                index=-2,
+                shared_user=self.shared_user,
+            )
+            self.procs.append(
+                SshdProcess(index=idx, dir=self.root / "sshd" / "bastion2", hosts=[self.bastion2])
+            )
         for proc in self.procs:
             proc.dir.mkdir(parents=True, exist_ok=True)
             proc.port = _free_port([h.addr for h in proc.hosts])
@@ -498,7 +521,11 @@ class SshdFleet:
                 h.port = proc.port
 
     def _all_hosts(self) -> list[SshdHost]:
-        return self.hosts + ([self.bastion] if self.bastion else [])
+        return (
+            self.hosts
+            + ([self.bastion] if self.bastion else [])
+            + ([self.bastion2] if self.bastion2 else [])
+        )
 
     def _create_users(self) -> None:
         pw = "*" if self.password is None else _password_hash(self.password)
@@ -547,7 +574,11 @@ class SshdFleet:
             "UseDNS no",
             "Subsystem sftp internal-sftp",
         ]
-        if is_bastion:
+        if is_bastion and self.bastion2 is not None:
+            # the first hop of a chain forwards only to the second hop
+            b2 = self.bastion2
+            lines += ["AllowTcpForwarding yes", f"PermitOpen {b2.addr}:{b2.port}"]
+        elif is_bastion or (self.bastion2 is not None and proc.hosts == [self.bastion2]):
             lines += ["AllowTcpForwarding yes", "PermitOpen any"]
         if tail:
             lines.append(tail)
@@ -766,6 +797,12 @@ class SshdFleet:
             if "Accepted publickey for " in line or "Accepted password for " in line
         )
 
+    def authorize(self, public_key: Path | str) -> None:
+        """Authorise one more client public key (a file or a key line) on every host."""
+        line = Path(public_key).read_text() if isinstance(public_key, Path) else public_key
+        with open(self.authorized_keys, "a") as f:
+            f.write(line.strip() + "\n")
+
     def hosts_of_process(self, proc_index: int) -> list[SshdHost]:
         return list(self.procs[proc_index].hosts)
 
@@ -870,6 +907,76 @@ def sshd_fleet(sshd_available, tmp_path_factory) -> Iterator[Callable[..., SshdF
 def sshd_fleet_factory(sshd_fleet) -> Callable[..., SshdFleet]:
     """Alias of ``sshd_fleet``."""
     return sshd_fleet
+
+
+class SshAgent:
+    """An ssh-agent of a test's own: ``ssh-agent -D -a SOCK``, keys added with ssh-add
+    (an encrypted key's passphrase is given through SSH_ASKPASS, as a desktop would)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.sock = self.root / "agent.sock"
+        self.popen: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> SshAgent:
+        self.popen = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(self.sock)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_pdeathsig(),
+        )
+        deadline = time.monotonic() + timeout
+        while not self.sock.exists():
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise SshdFleetError(f"ssh-agent did not create {self.sock}")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SSH_AUTH_SOCK": str(self.sock)}
+
+    def add(self, key: Path, passphrase: str | None = None) -> None:
+        env = self.env
+        if passphrase is not None:
+            askpass = self.root / "askpass.sh"
+            askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' '{passphrase}'\n")
+            os.chmod(askpass, 0o700)
+            env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+        out = _run(["ssh-add", str(key)], env=env, stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            raise SshdFleetError(f"ssh-add {key} failed: {out.stderr.strip()}")
+
+    def public_keys(self) -> list[str]:
+        out = _run(["ssh-add", "-L"], env=self.env)
+        return out.stdout.splitlines() if out.returncode == 0 else []
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait(5)
+        self.sock.unlink(missing_ok=True)
+
+
+def make_user_key(path: Path, passphrase: str = "", comment: str = "shipdeck-test") -> Path:
+    """A new ed25519 key pair at ``path`` (+ ``.pub``), encrypted when a passphrase is
+    given (ssh-keygen, as an operator makes one)."""
+    out = _run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f", str(path)]
+    )
+    if out.returncode != 0:
+        raise SshdFleetError(f"ssh-keygen failed: {out.stderr.strip()}")
+    return path
+
+
+@pytest.fixture
+def ssh_agent(tmp_path_factory, monkeypatch) -> Iterator[SshAgent]:
+    """A running ssh-agent; SSH_AUTH_SOCK points at it for the test."""
+    agent = SshAgent(tmp_path_factory.mktemp("agent")).start()
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.sock))
+    yield agent
+    agent.stop()
 
 
 @pytest.fixture(scope="module")
