@@ -960,6 +960,8 @@ class Deployment(_Run):
         names = {"SHIPDECK_TOKEN"}
         if self.config.ssh.password_env:
             names.add(self.config.ssh.password_env)
+        if self.config.ssh.passphrase_env:
+            names.add(self.config.ssh.passphrase_env)
         if self.config.relay is not None:
             names.add(self.config.relay.token_env)
         return names

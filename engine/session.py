@@ -205,6 +205,9 @@ class _Session:
         rc = self.proc.exit_status
         if not all(self._ready.values()):
             raise SSHError(self.ended())
+        if rc is None and self.proc.exit_signal is None:
+            # the channel closed without an exit status: the connection went away
+            raise SSHError("connection lost: the remote shell ended without an exit status")
         return CommandResult(
             rc if isinstance(rc, int) and rc >= 0 else 255, self._out.text(), self._err.text()
         )

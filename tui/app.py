@@ -68,6 +68,11 @@ class TuiPrompter:
     async def ask_password(self, host: str, user: str) -> str | None:
         return await self._ask(PasswordScreen(host, user, cursor_blink=self.app.cursor_blink))
 
+    async def ask_passphrase(self, path: str) -> str | None:
+        return await self._ask(
+            PasswordScreen("", "", cursor_blink=self.app.cursor_blink, key_file=path)
+        )
+
 
 class MainScreen(Screen[None]):
     """The deck: header, tree | log / chat, footer."""

@@ -108,6 +108,11 @@ class _HeadlessPrompter:
             return None
         return await _ask(f"password for {user}@{host}: ", secret=True)
 
+    async def ask_passphrase(self, path: str) -> str | None:
+        if not self.interactive:
+            return None
+        return await _ask(f"passphrase for the key {path}: ", secret=True)
+
 
 def _ask(prompt: str, *, secret: bool = False) -> asyncio.Future[str]:
     """Read one answer line from the terminal without a thread: the event loop watches

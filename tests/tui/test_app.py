@@ -692,3 +692,25 @@ async def test_footer_while_typing_offers_only_the_way_back() -> None:
         await until(pilot, lambda: footer_actions(app) == ["focus_tree", "command_palette"])
         await pilot.press("escape")
         await until(pilot, lambda: "deploy" in footer_actions(app))
+
+
+async def test_passphrase_modal_names_the_key_and_answers() -> None:
+    """An encrypted key not in the agent: the engine asks the TUI once for its
+    passphrase; the modal names the key file and masks what is typed."""
+    import asyncio
+
+    from tui.app import TuiPrompter
+
+    app = make_app(hosts=1)
+    async with app.run_test(size=SIZE) as pilot:
+        asked = asyncio.ensure_future(TuiPrompter(app).ask_passphrase("/home/op/.ssh/id_deploy"))
+        await until(pilot, lambda: isinstance(app.screen, PasswordScreen))
+        body = " ".join(str(w.render()) for w in app.screen.query(".dialog-body"))
+        assert "Passphrase for the key /home/op/.ssh/id_deploy" in body
+        field = app.screen.query_one(Input)
+        assert field.password is True
+        await pilot.press(*"pass phrase")
+        await until(pilot, lambda: field.value == "pass phrase")
+        await pilot.press("enter")
+        await until(pilot, lambda: asked.done())
+        assert asked.result() == "pass phrase"

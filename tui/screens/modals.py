@@ -143,17 +143,24 @@ class PasswordScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="password.cancel")]
 
-    def __init__(self, host: str, user: str, *, cursor_blink: bool = True) -> None:
+    def __init__(
+        self, host: str, user: str, *, cursor_blink: bool = True, key_file: str = ""
+    ) -> None:
         super().__init__(classes="modal")
         self.host, self.user = host, user
+        self.key_file = key_file  # set: the passphrase of this encrypted key file
         self.cursor_blink = cursor_blink
 
     def compose(self) -> ComposeResult:
         prompt = Text()
-        prompt.append("Password for ")
-        prompt.append(f"{self.user}@{self.host}", style="bold")
+        if self.key_file:
+            prompt.append("Passphrase for the key ")
+            prompt.append(self.key_file, style="bold")
+        else:
+            prompt.append("Password for ")
+            prompt.append(f"{self.user}@{self.host}", style="bold")
         with Vertical(classes="dialog"):
-            yield Static("Password", classes="dialog-title")
+            yield Static("Passphrase" if self.key_file else "Password", classes="dialog-title")
             yield Static(prompt, classes="dialog-body")
             yield blinking(self.cursor_blink, password=True, id="password-input")
 
