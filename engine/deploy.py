@@ -948,8 +948,14 @@ class Deployment(_Run):
         if not waves:
             return
         first = [n.label for n in self.plan.kids(waves[0].key) if n.kind == "host"]
+
+        async def early(name: str) -> Host:
+            host = await connector.connect(self._spec(name))
+            host.warm()  # its shell session opens while fetch and build run too
+            return host
+
         for name in first[: self.config.deploy.parallel]:
-            task = asyncio.ensure_future(connector.connect(self._spec(name)))
+            task = asyncio.ensure_future(early(name))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved later
             self._early[name] = task
 

@@ -271,6 +271,7 @@ class Host:
         self._active: set[_Session] = set()  # sessions running a command now
         self.lost = ""  # why this connection was given up (a stalled upload)
         self._spare: asyncio.Future[Any] | None = None  # an upload session opened early
+        self._warming: asyncio.Future[None] | None = None  # the shell opened early
 
     async def _channel(self) -> Any:
         """A new session running ``BOOT`` (it waits for its loader line)."""
@@ -284,6 +285,18 @@ class Host:
             raise
         self.shells_started += 1
         return proc
+
+    def warm(self) -> None:
+        """Open the shell session now, while local work (fetch, build) runs: its
+        channel's round trips are then off the deploy's path."""
+        if self._warming is None and not self.lost:
+
+            async def go() -> None:
+                async with self._shell_lock:
+                    await self._open_shell()
+
+            self._warming = asyncio.ensure_future(go())
+            self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def prepare_upload(self) -> None:
         """Open the next upload's session now, while other work runs: opening a
@@ -469,6 +482,8 @@ class Host:
             raise SSHError(f"download of {remote} failed: {exc}") from None
 
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         self._drop_shell()
         spare, self._spare = self._spare, None
         if spare is not None:

@@ -209,3 +209,15 @@ async def test_an_upload_session_opened_early_is_used_by_the_upload(
         host.prepare_upload()  # one left unused is closed with the host
     finally:
         await connector.close()
+
+
+async def test_a_warmed_shell_is_the_one_commands_use(fleet, tmp_path, sample_repo) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    try:
+        host.warm()
+        host.warm()  # once
+        assert (await host.run("echo one")).stdout == "one"
+        assert (await host.run("echo two")).stdout == "two"
+        assert host.shells_started == 1 and fleet.hosts[0].commands == 1
+    finally:
+        await connector.close()
