@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -252,40 +253,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             raise
 
         async def main() -> int:
-            # the relay first: the operator it confirms for the token is the identity
-            # recorded everywhere (history, revisions.log, host locks); a relay that is
-            # down or refuses the token stops here unless --without-relay
-            try:
-                client = await _relay_connect(config, args)
-            except _RoomLocked as exc:
-                _err(f"{exc}; not deploying")
-                return EXIT_STOPPED
-            try:
-                d = Deployment(
+            return await _headless_with_relay(
+                config,
+                args,
+                "deploying",
+                lambda operator: Deployment(
                     config,
                     ref=args.ref,
                     hosts=args.hosts,
-                    operator=resolve_operator(getattr(client, "operator", None)),
+                    operator=operator,
                     prompter=_HeadlessPrompter(_interactive()),
                     force_unlock=args.force_unlock,
                     auto_approve=args.yes,
                     early_fetch=early,
                     without_relay=args.without_relay and config.relay is not None,
-                )
-            except BaseException:
-                if client is not None:
-                    await client.close(flush=0)
-                raise
-            try:
-                publisher = await _relay_publisher(config, d, client)
-            except _RoomLocked as exc:
-                _err(f"{exc}; not deploying")
-                return EXIT_STOPPED
-            try:
-                return await _run_headless(d, args)
-            finally:
-                if publisher is not None:
-                    await publisher()
+                ),
+            )
 
         try:
             return asyncio.run(main())
@@ -371,6 +354,36 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+async def _headless_with_relay(
+    config: Any, args: argparse.Namespace, doing: str, make: Callable[[str], Any]
+) -> int:
+    """A headless deploy or rollback with the room: the relay first (the operator it
+    confirms for the token is the identity recorded everywhere: history,
+    revisions.log, host locks; a relay that is down or refuses the token stops here
+    unless --without-relay), then the run built by ``make(operator)``, published."""
+    try:
+        client = await _relay_connect(config, args)
+    except _RoomLocked as exc:
+        _err(f"{exc}; not {doing}")
+        return EXIT_STOPPED
+    try:
+        run = make(resolve_operator(getattr(client, "operator", None)))
+    except BaseException:
+        if client is not None:
+            await client.close(flush=0)
+        raise
+    try:
+        publisher = await _relay_publisher(config, run, client)
+    except _RoomLocked as exc:
+        _err(f"{exc}; not {doing}")
+        return EXIT_STOPPED
+    try:
+        return await _run_headless(run, args)
+    finally:
+        if publisher is not None:
+            await publisher()
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from engine.config import ConfigError
 
@@ -379,36 +392,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         from engine.deploy import Rollback
 
         async def main() -> int:
-            try:
-                client = await _relay_connect(config, args)
-            except _RoomLocked as exc:
-                _err(f"{exc}; not rolling back")
-                return EXIT_STOPPED
-            try:
-                r = Rollback(
+            return await _headless_with_relay(
+                config,
+                args,
+                "rolling back",
+                lambda operator: Rollback(
                     config,
                     to=args.to,
                     hosts=args.hosts,
-                    operator=resolve_operator(getattr(client, "operator", None)),
+                    operator=operator,
                     prompter=_HeadlessPrompter(_interactive()),
                     force_unlock=args.force_unlock,
                     without_relay=args.without_relay and config.relay is not None,
                     all_at_once=args.all_at_once,
-                )
-            except BaseException:
-                if client is not None:
-                    await client.close(flush=0)
-                raise
-            try:
-                publisher = await _relay_publisher(config, r, client)
-            except _RoomLocked as exc:
-                _err(f"{exc}; not rolling back")
-                return EXIT_STOPPED
-            try:
-                return await _run_headless(r, args)
-            finally:
-                if publisher is not None:
-                    await publisher()
+                ),
+            )
 
         return asyncio.run(main())
     except ConfigError as exc:
