@@ -89,7 +89,23 @@ def fish_noisy(host) -> None:
     )
 
 
-ODD = {"busybox": busybox_only, "mv-no-T": mv_without_T, "tcsh": tcsh_noisy, "fish": fish_noisy}
+def csh_noisy(host) -> None:
+    _login_shell(host, "/bin/csh")
+    _as_user(host, host.home / ".cshrc", f'echo "{BANNER}"\nset path = ( /usr/bin /bin )\n')
+
+
+def bash_login(host) -> None:
+    _login_shell(host, shutil.which("bash"))
+
+
+ODD = {
+    "busybox": busybox_only,
+    "mv-no-T": mv_without_T,
+    "tcsh": tcsh_noisy,
+    "fish": fish_noisy,
+    "csh": csh_noisy,
+    "bash": bash_login,
+}
 
 
 @pytest.fixture
@@ -129,6 +145,13 @@ async def test_deploy_rollback_and_dry_run_on_odd_hosts(odd_fleet, sample_repo, 
     for row in report.hosts:
         assert row.ok, row
         assert row.current == second.release_id
+
+    # download (SFTP) from each of them: relative to the deploy path
+    from engine.preflight import download
+
+    got = await download(config, config.all_hosts(), "current/VERSION", tmp_path / "dl")
+    assert all(ok for ok, _ in got.values()), got
+    assert len(list((tmp_path / "dl").rglob("VERSION"))) == len(ODD)
 
     back = Rollback(config, operator="tester")
     res = await back.run()
