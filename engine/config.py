@@ -65,7 +65,7 @@ class BuildConfig:
 class DeployConfig:
     path: str
     keep_releases: int = 5
-    parallel: int = 20
+    parallel: int = 100  # hosts in flight; at WAN latency round trips, not CPU, are the limit
     batches: tuple[str, ...] = ("100%",)
     max_fail: str = "100%"
     shared: tuple[str, ...] = ()
@@ -467,7 +467,7 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     deploy = DeployConfig(
         path=d["path"],
         keep_releases=d.get("keep_releases", 5),
-        parallel=d.get("parallel", 20),
+        parallel=d.get("parallel", 100),
         batches=batches,
         max_fail=str(max_fail),
         shared=shared,
