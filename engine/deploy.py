@@ -47,6 +47,7 @@ from engine.events import (
 )
 from engine.history import History, TranscriptWriter
 from engine.plan import ROLLBACK_STEPS, Plan, build_plan
+from engine.session import BOOT, loader
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError, q
 from engine.steps import (
     FENCED_EXIT,
@@ -412,13 +413,16 @@ class _Run:
         on its own channel of this deploy's connection: alive while this process and
         its connection are. Stops (and says so) once the lock names another deploy."""
         interval = max(0.25, self.config.deploy.lock_ttl / 4)
-        script = f"/bin/sh -c {q(heartbeat_script(st.path, self.deploy_id))}"
+        # through the session's boot line: any login shell (csh, fish) passes it on
+        script = loader("hb", heartbeat_script(st.path, self.deploy_id)).decode()
         while True:
             await asyncio.sleep(interval)
             if st.host is None:
                 return
             try:
-                res = await asyncio.wait_for(st.host.conn.run(script, check=False), interval * 2)
+                res = await asyncio.wait_for(
+                    st.host.conn.run(BOOT, input=script, check=False), interval * 2
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost connection fails the host's own steps

@@ -446,7 +446,7 @@ class Host:
             for p in pids
         )
         try:
-            await asyncio.wait_for(self.conn.run(kill.format(sig="TERM") + " true"), 5)
+            await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="TERM") + " true")), 5)
         except (TimeoutError, asyncssh.Error, OSError):
             return True
         sessions = [s for s in self._active if s.pid in pids]
@@ -457,7 +457,7 @@ class Host:
                 w.cancel()
             if pending:
                 try:
-                    await asyncio.wait_for(self.conn.run(kill.format(sig="KILL") + " true"), 5)
+                    await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="KILL") + " true")), 5)
                 except (TimeoutError, asyncssh.Error, OSError):
                     pass
         return True
@@ -495,6 +495,13 @@ class Host:
         if self._sftp is not None:
             self._sftp.exit()
         self.conn.close()
+
+
+def _sh(line: str) -> str:
+    """A one-line POSIX sh command, as any login shell passes it on (csh has no
+    ``2>``, fish no ``||`` before 3.0): ``line`` must hold no single quote."""
+    assert "'" not in line and "\n" not in line
+    return f"exec /bin/sh -c '{line}'"
 
 
 async def _feed(

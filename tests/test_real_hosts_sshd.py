@@ -302,3 +302,47 @@ async def test_a_host_without_tar_is_told_what_is_missing(
     assert result.exit_code != 0
     assert "this host lacks: tar" in result.summary["failures"][h.spec]
     assert not (h.home / "app" / ".shipdeck.lock").exists()
+
+
+async def test_heartbeat_and_abort_reach_every_login_shell(
+    odd_fleet, sample_repo, tmp_path
+) -> None:
+    """The lock heartbeat and an abort's kill run on their own channels: through tcsh,
+    csh and fish too (csh has no ``2>``), they must reach /bin/sh unchanged."""
+    import asyncio
+    import json
+
+    from engine.session import BOOT, loader
+    from engine.ssh import Connector
+    from engine.steps import heartbeat_script
+
+    fleet = odd_fleet
+    config = load_config(write_config(tmp_path / "shipdeck.toml", fleet, sample_repo))
+    connector = Connector(config.ssh, config.base_dir)
+    try:
+        for spec, h in zip(config.all_hosts(), fleet.hosts, strict=True):
+            lock = h.home / "app" / ".shipdeck.lock"
+            lock.mkdir(parents=True)
+            (lock / "owner").write_text(json.dumps({"operator": "t", "deploy_id": "d-1"}) + "\n")
+            for p in (lock.parent, lock, lock / "owner"):
+                shutil.chown(p, h.user)
+            host = await connector.connect(spec)
+            res = await host.conn.run(
+                BOOT, input=loader("hb", heartbeat_script("app", "d-1")).decode(), check=False
+            )
+            assert "hb=ok" in str(res.stdout), (spec.name, res.stdout, res.stderr)
+            assert (lock / "hb").read_text().strip().isdigit()
+            running = asyncio.ensure_future(host.run("sleep 77; echo never"))
+            while not _sleeps(h.user, "sleep 77"):
+                await asyncio.sleep(0.05)
+            assert await host.interrupt()
+            with pytest.raises(Exception):  # noqa: B017 - the session ended under it
+                await asyncio.wait_for(running, 10)
+            assert _sleeps(h.user, "sleep 77") == [], spec.name
+    finally:
+        await connector.close()
+
+
+def _sleeps(user: str, what: str) -> list[str]:
+    out = subprocess.run(["ps", "-u", user, "-o", "args="], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line.startswith(what)]
