@@ -91,7 +91,9 @@ async def _demo(
         repo = root / "sample-app"
         if not (repo / ".git").exists():
             make_sample_repo(repo, version="1.0.0")
-        relay, watch_cmd, token = await _start_relay(root)
+        # the operator is the one the relay confirms for the demo's token (the rule
+        # every command follows: SHIPDECK_OPERATOR, else the relay's, else user@host)
+        relay, watch_cmd, token, me = await _start_relay(root)
         async with LocalFleet(root / "fleet", n=n) as fleet:
             config_path = fleet.write_config(
                 root / "shipdeck.toml", repo=repo, relay_url=relay_url(relay), relay_room="demo"
@@ -120,7 +122,7 @@ async def _demo(
             from tui.app import ShipdeckApp
             from tui.backend import EngineBackend
 
-            backend = EngineBackend(config, history_path=history.path)
+            backend = EngineBackend(config, history_path=history.path, operator=me)
             note = (
                 f"demo: {n} in-process SSH hosts, sample app 1.1.0 ready to deploy — press d, then Enter."
                 + (f" {failing} will fail its health check." if failing else "")
@@ -153,7 +155,7 @@ def relay_url(relay: Any) -> str:
     return f"ws://127.0.0.1:{relay.port}"
 
 
-async def _start_relay(root: Path) -> tuple[Any, str, str]:
+async def _start_relay(root: Path) -> tuple[Any, str, str, str]:
     """A relay in this process for the demo room; the watcher's token goes to a file
     (never printed), and the command to watch from another terminal is returned."""
     from relay.server import Relay
@@ -174,4 +176,4 @@ async def _start_relay(root: Path) -> tuple[Any, str, str]:
     cmd = (
         f"env $(cat {shlex.quote(str(env))}) shipdeck watch --relay {relay_url(relay)} --room demo"
     )
-    return relay, cmd, mine
+    return relay, cmd, mine, me

@@ -123,10 +123,13 @@ async def test_crash_at_20_points_then_rerun(crash_fleet, tmp_path) -> None:
             continue
         name, kill_at = points[round_no - 1]
         code, lines = await run_until(config_path, kill_at)
-        # after the crash: every host on a complete old or new release
+        # after the crash: every host's `current` names a complete old or new release.
+        # The killed client's remote script may still be running (a host switching as we
+        # look): read the link once and digest the release it names, not "current/".
         for d in fleet_dirs():
             app = d / "app"
-            tree = tree_digest(app / "current") if (app / "current").exists() else None
+            target = os.readlink(app / "current") if (app / "current").is_symlink() else None
+            tree = tree_digest(app / target) if target else None
             assert tree in (old_tree, new_tree), f"{name}: {d.name} is on an incomplete release"
         # the rerun completes (the stale lock is recognised) and ends as an uninterrupted deploy
         code, rerun = await run_until(config_path, lambda i, line: False)
