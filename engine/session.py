@@ -394,39 +394,42 @@ class Host:
         session = await self._start(command)
         session.begin(on_line)
         self._active.add(session)
+
+        async def send() -> None:
+            await _feed(session.proc.stdin, stdin_file, progress, self.upload_stall)
+            session.proc.stdin.write_eof()
+
+        feeding = asyncio.ensure_future(send())
+        finished = asyncio.ensure_future(session.finished())
+        for task in (feeding, finished):  # whichever is left behind is not awaited
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         try:
-
-            async def send() -> None:
-                await _feed(session.proc.stdin, stdin_file, progress, self.upload_stall)
-                session.proc.stdin.write_eof()
-
-            feeding = asyncio.ensure_future(send())
-            finished = asyncio.ensure_future(session.finished())
-            try:
-                await asyncio.wait_for(
-                    asyncio.wait({feeding, finished}, return_when="FIRST_EXCEPTION"), timeout
+            # the script may end before it read everything (it failed): its result counts
+            pending: set[asyncio.Future[Any]] = {feeding, finished}
+            while not finished.done():
+                left = end - loop.time()
+                if left <= 0:
+                    raise CommandTimeout(f"command timed out after {timeout:g}s")
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
                 )
-            except TimeoutError:
-                raise CommandTimeout(f"command timed out after {timeout:g}s") from None
-            finally:
-                if not finished.done():
-                    if feeding.done() and not feeding.cancelled() and feeding.exception():
-                        finished.cancel()
-            if feeding.done() and not feeding.cancelled() and feeding.exception() is not None:
-                exc = feeding.exception()
+                exc = feeding.exception() if feeding in done else None
                 if isinstance(exc, SSHError):
                     # a host that takes no byte for so long is not answering: give the
                     # connection up rather than wait on it for every later command
                     self.lost = f"connection given up: {exc}"
                     self.conn.abort()
                     raise exc
-                raise SSHError(f"connection lost: {exc}")
-            result = await asyncio.wait_for(finished, timeout)
-            feeding.cancel()
-            return result
+                if exc is not None:
+                    raise SSHError(f"connection lost: {exc}")
+            return finished.result()
         except (asyncssh.Error, OSError, BrokenPipeError) as exc:
             raise SSHError(f"connection lost: {exc}") from None
         finally:
+            feeding.cancel()
+            finished.cancel()
             self._active.discard(session)
             session.close()
 
