@@ -45,3 +45,15 @@ class Recorder:
 
     def statuses(self, key: str) -> list[str]:
         return [e.status for e in self.events if e.type == "status" and e.key == key]  # type: ignore[attr-defined]
+
+
+async def splice(reader, writer) -> None:
+    """Copy one direction of a TCP proxy until EOF, then close (test proxies)."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()

@@ -11,6 +11,7 @@ import pytest
 from engine.config import SshConfig, load_config, parse_host
 from engine.deploy import Deployment
 from engine.ssh import Connector, SSHError
+from tests.helpers import splice
 from tests.test_deploy_sshd import write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
@@ -44,17 +45,7 @@ async def _barrier_proxies(fleet, n: int) -> tuple[list[str], list[asyncio.Serve
             await everyone.wait()
             up_r, up_w = await asyncio.open_connection(h.addr, h.port)
 
-            async def pipe(r, w) -> None:
-                try:
-                    while data := await r.read(65536):
-                        w.write(data)
-                        await w.drain()
-                except OSError:
-                    pass
-                finally:
-                    w.close()
-
-            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+            await asyncio.gather(splice(reader, up_w), splice(up_r, writer))
 
         server = await asyncio.start_server(handle, h.addr, 0)
         port = server.sockets[0].getsockname()[1]

@@ -10,6 +10,7 @@ import pytest
 
 from engine.config import load_config
 from engine.ssh import CommandTimeout, Connector, Host
+from tests.helpers import splice
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,17 +138,7 @@ async def test_a_connection_reset_before_the_handshake_is_retried(
             return
         up_r, up_w = await asyncio.open_connection("127.0.0.1", target.port)
 
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except OSError:
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        await asyncio.gather(splice(reader, up_w), splice(up_r, writer))
 
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = proxy.sockets[0].getsockname()[1]
