@@ -1,0 +1,538 @@
+"""A room as the relay holds it in memory: who is in it, its lease, its snapshot.
+
+Plain data and the pure logic over it, no networking: :class:`Room` (subscribers,
+presence, the lease and its waiters, the kept chat and the current deploy),
+:class:`Peer` (one authenticated connection), :class:`Lease` (the room's deploy
+lock), :class:`Waiter` (a queued ``acquire``), :class:`DeployState` (the deploy as a
+late joiner needs it) and :func:`load_room` (a room read back from its store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.events import (
+    WAITING,
+    DeployFinished,
+    DeployMeta,
+    Event,
+    EventDecodeError,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    PlanReady,
+    event_from_json,
+)
+from engine.plan import Node, Plan
+from relay.protocol import (
+    HARD_MAX_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    SNAPSHOT_DETAIL_CHARS,
+    SNAPSHOT_FINISHED_BYTES,
+    SNAPSHOT_LABEL_CHARS,
+    SNAPSHOT_LOG_CHARS,
+    SNAPSHOT_META_BYTES,
+    Snapshot,
+    check_event,
+    cut_text,
+    json_size,
+    shrink_json,
+)
+from relay.store import Record, Store
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+log = logging.getLogger("shipdeck.relay")
+
+
+@dataclass(slots=True)
+class Limits:
+    """Per-connection and per-room limits. Defaults suit a team relay."""
+
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_event_bytes: int = MAX_EVENT_BYTES
+    #: Sustained frames per second read from one connection, and the burst allowed.
+    #: Beyond it the relay stops reading that connection (TCP back-pressure); nothing
+    #: is dropped and no one else is affected.
+    rate: float = 200.0
+    burst: float = 400.0
+    #: Unsent bytes allowed to pile up for one live connection before it is closed
+    #: (4000): twice the largest frame, so one big event never drops a reader.
+    max_buffer_bytes: int = 2 * HARD_MAX_BYTES
+    #: Bytes (and messages) held for a connection still joining or replaying history
+    #: before it is closed (4000); it resumes from its offset.
+    max_pending_bytes: int = 4 * HARD_MAX_BYTES
+    max_pending: int = 10_000
+    #: History read from the store per replay page: at most this many messages and
+    #: (past the first) this many bytes.
+    replay_page: int = 500
+    replay_bytes: int = 1024 * 1024
+    #: Bytes of chat and of log lines a room keeps for its snapshot.
+    snapshot_chat_bytes: int = 128 * 1024
+    snapshot_log_bytes: int = 128 * 1024
+    #: A room nobody is in (no connection, no waiter, no live lease) leaves memory
+    #: after this many seconds; it is read back from the store when someone joins.
+    room_idle: float = 60.0
+    #: At most this many idle rooms stay in memory; beyond, the longest idle leave
+    #: at once (a relay that saw a thousand rooms keeps only its busy ones).
+    max_idle_rooms: int = 100
+    #: More than ``abuse_errors`` invalid frames within ``abuse_window`` s: close 4008.
+    abuse_errors: int = 20
+    abuse_window: float = 10.0
+    hello_timeout: float = 10.0
+    snapshot_chat: int = 50
+    snapshot_logs: int = 100
+    #: Seconds between writes of the deploy snapshot state to the store.
+    state_flush: float = 1.0
+    trim_interval: float = 60.0
+
+
+def session_hash(session: str) -> str:
+    """What the relay keeps of a client's session id (never the id itself)."""
+    return hashlib.sha256(session.encode()).hexdigest()
+
+
+def client_handle(operator: str, shash: str) -> str:
+    """Public id of one client session, shown to others (in presence and leases)."""
+    return hashlib.sha256(f"{operator}\0{shash}".encode()).hexdigest()[:12]
+
+
+def now() -> float:
+    """Wall-clock time as the relay stamps messages and leases (ms precision)."""
+    return round(time.time(), 3)
+
+
+# -- the lease ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Lease:
+    """The room's deploy lock: held by one client session until released or stale."""
+
+    operator: str
+    session: str  # session_hash() of the holder's session id
+    reason: str
+    ttl: float
+    since: float
+    expires: float
+    stale: bool = False
+
+    @property
+    def client(self) -> str:
+        return client_handle(self.operator, self.session)
+
+    def held_by(self, peer: Peer) -> bool:
+        """True if ``peer``'s session (and operator) holds this lease."""
+        return self.session == peer.session and self.operator == peer.operator
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "operator": self.operator,
+            "client": self.client,
+            "reason": self.reason,
+            "ttl": self.ttl,
+            "since": self.since,
+            "expires": self.expires,
+            "stale": self.stale,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The lease as stored (its public view plus the holder's session hash)."""
+        return {**self.public(), "session": self.session}
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any], session: str | None = None) -> Lease:
+        """A lease from :meth:`state` (or from a public view plus ``session``).
+        Raises ``KeyError``/``ValueError`` on a malformed one."""
+        return cls(
+            operator=data["operator"],
+            session=data.get("session") or session or "",
+            reason=data.get("reason") or "",
+            ttl=float(data["ttl"]),
+            since=float(data["since"]),
+            expires=float(data["expires"]),
+            stale=bool(data.get("stale")),
+        )
+
+
+@dataclass(slots=True)
+class Waiter:
+    """A peer's ``acquire`` with ``wait``, queued until the lease is free."""
+
+    peer: Peer
+    request_id: str
+    reason: str
+    ttl: float
+
+
+# -- the deploy snapshot -------------------------------------------------------------
+
+
+def _short_log(data: dict[str, Any]) -> dict[str, Any]:
+    """A log event as kept for snapshots: its text cut to SNAPSHOT_LOG_CHARS."""
+    text = data.get("text")
+    if not isinstance(text, str) or len(text) <= SNAPSHOT_LOG_CHARS:
+        return data
+    short, cut = cut_text(text, SNAPSHOT_LOG_CHARS)
+    return {**data, "text": short, "cut": cut + int(data.get("cut") or 0)}
+
+
+def _bound_node(node: Node) -> None:
+    node.label = cut_text(node.label, SNAPSHOT_LABEL_CHARS)[0]
+    node.detail = cut_text(node.detail, SNAPSHOT_DETAIL_CHARS)[0]
+    node.kind = node.kind[:32]
+    node.status = node.status[:32]
+
+
+def _plan_of(event: PlanReady) -> Plan:
+    plan = Plan.from_event(event)
+    for node in plan:
+        _bound_node(node)
+    plan.meta = shrink_json(plan.meta, SNAPSHOT_META_BYTES)
+    return plan
+
+
+@dataclass(slots=True)
+class DeployState:
+    """The current deploy as a late joiner needs it (built from ``event`` messages).
+
+    Bounded in bytes whatever the events hold: log lines, details and labels are cut,
+    the kept logs fit ``log_bytes``, meta and the finished event are shrunk, and gates
+    are only the plan's own nodes."""
+
+    plan: Plan
+    finished: dict[str, Any] | None = None
+    gates: set[str] = field(default_factory=set)
+    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
+    applied: int = 0  # offset of the last event message applied
+    log_bytes: int = 128 * 1024
+    _log_size: int = 0
+
+    def apply(self, event: Event, data: dict[str, Any]) -> None:
+        if event.deploy_id != self.plan.deploy_id:
+            return
+        if isinstance(event, DeployFinished):
+            self.finished = shrink_json(data, SNAPSHOT_FINISHED_BYTES)
+        elif isinstance(event, GateWaiting):
+            if event.key in self.plan:
+                self.gates.add(event.key)
+        elif isinstance(event, LogLine):
+            self.add_log(data)
+        else:
+            self._apply_node(event)
+
+    def _apply_node(self, event: Event) -> None:
+        if isinstance(event, NodeStatus) and event.key in self.gates and event.status != WAITING:
+            self.gates.discard(event.key)
+        node = self.plan.apply(event)
+        if node is not None:
+            _bound_node(node)
+        if isinstance(event, DeployMeta):
+            self.plan.meta = shrink_json(self.plan.meta, SNAPSHOT_META_BYTES)
+
+    def add_log(self, data: dict[str, Any]) -> None:
+        data = _short_log(data)
+        if len(self.logs) == self.logs.maxlen:
+            self._log_size -= json_size(self.logs[0])
+        self.logs.append(data)
+        self._log_size += json_size(data)
+        while len(self.logs) > 1 and self._log_size > self.log_bytes:
+            self._log_size -= json_size(self.logs.popleft())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deploy_id": self.plan.deploy_id,
+            "plan": self.plan.snapshot().to_json(),
+            "finished": self.finished,
+            "gates": sorted(self.gates),
+            "logs": list(self.logs),
+            "applied": self.applied,
+        }
+
+    @classmethod
+    def new(cls, event: PlanReady, logs: int, log_bytes: int) -> DeployState:
+        """The state of a deploy that has just published its plan."""
+        return cls(plan=_plan_of(event), logs=deque(maxlen=logs), log_bytes=log_bytes)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], logs: int, log_bytes: int) -> DeployState:
+        plan_event = event_from_json(data["plan"])
+        assert isinstance(plan_event, PlanReady)
+        state = cls.new(plan_event, logs, log_bytes)
+        for line in data.get("logs") or ():  # a state saved before lines were cut, too
+            if isinstance(line, dict):
+                state.add_log(line)
+        finished = data.get("finished")
+        state.finished = shrink_json(finished, SNAPSHOT_FINISHED_BYTES) if finished else None
+        state.gates = {g for g in data.get("gates") or () if isinstance(g, str) and g in state.plan}
+        state.applied = int(data.get("applied", 0))
+        return state
+
+
+def _decode_events(raw: list[Any]) -> list[Event | None]:
+    decoded: list[Event | None] = []
+    for data in raw:
+        try:
+            decoded.append(check_event(data))
+        except EventDecodeError:
+            decoded.append(None)
+    return decoded
+
+
+# -- peers and rooms --------------------------------------------------------------------
+
+
+class Peer:
+    """One authenticated connection, in at most one room."""
+
+    __slots__ = (
+        "ws",
+        "operator",
+        "session",
+        "handle",
+        "room",
+        "live",
+        "pending",
+        "pending_bytes",
+        "tokens",
+        "refilled",
+        "errors",
+        "dropped",
+    )
+
+    def __init__(self, ws: ServerConnection, operator: str) -> None:
+        self.ws = ws
+        self.operator = operator
+        self.session = ""
+        self.handle = ""
+        self.room: Room | None = None
+        self.live = False  # receives fan-out directly; else queued in ``pending``
+        self.pending: deque[tuple[int | None, str]] = deque()
+        self.pending_bytes = 0
+        self.tokens = 0.0
+        self.refilled = 0.0
+        self.errors: deque[float] = deque()
+        self.dropped = False
+
+
+class Room:
+    """One room in memory: subscribers, presence, lease, kept chat, current deploy."""
+
+    __slots__ = (
+        "limits",
+        "chat_bytes",
+        "idle_since",
+        "name",
+        "epoch",
+        "head",
+        "subs",
+        "presence",
+        "lock",
+        "waiters",
+        "deploy",
+        "chat",
+        "mutex",
+        "dirty",
+        "timer",
+        "everyone",
+        "follower",
+    )
+
+    def __init__(self, name: str, epoch: str, head: int, limits: Limits) -> None:
+        self.limits = limits
+        self.chat_bytes = 0
+        #: monotonic time since the room has had nobody in it (None: in use)
+        self.idle_since: float | None = time.monotonic()
+        self.name = name
+        self.epoch = epoch
+        self.head = head
+        self.subs: set[Peer] = set()
+        #: Connections per operator on this relay node.
+        self.presence: dict[str, int] = {}
+        self.lock: Lease | None = None
+        self.waiters: deque[Waiter] = deque()
+        self.deploy: DeployState | None = None
+        self.chat: deque[Record] = deque()
+        self.mutex = asyncio.Lock()
+        self.dirty = False
+        #: Fires when the lease is due to go stale.
+        self.timer: asyncio.TimerHandle | None = None
+        #: With several relay nodes: connections per operator over every node (else None).
+        self.everyone: dict[str, int] | None = None
+        #: With several relay nodes: the task delivering the room from its stored log.
+        self.follower: asyncio.Task[Any] | None = None
+
+    def who(self) -> list[dict[str, Any]]:
+        counts = self.presence if self.everyone is None else self.everyone
+        return [{"operator": op, "connections": n} for op, n in sorted(counts.items())]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            head=self.head,
+            deploy=self._deploy_json(),
+            lock=self.lock.public() if self.lock else None,
+            chat=[r.frame() for r in self.chat],
+            presence=self.who(),
+        )
+
+    def _deploy_json(self) -> dict[str, Any] | None:
+        if self.deploy is None:
+            return None
+        data = self.deploy.to_json()
+        data.pop("applied", None)
+        return data
+
+    def lease_free(self) -> bool:
+        """Nobody holds the lease, or its holder went stale."""
+        return self.lock is None or self.lock.stale
+
+    def holds(self, peer: Peer) -> bool:
+        """True if ``peer`` holds the room's lease."""
+        return self.lock is not None and self.lock.held_by(peer)
+
+    def queue(self, waiter: Waiter) -> None:
+        """Queue ``waiter`` for the lease (replacing its peer's earlier request)."""
+        self.unqueue(waiter.peer)
+        self.waiters.append(waiter)
+
+    def unqueue(self, peer: Peer) -> None:
+        """Forget ``peer``'s queued requests for the lease."""
+        self.waiters = deque(w for w in self.waiters if w.peer is not peer)
+
+    def add_chat(self, rec: Record) -> None:
+        """Keep ``rec`` for snapshots: the newest chats within count and bytes."""
+        lim = self.limits
+        size = len(rec.text)
+        self.chat.append(dataclasses.replace(rec, _text=None))  # the body is enough
+        self.chat_bytes += size
+        while len(self.chat) > 1 and (
+            len(self.chat) > lim.snapshot_chat or self.chat_bytes > lim.snapshot_chat_bytes
+        ):
+            self.chat_bytes -= self._size(self.chat.popleft())
+
+    @staticmethod
+    def _size(rec: Record) -> int:
+        size = len(rec.text)
+        rec._text = None
+        return size
+
+    def forget_chat_before(self, first: int) -> None:
+        """Drop chats that retention removed from the log."""
+        while self.chat and self.chat[0].offset < first:
+            self.chat_bytes -= self._size(self.chat.popleft())
+
+    def observe(self, rec: Record, decoded: list[Event] | None) -> None:
+        """Update the room's in-memory state from a newly stored message."""
+        if rec.type == "chat":
+            self.add_chat(rec)
+        elif rec.type == "event":
+            self._observe_events(rec, decoded)
+
+    def _observe_events(self, rec: Record, decoded: list[Event] | None) -> None:
+        raw = rec.body.get("events") or []
+        events: list[Event | None] = list(decoded) if decoded is not None else _decode_events(raw)
+        for event, data in zip(events, raw, strict=False):
+            if event is None:
+                continue
+            if isinstance(event, PlanReady):
+                lim = self.limits
+                self.deploy = DeployState.new(event, lim.snapshot_logs, lim.snapshot_log_bytes)
+            elif self.deploy is not None:
+                self.deploy.apply(event, data)
+        if self.deploy is not None:
+            self.deploy.applied = rec.offset
+            self.dirty = True
+
+    def observe_safely(self, rec: Record, decoded: list[Event] | None = None) -> None:
+        """:meth:`observe`, logging instead of raising: the message is stored, and a
+        snapshot bug must not lose it."""
+        try:
+            self.observe(rec, decoded)
+        except Exception:
+            log.exception("could not apply message %d of %s to the snapshot", rec.offset, self.name)
+
+
+def presence_frame(room: Room, op: str, peer: Peer) -> dict[str, Any]:
+    """The ``presence`` frame telling a room that ``peer``'s operator came or went."""
+    return {
+        "type": "presence",
+        "v": PROTOCOL_VERSION,
+        "room": room.name,
+        "offset": None,
+        "time": now(),
+        "op": op,
+        "operator": peer.operator,
+        "client": peer.handle,
+        "who": room.who(),
+    }
+
+
+# -- reading a room back ---------------------------------------------------------------
+
+
+async def load_room(store: Store, name: str, limits: Limits) -> Room:
+    """The room ``name`` as its store holds it: kept chat and deploy snapshot up to
+    the stored head (the lease and presence are the coordinator's). Raises what the
+    store raises."""
+    info = await store.open_room(name)
+    room = Room(name, info.epoch, info.head, limits)
+    for rec in await store.last(name, "chat", limits.snapshot_chat):
+        if rec.offset <= info.head:
+            room.add_chat(rec)
+    state = await store.get_state(name, "deploy")
+    if state:
+        room.deploy = DeployState.from_json(state, limits.snapshot_logs, limits.snapshot_log_bytes)
+    await _replay_events(store, room, await _applied_up_to(store, room, info.first))
+    return room
+
+
+async def _applied_up_to(store: Store, room: Room, first: int) -> int:
+    """Offset up to which the room's snapshot is already built: the saved deploy
+    state's, or where the room last left memory without any deploy, or nothing."""
+    if room.deploy is not None:
+        return room.deploy.applied
+    scanned = await store.get_state(room.name, "scanned")
+    after = first - 1
+    if isinstance(scanned, dict) and scanned.get("epoch") == room.epoch:
+        after = max(after, min(int(scanned.get("head") or 0), room.head))
+    return after
+
+
+async def _replay_events(store: Store, room: Room, after: int) -> None:
+    """Apply the stored events after ``after`` up to the room's head (later ones are
+    delivered live)."""
+    lim = room.limits
+    while True:
+        recs = await store.read(room.name, after, lim.replay_page, lim.replay_bytes)
+        recs = [r for r in recs if r.offset <= room.head]
+        if not recs:
+            return
+        for rec in recs:
+            if rec.type == "event":
+                room.observe_safely(rec)
+        after = recs[-1].offset
+
+
+__all__ = [
+    "DeployState",
+    "Lease",
+    "Limits",
+    "Peer",
+    "Room",
+    "Waiter",
+    "client_handle",
+    "load_room",
+    "now",
+    "presence_frame",
+    "session_hash",
+]
