@@ -319,7 +319,7 @@ async def _relay_publisher(config: Any, run: Any, client: Any = None) -> Any:
     integration = importlib.import_module("relay.publish")
     try:
         return await integration.attach(config, run, client=client)
-    except integration.LockHeld as exc:
+    except integration.LeaseHeld as exc:
         holder = exc.holder or {}
         raise _RoomLocked(
             f"the room's deploy lock is held by {holder.get('operator', '?')}: {holder.get('reason', '')}"
