@@ -31,10 +31,8 @@ from engine.events import (
     event_from_json,
 )
 from engine.plan import Node, Plan
+from relay.limits import Limits
 from relay.protocol import (
-    HARD_MAX_BYTES,
-    MAX_EVENT_BYTES,
-    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     SNAPSHOT_DETAIL_CHARS,
     SNAPSHOT_FINISHED_BYTES,
@@ -47,54 +45,12 @@ from relay.protocol import (
     json_size,
     shrink_json,
 )
-from relay.store import Record, Store
+from relay.store import Record, RoomInfo, Store
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
 log = logging.getLogger("shipdeck.relay")
-
-
-@dataclass(slots=True)
-class Limits:
-    """Per-connection and per-room limits. Defaults suit a team relay."""
-
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    max_event_bytes: int = MAX_EVENT_BYTES
-    #: Sustained frames per second read from one connection, and the burst allowed.
-    #: Beyond it the relay stops reading that connection (TCP back-pressure); nothing
-    #: is dropped and no one else is affected.
-    rate: float = 200.0
-    burst: float = 400.0
-    #: Unsent bytes allowed to pile up for one live connection before it is closed
-    #: (4000): twice the largest frame, so one big event never drops a reader.
-    max_buffer_bytes: int = 2 * HARD_MAX_BYTES
-    #: Bytes (and messages) held for a connection still joining or replaying history
-    #: before it is closed (4000); it resumes from its offset.
-    max_pending_bytes: int = 4 * HARD_MAX_BYTES
-    max_pending: int = 10_000
-    #: History read from the store per replay page: at most this many messages and
-    #: (past the first) this many bytes.
-    replay_page: int = 500
-    replay_bytes: int = 1024 * 1024
-    #: Bytes of chat and of log lines a room keeps for its snapshot.
-    snapshot_chat_bytes: int = 128 * 1024
-    snapshot_log_bytes: int = 128 * 1024
-    #: A room nobody is in (no connection, no waiter, no live lease) leaves memory
-    #: after this many seconds; it is read back from the store when someone joins.
-    room_idle: float = 60.0
-    #: At most this many idle rooms stay in memory; beyond, the longest idle leave
-    #: at once (a relay that saw a thousand rooms keeps only its busy ones).
-    max_idle_rooms: int = 100
-    #: More than ``abuse_errors`` invalid frames within ``abuse_window`` s: close 4008.
-    abuse_errors: int = 20
-    abuse_window: float = 10.0
-    hello_timeout: float = 10.0
-    snapshot_chat: int = 50
-    snapshot_logs: int = 100
-    #: Seconds between writes of the deploy snapshot state to the store.
-    state_flush: float = 1.0
-    trim_interval: float = 60.0
 
 
 def session_hash(session: str) -> str:
@@ -324,6 +280,44 @@ class Peer:
         self.errors: deque[float] = deque()
         self.dropped = False
 
+    def queue(self, offset: int | None, text: str, limits: Limits) -> bool:
+        """Queue a frame while the peer joins; False if its queue is full."""
+        if (
+            len(self.pending) >= limits.max_pending
+            or self.pending_bytes + len(text) > limits.max_pending_bytes
+        ):
+            return False
+        self.pending.append((offset, text))
+        self.pending_bytes += len(text)
+        return True
+
+    async def replay(self, store: Store, room: str, start: int, limits: Limits) -> int:
+        """Send the stored messages after ``start``; returns the last offset sent.
+        Raises what the store and the connection raise."""
+        last = start
+        while not self.dropped:
+            recs = await store.read(room, last, limits.replay_page, limits.replay_bytes)
+            if not recs:
+                break
+            for rec in recs:
+                if self.dropped:
+                    break
+                await self.ws.send(rec.text)
+            last = recs[-1].offset
+            del recs
+        return last
+
+    async def drain(self, last: int) -> None:
+        """Send what was queued while joining, past offset ``last`` (already sent)."""
+        while self.pending and not self.dropped:
+            offset, text = self.pending.popleft()
+            self.pending_bytes -= len(text)
+            if offset is not None and offset <= last:
+                continue
+            await self.ws.send(text)
+            if offset is not None:
+                last = offset
+
 
 class Room:
     """One room in memory: subscribers, presence, lease, kept chat, current deploy."""
@@ -523,6 +517,26 @@ async def _replay_events(store: Store, room: Room, after: int) -> None:
         after = recs[-1].offset
 
 
+def resume_point(
+    hello: dict[str, Any], epoch: str, info: RoomInfo, head: int
+) -> tuple[int | None, int, bool | None, bool]:
+    """Where a joiner's replay starts: ``(start, head, recovered, truncated)``.
+
+    ``resume`` (epoch, offset) recovers if the epoch matches and the offset is
+    retained (with several nodes it may be past this node's head, up to the stored
+    one); ``since`` replays from an offset, clamped to what is retained."""
+    resume, since = hello.get("resume"), hello.get("since")
+    first = info.first
+    if resume is not None:
+        ok = resume["epoch"] == epoch and first - 1 <= resume["offset"] <= head
+        if not ok:
+            return None, head, False, False
+        return resume["offset"], max(head, resume["offset"]), True, False
+    if since is not None:
+        return min(max(since, first - 1), head), head, None, since < first - 1
+    return None, head, None, False
+
+
 __all__ = [
     "DeployState",
     "Lease",
@@ -534,5 +548,6 @@ __all__ = [
     "load_room",
     "now",
     "presence_frame",
+    "resume_point",
     "session_hash",
 ]

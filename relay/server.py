@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from engine.events import Event
 from relay.coordinator import Coordinator, coordinator_for
+from relay.limits import Limits
 from relay.protocol import (
     CLOSE_ABUSE,
     CLOSE_NO_HELLO,
@@ -50,14 +51,8 @@ from relay.protocol import (
     snapshot_part_frame,
     split_snapshot,
 )
-from relay.rooms import (
-    Limits,
-    Peer,
-    Room,
-    client_handle,
-    load_room,
-    session_hash,
-)
+from relay.registry import RoomRegistry
+from relay.rooms import Peer, Room, client_handle, resume_point, session_hash
 from relay.store import Record, RoomInfo, Store
 from relay.tokens import TokenTable
 
@@ -84,15 +79,14 @@ class Relay:
         self.store = store
         self.tokens = tokens
         self.limits = limits or Limits()
-        self.rooms: dict[str, Room] = {}
         self.peers: set[Peer] = set()
-        self._rooms_lock = asyncio.Lock()
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         #: Connections closed with 4000 because they fell behind (for tests, figures).
         self.dropped_slow = 0
         self.coordinator = coordinator or coordinator_for(store, self)
+        self.registry = RoomRegistry(store, self.limits, self.coordinator)
         self._handlers: dict[str, Callable[[Peer, Room, Frame], Awaitable[None]]] = {
             "hello": self._on_hello,
             "chat": self._on_chat,
@@ -131,6 +125,11 @@ class Relay:
     def port(self) -> int:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def rooms(self) -> dict[str, Room]:
+        """The rooms in memory, by name."""
+        return self.registry.rooms
 
     @property
     def closing(self) -> bool:
@@ -182,8 +181,8 @@ class Relay:
             await asyncio.sleep(self.limits.state_flush)
             try:
                 await self.coordinator.tick()
-                await self._flush_state()
-                await self._evict_idle()
+                await self.registry.flush()
+                await self.registry.evict_idle()
                 if time.monotonic() - last_trim >= self.limits.trim_interval:
                     last_trim = time.monotonic()
                     await self.retain()
@@ -193,69 +192,10 @@ class Relay:
     async def retain(self) -> int:
         """Apply retention now (the relay does it every ``trim_interval`` s): remove old
         messages from the store, and removed chats from the rooms' snapshots."""
-        removed = await self.store.trim()
-        if removed:
-            log.info("retention removed %d old messages", removed)
-            for room in list(self.rooms.values()):
-                room.forget_chat_before((await self.store.info(room.name)).first)
-        return removed
-
-    def _idle(self, room: Room, since: float | None = None) -> bool:
-        """Nobody in the room, nobody waiting, no live lease, since ``since`` at least
-        (default: for ``room_idle`` seconds)."""
-        if since is None:
-            since = time.monotonic() - self.limits.room_idle
-        return (
-            room.idle_since is not None
-            and room.idle_since <= since
-            and not room.subs
-            and not room.waiters
-            and room.lease_free()
-            and not room.mutex.locked()
-        )
-
-    async def _evict_idle(self) -> int:
-        """Let idle rooms leave memory (their state is saved first); returns how many.
-
-        Rooms idle for ``room_idle`` seconds leave, and the longest idle ones beyond
-        ``max_idle_rooms``. The next join reads the room back from the store: chat,
-        deploy snapshot and lease as they were."""
-        now = time.monotonic()
-        idle = sorted(
-            (r for r in self.rooms.values() if self._idle(r, now)),
-            key=lambda r: r.idle_since or 0.0,
-        )
-        excess = len(idle) - self.limits.max_idle_rooms
-        evicted = 0
-        for i, room in enumerate(idle):
-            since = now if i < excess else now - self.limits.room_idle
-            if not self._idle(room, since):
-                continue
-            await self._save_room(room)
-            if not self._idle(room, since) or self.rooms.get(room.name) is not room:
-                continue  # someone came in while the state was written
-            del self.rooms[room.name]
-            self.coordinator.detach(room)
-            evicted += 1
-        if evicted:
-            log.info("%d idle rooms left memory (%d in memory)", evicted, len(self.rooms))
-        return evicted
-
-    async def _save_room(self, room: Room) -> None:
-        """Save what a room leaving memory needs to be read back quickly."""
-        if room.deploy is None:  # no deploy up to here: the next load starts here
-            await self.store.put_state(
-                room.name, "scanned", {"epoch": room.epoch, "head": room.head}
-            )
-        elif room.dirty:
-            room.dirty = False
-            await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+        return await self.registry.retain()
 
     async def _flush_state(self) -> None:
-        for room in list(self.rooms.values()):
-            if room.dirty and room.deploy is not None:
-                room.dirty = False
-                await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+        await self.registry.flush()
 
     # -- auth ---------------------------------------------------------------------
 
@@ -369,23 +309,10 @@ class Relay:
             return False
         return True
 
-    async def _room(self, name: str) -> Room:
-        """The room ``name``, read back from the store if it is not in memory."""
-        room = self.rooms.get(name)
-        if room is not None:
-            return room
-        async with self._rooms_lock:
-            room = self.rooms.get(name)
-            if room is None:
-                room = await load_room(self.store, name, self.limits)
-                await self.coordinator.attach(room)
-                self.rooms[name] = room
-            return room
-
     # -- joining and leaving -----------------------------------------------------------
 
     async def _join(self, peer: Peer, hello: Frame) -> None:
-        room = await self._room(hello["room"])
+        room = await self.registry.get(hello["room"])
         raw_session = hello.get("session") or secrets.token_hex(12)
         peer.session = session_hash(raw_session)
         peer.handle = client_handle(peer.operator, peer.session)
@@ -399,12 +326,14 @@ class Relay:
         head = await self.coordinator.head(room, info)
         if head is None:
             return
-        start, head, recovered, truncated = _resume_point(hello, room.epoch, info, head)
+        start, head, recovered, truncated = resume_point(hello, room.epoch, info, head)
         room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
         await self.coordinator.joined(room, peer)
         await self._welcome(peer, room, hello, raw_session, info, head, start, recovered, truncated)
-        last = head if start is None else await self._replay(peer, room, start)
-        await self._drain_pending(peer, last)
+        last = (
+            head if start is None else await peer.replay(self.store, room.name, start, self.limits)
+        )
+        await peer.drain(last)
         if not peer.dropped:
             peer.live = True
             room.idle_since = None
@@ -454,34 +383,6 @@ class Relay:
         for i, nodes in enumerate(parts, 1):
             await peer.ws.send(snapshot_part_frame(room.name, i, len(parts), nodes))
 
-    async def _replay(self, peer: Peer, room: Room, start: int) -> int:
-        """Send the stored messages after ``start``; returns the last offset sent."""
-        last = start
-        while not peer.dropped:
-            recs = await self.store.read(
-                room.name, last, self.limits.replay_page, self.limits.replay_bytes
-            )
-            if not recs:
-                break
-            for rec in recs:
-                if peer.dropped:
-                    break
-                await peer.ws.send(rec.text)
-            last = recs[-1].offset
-            del recs
-        return last
-
-    async def _drain_pending(self, peer: Peer, last: int) -> None:
-        """Send what was queued for ``peer`` while it joined, past offset ``last``."""
-        while peer.pending and not peer.dropped:
-            offset, text = peer.pending.popleft()
-            peer.pending_bytes -= len(text)
-            if offset is not None and offset <= last:
-                continue
-            await peer.ws.send(text)
-            if offset is not None:
-                last = offset
-
     async def _leave(self, peer: Peer) -> None:
         room = peer.room
         assert room is not None
@@ -506,7 +407,7 @@ class Relay:
         slow: list[Peer] = []
         for peer in room.subs:
             if not peer.live:
-                if not self._queue(peer, offset, text):
+                if not peer.queue(offset, text, self.limits):
                     slow.append(peer)
                 continue
             transport = peer.ws.transport
@@ -518,17 +419,6 @@ class Relay:
             broadcast(targets, text)
         for peer in slow:
             self.drop_slow(room, peer)
-
-    def _queue(self, peer: Peer, offset: int | None, text: str) -> bool:
-        """Queue a frame for a peer still joining; False if its queue is full."""
-        if (
-            len(peer.pending) >= self.limits.max_pending
-            or peer.pending_bytes + len(text) > self.limits.max_pending_bytes
-        ):
-            return False
-        peer.pending.append((offset, text))
-        peer.pending_bytes += len(text)
-        return True
 
     def drop_slow(self, room: Room, peer: Peer) -> None:
         """Close ``peer`` (4000: fell behind); it resumes from its last offset."""
@@ -685,26 +575,6 @@ class Relay:
             await coordinator.heartbeat(room, peer, msg_id, ack)
         else:
             await coordinator.release(room, peer, msg_id, ack)
-
-
-def _resume_point(
-    hello: Frame, epoch: str, info: RoomInfo, head: int
-) -> tuple[int | None, int, bool | None, bool]:
-    """Where a joiner's replay starts: ``(start, head, recovered, truncated)``.
-
-    ``resume`` (epoch, offset) recovers if the epoch matches and the offset is
-    retained (with several nodes it may be past this node's head, up to the stored
-    one); ``since`` replays from an offset, clamped to what is retained."""
-    resume, since = hello.get("resume"), hello.get("since")
-    first = info.first
-    if resume is not None:
-        ok = resume["epoch"] == epoch and first - 1 <= resume["offset"] <= head
-        if not ok:
-            return None, head, False, False
-        return resume["offset"], max(head, resume["offset"]), True, False
-    if since is not None:
-        return min(max(since, first - 1), head), head, None, since < first - 1
-    return None, head, None, False
 
 
 def _peer_addr(connection: ServerConnection) -> str:
