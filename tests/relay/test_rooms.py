@@ -117,7 +117,9 @@ def test_the_deploy_snapshot_follows_events_and_cuts_long_lines() -> None:
     nodes = {n["key"]: n for n in snap["plan"]["nodes"]}
     assert nodes["fetch"]["status"] == "ok"
     (line,) = snap["logs"]
-    assert len(line["text"]) < SNAPSHOT_LOG_CHARS + 20 and line["cut"] >= 10_000 - SNAPSHOT_LOG_CHARS
+    assert (
+        len(line["text"]) < SNAPSHOT_LOG_CHARS + 20 and line["cut"] >= 10_000 - SNAPSHOT_LOG_CHARS
+    )
     room.observe(_events(3, NodeStatus("other", key="fetch", status="failed")), None)
     assert {n["key"]: n for n in room.snapshot().to_json()["deploy"]["plan"]["nodes"]}["fetch"][
         "status"
