@@ -1,9 +1,10 @@
 """shipdeck.toml: read with tomllib, validated into typed objects.
 
 Each key is declared once, as a dataclass field made by :func:`key`: its type is the
-field's annotation, its default the field's default, and its bounds, checks and help
-text ride in the field's metadata. Validation, defaults and the README's config table
-(``python -m engine.config --markdown``) all come from those fields.
+field's annotation, its default the field's default; bounds, checks and help ride in
+the field's metadata. Validation, defaults and the README's config table
+(``python -m engine.config --markdown``) all come from those fields; the sections are
+:class:`Config`'s fields.
 
 Every error is a :class:`ConfigError` that names the file, the line (where it can be
 found), the key and what was expected, e.g.::
@@ -116,11 +117,6 @@ def _inside(value: str) -> bool:
     return not value.startswith("/") and ".." not in Path(value).parts
 
 
-def _wave_size(value: str) -> None:
-    if parse_size(value)[0] <= 0:
-        raise ValueError(f'"{value}" is an empty wave (expected at least 1 host)')
-
-
 _not_empty = _rule(str.strip, "must not be empty")
 _no_control = _rule(
     lambda v: not any(ord(ch) < 32 or ord(ch) == 127 for ch in v),
@@ -129,39 +125,31 @@ _no_control = _rule(
 _artifact = _rule(_inside, "expected a folder inside the build tree (relative, no '..')")
 _shared_path = _rule(_inside, "{v!r} must be a relative path inside the release")
 _waves = _rule(len, "expected at least one wave size")
+_wave_size = _rule(
+    lambda v: parse_size(v)[0] > 0, '"{v}" is an empty wave (expected at least 1 host)'
+)
 _wave_number = _rule(
     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "expected a wave number >= 1, got {v!r}",
 )
 _port = _rule(lambda v: 0 < v < 65536, "expected a port 1-65535, got {v}")
 _ws_url = _rule(lambda v: re.match(r"^wss?://", v), "expected a ws:// or wss:// URL, got {v!r}")
+_size = _rule(parse_size, "")  # parse_size raises with its own message
+_host = _rule(parse_host, "")
 
 
 def _deploy_path(value: str) -> str:
     return _no_control(_not_empty(value))
 
 
-def _size(value: str | int) -> str:
-    parse_size(value)
-    return str(value)
-
-
-def _host(value: str) -> str:
-    parse_host(value)
-    return value
-
-
 def _none_if_empty(value: str) -> str | None:
     return value or None
 
 
-# -- one key: a dataclass field whose metadata says the rest -------------------
-
-
 def key(
-    default: Any = MISSING,
-    *,
+    default: Any,
     help: str,
+    *,
     min: float | None = None,
     accepts: tuple[type, ...] = (),
     choices: tuple[str, ...] = (),
@@ -170,19 +158,17 @@ def key(
     derive: Callable[[dict[str, Any]], Any] | None = None,
     shown: str | None = None,
 ) -> Any:
-    """A config key: a dataclass field (no ``default``: the key is required).
-
-    ``min``: lowest value allowed; ``accepts``: TOML types accepted besides the
-    annotation's (converted by ``check``); ``choices``: the only strings allowed; ``check``:
-    called with the value, returns it (possibly changed) or raises ValueError with the
-    message; ``each``: called with each item of a list, raises ValueError; ``derive``:
-    the value when the key is absent, from the keys given (None: the default);
-    ``shown``: the default as the README shows it, when the value itself says too little.
+    """A config key: a dataclass field with its default (``...``: required) and its
+    ``help`` for the README. ``min``: lowest value allowed; ``accepts``: TOML types taken besides the annotation's
+    (``str()``-ed for a str key); ``choices``: the only strings allowed; ``check``: called
+    with the value, returns it (possibly changed) or raises ValueError with the message;
+    ``each``: called with each item of a list, raises ValueError; ``derive``: the value
+    when the key is absent, from the keys given (None: the default); ``shown``: the
+    default as the README shows it, when the value itself says too little.
     """
     meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check}
-    meta |= {"each": each}
-    meta |= {"derive": derive, "shown": shown}
-    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+    meta |= {"each": each, "derive": derive, "shown": shown}
+    return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
 
 
 # -- typed config -------------------------------------------------------------
@@ -190,121 +176,94 @@ def key(
 
 @dataclass(frozen=True)
 class ProjectConfig:
-    name: str = key(help="name", check=_not_empty)
-    repo: str = key(help="git URL or local path (relative to the config)", check=_not_empty)
-    ref: str = key("main", help="branch, tag or sha; `--ref` overrides", check=_not_empty)
+    name: str = key(..., "name", check=_not_empty)
+    repo: str = key(..., "git URL or local path (relative to the config)", check=_not_empty)
+    ref: str = key("main", "branch, tag or sha; `--ref` overrides", check=_not_empty)
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    commands: tuple[str, ...] = key((), help="run locally in a clean `git archive` export")
-    artifact: str | None = key(None, help="folder to package", check=_artifact, shown="whole tree")
-    timeout: float = key(1800.0, help="seconds for each build command")
+    commands: tuple[str, ...] = key((), "run locally in a clean `git archive` export")
+    artifact: str | None = key(None, "folder to package", check=_artifact, shown="whole tree")
+    timeout: float = key(1800.0, "seconds for each build command")
 
 
 _PARALLEL = """hosts in flight at once (handshakes stay capped per sshd by `ssh.max_startups`); at
 WAN latency the wall time is round trips, so more in flight is faster (`bench/wan_fanout.py`)"""
+_BATCHES = "wave sizes: counts or % of selected hosts (rounded up); the last wave takes the rest"
+_APPROVE = "`true`: wait for approval after every wave but the last; or a list of wave numbers"
+_MAX_FAIL = "failed hosts allowed (count or %); one more stops the deploy"
+_SHARED = "paths linked from `<path>/shared/` into each release"
+_LOCK_WAIT = "seconds to wait for another deploy's host locks (0: stop at once, exit 3)"
 _LOCK_TTL = """a host lock whose heartbeat (the host's clock, refreshed every ttl/4 by the
 deploying client) is older than this is stale and is taken over, visibly"""
 
 
 @dataclass(frozen=True)
 class DeployConfig:
-    path: str = key(help="absolute, relative or `~/...` (under the login home)", check=_deploy_path)
-    keep_releases: int = key(5, min=2, help="releases kept per host")
-    parallel: int = key(100, min=1, help=_PARALLEL)
-    batches: tuple[str, ...] = key(
-        ("100%",),
-        check=_waves,
-        each=_wave_size,
-        help="wave sizes: counts or % of selected hosts (rounded up); the last wave takes the rest",
-    )
-    max_fail: str = key(
-        "100%",
-        accepts=(int,),
-        check=_size,
-        help="failed hosts allowed (count or %); one more stops the deploy",
-    )
-    shared: tuple[str, ...] = key(
-        (), each=_shared_path, help="paths linked from `<path>/shared/` into each release"
-    )
-    before_activate: tuple[str, ...] = key((), help="hooks (cwd: the new release)")
-    after_activate: tuple[str, ...] = key((), help="hooks (cwd: `current`)")
-    health: str | None = key(None, check=_none_if_empty, help="health command (cwd: `current`)")
-    health_timeout: float = key(30.0, min=0.1, help="seconds the health command has to pass")
-    health_interval: float = key(1.0, min=0.01, help="seconds between health command runs")
-    hook_timeout: float = key(300.0, min=0.1, help="seconds per hook")
-    rollback_on_failure: bool = key(True, help="roll an unhealthy host back")
-    approve: bool | tuple[int, ...] = key(
-        False,
-        each=_wave_number,
-        help="`true`: wait for approval after every wave but the last; or a list of wave numbers",
-    )
-    lock_wait: float = key(
-        0.0, min=0, help="seconds to wait for another deploy's host locks (0: stop at once, exit 3)"
-    )
-    lock_ttl: float = key(60.0, min=1, help=_LOCK_TTL)
+    path: str = key(..., "absolute, relative or `~/...` (under the login home)", check=_deploy_path)
+    keep_releases: int = key(5, "releases kept per host", min=2)
+    parallel: int = key(100, _PARALLEL, min=1)
+    batches: tuple[str, ...] = key(("100%",), _BATCHES, check=_waves, each=_wave_size)
+    max_fail: str = key("100%", _MAX_FAIL, accepts=(int,), check=_size)
+    shared: tuple[str, ...] = key((), _SHARED, each=_shared_path)
+    before_activate: tuple[str, ...] = key((), "hooks (cwd: the new release)")
+    after_activate: tuple[str, ...] = key((), "hooks (cwd: `current`)")
+    health: str | None = key(None, "health command (cwd: `current`)", check=_none_if_empty)
+    health_timeout: float = key(30.0, "seconds the health command has to pass", min=0.1)
+    health_interval: float = key(1.0, "seconds between health command runs", min=0.01)
+    hook_timeout: float = key(300.0, "seconds per hook", min=0.1)
+    rollback_on_failure: bool = key(True, "roll an unhealthy host back")
+    approve: bool | tuple[int, ...] = key(False, _APPROVE, each=_wave_number)
+    lock_wait: float = key(0.0, _LOCK_WAIT, min=0)
+    lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
 
 
+_SSH = "ssh config"
+_QUARTER = "`dead_after`/4"
+_POLICIES = ("strict", "accept-new")
+_PASSWORD = "env var holding the password; else a prompt (TUI modal / TTY)"
+_MAX_SESSIONS = "commands in flight per connection (below sshd's MaxSessions 10)"
+_STALL = 'seconds without a byte moving before an upload fails as "upload stalled"'
+_JUMP = "ProxyJump host: one connection, every target tunnelled through it"
 _SSH_CONFIG = """OpenSSH client config, read as OpenSSH reads it (see [ssh_config
 options](#ssh_config-options-shipdeck-honours)); `""`: none"""
 _DEAD_AFTER = """seconds a host may stay silent (keepalives unanswered) before its step
 fails with "host stopped answering" (if only `keepalive` is set: 4 x keepalive)"""
+_PASSPHRASE = """env var holding the passphrase of encrypted identity files (else the agent,
+else a prompt)"""
+
+
+def _dead_after(given: dict[str, Any]) -> float | None:
+    return 4 * given["keepalive"] if "keepalive" in given else None
 
 
 @dataclass(frozen=True)
 class SshConfig:
-    user: str | None = key(None, help="login user for every host", shown="ssh config")
-    port: int | None = key(None, check=_port, help="port for every host", shown="ssh config")
-    identity: str | None = key(None, help="identity file for every host", shown="ssh config")
-    jump: str | None = key(
-        None, check=_host, help="ProxyJump host: one connection, every target tunnelled through it"
-    )
-    host_key_policy: str = key(
-        "strict",
-        choices=("strict", "accept-new"),
-        help="`strict` or `accept-new`; a changed key is always refused",
-    )
-    known_hosts: str = key("~/.ssh/known_hosts", help="where host keys are trusted and added")
-    config: str | None = key("~/.ssh/config", check=_none_if_empty, help=_SSH_CONFIG)
-    password_env: str | None = key(
-        None, help="env var holding the password; else a prompt (TUI modal / TTY)"
-    )
-    max_startups: int = key(
-        8, min=1, help="handshakes in flight per sshd (below its MaxStartups 10)"
-    )
-    max_sessions: int = key(
-        8, min=1, help="commands in flight per connection (below sshd's MaxSessions 10)"
-    )
-    connect_timeout: float = key(10.0, min=0.1, help="seconds to connect and log in")
-    command_timeout: float = key(600.0, help="seconds a remote command may run")
-    keepalive: float | None = key(
-        None, min=0.1, help="seconds between keepalives", shown="`dead_after`/4"
-    )
-    dead_after: float = key(
-        20.0,
-        min=0.4,
-        help=_DEAD_AFTER,
-        derive=lambda given: 4 * given["keepalive"] if "keepalive" in given else None,
-    )
-    max_handshakes: int = key(64, min=1, help="handshakes in flight over the whole fleet")
-    passphrase_env: str | None = key(
-        None,
-        help="env var holding the passphrase of encrypted"
-        " identity files (else the agent, else a prompt)",
-    )
-    upload_stall: float = key(
-        30.0,
-        min=0.1,
-        help='seconds without a byte moving before an upload fails as "upload stalled"',
-    )
+    user: str | None = key(None, "login user for every host", shown=_SSH)
+    port: int | None = key(None, "port for every host", check=_port, shown=_SSH)
+    identity: str | None = key(None, "identity file for every host", shown=_SSH)
+    jump: str | None = key(None, _JUMP, check=_host)
+    host_key_policy: str = key("strict", "a changed key is always refused", choices=_POLICIES)
+    known_hosts: str = key("~/.ssh/known_hosts", "where host keys are trusted and added")
+    config: str | None = key("~/.ssh/config", _SSH_CONFIG, check=_none_if_empty)
+    password_env: str | None = key(None, _PASSWORD)
+    max_startups: int = key(8, "handshakes in flight per sshd (below its MaxStartups 10)", min=1)
+    max_sessions: int = key(8, _MAX_SESSIONS, min=1)
+    connect_timeout: float = key(10.0, "seconds to connect and log in", min=0.1)
+    command_timeout: float = key(600.0, "seconds a remote command may run")
+    keepalive: float | None = key(None, "seconds between keepalives", min=0.1, shown=_QUARTER)
+    dead_after: float = key(20.0, _DEAD_AFTER, min=0.4, derive=_dead_after)
+    max_handshakes: int = key(64, "handshakes in flight over the whole fleet", min=1)
+    passphrase_env: str | None = key(None, _PASSPHRASE)
+    upload_stall: float = key(30.0, _STALL, min=0.1)
 
 
 @dataclass(frozen=True)
 class RelayConfig:
-    url: str = key(help="the relay's `ws://` or `wss://` URL (see below)", check=_ws_url)
-    room: str = key(help="the shared room")
-    token_env: str = key("SHIPDECK_TOKEN", help="env var holding the relay token")
+    url: str = key(..., "the relay's `ws://` or `wss://` URL (see below)", check=_ws_url)
+    room: str = key(..., "the shared room")
+    token_env: str = key("SHIPDECK_TOKEN", "env var holding the relay token")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -316,8 +275,8 @@ class Config:
     build: BuildConfig = field(default_factory=BuildConfig)
     deploy: DeployConfig
     ssh: SshConfig = field(default_factory=SshConfig)
-    hosts: dict[str, tuple[HostSpec, ...]] = field(
-        metadata={"help": "`host`, `host:port`, `user@host:port` or an ssh-config alias"}
+    hosts: dict[str, tuple[HostSpec, ...]] = key(
+        ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias"
     )
     relay: RelayConfig | None = None
 
@@ -342,73 +301,47 @@ class Config:
             return hosts
         globs = [p.strip() for p in pattern.split(",") if p.strip()]
         chosen = [
-            h
-            for h in hosts
-            if any(
-                fnmatch.fnmatchcase(h.name, g)
-                or fnmatch.fnmatchcase(h.host, g)
-                or any(fnmatch.fnmatchcase(grp, g) for grp in h.groups)
-                for g in globs
-            )
+            h for h in hosts if any(fnmatch.fnmatchcase(x, g) for g in globs for x in _names(h))
         ]
         if not chosen:
             known = ", ".join(sorted(self.hosts)) or "none"
-            raise ConfigError(
-                self.path,
-                f"--hosts {pattern!r} matches no group or host (groups: {known})",
-                key="hosts",
-            )
+            msg = f"--hosts {pattern!r} matches no group or host (groups: {known})"
+            raise ConfigError(self.path, msg, key="hosts")
         return chosen
+
+
+def _names(h: HostSpec) -> tuple[str, ...]:
+    """What ``--hosts`` globs match: the host as written, its address, its groups."""
+    return (h.name, h.host, *h.groups)
 
 
 # -- what the fields say ------------------------------------------------------
 
-#: TOML value types accepted for a Python annotation (an int is a fine float)
-_TOML_TYPES: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,)}
-_TOML_TYPES |= {float: (int, float), tuple: (list,)}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+#: TOML value types taken for a Python type (an int is a fine float)
+_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float)}
+_TOML |= {bool: (bool,), tuple: (list,)}
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
 class _Key(NamedTuple):
+    """A field of a config dataclass (a key, or a section of :class:`Config`)."""
+
     name: str
-    toml: tuple[type, ...]  # accepted TOML value types
-    item: type | None  # the item type of a list value
-    to_float: bool
-    field: Field[Any]
-
-    @property
-    def required(self) -> bool:
-        return self.field.default is MISSING
-
-    def meta(self, name: str) -> Any:
-        return self.field.metadata.get(name)
-
-
-def _parts(hint: Any) -> list[Any]:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return [p for p in typing.get_args(hint) if p is not type(None)]
-    return [hint]
-
-
-class _Section(NamedTuple):
-    name: str
-    cls: Any  # the section's dataclass; dict for [hosts]
+    types: tuple[Any, ...]  # the annotation's types, None left out, generics by origin
+    item: Any  # the item type of a tuple
     field: Field[Any]
 
     @property
     def required(self) -> bool:
         return self.field.default is MISSING and self.field.default_factory is MISSING
 
+    @property
+    def toml(self) -> tuple[type, ...]:
+        taken = sum((_TOML.get(t, ()) for t in self.types), ())
+        return taken + self.field.metadata.get("accepts", ())
 
-@functools.cache
-def _sections() -> tuple[_Section, ...]:
-    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path``."""
-    hints = typing.get_type_hints(Config)
-    hint = {f.name: _parts(hints[f.name])[0] for f in fields(Config)}
-    out = [
-        _Section(f.name, typing.get_origin(hint[f.name]) or hint[f.name], f) for f in fields(Config)
-    ]
-    return tuple(s for s in out if s.name != "path")
+    def meta(self, name: str) -> Any:
+        return self.field.metadata.get(name)
 
 
 @functools.cache
@@ -416,22 +349,22 @@ def _keys(cls: type) -> tuple[_Key, ...]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in fields(cls):
-        parts = _parts(hints[f.name])
-        toml: tuple[type, ...] = ()
-        item = None
-        for part in parts:
-            origin = typing.get_origin(part) or part
-            toml += _TOML_TYPES[origin]
-            if origin is tuple:
-                item = typing.get_args(part)[0]
-        toml += f.metadata.get("accepts", ())
-        out.append(_Key(f.name, toml, item, float in parts, f))
+        hint = hints[f.name]
+        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        parts = tuple(p for p in parts if p is not type(None))
+        item = next((typing.get_args(p)[0] for p in parts if typing.get_origin(p) is tuple), None)
+        out.append(_Key(f.name, tuple(typing.get_origin(p) or p for p in parts), item, f))
     return tuple(out)
+
+
+def _sections() -> tuple[_Key, ...]:
+    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path``."""
+    return _keys(Config)[1:]
 
 
 def _type_name(toml: tuple[type, ...]) -> str:
     named = [t for t in toml if t is not int or float not in toml]
-    return " or ".join(_TYPE_NAMES.get(t, "a list" if t is list else t.__name__) for t in named)
+    return " or ".join(_NAMES.get(t, "a list" if t is list else t.__name__) for t in named)
 
 
 # -- the validator ------------------------------------------------------------
@@ -460,24 +393,9 @@ class _Reader:
                     return number
         return None
 
-    def error(
-        self, section: str, key: str | None, message: str, index: int | None = None
-    ) -> ConfigError:
-        name = (
-            f"[{section}]"
-            + (f" {key}" if key else "")
-            + (f"[{index}]" if index is not None else "")
-        )
-        return ConfigError(self.path, message, key=name, line=self.line(section, key))
-
-    def table(self, data: dict[str, Any], s: _Section) -> dict[str, Any]:
-        """The section's table (``{}`` when absent); raises for a missing required one."""
-        value = data.get(s.name)
-        if value is None and s.required:
-            raise ConfigError(self.path, f"missing section [{s.name}]", key=f"[{s.name}]")
-        if value is not None and not isinstance(value, dict):
-            raise self.error(s.name, None, "expected a table")
-        return value or {}
+    def error(self, section: str, key: str | None, msg: str, i: int | None = None) -> ConfigError:
+        name = f"[{section}]" + (f" {key}" if key else "") + (f"[{i}]" if i is not None else "")
+        return ConfigError(self.path, msg, key=name, line=self.line(section, key))
 
     def check_keys(self, section: str, keys: tuple[_Key, ...], value: dict[str, Any]) -> None:
         """Unknown keys (with the nearest known one), missing required keys, wrong types."""
@@ -488,15 +406,14 @@ class _Reader:
                 hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(names)})"
                 raise self.error(section, name, f"unknown key{hint}")
         for k in keys:
-            if k.name not in value:
-                if k.required:
-                    raise self.error(section, None, f"missing required key {k.name!r}")
-                continue
-            v = value[k.name]
-            if not isinstance(v, k.toml) or (isinstance(v, bool) and bool not in k.toml):
-                raise self.error(
-                    section, k.name, f"expected {_type_name(k.toml)}, got {type(v).__name__} {v!r}"
-                )
+            v = value.get(k.name)
+            if v is None and k.required:
+                raise self.error(section, None, f"missing required key {k.name!r}")
+            if v is not None and (
+                not isinstance(v, k.toml) or (isinstance(v, bool) and bool not in k.toml)
+            ):
+                got = f"got {type(v).__name__} {v!r}"
+                raise self.error(section, k.name, f"expected {_type_name(k.toml)}, {got}")
 
     def items(self, section: str, k: _Key, value: list[Any]) -> tuple[Any, ...]:
         for i, item in enumerate(value):
@@ -515,36 +432,42 @@ class _Reader:
         """One given value, checked and converted to the field's type."""
         if isinstance(value, list):
             value = self.items(section, k, value)
-        elif k.to_float and not isinstance(value, bool):
+        elif float in k.types and not isinstance(value, bool):
             value = float(value)
-        choices = k.meta("choices")
         try:
-            if choices and value not in choices:
-                wanted = " or ".join(f'"{c}"' for c in choices)
+            if k.meta("choices") and value not in k.meta("choices"):
+                wanted = " or ".join(f'"{c}"' for c in k.meta("choices"))
                 raise ValueError(f"expected {wanted}, got {value!r}")
             if k.meta("check"):
                 value = k.meta("check")(value)
         except ValueError as exc:
             raise self.error(section, k.name, str(exc)) from None
-        minimum = k.meta("min")
-        if minimum is not None and value is not None and value < minimum:
-            raise self.error(section, k.name, f"expected a number >= {minimum:g}, got {value!r}")
+        if str in k.types and not isinstance(value, str | None):
+            value = str(value)
+        low = k.meta("min")
+        if low is not None and value is not None and value < low:
+            raise self.error(section, k.name, f"expected a number >= {low:g}, got {value!r}")
         return value
 
-    def section(self, data: dict[str, Any], s: _Section) -> Any:
-        """The section as its dataclass; an absent or empty section whose default is
-        None ([relay]) is None."""
-        keys = _keys(s.cls)
-        given = self.table(data, s)
+    def section(self, data: dict[str, Any], s: _Key) -> Any:
+        """The section as its dataclass; an absent or empty one whose default is None
+        ([relay]) is None. Raises for a missing required one."""
+        given = data.get(s.name)
+        if given is None and s.required:
+            raise ConfigError(self.path, f"missing section [{s.name}]", key=f"[{s.name}]")
+        if given is not None and not isinstance(given, dict):
+            raise self.error(s.name, None, "expected a table")
         if not given and s.field.default is None:
             return None
+        given = given or {}
+        keys = _keys(s.types[0])
         self.check_keys(s.name, keys, given)
         values = {k.name: self.value(s.name, k, given[k.name]) for k in keys if k.name in given}
         for k in keys:
-            derived = k.meta("derive")(values) if k.meta("derive") else None
-            if k.name not in values and derived is not None:
-                values[k.name] = derived
-        return s.cls(**values)
+            if k.name not in values and k.meta("derive"):
+                derived = k.meta("derive")(values)
+                values |= {k.name: derived} if derived is not None else {}
+        return s.types[0](**values)
 
     def hosts(self, data: dict[str, Any]) -> dict[str, tuple[HostSpec, ...]]:
         h = data.get("hosts")
@@ -600,21 +523,18 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"at line (\d+)", msg)
-        raise ConfigError(
-            path, f"invalid TOML: {msg}", line=int(m.group(1)) if m else None
-        ) from None
+        m = re.search(r"at line (\d+)", str(exc))
+        line = int(m.group(1)) if m else None
+        raise ConfigError(path, f"invalid TOML: {exc}", line=line) from None
     r = _Reader(path, text)
     known = sorted(s.name for s in _sections())
     for section in data:
         if section not in known:
             near = difflib.get_close_matches(section, known, n=1)
             hint = f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(known)})"
-            raise ConfigError(
-                path, f"unknown section{hint}", key=f"[{section}]", line=r.line(section)
-            )
-    parts = {s.name: r.hosts(data) if s.cls is dict else r.section(data, s) for s in _sections()}
+            line = r.line(section)
+            raise ConfigError(path, f"unknown section{hint}", key=f"[{section}]", line=line)
+    parts = {s.name: r.hosts(data) if dict in s.types else r.section(data, s) for s in _sections()}
     return Config(path=path, **parts)
 
 
@@ -640,11 +560,12 @@ def split_waves(
 # -- the README's config table --------------------------------------------------
 
 
-def _shown(k: _Key, s: _Section) -> str:
+def _shown(k: _Key, section: _Key) -> str:
     """The default as the README shows it."""
     value = k.field.default
     if k.meta("shown") or k.required:
-        return k.meta("shown") or ("required" if s.required else f"required in [{s.name}]")
+        where = "" if section.required else f" in [{section.name}]"
+        return k.meta("shown") or f"required{where}"
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -660,12 +581,14 @@ def markdown_table() -> str:
     """The README's config reference: one row per key, from the fields above."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for s in _sections():
-        if s.cls is dict:
-            rows.append(f"| `{s.name}.<group>` | required | {s.field.metadata['help']} |")
-            continue
-        for k in _keys(s.cls):
+        keys = (
+            [(".<group>", s)] if dict in s.types else [(f".{k.name}", k) for k in _keys(s.types[0])]
+        )
+        for name, k in keys:
             meaning = " ".join(k.meta("help").split())
-            rows.append(f"| `{s.name}.{k.name}` | {_shown(k, s)} | {meaning} |")
+            if k.meta("choices"):
+                meaning = " or ".join(f"`{c}`" for c in k.meta("choices")) + "; " + meaning
+            rows.append(f"| `{s.name}{name}` | {_shown(k, s)} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
