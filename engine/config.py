@@ -159,12 +159,12 @@ def key(
     shown: str | None = None,
 ) -> Any:
     """A config key: a dataclass field with its default (``...``: required) and its
-    ``help`` for the README. ``min``: lowest value allowed; ``accepts``: TOML types taken besides the annotation's
-    (``str()``-ed for a str key); ``choices``: the only strings allowed; ``check``: called
-    with the value, returns it (possibly changed) or raises ValueError with the message;
-    ``each``: called with each item of a list, raises ValueError; ``derive``: the value
-    when the key is absent, from the keys given (None: the default); ``shown``: the
-    default as the README shows it, when the value itself says too little.
+    ``help`` for the README. ``min``: lowest value allowed; ``accepts``: TOML types
+    taken besides the annotation's (``str()``-ed for a str key); ``choices``: the only
+    strings allowed; ``check``: called with the value, returns it (possibly changed) or
+    raises ValueError with the message; ``each``: called with each item of a list,
+    raises ValueError; ``derive``: the value when the key is absent, from the keys given
+    (None: the default); ``shown``: the default as the README shows it.
     """
     meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check}
     meta |= {"each": each, "derive": derive, "shown": shown}
