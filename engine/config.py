@@ -264,6 +264,12 @@ class RelayConfig:
     url: str = key(..., "the relay's `ws://` or `wss://` URL (see below)", check=_ws_url)
     room: str = key(..., "the shared room")
     token_env: str = key("SHIPDECK_TOKEN", "env var holding the relay token")
+    connect_timeout: float = key(
+        10.0,
+        "seconds to reach the relay and hear its welcome; after that a deploy or "
+        "rollback stops (exit 3) unless `--without-relay`",
+        min=0.1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
