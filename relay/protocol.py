@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.events import Event, EventDecodeError, PlanReady, event_from_json
 from engine.plan import Plan
+from engine.state import json_size
 
 PROTOCOL_VERSION = 1
 
@@ -418,40 +419,7 @@ def events_of(frame: dict[str, Any]) -> list[Event]:
     return out
 
 
-# -- bounded snapshots ------------------------------------------------------------
-
-
-def json_size(value: Any) -> int:
-    """Bytes of ``value`` as the relay sends it (compact UTF-8 JSON)."""
-    return len(dumps(value).encode("utf-8", "surrogatepass"))
-
-
-def cut_text(text: str, limit: int) -> tuple[str, int]:
-    """``text`` cut to ``limit`` code points (plus a marker); and how many were cut."""
-    if len(text) <= limit:
-        return text, 0
-    return text[:limit] + " [...]", len(text) - limit
-
-
-def shrink_json(value: Any, budget: int, *, chars: int = 256, items: int = 200) -> Any:
-    """``value`` made to fit ``budget`` bytes: long strings cut to ``chars``, lists and
-    objects to their first ``items`` entries; ``{"cut": true}`` if that is not enough."""
-    if json_size(value) <= budget:
-        return value
-
-    def walk(v: Any, depth: int) -> Any:
-        if isinstance(v, str):
-            return cut_text(v, chars)[0]
-        if depth > 8:
-            return None
-        if isinstance(v, list):
-            return [walk(x, depth + 1) for x in v[:items]]
-        if isinstance(v, dict):
-            return {str(k)[:chars]: walk(x, depth + 1) for k, x in list(v.items())[:items]}
-        return v
-
-    small = walk(value, 0)
-    return small if json_size(small) <= budget else {"cut": True}
+# -- bounded snapshots (json_size, cut_text, shrink_json: engine.state's) -----------
 
 
 def split_snapshot(

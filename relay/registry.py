@@ -93,14 +93,14 @@ class RoomRegistry:
             )
         elif room.dirty:
             room.dirty = False
-            await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+            await self.store.put_state(room.name, "deploy", room.saved_deploy())
 
     async def flush(self) -> None:
         """Write every changed deploy snapshot to the store."""
         for room in list(self.rooms.values()):
             if room.dirty and room.deploy is not None:
                 room.dirty = False
-                await self.store.put_state(room.name, "deploy", room.deploy.to_json())
+                await self.store.put_state(room.name, "deploy", room.saved_deploy())
 
     async def retain(self) -> int:
         """Apply retention: remove old messages from the store, and removed chats from

@@ -3,8 +3,9 @@
 Plain data and the pure logic over it, no networking: :class:`Room` (subscribers,
 presence, the lease and its waiters, the kept chat and the current deploy),
 :class:`Peer` (one authenticated connection), :class:`Lease` (the room's deploy
-lock), :class:`Waiter` (a queued ``acquire``), :class:`DeployState` (the deploy as a
-late joiner needs it) and :func:`load_room` (a room read back from its store).
+lock), :class:`Waiter` (a queued ``acquire``), the current deploy as a late joiner
+needs it (the engine's one reducer, :class:`engine.state.RunState`, bounded by
+:data:`SNAPSHOT_BOUNDS`) and :func:`load_room` (a room read back from its store).
 """
 
 from __future__ import annotations
@@ -15,22 +16,11 @@ import hashlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.events import (
-    WAITING,
-    DeployFinished,
-    DeployMeta,
-    Event,
-    EventDecodeError,
-    GateWaiting,
-    LogLine,
-    NodeStatus,
-    PlanReady,
-    event_from_json,
-)
-from engine.plan import Node, Plan
+from engine.events import Event, EventDecodeError, PlanReady
+from engine.state import Bounds, RunState
 from relay.limits import Limits
 from relay.protocol import (
     PROTOCOL_VERSION,
@@ -41,9 +31,6 @@ from relay.protocol import (
     SNAPSHOT_META_BYTES,
     Snapshot,
     check_event,
-    cut_text,
-    json_size,
-    shrink_json,
 )
 from relay.store import Record, RoomInfo, Store
 
@@ -133,106 +120,26 @@ class Waiter:
 
 # -- the deploy snapshot -------------------------------------------------------------
 
-
-def _short_log(data: dict[str, Any]) -> dict[str, Any]:
-    """A log event as kept for snapshots: its text cut to SNAPSHOT_LOG_CHARS."""
-    text = data.get("text")
-    if not isinstance(text, str) or len(text) <= SNAPSHOT_LOG_CHARS:
-        return data
-    short, cut = cut_text(text, SNAPSHOT_LOG_CHARS)
-    return {**data, "text": short, "cut": cut + int(data.get("cut") or 0)}
-
-
-def _bound_node(node: Node) -> None:
-    node.label = cut_text(node.label, SNAPSHOT_LABEL_CHARS)[0]
-    node.detail = cut_text(node.detail, SNAPSHOT_DETAIL_CHARS)[0]
-    node.kind = node.kind[:32]
-    node.status = node.status[:32]
+#: What a room's deploy state keeps, cut to the protocol's snapshot limits.
+SNAPSHOT_BOUNDS = Bounds(
+    label_chars=SNAPSHOT_LABEL_CHARS,
+    detail_chars=SNAPSHOT_DETAIL_CHARS,
+    log_chars=SNAPSHOT_LOG_CHARS,
+    meta_bytes=SNAPSHOT_META_BYTES,
+    finished_bytes=SNAPSHOT_FINISHED_BYTES,
+)
 
 
-def _plan_of(event: PlanReady) -> Plan:
-    plan = Plan.from_event(event)
-    for node in plan:
-        _bound_node(node)
-    plan.meta = shrink_json(plan.meta, SNAPSHOT_META_BYTES)
-    return plan
-
-
-@dataclass(slots=True)
-class DeployState:
-    """The current deploy as a late joiner needs it (built from ``event`` messages).
-
-    Bounded in bytes whatever the events hold: log lines, details and labels are cut,
-    the kept logs fit ``log_bytes``, meta and the finished event are shrunk, and gates
-    are only the plan's own nodes."""
-
-    plan: Plan
-    finished: dict[str, Any] | None = None
-    gates: set[str] = field(default_factory=set)
-    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
-    applied: int = 0  # offset of the last event message applied
-    log_bytes: int = 128 * 1024
-    _log_size: int = 0
-
-    def apply(self, event: Event, data: dict[str, Any]) -> None:
-        if event.deploy_id != self.plan.deploy_id:
-            return
-        if isinstance(event, DeployFinished):
-            self.finished = shrink_json(data, SNAPSHOT_FINISHED_BYTES)
-        elif isinstance(event, GateWaiting):
-            if event.key in self.plan:
-                self.gates.add(event.key)
-        elif isinstance(event, LogLine):
-            self.add_log(data)
-        else:
-            self._apply_node(event)
-
-    def _apply_node(self, event: Event) -> None:
-        if isinstance(event, NodeStatus) and event.key in self.gates and event.status != WAITING:
-            self.gates.discard(event.key)
-        node = self.plan.apply(event)
-        if node is not None:
-            _bound_node(node)
-        if isinstance(event, DeployMeta):
-            self.plan.meta = shrink_json(self.plan.meta, SNAPSHOT_META_BYTES)
-
-    def add_log(self, data: dict[str, Any]) -> None:
-        data = _short_log(data)
-        if len(self.logs) == self.logs.maxlen:
-            self._log_size -= json_size(self.logs[0])
-        self.logs.append(data)
-        self._log_size += json_size(data)
-        while len(self.logs) > 1 and self._log_size > self.log_bytes:
-            self._log_size -= json_size(self.logs.popleft())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "deploy_id": self.plan.deploy_id,
-            "plan": self.plan.snapshot().to_json(),
-            "finished": self.finished,
-            "gates": sorted(self.gates),
-            "logs": list(self.logs),
-            "applied": self.applied,
-        }
-
-    @classmethod
-    def new(cls, event: PlanReady, logs: int, log_bytes: int) -> DeployState:
-        """The state of a deploy that has just published its plan."""
-        return cls(plan=_plan_of(event), logs=deque(maxlen=logs), log_bytes=log_bytes)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], logs: int, log_bytes: int) -> DeployState:
-        plan_event = event_from_json(data["plan"])
-        assert isinstance(plan_event, PlanReady)
-        state = cls.new(plan_event, logs, log_bytes)
-        for line in data.get("logs") or ():  # a state saved before lines were cut, too
-            if isinstance(line, dict):
-                state.add_log(line)
-        finished = data.get("finished")
-        state.finished = shrink_json(finished, SNAPSHOT_FINISHED_BYTES) if finished else None
-        state.gates = {g for g in data.get("gates") or () if isinstance(g, str) and g in state.plan}
-        state.applied = int(data.get("applied", 0))
-        return state
+def deploy_state(limits: Limits, saved: dict[str, Any] | None = None) -> RunState:
+    """A room's deploy state (the engine's one reducer, bounded for snapshots): new,
+    or read back from ``saved`` (:meth:`RunState.to_json`). Raises ``ValueError`` if
+    ``saved`` does not hold a plan."""
+    kw: dict[str, Any] = {
+        "log_lines": limits.snapshot_logs,
+        "log_bytes": limits.snapshot_log_bytes,
+        "bounds": SNAPSHOT_BOUNDS,
+    }
+    return RunState(**kw) if saved is None else RunState.from_json(saved, **kw)
 
 
 def _decode_events(raw: list[Any]) -> list[Event | None]:
@@ -334,6 +241,7 @@ class Room:
         "lock",
         "waiters",
         "deploy",
+        "applied",
         "chat",
         "mutex",
         "dirty",
@@ -355,7 +263,10 @@ class Room:
         self.presence: dict[str, int] = {}
         self.lock: Lease | None = None
         self.waiters: deque[Waiter] = deque()
-        self.deploy: DeployState | None = None
+        #: The current deploy (None until a plan is published), and the offset of the
+        #: last event message applied to it.
+        self.deploy: RunState | None = None
+        self.applied = 0
         self.chat: deque[Record] = deque()
         self.mutex = asyncio.Lock()
         self.dirty = False
@@ -380,11 +291,18 @@ class Room:
         )
 
     def _deploy_json(self) -> dict[str, Any] | None:
+        return None if self.deploy is None else self.deploy.to_json()
+
+    def saved_deploy(self) -> dict[str, Any] | None:
+        """The deploy state as stored (its snapshot plus the offset it is built to)."""
         if self.deploy is None:
             return None
-        data = self.deploy.to_json()
-        data.pop("applied", None)
-        return data
+        return {**self.deploy.to_json(), "applied": self.applied}
+
+    def restore_deploy(self, saved: dict[str, Any]) -> None:
+        """Read back :meth:`saved_deploy`. Raises ``ValueError`` if it holds no plan."""
+        self.deploy = deploy_state(self.limits, saved)
+        self.applied = int(saved.get("applied", 0))
 
     def lease_free(self) -> bool:
         """Nobody holds the lease, or its holder went stale."""
@@ -438,13 +356,12 @@ class Room:
         for event, data in zip(events, raw, strict=False):
             if event is None:
                 continue
-            if isinstance(event, PlanReady):
-                lim = self.limits
-                self.deploy = DeployState.new(event, lim.snapshot_logs, lim.snapshot_log_bytes)
-            elif self.deploy is not None:
+            if self.deploy is None and isinstance(event, PlanReady):
+                self.deploy = deploy_state(self.limits)
+            if self.deploy is not None:
                 self.deploy.apply(event, data)
         if self.deploy is not None:
-            self.deploy.applied = rec.offset
+            self.applied = rec.offset
             self.dirty = True
 
     def observe_safely(self, rec: Record, decoded: list[Event] | None = None) -> None:
@@ -485,7 +402,7 @@ async def load_room(store: Store, name: str, limits: Limits) -> Room:
             room.add_chat(rec)
     state = await store.get_state(name, "deploy")
     if state:
-        room.deploy = DeployState.from_json(state, limits.snapshot_logs, limits.snapshot_log_bytes)
+        room.restore_deploy(state)
     await _replay_events(store, room, await _applied_up_to(store, room, info.first))
     return room
 
@@ -494,7 +411,7 @@ async def _applied_up_to(store: Store, room: Room, first: int) -> int:
     """Offset up to which the room's snapshot is already built: the saved deploy
     state's, or where the room last left memory without any deploy, or nothing."""
     if room.deploy is not None:
-        return room.deploy.applied
+        return room.applied
     scanned = await store.get_state(room.name, "scanned")
     after = first - 1
     if isinstance(scanned, dict) and scanned.get("epoch") == room.epoch:
@@ -538,7 +455,8 @@ def resume_point(
 
 
 __all__ = [
-    "DeployState",
+    "SNAPSHOT_BOUNDS",
+    "deploy_state",
     "Lease",
     "Limits",
     "Peer",

@@ -13,12 +13,12 @@ from engine.plan import build_plan
 from relay.limits import Limits
 from relay.protocol import SNAPSHOT_LOG_CHARS
 from relay.rooms import (
-    DeployState,
     Lease,
     Peer,
     Room,
     Waiter,
     client_handle,
+    deploy_state,
     load_room,
     resume_point,
     session_hash,
@@ -111,7 +111,7 @@ def test_the_deploy_snapshot_follows_events_and_cuts_long_lines() -> None:
         ),
         None,
     )
-    assert room.deploy is not None and room.dirty and room.deploy.applied == 2
+    assert room.deploy is not None and room.dirty and room.applied == 2
     snap = room.snapshot().to_json()["deploy"]
     assert "applied" not in snap
     nodes = {n["key"]: n for n in snap["plan"]["nodes"]}
@@ -129,14 +129,29 @@ def test_the_deploy_snapshot_follows_events_and_cuts_long_lines() -> None:
 
 
 def test_a_gate_waits_only_while_its_node_waits() -> None:
-    plan = build_plan("d1", [["web1"]])
-    state = DeployState.new(plan.to_event(), logs=10, log_bytes=10_000)
-    state.apply(GateWaiting("d1", key="fetch"), GateWaiting("d1", key="fetch").to_json())
-    state.apply(GateWaiting("d1", key="no/such/node"), {})
-    assert state.gates == {"fetch"}
-    done = NodeStatus("d1", key="fetch", status="ok")
+    plan = build_plan("d1", [["web1"], ["web2"]], gates=[1])
+    (gate,) = [n.key for n in plan if n.kind == "gate"]
+    state = deploy_state(Limits())
+    state.apply(plan.to_event())
+    for event in (GateWaiting("d1", key=gate), GateWaiting("d1", key="no/such/node")):
+        state.apply(event, event.to_json())
+    assert state.to_json()["gates"] == [gate]
+    done = NodeStatus("d1", key=gate, status="ok")
     state.apply(done, done.to_json())
-    assert state.gates == set()
+    assert state.to_json()["gates"] == []
+
+
+def test_the_saved_deploy_state_keeps_how_far_it_is_built() -> None:
+    room = Room("web", "e1", 0, Limits())
+    room.observe(_events(3, build_plan("d1", [["web1"]]).to_event()), None)
+    room.observe(_events(5, NodeStatus("d1", key="fetch", status="running")), None)
+    saved = room.saved_deploy()
+    assert saved is not None and saved["applied"] == 5
+    again = Room("web", "e1", 5, Limits())
+    again.restore_deploy(saved)
+    assert again.applied == 5
+    assert again.snapshot().to_json()["deploy"] == room.snapshot().to_json()["deploy"]
+    assert "applied" not in room.snapshot().to_json()["deploy"]  # not on the wire
 
 
 def test_a_malformed_event_is_skipped_not_fatal() -> None:
@@ -163,7 +178,7 @@ async def test_a_room_read_back_from_its_store_is_the_room_it_was(tmp_path: Path
         rec, _ = await store.append("web", "alice", f"m{i}", kind, body, 1.0)
         live.head = rec.offset
         live.observe(rec, None)
-    await store.put_state("web", "deploy", live.deploy.to_json() if live.deploy else None)
+    await store.put_state("web", "deploy", live.saved_deploy())
     # one more event after the saved state: read back from the log
     rec, _ = await store.append(
         "web",
