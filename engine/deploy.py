@@ -10,14 +10,11 @@ subscribers while they run, and can be aborted or approved from outside.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
-import os
 import random
 import re
 import secrets
-import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -46,6 +43,7 @@ from engine.events import (
     now,
 )
 from engine.history import History, TranscriptWriter
+from engine.operator import default_operator
 from engine.plan import ROLLBACK_STEPS, Plan, build_plan
 from engine.session import BOOT, loader
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError, q
@@ -84,18 +82,6 @@ Subscriber = Callable[[Event], None]
 
 #: release stamps handed out by this process (history covers earlier processes)
 _ISSUED_STAMPS: set[str] = set()
-
-
-def default_operator() -> str:
-    """SHIPDECK_OPERATOR, else user@hostname."""
-    name = os.environ.get("SHIPDECK_OPERATOR", "").strip()
-    if name:
-        return name
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass
