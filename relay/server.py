@@ -1491,6 +1491,6 @@ def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
 
 
 if __name__ == "__main__":  # python -m relay.server [relay options]
-    from relay.cli import main
+    from tui.cli import main  # until relay/__main__.py serves on its own
 
     sys.exit(main(["relay", *sys.argv[1:]]))

@@ -322,7 +322,7 @@ async def test_each_host_key_asked_once_jump_included_no_duplicate_lines(
 async def test_unknown_host_key_without_a_terminal_says_how_to_accept_it(
     sshd_fleet, tmp_path
 ) -> None:
-    from tui.cli import _HeadlessPrompter
+    from tui.cli.prompt import HeadlessPrompter as _HeadlessPrompter
 
     fleet = sshd_fleet(1)
     kh = tmp_path / "known_hosts"
