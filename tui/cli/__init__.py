@@ -25,8 +25,8 @@ import logging
 import os
 import sys
 
+from engine.errors import ExitCode
 from tui.cli import demo, deploy, download, history, relay, watch
-from tui.cli.common import EXIT_STOPPED, EXIT_USAGE
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -52,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     except BrokenPipeError:  # `shipdeck history | head`: the reader went away
-        from engine.printer import EXIT_PIPE, stdout_gone
+        from engine.printer import stdout_gone
 
         stdout_gone()
-        return EXIT_PIPE
+        return ExitCode.PIPE
 
 
 def run() -> None:
@@ -77,5 +77,5 @@ def run() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            code = 141  # a closed pipe (engine.printer.EXIT_PIPE): nothing more can be said
+            code = ExitCode.PIPE  # a closed pipe: nothing more can be said
     os._exit(code)

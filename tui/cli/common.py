@@ -1,4 +1,5 @@
-"""What every ``shipdeck`` command shares: the error line, ``-c FILE``, exit codes.
+"""What every ``shipdeck`` command shares: the error line, ``-c FILE``, ``--no-mouse``.
+Exit codes are :class:`engine.errors.ExitCode`.
 
 Standard library only at import time (the parser is built from every command module).
 """
@@ -8,12 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
-
-#: exit codes (README): 0 every host ok; 1 finished, some hosts failed within the
-#: budget; 2 bad usage or config; 3 stopped (budget, abort, lock held, relay refused)
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-#: say/tail: the relay could not be reached or refused the token
-EXIT_CONNECT = 3
 
 
 def err(msg: str) -> None:

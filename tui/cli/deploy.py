@@ -16,12 +16,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from engine.errors import ExitCode
 from tui.cli import room
 from tui.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_STOPPED,
-    EXIT_USAGE,
     add_config,
     app_kwargs,
     err,
@@ -130,7 +127,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             early.close()
     except ConfigError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
@@ -143,14 +140,14 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
         print(line)
     print()
     if args.no_connect:
-        return EXIT_OK
+        return ExitCode.OK
     report = await preflight(config, d.selected, ref=d.ref, prompter=prompter())
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         for line in report.lines():
             print(line)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
 # -- rollback ---------------------------------------------------------------------
@@ -183,7 +180,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except ConfigError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 # -- headless runs ----------------------------------------------------------------
@@ -200,7 +197,7 @@ async def _headless_with_relay(
         client = await room.connect(config, args)
     except room.RoomLocked as exc:
         err(f"{exc}; not {doing}")
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     try:
         run = make(resolve_operator(getattr(client, "operator", None)))
     except BaseException:
@@ -211,7 +208,7 @@ async def _headless_with_relay(
         publisher = await room.publisher(config, run, client)
     except room.RoomLocked as exc:
         err(f"{exc}; not {doing}")
-        return EXIT_STOPPED
+        return ExitCode.STOPPED
     try:
         return await _run_headless(run, args)
     finally:
@@ -220,7 +217,7 @@ async def _headless_with_relay(
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
-    from engine.printer import EXIT_PIPE, HeadlessPrinter, JsonPrinter
+    from engine.printer import HeadlessPrinter, JsonPrinter
 
     def on_stdout_closed() -> None:
         # like `yes | head`, but a release is never cut short: stop at a safe point
@@ -240,7 +237,7 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
     if getattr(run, "plan", None) is not None and any(n.kind == "gate" for n in run.plan):
         run.subscribe(_gate_asker(run))
     result = await run.run()
-    return EXIT_PIPE if printer.closed else result.exit_code
+    return ExitCode.PIPE if printer.closed else result.exit_code
 
 
 def _stop_on_signals(run: Any) -> None:
@@ -303,7 +300,7 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     # who deploys is settled before anything starts (the relay confirms the token's operator)
     app = deploy_app(config, args, asyncio.run(config_operator(config, args)))
     code = app.run(**app_kwargs(args))

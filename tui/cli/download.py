@@ -8,11 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ExitCode
 from tui.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_STOPPED,
-    EXIT_USAGE,
     add_config,
     err,
     load,
@@ -48,14 +45,14 @@ def cmd_download(args: argparse.Namespace) -> int:
         hosts = config.select_hosts(args.hosts)
     except ConfigError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     from engine.preflight import download, remote_path, shown_path
 
     try:
         where = shown_path(remote_path(config.deploy.path, args.remote_path))
     except ValueError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     # first, so that `| head -1` and a slow fleet both show what is being fetched from where
     print(
         f"download {where} from {len(hosts)} host(s) into {Path(args.dest) / '<host>'}/",
@@ -68,4 +65,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     for name, (ok, text) in results.items():
         print(f"{'✓' if ok else '✗'} {name}: {text}")
         failed += not ok
-    return EXIT_OK if not failed else (EXIT_FAILED if failed < len(results) else EXIT_STOPPED)
+    if not failed:
+        return ExitCode.OK
+    return ExitCode.FAILED if failed < len(results) else ExitCode.STOPPED

@@ -8,7 +8,8 @@ import json
 import time
 from typing import Any
 
-from tui.cli.common import EXIT_OK, EXIT_USAGE, err
+from engine.errors import ExitCode
+from tui.cli.common import err
 
 
 def add_parsers(sub: Any) -> None:
@@ -40,10 +41,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     rows = History().list(args.n)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
-        return EXIT_OK
+        return ExitCode.OK
     if not rows:
         print("no deploys yet")
-        return EXIT_OK
+        return ExitCode.OK
     print(
         f"{'ID':<26} {'KIND':<8} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED"
     )
@@ -55,7 +56,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"{(r.get('release_id') or '-')[:26]:<26} {r['status']:<11} {hosts:<9} {(r.get('operator') or '')[:20]:<20} "
             f"{_when(r['started'])} {dur}"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -66,16 +67,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         r = h.find(args.deploy_id)
     except AmbiguousId as exc:
         _ambiguous(args.deploy_id, exc.candidates)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if r is None:
         err(f"show: no deploy or release {args.deploy_id!r} in {h.path} (see `shipdeck history`)")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.json:
         print(json.dumps(r, indent=2, default=str))
-        return EXIT_OK
+        return ExitCode.OK
     _print_run(r)
     _print_transcript(h.transcript(r["id"]), args.transcript)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _ambiguous(wanted: str, candidates: list[dict[str, Any]]) -> None:

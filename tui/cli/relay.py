@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tui.cli.common import EXIT_CONNECT, EXIT_OK, EXIT_USAGE, err
+from engine.errors import ExitCode
+from tui.cli.common import err
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -118,29 +119,29 @@ def cmd_relay(args: argparse.Namespace) -> int:
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     if not args.tokens:
         err('relay: --tokens FILE is required (TOML: [operators] alice = "token-for-alice")')
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         tokens = load_tokens(args.tokens)
     except TokensError as exc:
         err(f"relay: {exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.tls_key and not args.tls_cert:
         err("relay: --tls-key needs --tls-cert")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     context = None
     if args.tls_cert:
         try:
             context = tls_context(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             err(f"relay: cannot load the TLS certificate {args.tls_cert}: {exc}")
-            return EXIT_USAGE
+            return ExitCode.USAGE
     if args.retain_count < 1 or args.retain_days <= 0 or args.rate <= 0:
         err("relay: --retain-count, --retain-days and --rate must be positive")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.redis:
         store, where = _redis_store(args)
         if store is None:
-            return EXIT_USAGE
+            return ExitCode.USAGE
         limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
         relay = Relay(store, tokens, limits)
         return asyncio.run(_serve(relay, args.host, args.port, context, where, len(tokens)))
@@ -154,7 +155,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         )
     except Exception as exc:
         err(f"relay: cannot open the database {args.db}: {exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
     relay = Relay(store, tokens, limits)
     return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
@@ -194,13 +195,13 @@ async def _serve(
             except Exception as exc:
                 if attempt == 49:
                     err(f"relay: cannot reach {db}: {exc}")
-                    return EXIT_CONNECT
+                    return ExitCode.CONNECT
                 await asyncio.sleep(0.2)
     try:
         await relay.start(host, port, context)
     except OSError as exc:
         err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
-        return EXIT_CONNECT
+        return ExitCode.CONNECT
     scheme = "wss" if context else "ws"
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -218,7 +219,7 @@ async def _serve(
         "%s: telling clients to reconnect and stopping", signal.Signals(sig).name
     )
     await relay.shutdown()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- say / tail -------------------------------------------------------------------
@@ -231,20 +232,20 @@ def _client_setup(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None]
     token = token_from_env(args.token)
     if not token:
         err(f"{args.func.__name__[4:]}: no token: pass --token or set SHIPDECK_TOKEN")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not args.relay.startswith(("ws://", "wss://")):
         err(f"--relay {args.relay!r}: expected ws://host:port or wss://host:port")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not ROOM_RE.match(args.room):
         err(f"--room {args.room!r}: 1-64 characters of A-Z a-z 0-9 . _ : -")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     context = None
     if args.relay.startswith("wss://"):
         try:
             context = ssl.create_default_context(cafile=args.ca)
         except (OSError, ssl.SSLError) as exc:
             err(f"--ca {args.ca}: {exc}")
-            return EXIT_USAGE
+            return ExitCode.USAGE
     return token, context
 
 
@@ -264,13 +265,13 @@ async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | N
         await asyncio.wait_for(client.chat(" ".join(args.text)), args.timeout)
     except RelayError as exc:
         err(f"say: {exc.message}")
-        return EXIT_CONNECT
+        return ExitCode.CONNECT
     except TimeoutError:
         err(f"say: the relay did not acknowledge within {args.timeout:g}s")
-        return EXIT_CONNECT
+        return ExitCode.CONNECT
     finally:
         await client.close(flush=0)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -279,16 +280,16 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return setup
     if args.since < 0:
         err("tail: --since must be >= 0")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         return asyncio.run(_tail(args, *setup))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
     except BrokenPipeError:  # `shipdeck tail ... | head`: the reader went away
-        from engine.printer import EXIT_PIPE, stdout_gone
+        from engine.printer import stdout_gone
 
         stdout_gone()
-        return EXIT_PIPE
+        return ExitCode.PIPE
 
 
 async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
@@ -302,16 +303,16 @@ async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | 
     except RelayError as exc:
         await client.close(flush=0)
         err(f"tail: {exc.message}")
-        return EXIT_CONNECT
+        return ExitCode.CONNECT
     end = client.head
     try:
         if not args.follow and (client.replay_from is None or client.replay_from >= end):
-            return EXIT_OK
+            return ExitCode.OK
         async for frame in client.messages():
             done = _tail_frame(args, frame, end)
             if done is not None:
                 return done
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         await client.close(flush=0)
 
@@ -324,7 +325,7 @@ def _tail_frame(args: argparse.Namespace, frame: dict[str, Any], end: int) -> in
     if kind in ("status", "welcome", "ack"):
         if kind == "status" and frame.get("state") == "closed" and frame.get("error"):
             err(f"tail: {frame['error']}")
-            return EXIT_CONNECT
+            return ExitCode.CONNECT
         return None
     if kind == "presence" and not args.follow:
         return None
@@ -335,7 +336,7 @@ def _tail_frame(args: argparse.Namespace, frame: dict[str, Any], end: int) -> in
     )
     print(line, flush=True)
     if not args.follow and isinstance(frame.get("offset"), int) and frame["offset"] >= end:
-        return EXIT_OK
+        return ExitCode.OK
     return None
 
 
