@@ -21,7 +21,6 @@ and ``deploy --headless`` never import textual.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -72,7 +71,9 @@ def run() -> None:
     code = main()
     if os.environ.get("SHIPDECK_SLOW_EXIT"):
         sys.exit(code)
-    logging.shutdown()
+    logging = sys.modules.get("logging")  # loaded by the commands that log
+    if logging is not None:
+        logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -8,13 +8,11 @@ the app only when it starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ExitCode
 from tui.cli import room
@@ -26,6 +24,9 @@ from tui.cli.common import (
 )
 from tui.cli.operator import config_operator, resolve_operator
 from tui.cli.prompt import ask, interactive, prompter
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def add_parsers(sub: Any) -> None:
@@ -82,6 +83,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    import asyncio
+
     from engine.config import ConfigError
 
     try:
@@ -154,6 +157,8 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    import asyncio
+
     from engine.config import ConfigError
 
     try:
@@ -242,6 +247,9 @@ async def _run_headless(run: Any, args: argparse.Namespace) -> int:
 
 def _stop_on_signals(run: Any) -> None:
     """Ctrl-C and SIGTERM stop the run at a safe point (a second press only says so)."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     presses = [0]
 
@@ -265,6 +273,8 @@ def _stop_on_signals(run: Any) -> None:
 def _gate_asker(run: Any) -> Callable[[Any], None]:
     """A subscriber that asks on the terminal at each gate (approve or abort); without
     a terminal a gate aborts the run (``--yes`` approves gates up front)."""
+    import asyncio
+
     tasks: list[asyncio.Task[None]] = []  # keeps the question alive while it waits
 
     def on_gate(event: Any) -> None:
@@ -294,6 +304,8 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
 
     Returns the deploy's exit code, or 0 if the operator quit without deploying.
     """
+    import asyncio
+
     from engine.config import ConfigError, load_config
 
     try:

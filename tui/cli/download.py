@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    import asyncio
+
     from engine.config import ConfigError
 
     try:

@@ -3,9 +3,12 @@ key passphrases and gate approvals. Without a terminal (or in CI) they are decli
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class HeadlessPrompter:
@@ -34,6 +37,8 @@ class HeadlessPrompter:
 def ask(prompt: str, *, secret: bool = False) -> asyncio.Future[str]:
     """Read one answer line from the terminal without a thread: the event loop watches
     stdin, so a Ctrl-C that stops the run never waits for someone to press Enter."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[str] = loop.create_future()
     fd = sys.stdin.fileno()

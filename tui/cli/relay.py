@@ -8,17 +8,16 @@ closed early (``tail | head``, as ``yes | head``). Nothing here imports textual.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
-import signal
-import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ExitCode
 from tui.cli.common import err
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +107,10 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import ssl
+
     from relay.server import Limits, Relay, tls_context
     from relay.store import SQLiteStore
     from relay.tokens import TokensError, load_tokens
@@ -186,6 +189,10 @@ def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
 async def _serve(
     relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
 ) -> int:
+    import asyncio
+    import logging
+    import signal
+
     ping = getattr(relay.store, "ping", None)
     if ping is not None:
         for attempt in range(50):  # Redis may be starting with us (systemd)
@@ -226,6 +233,8 @@ async def _serve(
 
 
 def _client_setup(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None] | int:
+    import ssl
+
     from relay.protocol import ROOM_RE
     from relay.tokens import token_from_env
 
@@ -250,6 +259,8 @@ def _client_setup(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None]
 
 
 def cmd_say(args: argparse.Namespace) -> int:
+    import asyncio
+
     setup = _client_setup(args)
     if isinstance(setup, int):
         return setup
@@ -257,6 +268,8 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 
 async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
+    import asyncio
+
     from relay.client import RelayClient, RelayError
 
     client = RelayClient(args.relay, args.room, token, ssl=context, snapshot=False)
@@ -275,6 +288,8 @@ async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | N
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
     setup = _client_setup(args)
     if isinstance(setup, int):
         return setup

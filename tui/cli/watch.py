@@ -4,7 +4,6 @@ Textual is imported when the command runs, not when the parser is built."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from typing import Any
 
@@ -23,6 +22,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    import asyncio
+
     from tui.app import ShipdeckApp
 
     token = args.token or os.environ.get("SHIPDECK_TOKEN")
