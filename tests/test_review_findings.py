@@ -72,10 +72,10 @@ async def test_cancel_after_activate_never_deletes_the_live_release(
 
 
 async def test_same_release_id_twice_never_deletes_current(fleet1, cfg1, monkeypatch) -> None:
-    import engine.deploy as deploy_mod
+    import engine.source as source_mod
 
     # two deploys of the same sha within one second (a CI retry, a double click)
-    monkeypatch.setattr(deploy_mod, "utc_stamp", lambda at=None: "20260101T000000Z")
+    monkeypatch.setattr(source_mod, "utc_stamp", lambda at=None: "20260101T000000Z")
     assert (await Deployment(cfg1()).run()).exit_code == 0
     result = await Deployment(cfg1(before_activate=["false"])).run()
     assert result.exit_code == 1
@@ -131,11 +131,11 @@ async def test_encrypted_identity_fails_one_host_not_the_deploy(
 async def test_rollback_goes_to_the_previous_release_not_a_newer_failed_one(
     fleet1, cfg1, sample_repo, monkeypatch
 ) -> None:
-    import engine.deploy as deploy_mod
+    import engine.source as source_mod
 
     seconds = iter(range(1, 1000))
     monkeypatch.setattr(
-        deploy_mod, "utc_stamp", lambda at=None: f"20260101T0000{next(seconds):02d}Z"
+        source_mod, "utc_stamp", lambda at=None: f"20260101T0000{next(seconds):02d}Z"
     )  # a new second per call
     config = cfg1()
     r1 = Deployment(config)
