@@ -93,6 +93,8 @@ class HostPhase(HostLock):
                 if step in KILLABLE:
                     await self.host.interrupt()
                     await asyncio.wait({run}, timeout=5)
+                    if run.done() and not run.cancelled() and step in watch.succeeded:
+                        return ""  # it ended before the signal reached it: the phase ran out
                     run.cancel()
                     return step
                 # a short step runs: wait for it, or for the next step to start
@@ -131,6 +133,7 @@ class _PhaseWatch:
         self.upload = upload
         self.done = done
         self.failed: list[str] = []  # reasons of the steps that failed
+        self.succeeded: set[str] = set()  # steps that ended with exit 0
         self.soft: set[str] = set()  # keep_running steps whose first attempt failed
         self.stepped = asyncio.Event()  # a step started (an abort waits for a killable one)
         self._upload_started = time.monotonic()
@@ -162,8 +165,10 @@ class _PhaseWatch:
     def _ended(self, name: str, rc: int) -> None:
         key = f"{self.hr.key}/{name}"
         out = self.reader.tail(name)
-        if rc == 0 and self.done is not None:
-            self.done.add(name)
+        if rc == 0:
+            self.succeeded.add(name)
+            if self.done is not None:
+                self.done.add(name)
         if key not in self.run.plan:
             if rc:
                 self.failed.append(step_failure(name, rc, out, self.hr.st.path))

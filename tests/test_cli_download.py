@@ -109,3 +109,14 @@ async def test_download_on_real_sshd_hosts(sshd_fleet, sample_repo, tmp_path) ->
     )  # fmt: skip
     assert code == 0, out + err
     assert (tmp_path / "abs" / h1.spec / "VERSION").read_text().strip() == "1.0.0"
+
+
+def test_download_with_unknown_hosts_pattern_is_a_usage_error(tmp_path) -> None:
+    from tui.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[project]\nname = "x"\nrepo = "/nonexistent"\n[deploy]\npath = "app"\n'
+        '[hosts]\nweb = ["a.example"]\n'
+    )
+    assert main(["download", "-c", str(cfg), "--hosts", "nomatch", "log.txt"]) == 2

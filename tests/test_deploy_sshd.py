@@ -296,3 +296,24 @@ async def test_preflight_changes_nothing(fleet3, sample_repo, tmp_path) -> None:
             and hc.lock == "free"
         )
         assert hc.current and hc.free_kb and hc.free_kb > 0
+
+
+async def test_non_utf8_hook_output_does_not_kill_the_connection(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    fleet = sshd_fleet(1)
+    first = Deployment(load_config(write_config(tmp_path / "s.toml", fleet, sample_repo)))
+    assert (await first.run()).exit_code == 0
+    commit_version(sample_repo, "2.0.0")
+    # a restart hook that prints Latin-1 (e.g. a service log line "café")
+    hooks = '["./bin/restart", "printf \'caf\\\\351\\\\n\'"]'
+    config = load_config(
+        write_config(tmp_path / "s.toml", fleet, sample_repo, after_activate=hooks)
+    )
+    assert config.deploy.after_activate[1] == "printf 'caf\\351\\n'"
+    second = Deployment(config)
+    result = await second.run()
+    app = fleet.hosts[0].home / "app"
+    assert not (app / ".shipdeck.lock").exists(), "lock leaked"
+    assert result.exit_code == 0, result.summary["failures"]
+    assert current(app) == second.release_id
