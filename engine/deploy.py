@@ -18,9 +18,10 @@ import asyncio
 from engine import build as buildmod
 from engine import git as gitmod
 from engine.config import Config
+from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
 from engine.history import History
-from engine.hostlock import ConnectionLost, HostState, Interrupted, LockHeld, StepFailed
+from engine.hostlock import HostState
 from engine.hostrelease import Release
 from engine.plan import Plan, build_plan
 from engine.rollback import Rollback

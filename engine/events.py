@@ -132,17 +132,98 @@ class Control(Event):
     at: float = 0.0
 
 
+_SUMMARY_COUNTS = ("hosts", "ok", "failed", "skipped", "cancelled")
+
+
+@dataclass(slots=True)
+class Summary:
+    """How a deploy or rollback ended, typed. On the wire (``DeployFinished.summary``,
+    history files) it is the dict :meth:`to_json` returns, exactly as the engine has
+    always written it: ``hosts``, ``ok``, ``failed``, ``skipped``, ``cancelled``
+    (host counts), ``failures`` ({host: reason}), ``reason`` (why it stopped, or ""),
+    ``release_id``, ``exit_code``, ``duration`` (seconds) and, only when set,
+    ``relay``. Keys this version does not know are kept in ``extra`` and written back.
+    """
+
+    hosts: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    release_id: str = ""
+    exit_code: int | None = None
+    duration: float | None = None
+    relay: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {k: getattr(self, k) for k in _SUMMARY_COUNTS}
+        data["failures"] = dict(self.failures)
+        data["reason"] = self.reason
+        data["release_id"] = self.release_id
+        data["exit_code"] = self.exit_code
+        data["duration"] = self.duration
+        if self.relay:
+            data["relay"] = self.relay
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Summary:
+        """Read a summary back; tolerant of missing keys and wrong types (a field
+        that is not what it should be is left at its default, never guessed).
+        Never raises."""
+        if not isinstance(data, dict):
+            return cls()
+        out = cls()
+        for k in _SUMMARY_COUNTS:
+            v = data.get(k)
+            if isinstance(v, int) and not isinstance(v, bool):
+                setattr(out, k, v)
+        failures = data.get("failures")
+        if isinstance(failures, dict):
+            out.failures = {str(h): str(why) for h, why in failures.items()}
+        for k in ("reason", "release_id", "relay"):
+            if isinstance(data.get(k), str):
+                setattr(out, k, data[k])
+        code = data.get("exit_code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            out.exit_code = code
+        dur = data.get("duration")
+        if isinstance(dur, (int, float)) and not isinstance(dur, bool):
+            out.duration = dur
+        known = {
+            *_SUMMARY_COUNTS,
+            "failures",
+            "reason",
+            "release_id",
+            "exit_code",
+            "duration",
+            "relay",
+        }
+        out.extra = {k: v for k, v in data.items() if k not in known}
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class DeployFinished(Event):
     """``status`` is ok, failed (some hosts failed within budget) or stopped.
 
-    ``summary`` holds counts, ``failed`` ({host: reason}) and ``exit_code``.
+    ``summary`` is the wire form of a :class:`Summary` (``Summary.to_json()``);
+    :attr:`report` reads it back typed.
     """
 
     type: ClassVar[str] = "finished"
     status: str = OK
     summary: dict[str, Any] = field(default_factory=dict)
     at: float = 0.0
+
+    @property
+    def report(self) -> Summary:
+        """The summary, typed (never raises, whatever the wire held)."""
+        return Summary.from_json(self.summary)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

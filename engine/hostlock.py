@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.errors import LockHeld, StepFailed
 from engine.remote.lock import (
     TAKEOVER_REFUSED,
     HeldLock,
@@ -30,28 +31,6 @@ if TYPE_CHECKING:
     from engine.run import Run
 
 log = logging.getLogger("shipdeck.engine")
-
-
-class StepFailed(Exception):
-    """A step failed on one host; the message is the reason shown to the operator."""
-
-
-class LockHeld(StepFailed):
-    """Another operator holds the host's deploy lock. ``stale_in``: seconds until its
-    heartbeat would be older than its TTL, if it is not refreshed meanwhile."""
-
-    def __init__(self, message: str, stale_in: float | None = None) -> None:
-        super().__init__(message)
-        self.stale_in = stale_in
-
-
-class ConnectionLost(StepFailed):
-    """The host's connection broke while a remote script ran: what it did is unknown."""
-
-
-class Interrupted(StepFailed):
-    """An abort stopped a running hook or health check on the host (its process
-    group was signalled)."""
 
 
 class Aborted(Exception):

@@ -9,8 +9,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import ConnectionLost, Interrupted, StepFailed
 from engine.events import CANCELLED, FAILED, OK, RUNNING, Progress
-from engine.hostlock import Aborted, ConnectionLost, HostLock, Interrupted, StepFailed
+from engine.hostlock import Aborted, HostLock
 from engine.remote.phase import PhaseReader, phase_script, step_failure
 from engine.remote.release import step_detail
 from engine.session import CommandTimeout, SSHError
@@ -93,8 +94,8 @@ class HostPhase(HostLock):
                 if step in KILLABLE:
                     await self.host.interrupt()
                     await asyncio.wait({run}, timeout=5)
-                    if run.done() and not run.cancelled() and step in watch.succeeded:
-                        return ""  # it ended before the signal reached it: the phase ran out
+                    if step in watch.succeeded and _ran_out(run):
+                        return ""  # it ended before the signal: the phase ran to its end
                     run.cancel()
                     return step
                 # a short step runs: wait for it, or for the next step to start
@@ -106,6 +107,11 @@ class HostPhase(HostLock):
         finally:
             aborted.cancel()
         return ""
+
+
+def _ran_out(run: asyncio.Future[Any]) -> bool:
+    """The phase's command ended by itself (not cancelled, no connection error)."""
+    return run.done() and not run.cancelled() and run.exception() is None
 
 
 async def _settled(run: asyncio.Future[Any]) -> None:

@@ -22,15 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED
-from engine.hostlock import (
-    Aborted,
-    ConnectionLost,
-    HostState,
-    Interrupted,
-    LockHeld,
-    StepFailed,
-)
+from engine.hostlock import Aborted, HostState
 from engine.hostphase import HostPhase
 from engine.remote.hooks import client_timeout, failure_line, hooks_script
 from engine.remote.lock import fenced, refused_line

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Config, HostSpec
+from engine.errors import Interrupted, LockHeld, StepFailed
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -39,7 +40,7 @@ from engine.events import (
     now,
 )
 from engine.history import History, TranscriptWriter
-from engine.hostlock import Aborted, HostState, Interrupted, LockHeld, StepFailed
+from engine.hostlock import Aborted, HostState
 from engine.hostrelease import HostRelease
 from engine.plan import Node, Plan
 from engine.remote.revisions import revision_line

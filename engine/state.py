@@ -1,0 +1,521 @@
+"""The one reducer: the state of a deploy (or rollback) built from its events.
+
+Whoever follows a deploy — the engine that runs it, the TUI that draws it, the relay
+that keeps it for late joiners, the headless printer — holds a :class:`RunState` and
+feeds it every event, in order::
+
+    state = RunState()
+    for event in events:
+        touched = state.apply(event)   # node keys whose state changed
+
+What it keeps:
+
+- ``plan``: the stage tree (:class:`engine.plan.Plan`) with every node's status,
+  times, detail and progress; ``meta`` (project, ref, sha, release id, ...).
+- ``counts[key]``: typed host counts (:class:`Counts`: ok, failed, running, pending,
+  ...) of every ancestor of a host (each wave, ``release``), kept up to date as
+  hosts change, so nobody reads numbers back out of a display string.
+- ``current_step[host_key]``: the step a host is running now.
+- ``gates``: keys of gates waiting for an approval, oldest first.
+- ``logs``: the newest log events (as their JSON dicts), bounded in lines and bytes
+  (off unless ``log_lines`` is given: the relay keeps them for its snapshot).
+- ``finished`` / ``summary``: the :class:`DeployFinished` event and its typed
+  :class:`engine.events.Summary` once the deploy is over.
+
+A snapshot is the state itself: :meth:`RunState.to_json` gives
+``{"deploy_id", "plan", "finished", "gates", "logs"}`` (the relay protocol's
+``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
+RunState, with no detour through synthetic events.
+
+With :class:`Bounds` (the relay's limits, :meth:`Bounds.relay`), everything it keeps
+is cut to size as it arrives: labels and details, log lines, meta and the finished
+event, so its snapshot stays bounded in bytes whatever the events hold.
+
+Standard library only (imports nothing from asyncssh, textual or websockets).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from engine.events import (
+    CANCELLED,
+    DONE_STATUSES,
+    FAILED,
+    OK,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Control,
+    DeployFinished,
+    DeployMeta,
+    Event,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    PlanReady,
+    Progress,
+    Summary,
+    event_from_json,
+)
+from engine.plan import Node, Plan
+
+__all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
+
+Touched = tuple[str, ...]
+_NOTHING: Touched = ()
+
+
+# -- bounded JSON ----------------------------------------------------------------
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what the relay sends)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def cut_text(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to ``limit`` code points (plus a marker); and how many were cut."""
+    if len(text) <= limit:
+        return text, 0
+    return text[:limit] + " [...]", len(text) - limit
+
+
+def shrink_json(value: Any, budget: int, *, chars: int = 256, items: int = 200) -> Any:
+    """``value`` made to fit ``budget`` bytes: long strings cut to ``chars``, lists and
+    objects to their first ``items`` entries; ``{"cut": true}`` if that is not enough."""
+    if json_size(value) <= budget:
+        return value
+
+    def walk(v: Any, depth: int) -> Any:
+        if isinstance(v, str):
+            return cut_text(v, chars)[0]
+        if depth > 8:
+            return None
+        if isinstance(v, list):
+            return [walk(x, depth + 1) for x in v[:items]]
+        if isinstance(v, dict):
+            return {str(k)[:chars]: walk(x, depth + 1) for k, x in list(v.items())[:items]}
+        return v
+
+    small = walk(value, 0)
+    return small if json_size(small) <= budget else {"cut": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much of each thing a bounded :class:`RunState` keeps (code points for
+    text, bytes for JSON). :meth:`relay` gives the relay's snapshot limits."""
+
+    label_chars: int = 256
+    detail_chars: int = 1000
+    log_chars: int = 2000
+    meta_bytes: int = 16 * 1024
+    finished_bytes: int = 64 * 1024
+
+    @classmethod
+    def relay(cls) -> Bounds:
+        return cls()
+
+    def node(self, node: Node) -> None:
+        node.label = cut_text(node.label, self.label_chars)[0]
+        node.detail = cut_text(node.detail, self.detail_chars)[0]
+        node.kind = node.kind[:32]
+        node.status = node.status[:32]
+
+    def log(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A log event's dict with its text cut (what was cut counted in ``cut``)."""
+        text = data.get("text")
+        if not isinstance(text, str) or len(text) <= self.log_chars:
+            return data
+        short, cut = cut_text(text, self.log_chars)
+        return {**data, "text": short, "cut": cut + int(data.get("cut") or 0)}
+
+
+# -- counts -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Counts:
+    """Host counts under one node, by status (a host in an unknown status is not
+    counted)."""
+
+    pending: int = 0
+    running: int = 0
+    waiting: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.pending
+            + self.running
+            + self.waiting
+            + self.ok
+            + self.failed
+            + self.skipped
+            + self.cancelled
+        )
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped + self.cancelled
+
+    def get(self, status: str) -> int:
+        """The count of ``status`` (0 for a status that is not one of ours)."""
+        return getattr(self, status, 0) if status in _COUNTED else 0
+
+    def add(self, status: str, n: int = 1) -> None:
+        if status in _COUNTED:
+            setattr(self, status, getattr(self, status) + n)
+
+    def as_dict(self) -> dict[str, int]:
+        """Non-zero counts by status."""
+        return {s: getattr(self, s) for s in _COUNTED if getattr(self, s)}
+
+
+_COUNTED = frozenset({PENDING, RUNNING, WAITING, OK, FAILED, SKIPPED, CANCELLED})
+
+
+def _ancestors(key: str) -> Iterator[str]:
+    while True:
+        key, sep, _ = key.rpartition("/")
+        if not sep:
+            return
+        yield key
+
+
+# -- the reducer ------------------------------------------------------------------
+
+
+class RunState:
+    """The state of one deploy, built by :meth:`apply` from its events.
+
+    ``plan`` may be shared with its owner (the engine's plan, several MB at thousands
+    of hosts): applying the same event twice is harmless, and counts come from the
+    status this state last counted for each host, not from the node.
+
+    ``log_lines``/``log_bytes``: keep the newest log events up to that many lines and
+    bytes (0 lines: keep none). ``bounds``: cut what is kept to these sizes.
+    """
+
+    def __init__(
+        self,
+        plan: Plan | None = None,
+        *,
+        log_lines: int = 0,
+        log_bytes: int = 128 * 1024,
+        bounds: Bounds | None = None,
+    ) -> None:
+        self.bounds = bounds
+        self.log_bytes = log_bytes
+        self.logs: deque[dict[str, Any]] = deque(maxlen=log_lines or None)
+        self._keep_logs = log_lines > 0
+        self._log_size = 0
+        #: bumped each time a plan event replaces the tree (a new deploy)
+        self.generation = 0
+        self.plan = Plan(deploy_id="")
+        self.counts: dict[str, Counts] = {}
+        self.current_step: dict[str, str] = {}
+        self.gates: dict[str, None] = {}
+        self.finished: DeployFinished | None = None
+        self._finished_json: dict[str, Any] | None = None
+        self.latest_running: str | None = None
+        #: time of the first status change (None: nothing ran yet)
+        self.started: float | None = None
+        self._host_status: dict[str, str] = {}
+        self._host_of: dict[str, str] = {}
+        if plan is not None:
+            self.load(plan)
+
+    # -- plan ---------------------------------------------------------------------
+
+    def load(self, plan: Plan) -> None:
+        """Start over from ``plan`` (kept as is, not copied)."""
+        if self.bounds is not None:
+            for node in plan:
+                self.bounds.node(node)
+            plan.meta = shrink_json(plan.meta, self.bounds.meta_bytes)
+        self.plan = plan
+        self.generation += 1
+        self.current_step = {}
+        self.gates = {
+            k: None for k, n in plan.nodes.items() if n.kind == "gate" and n.status == WAITING
+        }
+        self.finished = None
+        self._finished_json = None
+        self.latest_running = None
+        self.started = None
+        self.logs.clear()
+        self._log_size = 0
+        self._recount()
+
+    def _recount(self) -> None:
+        self.counts = {}
+        self._host_status = {}
+        self._host_of = {}
+        for node in self.plan:
+            if node.kind == "host":
+                self._host_status[node.key] = node.status
+                for anc in _ancestors(node.key):
+                    counts = self.counts.get(anc)
+                    if counts is None:
+                        counts = self.counts[anc] = Counts()
+                    counts.add(node.status)
+                if node.status != PENDING and self.started is None:
+                    self.started = node.started
+            elif node.kind == "step" and node.parent:
+                self._host_of[node.key] = node.parent
+                if node.status == RUNNING:
+                    self.current_step[node.parent] = node.key
+
+    # -- reading ------------------------------------------------------------------
+
+    @property
+    def deploy_id(self) -> str:
+        return self.plan.deploy_id
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.plan.meta
+
+    @property
+    def summary(self) -> Summary | None:
+        """The finished deploy's summary, typed (None while it runs)."""
+        return self.finished.report if self.finished is not None else None
+
+    @property
+    def waiting_gate(self) -> str | None:
+        """The gate that most recently started waiting, if any still waits."""
+        return next(reversed(self.gates), None) if self.gates else None
+
+    def host_counts(self, key: str = "release") -> Counts:
+        """Host counts under ``key`` (all zero when it has no hosts)."""
+        return self.counts.get(key) or Counts()
+
+    def host_of(self, key: str) -> str | None:
+        """The host node a step belongs to (None for anything that is not a step)."""
+        return self._host_of.get(key)
+
+    # -- applying -----------------------------------------------------------------
+
+    def apply(self, event: Event, data: dict[str, Any] | None = None) -> Touched:
+        """Update the state from one event; return the keys of the nodes it changed
+        (a host's wave and the release when the host's status moved; the host when
+        one of its steps did). ``data``: the event's JSON dict when the caller has it
+        (the relay), so a kept log line is not serialised again.
+
+        A plan event for another deploy (or another tree) starts over
+        (:attr:`generation` moves on); other events of another deploy are ignored.
+        Never raises for an event about a node the plan does not have.
+        """
+        if isinstance(event, PlanReady):
+            return self._plan(event)
+        if self.plan.deploy_id and event.deploy_id != self.plan.deploy_id:
+            return _NOTHING
+        if isinstance(event, NodeStatus):
+            return self._status(event)
+        if isinstance(event, LogLine):
+            if self._keep_logs:
+                self._keep_log(data if data is not None else event.to_json())
+            return _NOTHING
+        if isinstance(event, Progress):
+            node = self.plan.nodes.get(event.key)
+            if node is None:
+                return _NOTHING
+            node.done, node.total = event.done, event.total
+            host = self._host_of.get(event.key)
+            return (event.key, host) if host else (event.key,)
+        if isinstance(event, GateWaiting):
+            node = self.plan.nodes.get(event.key)
+            if node is None:
+                return _NOTHING
+            node.status = WAITING
+            if node.started is None:
+                node.started = event.at
+            self.gates.pop(event.key, None)
+            self.gates[event.key] = None
+            return (event.key,)
+        if isinstance(event, DeployMeta):
+            self.plan.meta.update(event.meta)
+            if self.bounds is not None:
+                self.plan.meta = shrink_json(self.plan.meta, self.bounds.meta_bytes)
+            return _NOTHING
+        if isinstance(event, Control):
+            if event.action == "approve" and self.gates:
+                self.gates.pop(event.key or self.waiting_gate or "", None)
+            return _NOTHING
+        if isinstance(event, DeployFinished):
+            self.finished = event
+            self.gates.clear()
+            if self.bounds is not None:
+                raw = data if data is not None else event.to_json()
+                self._finished_json = shrink_json(raw, self.bounds.finished_bytes)
+            else:
+                self._finished_json = data
+            return _NOTHING
+        return _NOTHING
+
+    def apply_all(self, events: Iterable[Event]) -> set[str]:
+        """Apply events in order; the keys of every node they changed."""
+        touched: set[str] = set()
+        for event in events:
+            touched.update(self.apply(event))
+        return touched
+
+    def _plan(self, event: PlanReady) -> Touched:
+        plan = self.plan
+        same = event.deploy_id == plan.deploy_id and len(event.nodes) == len(plan.nodes)
+        if same:
+            keys = iter(plan.nodes)
+            same = all(isinstance(n, dict) and n.get("key") == next(keys) for n in event.nodes)
+        if not same:
+            self.load(Plan.from_event(event))
+            return tuple(self.plan.nodes)
+        plan.meta.update(event.meta)
+        if self.bounds is not None:
+            plan.meta = shrink_json(plan.meta, self.bounds.meta_bytes)
+        return _NOTHING
+
+    def _status(self, event: NodeStatus) -> Touched:
+        node = self.plan.nodes.get(event.key)
+        if node is None:
+            return _NOTHING
+        status = event.status
+        node.status = status
+        if status in (RUNNING, WAITING) and node.started is None:
+            node.started = event.at
+        elif status in DONE_STATUSES:
+            node.ended = event.at
+            if node.started is None and status in (OK, FAILED):
+                node.started = event.at
+        if event.detail or status in DONE_STATUSES:
+            node.detail = event.detail
+        if self.bounds is not None:
+            self.bounds.node(node)
+        if self.started is None:
+            self.started = event.at
+        kind = node.kind
+        if kind == "host":
+            old = self._host_status.get(node.key, status)
+            if old != status:
+                self._host_status[node.key] = status
+                touched = [node.key]
+                for anc in _ancestors(node.key):
+                    counts = self.counts.get(anc)
+                    if counts is None:
+                        counts = self.counts[anc] = Counts()
+                    counts.add(old, -1)
+                    counts.add(status)
+                    touched.append(anc)
+                return tuple(touched)
+            return (node.key,)
+        if kind == "gate":
+            if status == WAITING:
+                self.gates.pop(node.key, None)
+                self.gates[node.key] = None
+            else:
+                self.gates.pop(node.key, None)
+            return (node.key,)
+        if status == RUNNING and kind in ("step", "stage"):
+            self.latest_running = node.key
+            host = self._host_of.get(node.key)
+            if host:
+                self.current_step[host] = node.key
+                return (node.key, host)
+        return (node.key,)
+
+    def _keep_log(self, data: dict[str, Any]) -> None:
+        if self.bounds is not None:
+            data = self.bounds.log(data)
+        logs = self.logs
+        if logs.maxlen is not None and len(logs) == logs.maxlen:
+            self._log_size -= json_size(logs[0])
+        logs.append(data)
+        self._log_size += json_size(data)
+        while len(logs) > 1 and self._log_size > self.log_bytes:
+            self._log_size -= json_size(logs.popleft())
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs"}``;
+        ``plan`` is a plan event whose nodes carry their current state, ``finished``
+        the finished event's dict (or None), ``gates`` the waiting gates' keys,
+        ``logs`` the kept log events' dicts, oldest first."""
+        finished = self._finished_json
+        if finished is None and self.finished is not None:
+            finished = self.finished.to_json()
+        return {
+            "deploy_id": self.plan.deploy_id,
+            "plan": self.plan.snapshot().to_json(),
+            "finished": finished,
+            "gates": sorted(self.gates),
+            "logs": list(self.logs),
+        }
+
+    @classmethod
+    def from_json(
+        cls,
+        data: dict[str, Any],
+        *,
+        log_lines: int = 0,
+        log_bytes: int = 128 * 1024,
+        bounds: Bounds | None = None,
+    ) -> RunState:
+        """A RunState from a snapshot (:meth:`to_json`'s shape; unknown keys ignored,
+        log lines and gates that do not read are dropped). The kept logs are those of
+        the snapshot when ``log_lines`` is 0, else the newest within the bounds.
+
+        Raises :class:`engine.events.EventDecodeError` (a ValueError) if ``plan`` is
+        not a plan event.
+        """
+        plan_event = event_from_json(data.get("plan") or {})
+        if not isinstance(plan_event, PlanReady):
+            from engine.events import EventDecodeError
+
+            raise EventDecodeError("a snapshot's plan must be a plan event")
+        keep = log_lines if log_lines > 0 else max(1, len(data.get("logs") or ()))
+        state = cls(log_lines=keep, log_bytes=log_bytes, bounds=bounds)
+        state._keep_logs = log_lines > 0
+        state.load(Plan.from_event(plan_event))
+        state.gates = {}
+        for line in data.get("logs") or ():
+            if isinstance(line, dict) and line.get("type") == "log":
+                state._keep_log(line)
+        for key in data.get("gates") or ():
+            if isinstance(key, str) and key in state.plan:
+                state.gates[key] = None
+        finished = data.get("finished")
+        if isinstance(finished, dict):
+            try:
+                event = event_from_json(finished)
+            except ValueError:
+                event = None
+            if isinstance(event, DeployFinished):
+                state.finished = event
+                state._finished_json = (
+                    shrink_json(finished, bounds.finished_bytes) if bounds else finished
+                )
+        return state
+
+    def log_events(self) -> list[LogLine]:
+        """The kept log lines as events (those that do not read are left out)."""
+        out = []
+        for data in self.logs:
+            try:
+                event = event_from_json(data)
+            except ValueError:
+                continue
+            if isinstance(event, LogLine):
+                out.append(event)
+        return out
