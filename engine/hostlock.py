@@ -49,7 +49,6 @@ class HostState:
     artifact_sha: str = ""  # sha256 of the artifact already there, if any
     free_kb: int | None = None
     locked: bool = False
-    release_created: bool = False
     activated: bool = False
     status: str = "pending"
     reason: str = ""
