@@ -492,9 +492,17 @@ class HostRelease(HostPhase):
         sha = sha_of_release(target, revisions)
         chosen.update(target=target, sha=sha)
         self.run.found_sha(sha)
+        try:
+            await self.run.step(f"{self.key}/activate", self.switch(target), shielded=True)
+            st.activated = True
+            await self._restart_and_check(target, sha)
+        except (ConnectionLost, SSHError) as exc:  # once the switch may have run
+            raise _Lost(exc) from None
+
+    async def _restart_and_check(self, target: str, sha: str) -> None:
+        """After a rollback's switch: the after_activate hooks, then the health check."""
+        st = self.st
         env = self.env(target, sha)
-        await self.run.step(f"{self.key}/activate", self.switch(target), shielded=True)
-        st.activated = True
         if self.run.config.deploy.after_activate:
             key = f"{self.key}/restart"
             await self.run.step(key, self.restart(key, env), shielded=True)

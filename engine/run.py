@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config import Config, HostSpec
-from engine.errors import Interrupted, LockHeld, StepFailed
+from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -45,7 +45,7 @@ from engine.hostrelease import HostRelease
 from engine.plan import Node, Plan
 from engine.remote.revisions import revision_line
 from engine.remote.shell import utc_stamp
-from engine.ssh import Connector, Host, Prompter, SSHError
+from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
 from engine.strategy import Budget
 
 log = logging.getLogger("shipdeck.engine")
@@ -234,8 +234,8 @@ class Run:
 
     async def step(self, key: str, work: Any, *, shielded: bool = False) -> Any:
         """Run one step: running -> ok/failed with timing. Checks abort first (unless
-        ``shielded``). Raises Aborted, or StepFailed for a failed, timed-out or
-        unreachable step."""
+        ``shielded``). Raises Aborted, StepFailed for a failed or timed-out step,
+        ConnectionLost when the host's connection broke."""
         if self.aborting and not shielded:
             if asyncio.iscoroutine(work):
                 work.close()
@@ -246,9 +246,12 @@ class Run:
         except StepFailed as exc:
             self.status(key, FAILED, str(exc))
             raise
-        except SSHError as exc:  # CommandTimeout too
+        except CommandTimeout as exc:
             self.status(key, FAILED, str(exc))
             raise StepFailed(str(exc)) from None
+        except SSHError as exc:
+            self.status(key, FAILED, str(exc))
+            raise ConnectionLost(str(exc)) from None
         detail = result if isinstance(result, str) else ""
         if self.plan[key].status == RUNNING:
             self.status(key, OK, detail)

@@ -317,3 +317,33 @@ async def test_non_utf8_hook_output_does_not_kill_the_connection(
     assert not (app / ".shipdeck.lock").exists(), "lock leaked"
     assert result.exit_code == 0, result.summary["failures"]
     assert current(app) == second.release_id
+
+
+async def test_a_rollback_whose_connection_dies_after_the_switch_claims_nothing(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    fleet = sshd_fleet(2, one_process_per_host=True)
+    path = write_config(tmp_path / "s.toml", fleet, sample_repo)
+    first = Deployment(load_config(path))
+    assert (await first.run()).exit_code == 0
+    commit_version(sample_repo, "2.0.0")
+    assert (await Deployment(load_config(path)).run()).exit_code == 0
+    victim, other = fleet.hosts
+    r = Rollback(load_config(path))
+
+    def on(event) -> None:  # the host goes down once it is switched, as it restarts
+        if (
+            event.type == "status"
+            and event.key.endswith(f"/{victim.spec}/restart")
+            and event.status == "running"
+        ):
+            fleet.stop_host(victim)
+
+    r.subscribe(on)
+    result = await r.run()
+    failure = result.summary["failures"][victim.spec]
+    assert failure.startswith("unknown: lost after activate"), failure
+    assert current(victim.home / "app") == first.release_id  # the switch did run
+    assert " rollback " not in revisions(victim.home / "app")[-1]  # nothing claimed
+    assert current(other.home / "app") == first.release_id
+    assert " rollback " in revisions(other.home / "app")[-1]
