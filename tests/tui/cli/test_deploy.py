@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 
@@ -133,3 +134,50 @@ async def test_ctrl_c_stops_safely_and_releases_locks(fleet, fleet_config, sampl
     for h in fleet.hosts:
         assert current(h.home / "app") == first[h.name]
         assert not (h.home / "app" / ".shipdeck.lock").exists()
+
+
+async def test_ctrl_c_at_the_interactive_gate_prompt_exits(tmp_path, sample_repo) -> None:
+    import pty
+    import signal
+
+    from engine.localfleet import LocalFleet
+
+    async with LocalFleet(tmp_path / "g", 2) as fleet:
+        path = fleet.write_config(
+            tmp_path / "g.toml", sample_repo, batches=["1", "100%"], approve=True
+        )
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "deploy",
+            "-c",
+            str(path),
+            "--headless",
+            stdin=slave,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "CI": ""},
+        )
+        os.close(slave)
+        try:
+            seen = b""
+            while b"waiting for approval" not in seen:
+                line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                assert line, seen.decode()
+                seen += line
+            await asyncio.sleep(0.3)  # the prompt thread is in input()
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = await asyncio.wait_for(proc.wait(), 2.5)
+            except TimeoutError:
+                os.write(master, b"\n")  # unblock it so the test cleans up
+                await asyncio.wait_for(proc.wait(), 10)
+                pytest.fail("shipdeck hung after Ctrl-C at the gate prompt until Enter was pressed")
+            assert code == 3
+        finally:
+            os.close(master)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

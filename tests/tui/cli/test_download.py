@@ -121,3 +121,14 @@ async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
     assert code == 1  # host3 has no such file
     assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
     assert "✗ host3: app.log: no such file" in out
+
+
+def test_download_with_unknown_hosts_pattern_is_a_usage_error(tmp_path) -> None:
+    from tui.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[project]\nname = "x"\nrepo = "/nonexistent"\n[deploy]\npath = "app"\n'
+        '[hosts]\nweb = ["a.example"]\n'
+    )
+    assert main(["download", "-c", str(cfg), "--hosts", "nomatch", "log.txt"]) == 2
