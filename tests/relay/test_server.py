@@ -221,16 +221,3 @@ def test_python_m_relay_refuses_a_bad_tokens_file(tmp_path: Path) -> None:
         timeout=30,
     )
     assert done.returncode == 2 and "tokens.toml" in done.stderr
-
-
-def test_the_server_does_not_import_the_command_line() -> None:
-    code = "import sys, relay.server; print('relay.cli' in sys.modules)"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.stdout.strip() == "False", done.stderr

@@ -174,7 +174,7 @@ async def test_redis_restart_keeps_acknowledged_messages(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIPDECK_TOKEN": TOKENS["carol"]}
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "relay.cli", "tail", "--relay", a.url, "--room", "web", "--json"],
+        [sys.executable, "-m", "tui.cli", "tail", "--relay", a.url, "--room", "web", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -12,7 +12,7 @@ from engine.deploy import Deployment, Rollback
 from engine.history import AmbiguousId, History
 from engine.localfleet import commit_version
 from engine.printer import transcript_lines
-from tests.test_cli import shipdeck
+from tests.tui.cli.helpers import shipdeck
 
 pytestmark = pytest.mark.timeout(90)
 
