@@ -68,6 +68,10 @@ from engine.plan import Node, Plan
 __all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
 
 Touched = tuple[str, ...]
+
+#: A run's exit status by how it ended: every host ok, some failed within the budget,
+#: stopped (budget exceeded, abort, a lock held by someone else).
+EXIT_CODES = {OK: 0, "failed": 1, "stopped": 3}
 _NOTHING: Touched = ()
 
 
@@ -301,6 +305,37 @@ class RunState:
     def host_counts(self, key: str = "release") -> Counts:
         """Host counts under ``key`` (all zero when it has no hosts)."""
         return self.counts.get(key) or Counts()
+
+    def summarize(
+        self,
+        *,
+        reason: str = "",
+        release_id: str = "",
+        duration: float | None = None,
+        relay: str = "",
+    ) -> tuple[str, Summary]:
+        """How the run ends, from the hosts' statuses: ``(status, summary)``. Status
+        is ``stopped`` when there is a ``reason`` to stop (exit 3), else ``failed``
+        when a host failed (exit 1), else ``ok`` (exit 0). A failed host's reason is
+        its detail."""
+        hosts = self.plan.hosts()
+        counts = self.host_counts()
+        failures = {h.label: (h.detail or "failed") for h in hosts if h.status == FAILED}
+        status = "stopped" if reason else ("failed" if failures else OK)
+        summary = Summary(
+            hosts=len(hosts),
+            ok=counts.ok,
+            failed=len(failures),
+            skipped=counts.skipped,
+            cancelled=counts.cancelled,
+            failures=failures,
+            reason=reason,
+            release_id=release_id,
+            exit_code=EXIT_CODES[status],
+            duration=duration,
+            relay=relay,
+        )
+        return status, summary
 
     def host_of(self, key: str) -> str | None:
         """The host node a step belongs to (None for anything that is not a step)."""

@@ -435,7 +435,7 @@ class ShipdeckApp(App[int]):
         key = self.model.latest_running
         if not key:
             return
-        target = self.model.host_of.get(key) or key
+        target = self.model.state.host_of(key) or key
         if self.tree.selected_key != target:
             self.tree.select_key(target)
 
@@ -483,7 +483,9 @@ class ShipdeckApp(App[int]):
                 f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
                 style=STYLE.get(glyph_key, "") + " bold",
             )
-            code = model.finished.summary.get("exit_code", self.last_exit)
+            code = model.finished.report.exit_code
+            if code is None:
+                code = self.last_exit
             if code is not None:
                 state.append(f" (exit {code})", style="dim")
         elif self.deploying or model.running:
@@ -539,7 +541,7 @@ class ShipdeckApp(App[int]):
             names = [model.plan.nodes[k].label for k in model.plan.children.get(wave.key, ())]
             shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")
             text.append(f"  {wave.label}: ", style="cyan")
-            text.append(("" if "host" in wave.label else f"{len(names)} hosts: ") + f"{shown}\n")
+            text.append(f"{shown}\n")  # the wave's label says how many hosts
         gates = [n for n in model.plan if n.kind == "gate"]
         if gates:
             text.append(f"  {len(gates)} approval gate(s)\n", style="magenta")

@@ -167,7 +167,8 @@ def _interactive() -> bool:
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
-    from engine.printer import EXIT_PIPE, HeadlessPrinter, JsonPrinter
+    from engine.printer import EXIT_PIPE
+    from tui.headless import HeadlessPrinter, JsonPrinter
 
     def on_stdout_closed() -> None:
         # like `yes | head`, but a release is never cut short: stop at a safe point
@@ -335,7 +336,7 @@ class _RoomLocked(Exception):
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from engine.deploy import Deployment
     from engine.preflight import preflight
-    from engine.printer import render_tree
+    from tui.render import render_tree
 
     d = Deployment(config, ref=args.ref, hosts=args.hosts, auto_approve=args.yes)
     for line in render_tree(d.plan, collapse_steps=True):
@@ -488,7 +489,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if t:
         print(f"  transcript {t}")
         if args.transcript:
-            from engine.printer import transcript_lines
+            from tui.render import transcript_lines
 
             print()
             with open(t, encoding="utf-8", errors="replace") as fh:

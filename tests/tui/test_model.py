@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.events import LogLine, NodeStatus
 from engine.plan import build_plan
+from engine.state import RunState
 from tui import model as model_mod
 from tui.model import DeckModel
 
@@ -20,16 +21,18 @@ def test_counts_stay_right_when_the_runner_applies_events_first() -> None:
     """The model shares the runner's plan (no copy); the engine updates a node
     before the model sees the event, and the wave counts must still add up."""
     plan = _plan()
+    engine_state = RunState(plan)  # the runner's own state, on the same plan
     model = DeckModel(plan)
     assert model.plan is plan
     host = "release/wave-1/web0"
     for status in ("running", "ok"):
         event = _status(host, status)
-        plan.apply(event)  # what the engine does before publishing
+        engine_state.apply(event)  # what the engine does before publishing
         model.push(event)
     model.apply_pending()
-    assert model.counts["release/wave-1"] == {"pending": 2, "running": 0, "ok": 1}
-    assert model.host_totals()["ok"] == 1
+    wave = model.counts["release/wave-1"]
+    assert (wave.pending, wave.running, wave.ok) == (2, 0, 1)
+    assert model.host_totals().ok == 1 and engine_state.host_counts().ok == 1
 
 
 def test_step_log_is_its_lines_host_log_has_all_its_steps() -> None:

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
-from engine.printer import transcript_lines
 from tui.labels import GLYPH, STYLE
+from tui.render import transcript_lines
 
 
 def _when(ts: Any) -> str:
