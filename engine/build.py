@@ -18,11 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import BuildConfig
+from engine.errors import BuildError
 from engine.git import cache_dir, export_tree
-
-
-class BuildError(Exception):
-    """A build command failed or the artifact folder is missing."""
 
 
 @dataclass(frozen=True)

@@ -17,20 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ConfigError
+
 DEFAULT_CONFIG = "shipdeck.toml"
-
-
-class ConfigError(Exception):
-    """A config file is unreadable or invalid; ``str()`` says where and why."""
-
-    def __init__(self, path: str | Path, message: str, *, key: str = "", line: int | None = None):
-        self.path = str(path)
-        self.key = key
-        self.line = line
-        self.message = message
-        where = self.path + (f":{line}" if line else "")
-        what = f"{key}: " if key else ""
-        super().__init__(f"{where}: {what}{message}")
 
 
 # -- typed config -------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 from engine import build as buildmod
 from engine import git as gitmod
 from engine.config import Config, HostSpec
+from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -105,28 +106,6 @@ class DeployResult:
     status: str  # ok | failed | stopped
     exit_code: int
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-class StepFailed(Exception):
-    """A step failed on one host; the message is the reason shown to the operator."""
-
-
-class LockHeld(StepFailed):
-    """Another operator holds the host's deploy lock. ``stale_in``: seconds until its
-    heartbeat would be older than its TTL, if it is not refreshed meanwhile."""
-
-    def __init__(self, message: str, stale_in: float | None = None) -> None:
-        super().__init__(message)
-        self.stale_in = stale_in
-
-
-class ConnectionLost(StepFailed):
-    """The host's connection broke while a remote script ran: what it did is unknown."""
-
-
-class Interrupted(StepFailed):
-    """An abort stopped a running hook or health check on the host (its process
-    group was signalled)."""
 
 
 class _Aborted(Exception):

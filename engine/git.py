@@ -18,6 +18,8 @@ from pathlib import Path
 
 import git
 
+from engine.errors import GitError
+
 _SHA_RE = re.compile(r"^[0-9a-f]{7,40}$")
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -25,10 +27,6 @@ GIT_ENV = {
     "SSH_ASKPASS": "/bin/true",
     "GCM_INTERACTIVE": "never",
 }
-
-
-class GitError(Exception):
-    """A repository could not be fetched or a ref could not be resolved."""
 
 
 def cache_dir() -> Path:

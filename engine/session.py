@@ -14,11 +14,9 @@ from typing import Any
 
 import asyncssh
 
+from engine.errors import SSHError
+
 LineHandler = Callable[[str, str], None]  # (stream, text)
-
-
-class SSHError(Exception):
-    """A host could not be reached, authenticated or a command could not run."""
 
 
 class CommandTimeout(SSHError):

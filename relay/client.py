@@ -46,6 +46,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from engine.errors import ShipdeckError
 from engine.events import Event
 from relay.protocol import (
     CLOSE_ABUSE,
@@ -75,7 +76,7 @@ FINAL_ERRORS = frozenset(
 )
 
 
-class RelayError(Exception):
+class RelayError(ShipdeckError):
     """A request refused by the relay (``code`` as in the protocol's error frames)."""
 
     def __init__(self, code: str, message: str) -> None:
