@@ -168,6 +168,8 @@ class DeckModel:
         if isinstance(event, RunState):
             self.load(event)
             batch.plan_changed = batch.meta_changed = True
+            batch.gates.extend(event.gates)
+            batch.finished = event.finished
             return
         state = self.state
         generation = state.generation

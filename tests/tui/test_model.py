@@ -61,3 +61,33 @@ def test_log_memory_is_bounded_over_the_whole_fleet(monkeypatch) -> None:
     assert kept <= 1000
     # the newest lines survive the trim
     assert model.log_for("release/wave-1/web7/health")[-1].text == "line 99"
+
+
+def test_a_late_joiners_snapshot_is_shown_as_one_state() -> None:
+    """What the relay's welcome carries (RunState.to_json) becomes the model's state
+    directly: statuses, counts, the waiting gate, the kept log lines, the summary."""
+    from engine.events import DeployFinished, GateWaiting, Summary
+
+    plan = build_plan("d1", [["web0"], ["web1", "web2"]], gates=(1,))
+    room = RunState(log_lines=10)
+    room.apply(plan.to_event())
+    room.apply(_status("release/wave-1/web0", "ok"))
+    room.apply(LogLine("d1", key="release/wave-1/web0/health", text="healthy", at=1.0))
+    room.apply(GateWaiting("d1", key="release/gate-1", at=2.0))
+    snapshot = RunState.from_json(room.to_json())
+
+    model = DeckModel()
+    model.push(snapshot)
+    batch = model.apply_pending()
+    assert batch.plan_changed and batch.gates == ["release/gate-1"]
+    assert model.deploy_id == "d1" and model.waiting_gate == "release/gate-1"
+    assert model.host_totals().ok == 1 and model.counts["release/wave-2"].pending == 2
+    assert [e.text for e in model.log_for("release/wave-1/web0")] == ["healthy"]
+    assert model.label_for("release/wave-1").plain == "○ 1/1 ✓  wave 1"
+    # the deploy goes on from there, event by event
+    model.push(_status("release/gate-1", "ok"))
+    model.push(
+        DeployFinished("d1", status="ok", summary=Summary(hosts=3, ok=3, exit_code=0).to_json())
+    )
+    model.apply_pending()
+    assert model.waiting_gate is None and model.finished.report.exit_code == 0
