@@ -42,9 +42,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import ExitCode
 from engine.events import (
     CANCELLED,
-    DONE_STATUSES,
     FAILED,
     OK,
     PENDING,
@@ -71,7 +71,11 @@ Touched = tuple[str, ...]
 
 #: A run's exit status by how it ended: every host ok, some failed within the budget,
 #: stopped (budget exceeded, abort, a lock held by someone else).
-EXIT_CODES = {OK: 0, "failed": 1, "stopped": 3}
+EXIT_CODES = {
+    OK: int(ExitCode.OK),
+    "failed": int(ExitCode.FAILED),
+    "stopped": int(ExitCode.STOPPED),
+}
 _NOTHING: Touched = ()
 
 
@@ -426,15 +430,7 @@ class RunState:
         if node is None:
             return _NOTHING
         status = event.status
-        node.status = status
-        if status in (RUNNING, WAITING) and node.started is None:
-            node.started = event.at
-        elif status in DONE_STATUSES:
-            node.ended = event.at
-            if node.started is None and status in (OK, FAILED):
-                node.started = event.at
-        if event.detail or status in DONE_STATUSES:
-            node.detail = event.detail
+        node.set_status(status, event.at, event.detail)
         if self.bounds is not None:
             self.bounds.node(node)
         if self.started is None:
