@@ -183,19 +183,6 @@ async def test_abort_when_idle_is_a_notice() -> None:
         assert not isinstance(app.screen, ConfirmScreen)
 
 
-async def test_gate_waits_for_approval() -> None:
-    app = make_app(hosts=4, gates=(1,))
-    async with app.run_test(size=SIZE) as pilot:
-        await deploy(pilot, app)
-        await until(pilot, lambda: app.model.waiting_gate == "release/gate-1")
-        assert app.deploying and app.last_exit is None
-        assert label(app, "release/wave-2").startswith("○")
-        await pilot.press("g")
-        await until(pilot, lambda: app.last_exit is not None)
-        assert app.last_exit == 0
-        assert app.model.plan["release/gate-1"].status == "ok"
-
-
 async def test_rollback_choose_release_and_confirm() -> None:
     """The picker lists what the hosts have, newest first: the current release
     marked, the default (on every host) highlighted, a release cleanup removed from

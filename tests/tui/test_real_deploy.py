@@ -95,3 +95,46 @@ async def test_unhealthy_host_shows_its_rollback_in_the_tree(
         ok_host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
         assert app.model.plan[f"{ok_host}/rollback"].status == "skipped"
         assert any("rolling back to" in e.text for e in app.model.log_for(f"{host}/rollback"))
+
+
+@pytest.mark.parametrize("key, code", [("g", 0), ("a", 3)])
+async def test_gate_on_the_real_engine_waits_then_approve_or_abort(
+    fleet, sample_repo: Path, tmp_path: Path, key: str, code: int
+) -> None:
+    """``approve = true``: the engine stops after the canary; the tree shows the gate
+    waiting and the next wave pending; g lets it go on, a (confirmed) stops it."""
+    config = load_config(
+        fleet.write_config(
+            tmp_path / "shipdeck.toml", repo=sample_repo, batches=["1", "100%"], approve=True
+        )
+    )
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: app.model.waiting_gate == "release/gate-1", timeout=40, what="gate"
+        )
+        assert app.deploying and app.last_exit is None
+        assert label(app, "release/wave-1").startswith("✓ 1/1 ✓")
+        assert label(app, "release/wave-2").startswith("○")
+        assert "press g to approve" in label(app, "release/gate-1")
+        await pilot.press(key)
+        if key == "a":
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == code, app.model.finished
+        n = len(fleet.hosts)
+        summary = app.model.state.summary
+        assert summary is not None and summary.exit_code == code
+        if key == "g":
+            assert app.model.plan["release/gate-1"].status == "ok"
+            assert (summary.ok, summary.hosts) == (n, n)
+        else:
+            assert app.model.plan["release/gate-1"].status == "cancelled"
+            assert label(app, "release/wave-2").startswith("–")
+            assert (summary.ok, summary.cancelled) == (1, n - 1)
