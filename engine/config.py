@@ -1,5 +1,11 @@
 """shipdeck.toml: read with tomllib, validated into typed objects.
 
+Each key is declared once, as a dataclass field made by :func:`key`: its type is the
+field's annotation, its default the field's default; bounds, checks and help ride in
+the field's metadata. Validation, defaults and the README's config table
+(``python -m engine.config --markdown``) all come from those fields; the sections are
+:class:`Config`'s fields.
+
 Every error is a :class:`ConfigError` that names the file, the line (where it can be
 found), the key and what was expected, e.g.::
 
@@ -10,19 +16,31 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import math
 import re
+import sys
 import tomllib
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.errors import ConfigError
 
 DEFAULT_CONFIG = "shipdeck.toml"
 
 
-# -- typed config -------------------------------------------------------------
+# -- parsing helpers ----------------------------------------------------------
+
+_HOST_RE = re.compile(
+    r"""^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?
+        (?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))
+        (?::(?P<port>[0-9]{1,5}))?$""",
+    re.X,
+)
 
 
 @dataclass(frozen=True)
@@ -34,128 +52,6 @@ class HostSpec:
     port: int | None = None
     user: str | None = None
     groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ProjectConfig:
-    name: str
-    repo: str
-    ref: str = "main"
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    commands: tuple[str, ...] = ()
-    artifact: str | None = None
-    timeout: float = 1800.0
-
-
-@dataclass(frozen=True)
-class DeployConfig:
-    path: str
-    keep_releases: int = 5
-    parallel: int = 100  # hosts in flight; at WAN latency round trips, not CPU, are the limit
-    batches: tuple[str, ...] = ("100%",)
-    max_fail: str = "100%"
-    shared: tuple[str, ...] = ()
-    before_activate: tuple[str, ...] = ()
-    after_activate: tuple[str, ...] = ()
-    health: str | None = None
-    health_timeout: float = 30.0
-    health_interval: float = 1.0
-    hook_timeout: float = 300.0
-    rollback_on_failure: bool = True
-    approve: bool | tuple[int, ...] = False  # True: after every wave but the last
-    lock_wait: float = 0.0  # seconds to wait for another deploy's host locks (0: stop at once)
-    lock_ttl: float = 60.0  # a host lock whose heartbeat is older than this is stale
-
-
-@dataclass(frozen=True)
-class SshConfig:
-    user: str | None = None
-    port: int | None = None
-    identity: str | None = None
-    jump: str | None = None
-    host_key_policy: str = "strict"
-    known_hosts: str = "~/.ssh/known_hosts"
-    config: str | None = "~/.ssh/config"
-    password_env: str | None = None
-    max_startups: int = 8
-    max_sessions: int = 8
-    connect_timeout: float = 10.0
-    command_timeout: float = 600.0
-    keepalive: float | None = None  # seconds between keepalives (None: dead_after / 4)
-    dead_after: float = 20.0  # a host silent this long (keepalives unanswered) is dead
-    max_handshakes: int = 64  # handshakes in flight over the whole fleet
-    passphrase_env: str | None = None  # passphrase of encrypted identity files
-    upload_stall: float = 30.0  # an upload that moves no byte this long fails
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    url: str
-    room: str
-    token_env: str = "SHIPDECK_TOKEN"
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    project: ProjectConfig
-    deploy: DeployConfig
-    build: BuildConfig = field(default_factory=BuildConfig)
-    ssh: SshConfig = field(default_factory=SshConfig)
-    hosts: dict[str, tuple[HostSpec, ...]] = field(default_factory=dict)
-    relay: RelayConfig | None = None
-
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent
-
-    def all_hosts(self) -> list[HostSpec]:
-        seen: dict[str, HostSpec] = {}
-        for specs in self.hosts.values():
-            for spec in specs:
-                seen.setdefault(spec.name, spec)
-        return list(seen.values())
-
-    def select_hosts(self, pattern: str | None) -> list[HostSpec]:
-        """Hosts whose group or name matches one of the comma-separated globs.
-
-        Raises :class:`ConfigError` when the pattern matches nothing.
-        """
-        hosts = self.all_hosts()
-        if not pattern:
-            return hosts
-        globs = [p.strip() for p in pattern.split(",") if p.strip()]
-        chosen = [
-            h
-            for h in hosts
-            if any(
-                fnmatch.fnmatchcase(h.name, g)
-                or fnmatch.fnmatchcase(h.host, g)
-                or any(fnmatch.fnmatchcase(grp, g) for grp in h.groups)
-                for g in globs
-            )
-        ]
-        if not chosen:
-            known = ", ".join(sorted(self.hosts)) or "none"
-            raise ConfigError(
-                self.path,
-                f"--hosts {pattern!r} matches no group or host (groups: {known})",
-                key="hosts",
-            )
-        return chosen
-
-
-# -- parsing helpers ----------------------------------------------------------
-
-_HOST_RE = re.compile(
-    r"""^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?
-        (?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))
-        (?::(?P<port>[0-9]{1,5}))?$""",
-    re.X,
-)
 
 
 def parse_host(text: str) -> HostSpec:
@@ -203,77 +99,289 @@ def resolve_size(value: str | int, total: int) -> int:
     return int(number)
 
 
+# -- checks a key's metadata names (each raises ValueError with the message) ----
+
+
+def _rule(ok: Callable[[Any], Any], message: str) -> Callable[[Any], Any]:
+    """A check: the value if ``ok(value)``, else ValueError(message.format(v=value))."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(message.format(v=value))
+        return value
+
+    return check
+
+
+def _inside(value: str) -> bool:
+    return not value.startswith("/") and ".." not in Path(value).parts
+
+
+_not_empty = _rule(str.strip, "must not be empty")
+_no_control = _rule(
+    lambda v: not any(ord(ch) < 32 or ord(ch) == 127 for ch in v),
+    "must not contain control characters (newline, tab, escape ...)",
+)
+_artifact = _rule(_inside, "expected a folder inside the build tree (relative, no '..')")
+_shared_path = _rule(_inside, "{v!r} must be a relative path inside the release")
+_waves = _rule(len, "expected at least one wave size")
+_wave_size = _rule(
+    lambda v: parse_size(v)[0] > 0, '"{v}" is an empty wave (expected at least 1 host)'
+)
+_wave_number = _rule(
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "expected a wave number >= 1, got {v!r}",
+)
+_port = _rule(lambda v: 0 < v < 65536, "expected a port 1-65535, got {v}")
+_ws_url = _rule(lambda v: re.match(r"^wss?://", v), "expected a ws:// or wss:// URL, got {v!r}")
+_size = _rule(parse_size, "")  # parse_size raises with its own message
+_host = _rule(parse_host, "")
+
+
+def _deploy_path(value: str) -> str:
+    return _no_control(_not_empty(value))
+
+
+def _none_if_empty(value: str) -> str | None:
+    return value or None
+
+
+def key(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    accepts: tuple[type, ...] = (),
+    choices: tuple[str, ...] = (),
+    check: Callable[[Any], Any] | None = None,
+    each: Callable[[Any], None] | None = None,
+    derive: Callable[[dict[str, Any]], Any] | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A config key: a dataclass field with its default (``...``: required) and its
+    ``help`` for the README. ``min``: lowest value allowed; ``accepts``: TOML types
+    taken besides the annotation's (``str()``-ed for a str key); ``choices``: the only
+    strings allowed; ``check``: called with the value, returns it (possibly changed) or
+    raises ValueError with the message; ``each``: called with each item of a list,
+    raises ValueError; ``derive``: the value when the key is absent, from the keys given
+    (None: the default); ``shown``: the default as the README shows it.
+    """
+    meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check}
+    meta |= {"each": each, "derive": derive, "shown": shown}
+    return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
+
+
+# -- typed config -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    name: str = key(..., "name", check=_not_empty)
+    repo: str = key(..., "git URL or local path (relative to the config)", check=_not_empty)
+    ref: str = key("main", "branch, tag or sha; `--ref` overrides", check=_not_empty)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    commands: tuple[str, ...] = key((), "run locally in a clean `git archive` export")
+    artifact: str | None = key(None, "folder to package", check=_artifact, shown="whole tree")
+    timeout: float = key(1800.0, "seconds for each build command")
+
+
+_PARALLEL = """hosts in flight at once (handshakes stay capped per sshd by `ssh.max_startups`); at
+WAN latency the wall time is round trips, so more in flight is faster (`bench/wan_fanout.py`)"""
+_BATCHES = "wave sizes: counts or % of selected hosts (rounded up); the last wave takes the rest"
+_APPROVE = "`true`: wait for approval after every wave but the last; or a list of wave numbers"
+_MAX_FAIL = "failed hosts allowed (count or %); one more stops the deploy"
+_SHARED = "paths linked from `<path>/shared/` into each release"
+_LOCK_WAIT = "seconds to wait for another deploy's host locks (0: stop at once, exit 3)"
+_LOCK_TTL = """a host lock whose heartbeat (the host's clock, refreshed every ttl/4 by the
+deploying client) is older than this is stale and is taken over, visibly"""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    path: str = key(..., "absolute, relative or `~/...` (under the login home)", check=_deploy_path)
+    keep_releases: int = key(5, "releases kept per host", min=2)
+    parallel: int = key(100, _PARALLEL, min=1)
+    batches: tuple[str, ...] = key(("100%",), _BATCHES, check=_waves, each=_wave_size)
+    max_fail: str = key("100%", _MAX_FAIL, accepts=(int,), check=_size)
+    shared: tuple[str, ...] = key((), _SHARED, each=_shared_path)
+    before_activate: tuple[str, ...] = key((), "hooks (cwd: the new release)")
+    after_activate: tuple[str, ...] = key((), "hooks (cwd: `current`)")
+    health: str | None = key(None, "health command (cwd: `current`)", check=_none_if_empty)
+    health_timeout: float = key(30.0, "seconds the health command has to pass", min=0.1)
+    health_interval: float = key(1.0, "seconds between health command runs", min=0.01)
+    hook_timeout: float = key(300.0, "seconds per hook", min=0.1)
+    rollback_on_failure: bool = key(True, "roll an unhealthy host back")
+    approve: bool | tuple[int, ...] = key(False, _APPROVE, each=_wave_number)
+    lock_wait: float = key(0.0, _LOCK_WAIT, min=0)
+    lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
+
+
+_SSH = "ssh config"
+_QUARTER = "`dead_after`/4"
+_POLICIES = ("strict", "accept-new")
+_PASSWORD = "env var holding the password; else a prompt (TUI modal / TTY)"
+_MAX_SESSIONS = "commands in flight per connection (below sshd's MaxSessions 10)"
+_STALL = 'seconds without a byte moving before an upload fails as "upload stalled"'
+_JUMP = "ProxyJump host: one connection, every target tunnelled through it"
+_SSH_CONFIG = """OpenSSH client config, read as OpenSSH reads it (see [ssh_config
+options](#ssh_config-options-shipdeck-honours)); `""`: none"""
+_DEAD_AFTER = """seconds a host may stay silent (keepalives unanswered) before its step
+fails with "host stopped answering" (if only `keepalive` is set: 4 x keepalive)"""
+_PASSPHRASE = """env var holding the passphrase of encrypted identity files (else the agent,
+else a prompt)"""
+
+
+def _dead_after(given: dict[str, Any]) -> float | None:
+    return 4 * given["keepalive"] if "keepalive" in given else None
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    user: str | None = key(None, "login user for every host", shown=_SSH)
+    port: int | None = key(None, "port for every host", check=_port, shown=_SSH)
+    identity: str | None = key(None, "identity file for every host", shown=_SSH)
+    jump: str | None = key(None, _JUMP, check=_host)
+    host_key_policy: str = key("strict", "a changed key is always refused", choices=_POLICIES)
+    known_hosts: str = key("~/.ssh/known_hosts", "where host keys are trusted and added")
+    config: str | None = key("~/.ssh/config", _SSH_CONFIG, check=_none_if_empty)
+    password_env: str | None = key(None, _PASSWORD)
+    max_startups: int = key(8, "handshakes in flight per sshd (below its MaxStartups 10)", min=1)
+    max_sessions: int = key(8, _MAX_SESSIONS, min=1)
+    connect_timeout: float = key(10.0, "seconds to connect and log in", min=0.1)
+    command_timeout: float = key(600.0, "seconds a remote command may run")
+    keepalive: float | None = key(None, "seconds between keepalives", min=0.1, shown=_QUARTER)
+    dead_after: float = key(20.0, _DEAD_AFTER, min=0.4, derive=_dead_after)
+    max_handshakes: int = key(64, "handshakes in flight over the whole fleet", min=1)
+    passphrase_env: str | None = key(None, _PASSPHRASE)
+    upload_stall: float = key(30.0, _STALL, min=0.1)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    url: str = key(..., "the relay's `ws://` or `wss://` URL (see below)", check=_ws_url)
+    room: str = key(..., "the shared room")
+    token_env: str = key("SHIPDECK_TOKEN", "env var holding the relay token")
+    connect_timeout: float = key(
+        10.0,
+        "seconds to reach the relay and hear its welcome; after that a deploy or "
+        "rollback stops (exit 3) unless `--without-relay`",
+        min=0.1,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole shipdeck.toml: a field per section, in the order the README lists them."""
+
+    path: Path
+    project: ProjectConfig
+    build: BuildConfig = field(default_factory=BuildConfig)
+    deploy: DeployConfig
+    ssh: SshConfig = field(default_factory=SshConfig)
+    hosts: dict[str, tuple[HostSpec, ...]] = key(
+        ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias"
+    )
+    relay: RelayConfig | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def all_hosts(self) -> list[HostSpec]:
+        seen: dict[str, HostSpec] = {}
+        for specs in self.hosts.values():
+            for spec in specs:
+                seen.setdefault(spec.name, spec)
+        return list(seen.values())
+
+    def select_hosts(self, pattern: str | None) -> list[HostSpec]:
+        """Hosts whose group or name matches one of the comma-separated globs.
+
+        Raises :class:`ConfigError` when the pattern matches nothing.
+        """
+        hosts = self.all_hosts()
+        if not pattern:
+            return hosts
+        globs = [p.strip() for p in pattern.split(",") if p.strip()]
+        chosen = [
+            h for h in hosts if any(fnmatch.fnmatchcase(x, g) for g in globs for x in _names(h))
+        ]
+        if not chosen:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            msg = f"--hosts {pattern!r} matches no group or host (groups: {known})"
+            raise ConfigError(self.path, msg, key="hosts")
+        return chosen
+
+
+def _names(h: HostSpec) -> tuple[str, ...]:
+    """What ``--hosts`` globs match: the host as written, its address, its groups."""
+    return (h.name, h.host, *h.groups)
+
+
+# -- what the fields say ------------------------------------------------------
+
+#: TOML value types taken for a Python type (an int is a fine float)
+_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float)}
+_TOML |= {bool: (bool,), tuple: (list,)}
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+class _Key(NamedTuple):
+    """A field of a config dataclass (a key, or a section of :class:`Config`)."""
+
+    name: str
+    types: tuple[Any, ...]  # the annotation's types, None left out, generics by origin
+    item: Any  # the item type of a tuple
+    field: Field[Any]
+
+    @property
+    def required(self) -> bool:
+        return self.field.default is MISSING and self.field.default_factory is MISSING
+
+    @property
+    def toml(self) -> tuple[type, ...]:
+        taken = sum((_TOML.get(t, ()) for t in self.types), ())
+        return taken + self.field.metadata.get("accepts", ())
+
+    def meta(self, name: str) -> Any:
+        return self.field.metadata.get(name)
+
+
+@functools.cache
+def _keys(cls: type) -> tuple[_Key, ...]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        hint = hints[f.name]
+        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        parts = tuple(p for p in parts if p is not type(None))
+        item = next((typing.get_args(p)[0] for p in parts if typing.get_origin(p) is tuple), None)
+        out.append(_Key(f.name, tuple(typing.get_origin(p) or p for p in parts), item, f))
+    return tuple(out)
+
+
+def _sections() -> tuple[_Key, ...]:
+    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path``."""
+    return _keys(Config)[1:]
+
+
+def _type_name(toml: tuple[type, ...]) -> str:
+    named = [t for t in toml if t is not int or float not in toml]
+    return " or ".join(_NAMES.get(t, "a list" if t is list else t.__name__) for t in named)
+
+
 # -- the validator ------------------------------------------------------------
 
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    # key: (type(s), required)
-    "project": {"name": (str, True), "repo": (str, True), "ref": (str, False)},
-    "build": {
-        "commands": (list, False),
-        "artifact": (str, False),
-        "timeout": ((int, float), False),
-    },
-    "deploy": {
-        "path": (str, True),
-        "keep_releases": (int, False),
-        "parallel": (int, False),
-        "batches": (list, False),
-        "max_fail": ((str, int), False),
-        "shared": (list, False),
-        "before_activate": (list, False),
-        "after_activate": (list, False),
-        "health": (str, False),
-        "health_timeout": ((int, float), False),
-        "health_interval": ((int, float), False),
-        "hook_timeout": ((int, float), False),
-        "rollback_on_failure": (bool, False),
-        "approve": ((bool, list), False),
-        "lock_wait": ((int, float), False),
-        "lock_ttl": ((int, float), False),
-    },
-    "ssh": {
-        "user": (str, False),
-        "port": (int, False),
-        "identity": (str, False),
-        "jump": (str, False),
-        "host_key_policy": (str, False),
-        "known_hosts": (str, False),
-        "config": (str, False),
-        "password_env": (str, False),
-        "max_startups": (int, False),
-        "max_sessions": (int, False),
-        "connect_timeout": ((int, float), False),
-        "command_timeout": ((int, float), False),
-        "keepalive": ((int, float), False),
-        "dead_after": ((int, float), False),
-        "max_handshakes": (int, False),
-        "passphrase_env": (str, False),
-        "upload_stall": ((int, float), False),
-    },
-    "relay": {"url": (str, True), "room": (str, True), "token_env": (str, False)},
-}
-_SECTIONS_REQUIRED = ("project", "deploy", "hosts")
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    list: "a list",
-}
 
+class _Reader:
+    """Checks one parsed TOML document; errors name the line of ``[section] key``
+    (found in the text: tomllib gives no positions)."""
 
-def _type_name(t: type | tuple[type, ...]) -> str:
-    if isinstance(t, tuple):
-        return " or ".join(
-            _TYPE_NAMES.get(x, x.__name__) for x in t if x is not float or int not in t
-        )
-    return _TYPE_NAMES.get(t, t.__name__)
-
-
-class _Locator:
-    """Finds the line of ``[section] key`` in the TOML text (tomllib gives no positions)."""
-
-    def __init__(self, text: str):
+    def __init__(self, path: Path, text: str):
+        self.path = path
         self.lines = text.splitlines()
 
     def line(self, section: str, key: str | None = None) -> int | None:
@@ -291,73 +399,116 @@ class _Locator:
                     return number
         return None
 
+    def error(self, section: str, key: str | None, msg: str, i: int | None = None) -> ConfigError:
+        name = f"[{section}]" + (f" {key}" if key else "") + (f"[{i}]" if i is not None else "")
+        return ConfigError(self.path, msg, key=name, line=self.line(section, key))
 
-class _Reader:
-    def __init__(self, path: Path, text: str):
-        self.path = path
-        self.loc = _Locator(text)
+    def check_keys(self, section: str, keys: tuple[_Key, ...], value: dict[str, Any]) -> None:
+        """Unknown keys (with the nearest known one), missing required keys, wrong types."""
+        names = [k.name for k in keys]
+        for name in value:
+            if name not in names:
+                near = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(names)})"
+                raise self.error(section, name, f"unknown key{hint}")
+        for k in keys:
+            v = value.get(k.name)
+            if v is None and k.required:
+                raise self.error(section, None, f"missing required key {k.name!r}")
+            if v is not None and (
+                not isinstance(v, k.toml) or (isinstance(v, bool) and bool not in k.toml)
+            ):
+                got = f"got {type(v).__name__} {v!r}"
+                raise self.error(section, k.name, f"expected {_type_name(k.toml)}, {got}")
 
-    def error(
-        self, section: str, key: str | None, message: str, index: int | None = None
-    ) -> ConfigError:
-        name = (
-            f"[{section}]"
-            + (f" {key}" if key else "")
-            + (f"[{index}]" if index is not None else "")
-        )
-        return ConfigError(self.path, message, key=name, line=self.loc.line(section, key))
+    def items(self, section: str, k: _Key, value: list[Any]) -> tuple[Any, ...]:
+        for i, item in enumerate(value):
+            try:
+                if k.item is str and not isinstance(item, str):
+                    raise ValueError(f"expected a string, got {type(item).__name__} {item!r}")
+                if k.item is str and not item.strip():
+                    raise ValueError("expected a non-empty string")
+                if k.meta("each"):
+                    k.meta("each")(item)
+            except ValueError as exc:
+                raise self.error(section, k.name, str(exc), i) from None
+        return tuple(value)
 
-    def table(self, data: dict[str, Any], section: str, required: bool) -> dict[str, Any]:
-        value = data.get(section)
-        if value is None:
-            if required:
-                raise ConfigError(self.path, f"missing section [{section}]", key=f"[{section}]")
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(section, None, "expected a table")
-        schema = _SCHEMA.get(section)
-        if schema is not None:
-            for key in value:
-                if key not in schema:
-                    near = difflib.get_close_matches(key, list(schema), n=1)
-                    hint = (
-                        f" (did you mean {near[0]!r}?)"
-                        if near
-                        else f" (valid: {', '.join(schema)})"
-                    )
-                    raise self.error(section, key, f"unknown key{hint}")
-            for key, (typ, req) in schema.items():
-                if key not in value:
-                    if req:
-                        raise self.error(section, None, f"missing required key {key!r}")
-                    continue
-                v = value[key]
-                ok = isinstance(v, typ) and not (
-                    isinstance(v, bool) and typ in (int, (int, float), (str, int))
-                )
-                if not ok:
-                    raise self.error(
-                        section, key, f"expected {_type_name(typ)}, got {type(v).__name__} {v!r}"
-                    )
+    def value(self, section: str, k: _Key, value: Any) -> Any:
+        """One given value, checked and converted to the field's type."""
+        if isinstance(value, list):
+            value = self.items(section, k, value)
+        elif float in k.types and not isinstance(value, bool):
+            value = float(value)
+        try:
+            if k.meta("choices") and value not in k.meta("choices"):
+                wanted = " or ".join(f'"{c}"' for c in k.meta("choices"))
+                raise ValueError(f"expected {wanted}, got {value!r}")
+            if k.meta("check"):
+                value = k.meta("check")(value)
+        except ValueError as exc:
+            raise self.error(section, k.name, str(exc)) from None
+        if str in k.types and not isinstance(value, str | None):
+            value = str(value)
+        low = k.meta("min")
+        if low is not None and value is not None and value < low:
+            raise self.error(section, k.name, f"expected a number >= {low:g}, got {value!r}")
         return value
 
-    def str_list(
-        self, section: str, key: str, value: list[Any], *, nonempty_items: bool = True
-    ) -> tuple[str, ...]:
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(
-                    section, key, f"expected a string, got {type(item).__name__} {item!r}", i
-                )
-            if nonempty_items and not item.strip():
-                raise self.error(section, key, "expected a non-empty string", i)
-            out.append(item)
-        return tuple(out)
+    def section(self, data: dict[str, Any], s: _Key) -> Any:
+        """The section as its dataclass; an absent or empty one whose default is None
+        ([relay]) is None. Raises for a missing required one."""
+        given = data.get(s.name)
+        if given is None and s.required:
+            raise ConfigError(self.path, f"missing section [{s.name}]", key=f"[{s.name}]")
+        if given is not None and not isinstance(given, dict):
+            raise self.error(s.name, None, "expected a table")
+        if not given and s.field.default is None:
+            return None
+        given = given or {}
+        keys = _keys(s.types[0])
+        self.check_keys(s.name, keys, given)
+        values = {k.name: self.value(s.name, k, given[k.name]) for k in keys if k.name in given}
+        for k in keys:
+            if k.name not in values and k.meta("derive"):
+                derived = k.meta("derive")(values)
+                values |= {k.name: derived} if derived is not None else {}
+        return s.types[0](**values)
 
-    def positive(self, section: str, key: str, value: float, minimum: float = 1) -> None:
-        if value < minimum:
-            raise self.error(section, key, f"expected a number >= {minimum:g}, got {value!r}")
+    def hosts(self, data: dict[str, Any]) -> dict[str, tuple[HostSpec, ...]]:
+        h = data.get("hosts")
+        if h is None:
+            example = 'groups of hosts, e.g. web = ["web1"]'
+            raise ConfigError(self.path, f"missing section [hosts] ({example})", key="[hosts]")
+        if not isinstance(h, dict) or not h:
+            message = 'no host groups (expected e.g. web = ["web1.example.com"])'
+            message = message if isinstance(h, dict) else "expected a table of groups"
+            raise ConfigError(self.path, message, key="[hosts]", line=self.line("hosts"))
+        parsed = {group: self.group(group, items) for group, items in h.items()}
+        groups: dict[str, tuple[str, ...]] = {}
+        for group, specs in parsed.items():
+            for spec in specs:
+                groups[spec.name] = groups.get(spec.name, ()) + (group,)
+        return {
+            group: tuple(HostSpec(s.name, s.host, s.port, s.user, groups[s.name]) for s in specs)
+            for group, specs in parsed.items()
+        }
+
+    def group(self, group: str, items: Any) -> list[HostSpec]:
+        if not isinstance(items, list):
+            kind = type(items).__name__
+            raise self.error("hosts", group, f"expected a list of hosts, got {kind}")
+        if not items:
+            raise self.error("hosts", group, "empty host list (expected at least one host)")
+        specs = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, str):
+                    raise ValueError(f"expected a string, got {type(item).__name__} {item!r}")
+                specs.append(parse_host(item))
+            except ValueError as exc:
+                raise self.error("hosts", group, str(exc), i) from None
+        return specs
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
@@ -378,205 +529,19 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"at line (\d+)", msg)
-        raise ConfigError(
-            path, f"invalid TOML: {msg}", line=int(m.group(1)) if m else None
-        ) from None
+        m = re.search(r"at line (\d+)", str(exc))
+        line = int(m.group(1)) if m else None
+        raise ConfigError(path, f"invalid TOML: {exc}", line=line) from None
     r = _Reader(path, text)
-
-    known = set(_SCHEMA) | {"hosts"}
+    known = sorted(s.name for s in _sections())
     for section in data:
         if section not in known:
-            near = difflib.get_close_matches(section, sorted(known), n=1)
-            hint = (
-                f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(sorted(known))})"
-            )
-            raise ConfigError(
-                path, f"unknown section{hint}", key=f"[{section}]", line=r.loc.line(section)
-            )
-
-    p = r.table(data, "project", True)
-    project = ProjectConfig(name=p["name"], repo=p["repo"], ref=p.get("ref", "main"))
-    for key in ("name", "repo", "ref"):
-        if not getattr(project, key).strip():
-            raise r.error("project", key, "must not be empty")
-
-    b = r.table(data, "build", False)
-    build = BuildConfig(
-        commands=r.str_list("build", "commands", b.get("commands", [])),
-        artifact=b.get("artifact"),
-        timeout=float(b.get("timeout", 1800)),
-    )
-    if build.artifact is not None and (
-        build.artifact.startswith("/") or ".." in Path(build.artifact).parts
-    ):
-        raise r.error(
-            "build", "artifact", "expected a folder inside the build tree (relative, no '..')"
-        )
-
-    d = r.table(data, "deploy", True)
-    if not d["path"].strip():
-        raise r.error("deploy", "path", "must not be empty")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in d["path"]):
-        raise r.error(
-            "deploy", "path", "must not contain control characters (newline, tab, escape ...)"
-        )
-    batches = (
-        r.str_list("deploy", "batches", d.get("batches", ["100%"])) if "batches" in d else ("100%",)
-    )
-    if not batches:
-        raise r.error("deploy", "batches", "expected at least one wave size")
-    for i, size in enumerate(batches):
-        try:
-            number, _ = parse_size(size)
-        except ValueError as exc:
-            raise r.error("deploy", "batches", str(exc), i) from None
-        if number <= 0:
-            raise r.error(
-                "deploy", "batches", f'"{size}" is an empty wave (expected at least 1 host)', i
-            )
-    max_fail = d.get("max_fail", "100%")
-    try:
-        parse_size(max_fail)
-    except ValueError as exc:
-        raise r.error("deploy", "max_fail", str(exc)) from None
-    approve = d.get("approve", False)
-    if isinstance(approve, list):
-        for i, item in enumerate(approve):
-            if not isinstance(item, int) or isinstance(item, bool) or item < 1:
-                raise r.error("deploy", "approve", f"expected a wave number >= 1, got {item!r}", i)
-        approve = tuple(approve)
-    shared = r.str_list("deploy", "shared", d.get("shared", []))
-    for i, item in enumerate(shared):
-        if item.startswith("/") or ".." in Path(item).parts:
-            raise r.error(
-                "deploy", "shared", f"{item!r} must be a relative path inside the release", i
-            )
-    deploy = DeployConfig(
-        path=d["path"],
-        keep_releases=d.get("keep_releases", 5),
-        parallel=d.get("parallel", 100),
-        batches=batches,
-        max_fail=str(max_fail),
-        shared=shared,
-        before_activate=r.str_list("deploy", "before_activate", d.get("before_activate", [])),
-        after_activate=r.str_list("deploy", "after_activate", d.get("after_activate", [])),
-        health=d.get("health") or None,
-        health_timeout=float(d.get("health_timeout", 30)),
-        health_interval=float(d.get("health_interval", 1.0)),
-        hook_timeout=float(d.get("hook_timeout", 300)),
-        rollback_on_failure=d.get("rollback_on_failure", True),
-        approve=approve,
-        lock_wait=float(d.get("lock_wait", 0)),
-        lock_ttl=float(d.get("lock_ttl", 60)),
-    )
-    r.positive("deploy", "keep_releases", deploy.keep_releases, 2)
-    r.positive("deploy", "parallel", deploy.parallel)
-    for key in ("health_timeout", "hook_timeout"):
-        r.positive("deploy", key, getattr(deploy, key), 0.1)
-    r.positive("deploy", "health_interval", deploy.health_interval, 0.01)
-    r.positive("deploy", "lock_wait", deploy.lock_wait, 0)
-    r.positive("deploy", "lock_ttl", deploy.lock_ttl, 1)
-
-    s = r.table(data, "ssh", False)
-    policy = s.get("host_key_policy", "strict")
-    if policy not in ("strict", "accept-new"):
-        raise r.error(
-            "ssh", "host_key_policy", f'expected "strict" or "accept-new", got {policy!r}'
-        )
-    ssh = SshConfig(
-        user=s.get("user"),
-        port=s.get("port"),
-        identity=s.get("identity"),
-        jump=s.get("jump"),
-        host_key_policy=policy,
-        known_hosts=s.get("known_hosts", "~/.ssh/known_hosts"),
-        config=s.get("config", "~/.ssh/config") or None,
-        password_env=s.get("password_env"),
-        max_startups=s.get("max_startups", 8),
-        max_sessions=s.get("max_sessions", 8),
-        connect_timeout=float(s.get("connect_timeout", 10)),
-        command_timeout=float(s.get("command_timeout", 600)),
-        # dead_after (seconds without an answer) sets the keepalive cadence: 3 unanswered
-        # keepalives, one every dead_after/4 s. A config that sets only the older
-        # `keepalive` key keeps its meaning (dead after 4 x keepalive).
-        keepalive=float(s["keepalive"]) if "keepalive" in s else None,
-        dead_after=float(s.get("dead_after", 4 * float(s.get("keepalive", 5)))),
-        max_handshakes=s.get("max_handshakes", 64),
-        passphrase_env=s.get("passphrase_env"),
-        upload_stall=float(s.get("upload_stall", 30)),
-    )
-    if ssh.port is not None and not 0 < ssh.port < 65536:
-        raise r.error("ssh", "port", f"expected a port 1-65535, got {ssh.port}")
-    r.positive("ssh", "max_startups", ssh.max_startups)
-    r.positive("ssh", "upload_stall", ssh.upload_stall, 0.1)
-    r.positive("ssh", "max_sessions", ssh.max_sessions)
-    r.positive("ssh", "connect_timeout", ssh.connect_timeout, 0.1)
-    r.positive("ssh", "max_handshakes", ssh.max_handshakes)
-    r.positive("ssh", "dead_after", ssh.dead_after, 0.4)
-    if ssh.keepalive is not None:
-        r.positive("ssh", "keepalive", ssh.keepalive, 0.1)
-    if ssh.jump is not None:
-        try:
-            parse_host(ssh.jump)
-        except ValueError as exc:
-            raise r.error("ssh", "jump", str(exc)) from None
-
-    h = data.get("hosts")
-    if h is None:
-        raise ConfigError(
-            path, 'missing section [hosts] (groups of hosts, e.g. web = ["web1"])', key="[hosts]"
-        )
-    if not isinstance(h, dict):
-        raise ConfigError(
-            path, "expected a table of groups", key="[hosts]", line=r.loc.line("hosts")
-        )
-    if not h:
-        raise ConfigError(
-            path,
-            'no host groups (expected e.g. web = ["web1.example.com"])',
-            key="[hosts]",
-            line=r.loc.line("hosts"),
-        )
-    hosts: dict[str, tuple[HostSpec, ...]] = {}
-    memberships: dict[str, list[str]] = {}
-    for group, items in h.items():
-        if not isinstance(items, list):
-            raise r.error("hosts", group, f"expected a list of hosts, got {type(items).__name__}")
-        if not items:
-            raise r.error("hosts", group, "empty host list (expected at least one host)")
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise r.error(
-                    "hosts", group, f"expected a string, got {type(item).__name__} {item!r}", i
-                )
-            try:
-                spec = parse_host(item)
-            except ValueError as exc:
-                raise r.error("hosts", group, str(exc), i) from None
-            memberships.setdefault(spec.name, []).append(group)
-    for group, items in h.items():
-        specs = []
-        for item in items:
-            spec = parse_host(item)
-            specs.append(
-                HostSpec(spec.name, spec.host, spec.port, spec.user, tuple(memberships[spec.name]))
-            )
-        hosts[group] = tuple(specs)
-
-    relay = None
-    rl = r.table(data, "relay", False)
-    if rl:
-        if not re.match(r"^wss?://", rl["url"]):
-            raise r.error("relay", "url", f"expected a ws:// or wss:// URL, got {rl['url']!r}")
-        relay = RelayConfig(
-            url=rl["url"], room=rl["room"], token_env=rl.get("token_env", "SHIPDECK_TOKEN")
-        )
-
-    return Config(
-        path=path, project=project, build=build, deploy=deploy, ssh=ssh, hosts=hosts, relay=relay
-    )
+            near = difflib.get_close_matches(section, known, n=1)
+            hint = f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(known)})"
+            line = r.line(section)
+            raise ConfigError(path, f"unknown section{hint}", key=f"[{section}]", line=line)
+    parts = {s.name: r.hosts(data) if dict in s.types else r.section(data, s) for s in _sections()}
+    return Config(path=path, **parts)
 
 
 def split_waves(
@@ -596,3 +561,44 @@ def split_waves(
     if start < total:
         waves.append(hosts[start:])
     return waves
+
+
+# -- the README's config table --------------------------------------------------
+
+
+def _shown(k: _Key, section: _Key) -> str:
+    """The default as the README shows it."""
+    value = k.field.default
+    if k.meta("shown") or k.required:
+        where = "" if section.required else f" in [{section.name}]"
+        return k.meta("shown") or f"required{where}"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """The README's config reference: one row per key, from the fields above."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for s in _sections():
+        keys = (
+            [(".<group>", s)] if dict in s.types else [(f".{k.name}", k) for k in _keys(s.types[0])]
+        )
+        for name, k in keys:
+            meaning = " ".join(k.meta("help").split())
+            if k.meta("choices"):
+                meaning = " or ".join(f"`{c}`" for c in k.meta("choices")) + "; " + meaning
+            rows.append(f"| `{s.name}{name}` | {_shown(k, s)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m engine.config --markdown  (prints the README's config table)")
+    sys.stdout.write(markdown_table())

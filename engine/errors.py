@@ -10,7 +10,7 @@ The tree::
     ├── ConfigError           the config file is unreadable or invalid (path, line, key)
     ├── GitError              a repository could not be fetched or a ref not resolved
     ├── BuildError            a build command failed or the artifact folder is missing
-    ├── SSHError              a host could not be reached or authenticated, or a command not run
+    ├── SSHError              a host unreachable, not authenticated, or a command not run
     │   ├── CommandTimeout    (engine.session) a command outlived its timeout
     │   └── HostKeyError      (engine.ssh) the host key is unknown or has CHANGED
     ├── StepFailed            a step failed on one host; the message is the reason shown

@@ -66,10 +66,15 @@ async def _take_and_link(client: RelayClient, run: Any, ttl: float) -> Detach:
     return detach
 
 
-async def connect(config: Any, *, token: str | None = None, timeout: float = 10.0) -> RelayClient:
-    """Connect to the config's relay room and wait for its welcome; ``client.operator``
-    is then who the relay says the token belongs to. Raises :class:`RelayError`."""
+async def connect(
+    config: Any, *, token: str | None = None, timeout: float | None = None
+) -> RelayClient:
+    """Connect to the config's relay room and wait for its welcome (``timeout``, by
+    default ``relay.connect_timeout``); ``client.operator`` is then who the relay says
+    the token belongs to. Raises :class:`RelayError`."""
     relay = config.relay
+    if timeout is None:
+        timeout = getattr(relay, "connect_timeout", 10.0)
     client = RelayClient(relay.url, relay.room, _token(config, token))
     try:
         await client.start(timeout=timeout)

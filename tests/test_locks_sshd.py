@@ -517,16 +517,18 @@ async def test_a_relay_that_refuses_or_is_down_stops_deploy_and_rollback(
     try:
         fleet = sshd_fleet(2)
 
-        def with_relay(name: str, url: str) -> str:
+        def with_relay(name: str, url: str, extra: str = "") -> str:
             path = write_config(tmp_path / name, fleet, sample_repo)
             path.write_text(
                 path.read_text()
                 + f'[relay]\nurl = "{url}"\nroom = "web"\ntoken_env = "SHIPDECK_TOKEN"\n'
+                + extra
             )
             return str(path)
 
         up = with_relay("up.toml", relay.url)
-        down = with_relay("down.toml", "ws://127.0.0.1:1")
+        # nothing listens there: the deploy gives up after relay.connect_timeout
+        down = with_relay("down.toml", "ws://127.0.0.1:1", "connect_timeout = 1\n")
         wrong = {"SHIPDECK_TOKEN": "not-a-token"}
         for cmd in ("deploy", "rollback"):
             for path, env in ((up, wrong), (down, {"SHIPDECK_TOKEN": TOKENS["alice"]})):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.config import ConfigError, parse_config
-from tests.test_config import GOOD
+from tests.engine.test_config import GOOD
 
 pytestmark = pytest.mark.fault
 

@@ -44,7 +44,9 @@ async def run_until(config_path: Path, kill_at, env=None) -> tuple[int | None, l
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
+        # a SIGKILLed deploy cannot remove its build directory: keep it under the test's
+        # own tmp dir, not in TMPDIR
+        env={**os.environ, "TMPDIR": str(config_path.parent), **(env or {})},
     )
     lines: list[str] = []
     killed = False

@@ -1,12 +1,27 @@
-"""Config validation: every error names the file, the key (and line) and what is expected."""
+"""Config validation: every error names the file, the key (and line) and what is expected;
+the README's config table is the one the key declarations generate."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load_config, parse_config, parse_host, split_waves
+from engine.config import (
+    BuildConfig,
+    ConfigError,
+    DeployConfig,
+    ProjectConfig,
+    SshConfig,
+    load_config,
+    markdown_table,
+    parse_config,
+    parse_host,
+    split_waves,
+)
 
 GOOD = """
 [project]
@@ -165,3 +180,89 @@ def test_waves_follow_design() -> None:
     assert [len(w) for w in waves] == [1, 3, 6]  # 1, ceil(25% of 10), rest
     assert [len(w) for w in split_waves(hosts, ("2", "3"))] == [2, 8]  # last wave takes the rest
     assert [len(w) for w in split_waves(hosts[:1], ("1", "25%", "100%"))] == [1]
+
+
+MINIMAL = """
+[project]
+name = "web"
+repo = "/srv/git/web.git"
+
+[deploy]
+path = "/srv/web"
+
+[hosts]
+web = ["web1"]
+"""
+
+
+def readme_config_table() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Config reference\n", 1)[1]
+    start = section.index("| key | default | meaning |")
+    return section[start : section.index("\n\n", start) + 1]
+
+
+def test_readme_config_table_is_the_generated_one() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.config", "--markdown"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out == markdown_table()
+    assert readme_config_table() == out, (
+        "the README's config table is stale: paste `python -m engine.config --markdown` into it"
+    )
+
+
+def test_table_has_every_key_with_its_default() -> None:
+    rows = dict(
+        (cells[1].strip("` "), cells[2].strip())
+        for cells in (line.split("|") for line in markdown_table().splitlines()[2:])
+    )
+    for section, cls in [("project", ProjectConfig), ("deploy", DeployConfig), ("ssh", SshConfig)]:
+        assert all(f"{section}.{f.name}" in rows for f in fields(cls))
+    assert rows["deploy.health_timeout"] == "30"
+    assert rows["deploy.batches"] == '`["100%"]`'
+    assert rows["deploy.path"] == rows["hosts.<group>"] == "required"
+    assert rows["relay.url"] == "required in [relay]"
+
+
+def test_absent_keys_take_the_declared_defaults() -> None:
+    c = parse_config(MINIMAL)
+    assert c.project == ProjectConfig(name="web", repo="/srv/git/web.git")
+    assert c.project.ref == "main"
+    assert c.deploy == DeployConfig(path="/srv/web")
+    assert (c.deploy.health_timeout, c.deploy.batches, c.deploy.max_fail) == (
+        30.0,
+        ("100%",),
+        "100%",
+    )
+    assert c.build == BuildConfig() and c.ssh == SshConfig() and c.relay is None
+    assert (c.ssh.dead_after, c.ssh.keepalive, c.ssh.config) == (20.0, None, "~/.ssh/config")
+
+
+def test_given_values_are_converted_as_before() -> None:
+    text = MINIMAL.replace(
+        'path = "/srv/web"', 'path = "/srv/web"\nhealth_timeout = 5\nmax_fail = 2\nhealth = ""'
+    )
+    text += '\n[ssh]\nkeepalive = 2\nconfig = ""\n'
+    c = parse_config(text)
+    assert c.deploy.health_timeout == 5.0 and isinstance(c.deploy.health_timeout, float)
+    assert c.deploy.max_fail == "2" and c.deploy.health is None
+    # a config that sets only the older keepalive key: dead after 4 unanswered
+    assert (c.ssh.keepalive, c.ssh.dead_after, c.ssh.config) == (2.0, 8.0, None)
+
+
+def test_bounds_and_number_types_name_key_and_line() -> None:
+    text = MINIMAL.replace('path = "/srv/web"', 'path = "/srv/web"\nhealth_interval = 0')
+    line = text.splitlines().index("health_interval = 0") + 1
+    assert err(text) == (
+        f"conf/shipdeck.toml:{line}: [deploy] health_interval: expected a number >= 0.01, got 0.0"
+    )
+    text = MINIMAL.replace('path = "/srv/web"', 'path = "/srv/web"\nhook_timeout = "5m"')
+    assert "[deploy] hook_timeout: expected a number, got str '5m'" in err(text)
+    assert "[relay] url: expected a ws:// or wss:// URL" in err(
+        MINIMAL + '[relay]\nurl = "http://x"\nroom = "r"\n'
+    )
