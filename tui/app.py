@@ -29,6 +29,7 @@ from tui.commands import DeckCommands
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
+from tui.render import control_note
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import (
@@ -405,13 +406,10 @@ class ShipdeckApp(App[int]):
                     timeout=8,
                 )
             for control in batch.controls:
-                what = {"abort": "aborted", "approve": "approved"}.get(
-                    control.action, control.action
-                )
                 self.chat_pane.add(
                     ChatMessage(
                         control.by or "?",
-                        f"{what} {control.key or 'the deploy'}",
+                        control_note(control),
                         at=control.at or time.time(),
                         system=True,
                     )

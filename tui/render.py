@@ -156,6 +156,13 @@ def event_lines(event: Event) -> list[str]:
     return [event.type]
 
 
+def control_note(event: Control) -> str:
+    """An operator's action as a chat notice: ``approved release/gate-1``,
+    ``aborted the deploy``."""
+    what = {"abort": "aborted", "approve": "approved"}.get(event.action, event.action)
+    return f"{what} {event.key or 'the deploy'}"
+
+
 def event_text(event: Event) -> str:
     """:func:`event_lines` as one line (a summary's detail lines joined with ``;``)."""
     head, *rest = event_lines(event)

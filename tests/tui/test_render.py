@@ -159,3 +159,12 @@ def test_render_tree() -> None:
         "    └── wave 1",
         "        └── web1  (connect, lock, upload, unpack, link, before, activate, restart, health, rollback, cleanup)",
     ]
+
+
+def test_control_notes() -> None:
+    from tui.render import control_note
+
+    assert control_note(Control(D, action="abort", by="bob")) == "aborted the deploy"
+    assert control_note(Control(D, action="approve", key="release/gate-1")) == (
+        "approved release/gate-1"
+    )
