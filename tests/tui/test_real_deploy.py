@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,11 @@ async def test_deploy_then_rollback_on_local_fleet(
             assert app.last_exit == 0, app.model.finished
             assert label(app, "release").startswith(f"✓ {n}/{n} ✓  release")
             assert len(str(app.model.meta.get("sha"))) >= 7
+            if not released:  # the first deploy sends the package: its size shows
+                host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
+                assert label(app, host).startswith("✓ host1")
+                upload = label(app, f"{host}/upload")
+                assert re.fullmatch(r"✓ upload  [\d.]+(B|KB|MB)  [\dms.]+", upload), upload
             released.append(app.model.meta["release_id"])
             commit_version(sample_repo, version)
         # cleanup on one host removed the oldest release: it is greyed, not offered
@@ -84,12 +90,16 @@ async def test_unhealthy_host_shows_its_rollback_in_the_tree(
             await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
             released.append(app.model.meta["release_id"])
         assert app.last_exit == 1, app.model.finished
+        n = len(fleet.hosts)
+        assert label(app, "release").startswith(f"✗ 1 ✗ {n - 1}/{n} ✓  release")
         host = next(h.key for h in app.model.plan.hosts() if h.label == "host2")
         line = label(app, host)
         assert line.startswith("✗ host2") and line.endswith(f"rolled back to {released[0]}"), line
         step = app.model.plan[f"{host}/rollback"]
         assert step.status == "ok" and step.detail == f"to {released[0]}"
         assert step.ended is not None and step.started is not None and step.ended >= step.started
+        rollback = label(app, f"{host}/rollback")
+        assert re.fullmatch(rf"✓ rollback  [\dms.]+  to {released[0]}", rollback), rollback
         assert label(app, f"{host}/health").startswith("✗ health")
         assert label(app, f"{host}/cleanup").startswith("– cleanup")
         ok_host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
