@@ -64,6 +64,20 @@ class Node:
     def name(self) -> str:
         return self.key.rpartition("/")[2]
 
+    def set_status(self, status: str, at: float, detail: str = "") -> None:
+        """What a status event does to a node: times start at the first running (or
+        waiting) and end at a done status; an empty detail keeps the previous one
+        unless the node is done."""
+        self.status = status
+        if status in (RUNNING, WAITING) and self.started is None:
+            self.started = at
+        elif status in DONE_STATUSES:
+            self.ended = at
+            if self.started is None and status in (OK, FAILED):
+                self.started = at
+        if detail or status in DONE_STATUSES:
+            self.detail = detail
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"key": self.key, "label": self.label, "kind": self.kind}
         if self.status != PENDING:
@@ -166,20 +180,15 @@ class Plan:
         return plan
 
     def apply(self, event: Event) -> Node | None:
-        """Update the model from one event; return the node it changed, if any."""
+        """Update the nodes from one event; return the node it changed, if any.
+
+        Only the tree's part (statuses, progress, meta); everything else a follower
+        keeps (counts, gates, logs, the summary) is :class:`engine.state.RunState`'s,
+        which is what to use."""
         if isinstance(event, NodeStatus):
             node = self.nodes.get(event.key)
-            if node is None:
-                return None
-            node.status = event.status
-            if event.status in (RUNNING, WAITING) and node.started is None:
-                node.started = event.at
-            elif event.status in DONE_STATUSES:
-                node.ended = event.at
-                if node.started is None and event.status in (OK, FAILED):
-                    node.started = event.at
-            if event.detail or event.status in DONE_STATUSES:
-                node.detail = event.detail
+            if node is not None:
+                node.set_status(event.status, event.at, event.detail)
             return node
         if isinstance(event, Progress):
             node = self.nodes.get(event.key)

@@ -34,6 +34,7 @@ from engine.events import (
     GateWaiting,
     LogLine,
     NodeStatus,
+    Summary,
     now,
 )
 from engine.history import History, TranscriptWriter
@@ -44,6 +45,7 @@ from engine.plan import Node, Plan
 from engine.remote.revisions import revision_line
 from engine.remote.shell import utc_stamp
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
+from engine.state import RunState
 from engine.strategy import Budget
 
 log = logging.getLogger("shipdeck.engine")
@@ -112,6 +114,8 @@ class Run:
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
         self.plan: Plan = self._build_plan()
+        #: the run's state, from its own events (the one reducer every follower uses)
+        self.state = RunState(self.plan)
 
     # -- plan and events -----------------------------------------------------
 
@@ -135,7 +139,7 @@ class Run:
             self._subscribers.remove(callback)
 
     def emit(self, event: Event) -> None:
-        self.plan.apply(event)
+        self.state.apply(event)
         for callback in list(self._subscribers):
             try:
                 callback(event)
@@ -473,33 +477,15 @@ class Run:
 
     # -- summary -------------------------------------------------------------
 
-    def _summary(self, release_id: str) -> tuple[str, int, dict[str, Any]]:
-        hosts = self.plan.hosts()
-        by: dict[str, int] = {}
-        for h in hosts:
-            by[h.status] = by.get(h.status, 0) + 1
-        failed = {h.label: (h.detail or "failed") for h in hosts if h.status == FAILED}
-        if self.stop_reason:
-            status, code = "stopped", EXIT_STOPPED
-        elif failed:
-            status, code = "failed", EXIT_FAILED
-        else:
-            status, code = OK, EXIT_OK
-        summary = {
-            "hosts": len(hosts),
-            "ok": by.get(OK, 0),
-            "failed": len(failed),
-            "skipped": by.get(SKIPPED, 0),
-            "cancelled": by.get(CANCELLED, 0),
-            "failures": failed,
-            "reason": self.stop_reason,
-            "release_id": release_id,
-            "exit_code": code,
-            "duration": round(time.time() - self.started_at, 3),
-        }
-        if self.without_relay:
-            summary["relay"] = "skipped (--without-relay)"
-        return status, code, summary
+    def _summary(self, release_id: str) -> tuple[str, int, Summary]:
+        status, summary = self.state.summarize(
+            reason=self.stop_reason,
+            release_id=release_id,
+            duration=round(time.time() - self.started_at, 3),
+            relay="skipped (--without-relay)" if self.without_relay else "",
+        )
+        assert summary.exit_code is not None
+        return status, summary.exit_code, summary
 
     def _host_rows(self, release_id: str) -> list[dict[str, Any]]:
         rows = []
@@ -521,12 +507,13 @@ class Run:
     ) -> DeployResult:
         for hr in self.hosts.values():
             hr.stop_heartbeat()
-        status, code, summary = self._summary(release_id)
+        status, code, report = self._summary(release_id)
         self.status(
             "release",
-            {OK: OK, "failed": FAILED}.get(status, FAILED if summary["failed"] else CANCELLED),
-            _count_text(summary),
+            {OK: OK, "failed": FAILED}.get(status, FAILED if report.failed else CANCELLED),
+            _count_text(report),
         )
+        summary = report.to_json()
         self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
         try:
             self.history.update(self.deploy_id, sha=sha, release_id=release_id)
@@ -560,11 +547,11 @@ class Run:
         return writer
 
 
-def _count_text(summary: dict[str, Any]) -> str:
-    parts = [f"{summary['ok']}/{summary['hosts']} ok"]
+def _count_text(summary: Summary) -> str:
+    parts = [f"{summary.ok}/{summary.hosts} ok"]
     for k in ("failed", "skipped", "cancelled"):
-        if summary.get(k):
-            parts.append(f"{summary[k]} {k}")
+        if getattr(summary, k):
+            parts.append(f"{getattr(summary, k)} {k}")
     return ", ".join(parts)
 
 

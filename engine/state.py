@@ -42,9 +42,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import ExitCode
 from engine.events import (
     CANCELLED,
-    DONE_STATUSES,
     FAILED,
     OK,
     PENDING,
@@ -68,6 +68,14 @@ from engine.plan import Node, Plan
 __all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
 
 Touched = tuple[str, ...]
+
+#: A run's exit status by how it ended: every host ok, some failed within the budget,
+#: stopped (budget exceeded, abort, a lock held by someone else).
+EXIT_CODES = {
+    OK: int(ExitCode.OK),
+    "failed": int(ExitCode.FAILED),
+    "stopped": int(ExitCode.STOPPED),
+}
 _NOTHING: Touched = ()
 
 
@@ -302,6 +310,37 @@ class RunState:
         """Host counts under ``key`` (all zero when it has no hosts)."""
         return self.counts.get(key) or Counts()
 
+    def summarize(
+        self,
+        *,
+        reason: str = "",
+        release_id: str = "",
+        duration: float | None = None,
+        relay: str = "",
+    ) -> tuple[str, Summary]:
+        """How the run ends, from the hosts' statuses: ``(status, summary)``. Status
+        is ``stopped`` when there is a ``reason`` to stop (exit 3), else ``failed``
+        when a host failed (exit 1), else ``ok`` (exit 0). A failed host's reason is
+        its detail."""
+        hosts = self.plan.hosts()
+        counts = self.host_counts()
+        failures = {h.label: (h.detail or "failed") for h in hosts if h.status == FAILED}
+        status = "stopped" if reason else ("failed" if failures else OK)
+        summary = Summary(
+            hosts=len(hosts),
+            ok=counts.ok,
+            failed=len(failures),
+            skipped=counts.skipped,
+            cancelled=counts.cancelled,
+            failures=failures,
+            reason=reason,
+            release_id=release_id,
+            exit_code=EXIT_CODES[status],
+            duration=duration,
+            relay=relay,
+        )
+        return status, summary
+
     def host_of(self, key: str) -> str | None:
         """The host node a step belongs to (None for anything that is not a step)."""
         return self._host_of.get(key)
@@ -391,15 +430,7 @@ class RunState:
         if node is None:
             return _NOTHING
         status = event.status
-        node.status = status
-        if status in (RUNNING, WAITING) and node.started is None:
-            node.started = event.at
-        elif status in DONE_STATUSES:
-            node.ended = event.at
-            if node.started is None and status in (OK, FAILED):
-                node.started = event.at
-        if event.detail or status in DONE_STATUSES:
-            node.detail = event.detail
+        node.set_status(status, event.at, event.detail)
         if self.bounds is not None:
             self.bounds.node(node)
         if self.started is None:

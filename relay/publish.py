@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from engine.events import Event, GateWaiting, LogLine, PlanReady, event_from_json
+from engine.events import Event, PlanReady
+from engine.state import RunState
 from relay.client import LeaseHeld, RelayClient, RelayError
 from relay.protocol import Snapshot, events_of
 
@@ -168,7 +169,7 @@ class RelayChat:
         self._on_message: Callable[[Any], None] | None = None
         self._on_presence: Callable[[list[str]], None] | None = None
         self._on_status: Callable[[str], None] | None = None
-        self._feed: Callable[[Event], None] | None = None
+        self._feed: Callable[[Event | RunState], None] | None = None
         self._last_chat = 0
         self._ready = asyncio.Event()
 
@@ -215,7 +216,9 @@ class RelayChat:
             raise RelayError("not_connected", "the relay is not connected")
         return await self.client.control(action, key)
 
-    def set_feed(self, feed: Callable[[Event], None]) -> None:
+    def set_feed(self, feed: Callable[[Event | RunState], None]) -> None:
+        """Where the room's deploy goes: each event, and on joining the room's
+        snapshot as one :class:`engine.state.RunState`."""
         self._feed = feed
 
     # -- frames ---------------------------------------------------------------
@@ -299,23 +302,11 @@ class RelayChat:
             self._chat(frame)
         if self._feed is None or not snap.deploy:
             return
-        plan = snap.plan()
-        if plan is not None:
-            self._feed(plan.to_event())
-        for data in snap.deploy.get("logs") or ():
-            try:
-                event = event_from_json(data)
-            except ValueError:
-                continue
-            if isinstance(event, LogLine):
-                self._feed(event)
-        for key in snap.deploy.get("gates") or ():
-            self._feed(GateWaiting(snap.deploy.get("deploy_id", ""), key=key))
-        if snap.deploy.get("finished"):
-            try:
-                self._feed(event_from_json(snap.deploy["finished"]))
-            except ValueError:
-                pass
+        try:  # the room's deploy as it stands: one state, not a replay of events
+            state = RunState.from_json(snap.deploy)
+        except ValueError:
+            return
+        self._feed(state)
 
 
 def tui_chat_backend(
@@ -327,11 +318,11 @@ def tui_chat_backend(
 
 def tui_watch(
     url: str, room: str, *, token: str | None = None, operator: str = ""
-) -> tuple[RelayChat, Callable[[Callable[[Event], None]], Any]]:
+) -> tuple[RelayChat, Callable[[Callable[[Event | RunState], None]], Any]]:
     """A spectator: (chat backend, ``async watcher(feed)`` that delivers the room's deploy events)."""
     chat = RelayChat(url, room, token=token, operator=operator)
 
-    async def watcher(feed: Callable[[Event], None]) -> None:
+    async def watcher(feed: Callable[[Event | RunState], None]) -> None:
         chat.set_feed(feed)
 
     return chat, watcher

@@ -29,6 +29,7 @@ from tui.commands import DeckCommands
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
+from tui.render import control_note
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import (
@@ -405,13 +406,10 @@ class ShipdeckApp(App[int]):
                     timeout=8,
                 )
             for control in batch.controls:
-                what = {"abort": "aborted", "approve": "approved"}.get(
-                    control.action, control.action
-                )
                 self.chat_pane.add(
                     ChatMessage(
                         control.by or "?",
-                        f"{what} {control.key or 'the deploy'}",
+                        control_note(control),
                         at=control.at or time.time(),
                         system=True,
                     )
@@ -435,7 +433,7 @@ class ShipdeckApp(App[int]):
         key = self.model.latest_running
         if not key:
             return
-        target = self.model.host_of.get(key) or key
+        target = self.model.state.host_of(key) or key
         if self.tree.selected_key != target:
             self.tree.select_key(target)
 
@@ -483,7 +481,9 @@ class ShipdeckApp(App[int]):
                 f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
                 style=STYLE.get(glyph_key, "") + " bold",
             )
-            code = model.finished.summary.get("exit_code", self.last_exit)
+            code = model.finished.report.exit_code
+            if code is None:
+                code = self.last_exit
             if code is not None:
                 state.append(f" (exit {code})", style="dim")
         elif self.deploying or model.running:
@@ -539,7 +539,7 @@ class ShipdeckApp(App[int]):
             names = [model.plan.nodes[k].label for k in model.plan.children.get(wave.key, ())]
             shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")
             text.append(f"  {wave.label}: ", style="cyan")
-            text.append(("" if "host" in wave.label else f"{len(names)} hosts: ") + f"{shown}\n")
+            text.append(f"{shown}\n")  # the wave's label says how many hosts
         gates = [n for n in model.plan if n.kind == "gate"]
         if gates:
             text.append(f"  {len(gates)} approval gate(s)\n", style="magenta")

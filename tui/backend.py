@@ -3,7 +3,7 @@
 A *runner* is anything shaped like ``engine.deploy.Deployment``: ``deploy_id``,
 ``plan``, ``subscribe(cb)``, ``await run()`` returning a result with ``status`` and
 ``exit_code``, ``abort(by=, reason=)`` and ``approve(by=, key=)``. The real backend
-wraps the engine; tests and the flood benchmark use :mod:`tui.fake`.
+wraps the engine; the TUI tests' scripted double is tests/tui/fake.py.
 No textual here.
 """
 

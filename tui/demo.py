@@ -28,8 +28,8 @@ def run_demo(
     mouse: bool = True,
     simulate: bool = False,
 ) -> int:
-    if simulate:
-        return _run_simulated(hosts, with_failure, mouse)
+    """Run the demo. ``simulate`` (``--simulate``) is accepted for old scripts and
+    changes nothing: the demo always is the real engine over the in-process fleet."""
     from engine.localfleet import temp_root
 
     keep = directory is not None
@@ -54,17 +54,6 @@ def own_state(root: Path) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _run_simulated(hosts: int, with_failure: bool, mouse: bool) -> int:
-    from tui.app import ShipdeckApp
-    from tui.fake import FakeBackend
-
-    names = [f"host{i}" for i in range(1, hosts + 1)]
-    failing = {names[min(2, len(names) - 1)]} if with_failure else set()
-    backend = FakeBackend(names, delay=0.15, failing=failing, project="demo")
-    app = ShipdeckApp(backend, start_message="simulated deploy: no SSH, scripted events")
-    return int(app.run(mouse=mouse) or 0)
 
 
 async def _demo(

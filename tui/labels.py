@@ -6,22 +6,24 @@ terminals. Colours are the 8 ANSI names so the terminal's palette decides.
 
 from __future__ import annotations
 
-import re
-
 from rich.text import Text
 
 from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED, WAITING
 from engine.plan import Node
+from engine.state import Counts
+from tui.render import GLYPH, fmt_bytes, fmt_duration
 
-GLYPH = {
-    PENDING: "○",
-    RUNNING: "●",
-    WAITING: "⏸",
-    OK: "✓",
-    FAILED: "✗",
-    SKIPPED: "–",
-    CANCELLED: "–",
-}
+__all__ = [
+    "GLYPH",
+    "STYLE",
+    "NAME_STYLE",
+    "counts_text",
+    "fmt_bytes",
+    "fmt_duration",
+    "node_label",
+    "status_text",
+]
+
 STYLE = {
     PENDING: "dim",
     RUNNING: "bold yellow",
@@ -42,45 +44,19 @@ NAME_STYLE = {
 }
 
 
-_COUNT_TEXT = re.compile(r"^\d+/\d+ ok\b")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def fmt_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{n}B"
-
-
-def counts_text(counts: dict[str, int], total: int | None = None) -> Text:
+def counts_text(counts: Counts, total: int | None = None) -> Text:
     """ "1 ✗ 37/50 ✓ 2 ●" from host status counts: failures first, so a narrow pane
     that cuts the line never cuts them."""
     text = Text()
     if total is None:
-        total = sum(counts.values())
-    failed = counts.get(FAILED, 0)
+        total = counts.total
+    failed = counts.failed
     if failed:
         text.append(f"{failed} {GLYPH[FAILED]} ", style=STYLE[FAILED])
-    ok = counts.get(OK, 0)
+    ok = counts.ok
     text.append(f"{ok}/{total} ✓", style=STYLE[OK] if ok else "dim")
     for status in (RUNNING, WAITING, CANCELLED):
-        n = counts.get(status, 0)
+        n = counts.get(status)
         if n:
             text.append(f" {n} {GLYPH[status]}", style=STYLE[status])
     return text
@@ -94,7 +70,7 @@ def node_label(
     node: Node,
     *,
     elapsed: float | None = None,
-    counts: dict[str, int] | None = None,
+    counts: Counts | None = None,
     current_step: str | None = None,
     progress: tuple[int, int] | None = None,
     note: str | None = None,
@@ -105,7 +81,7 @@ def node_label(
     text = Text(no_wrap=True, end="")
     text.append(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
     text.append(" ")
-    if counts is not None and node.kind in ("wave", "stage") and sum(counts.values()):
+    if counts is not None and node.kind in ("wave", "stage") and counts.total:
         # counts before the label: a narrow pane cuts a long wave label, never them
         text.append_text(counts_text(counts))
         text.append("  ")
@@ -122,10 +98,15 @@ def node_label(
         text.append(f"  {fmt_duration(elapsed)}", style="dim" if status != RUNNING else "yellow")
     if node.kind == "gate" and status == WAITING:
         text.append("  press g to approve", style="bold magenta")
-    # waves and the release show their own counts; the engine's count text would repeat them
-    show_detail = (
-        status in (FAILED, SKIPPED, CANCELLED) or (node.kind == "stage" and counts is None)
-    ) and not (counts is not None and _COUNT_TEXT.match(node.detail or ""))
+    # a wave or the release with hosts shows its own counts; its detail (the engine's
+    # words for the same counts) is shown only for a wave that never ran (why it was
+    # skipped or cancelled)
+    if counts is not None and counts.total:
+        show_detail = (
+            node.kind == "wave" and node.started is None and status in (SKIPPED, CANCELLED)
+        )
+    else:
+        show_detail = status in (FAILED, SKIPPED, CANCELLED) or node.kind == "stage"
     if note:
         text.append(f"  {note}", style="yellow")
     elif (

@@ -1,4 +1,6 @@
-"""The TUI's plain data model: the plan's nodes, host counts, per-node log rings.
+"""The TUI's model: one :class:`engine.state.RunState` (the deploy's state, as every
+other follower keeps it) plus what only the screen needs: per-node log rings and
+which nodes must be relabelled.
 
 No textual here. Events are buffered by :meth:`DeckModel.push` (cheap, called for every
 event) and applied in batches by :meth:`DeckModel.apply_pending`, which records which
@@ -18,18 +20,16 @@ from engine.events import (
     FAILED,
     OK,
     RUNNING,
-    WAITING,
     Control,
     DeployFinished,
     DeployMeta,
     Event,
     GateWaiting,
     LogLine,
-    NodeStatus,
     PlanReady,
-    Progress,
 )
 from engine.plan import Plan
+from engine.state import Counts, RunState
 
 RING_LINES = 2000  # per ring: a host (its steps' lines too), a stage, a wave, the release
 LOG_BUDGET = 100_000  # lines kept over all rings; past it every ring drops its older half
@@ -59,25 +59,18 @@ class Batch:
 
 
 class DeckModel:
-    """State of one deploy (or rollback) as the TUI shows it."""
+    """One deploy (or rollback) as the TUI shows it: ``state`` is the reducer's; the
+    log rings and ``dirty`` are the screen's."""
 
     def __init__(self, plan: Plan | None = None, clock: Callable[[], float] = time.time):
         self.clock = clock
-        self.pending: list[Event] = []
-        self.plan = Plan(deploy_id="")
+        self.pending: list[Event | RunState] = []
+        self.state = RunState()
         self.dirty: set[str] = set()
         self.logs: dict[str, deque[LogEntry]] = {}
         self.ring_of: dict[str, str] = {}
         self.retained = 0
-        self.counts: dict[str, dict[str, int]] = {}
-        self.host_of: dict[str, str] = {}
-        self.host_status: dict[str, str] = {}
-        self.host_step: dict[str, str] = {}
         self.seq = 0
-        self.finished: DeployFinished | None = None
-        self.waiting_gate: str | None = None
-        self.latest_running: str | None = None
-        self.started: float | None = None
         self.ended: float | None = None
         self.applied_total = 0
         if plan is not None:
@@ -85,35 +78,24 @@ class DeckModel:
 
     # -- plan -----------------------------------------------------------------
 
-    def load(self, plan: Plan) -> None:
-        """Show ``plan``, shared with the runner that owns it (no copy: at 3,000 hosts
-        a copy is ~10 MB). The runner may apply an event to it before this model
-        does; every update here is idempotent, and the host counts come from
-        ``host_status`` (the status this model last counted), not from the node."""
-        self.plan = plan
-        self.dirty = set(self.plan.nodes)
+    def load(self, plan: Plan | RunState) -> None:
+        """Show ``plan`` (shared with the runner that owns it: no copy, at 3,000 hosts
+        a copy is ~10 MB), or a whole state (a late joiner's snapshot)."""
+        state = plan if isinstance(plan, RunState) else RunState(plan)
+        self.state = state
+        self._reset()
+        for event in state.log_events():
+            self._log(event)
+
+    def _reset(self) -> None:
+        state = self.state
+        self.dirty = set(state.plan.nodes)
         self.logs.clear()
         self.retained = 0
-        self.host_step = {}
-        self.finished = None
-        self.waiting_gate = None
-        self.latest_running = None
-        self.started = self.ended = None
-        self._recount()
-
-    def _recount(self) -> None:
-        self.counts = {}
-        self.host_of = {}
-        self.host_status = {}
+        self.ended = state.finished.at or self.clock() if state.finished else None
         self.ring_of = {}
-        for node in self.plan:
-            if node.kind == "host":
-                self.host_status[node.key] = node.status
-                for anc in self._ancestors(node.key):
-                    c = self.counts.setdefault(anc, {})
-                    c[node.status] = c.get(node.status, 0) + 1
-            elif node.kind == "step":
-                self.host_of[node.key] = node.parent or ""
+        for node in state.plan:
+            if node.kind == "step":
                 self.ring_of[node.key] = node.parent or node.key
 
     @staticmethod
@@ -125,24 +107,49 @@ class DeckModel:
             yield key
 
     @property
+    def plan(self) -> Plan:
+        return self.state.plan
+
+    @property
     def meta(self) -> dict[str, Any]:
-        return self.plan.meta
+        return self.state.plan.meta
 
     @property
     def deploy_id(self) -> str:
-        return self.plan.deploy_id
+        return self.state.plan.deploy_id
+
+    @property
+    def counts(self) -> dict[str, Counts]:
+        return self.state.counts
+
+    @property
+    def finished(self) -> DeployFinished | None:
+        return self.state.finished
+
+    @property
+    def waiting_gate(self) -> str | None:
+        return self.state.waiting_gate
+
+    @property
+    def latest_running(self) -> str | None:
+        return self.state.latest_running
+
+    @property
+    def started(self) -> float | None:
+        return self.state.started
 
     @property
     def running(self) -> bool:
-        return self.started is not None and self.finished is None
+        return self.state.started is not None and self.state.finished is None
 
-    def host_totals(self) -> dict[str, int]:
-        return self.counts.get("release", {})
+    def host_totals(self) -> Counts:
+        return self.state.host_counts()
 
     # -- events -----------------------------------------------------------------
 
-    def push(self, event: Event) -> None:
-        """Buffer one event (called for every event, must stay cheap)."""
+    def push(self, event: Event | RunState) -> None:
+        """Buffer one event, or a whole state (a snapshot) that replaces what is shown
+        (called for every event, must stay cheap)."""
         self.pending.append(event)
 
     def apply_pending(self) -> Batch:
@@ -155,85 +162,48 @@ class DeckModel:
         self.dirty |= batch.dirty
         return batch
 
-    def apply(self, event: Event, batch: Batch) -> None:
-        plan = self.plan
-        if isinstance(event, NodeStatus):
-            node = plan.nodes.get(event.key)
-            if node is None:
-                return
-            plan.apply(event)
-            if self.started is None:
-                self.started = event.at or self.clock()
-            batch.dirty.add(event.key)
-            if node.kind == "host":
-                new = node.status
-                old = self.host_status.get(node.key, new)
-                if old != new:
-                    self.host_status[node.key] = new
-                    for anc in self._ancestors(node.key):
-                        c = self.counts.setdefault(anc, {})
-                        c[old] = c.get(old, 0) - 1
-                        c[new] = c.get(new, 0) + 1
-                        batch.dirty.add(anc)
-            if node.status == RUNNING and node.kind in ("step", "stage"):
-                self.latest_running = node.key
-                host = self.host_of.get(node.key)
-                if host:
-                    self.host_step[host] = node.key
-                    batch.dirty.add(host)
-            if node.kind == "gate":
-                if node.status == WAITING:
-                    self.waiting_gate = node.key
-                elif self.waiting_gate == node.key:
-                    self.waiting_gate = None
-        elif isinstance(event, LogLine):
-            self.seq += 1
-            node = plan.nodes.get(event.key)
-            key = node.key if node is not None else event.key  # one shared string per node
-            entry = LogEntry(self.seq, key, event.stream, event.text, event.at)
-            # A step's lines live in its host's ring (a step's log is that ring
-            # filtered); the host/stage ring and each ancestor's ring hold the entry.
-            owner = self.ring_of.get(key, key)
-            self._keep(owner, entry)
-            for anc in self._ancestors(owner):
-                self._keep(anc, entry)
-            batch.lines.append(entry)
-        elif isinstance(event, Progress):
-            if plan.apply(event) is not None:
-                batch.dirty.add(event.key)
-                host = self.host_of.get(event.key)
-                if host:
-                    batch.dirty.add(host)
+    def apply(self, event: Event | RunState, batch: Batch) -> None:
+        """Apply one event (or a snapshot's state) and note in ``batch`` what the
+        screen must redraw."""
+        if isinstance(event, RunState):
+            self.load(event)
+            batch.plan_changed = batch.meta_changed = True
+            batch.gates.extend(event.gates)
+            batch.finished = event.finished
+            return
+        state = self.state
+        generation = state.generation
+        touched = state.apply(event)
+        if state.generation != generation:  # a new plan: a new tree
+            self._reset()
+            batch.plan_changed = True
+        batch.dirty.update(touched)
+        if isinstance(event, LogLine):
+            batch.lines.append(self._log(event))
         elif isinstance(event, GateWaiting):
-            node = plan.nodes.get(event.key)
-            if node is not None:
-                node.status = WAITING
-                if node.started is None:
-                    node.started = event.at
-                batch.dirty.add(event.key)
-            self.waiting_gate = event.key
-            batch.gates.append(event.key)
-        elif isinstance(event, DeployMeta):
-            plan.apply(event)
-            batch.meta_changed = True
-        elif isinstance(event, PlanReady):
-            incoming = Plan.from_event(event)
-            if incoming.deploy_id != plan.deploy_id or list(incoming.nodes) != list(plan.nodes):
-                self.load(incoming)
-                batch.plan_changed = True
-            else:
-                plan.meta.update(event.meta)
+            if event.key in state.gates:
+                batch.gates.append(event.key)
+        elif isinstance(event, (DeployMeta, PlanReady)):
             batch.meta_changed = True
         elif isinstance(event, Control):
             batch.controls.append(event)
-            if event.action == "approve" and self.waiting_gate == (event.key or self.waiting_gate):
-                self.waiting_gate = None
         elif isinstance(event, DeployFinished):
-            self.finished = event
             self.ended = event.at or self.clock()
-            self.waiting_gate = None
             batch.finished = event
             batch.meta_changed = True
+
+    def _log(self, event: LogLine) -> LogEntry:
+        self.seq += 1
+        node = self.state.plan.nodes.get(event.key)
+        key = node.key if node is not None else event.key  # one shared string per node
+        entry = LogEntry(self.seq, key, event.stream, event.text, event.at)
+        # A step's lines live in its host's ring (a step's log is that ring
+        # filtered); the host/stage ring and each ancestor's ring hold the entry.
+        owner = self.ring_of.get(key, key)
+        self._keep(owner, entry)
+        for anc in self._ancestors(owner):
+            self._keep(anc, entry)
+        return entry
 
     # -- queries ------------------------------------------------------------------
 
@@ -243,10 +213,10 @@ class DeckModel:
 
         node = self.plan.nodes[key]
         kind = node.kind
-        counts = self.counts.get(key) if kind in ("wave", "stage") else None
+        counts = self.state.counts.get(key) if kind in ("wave", "stage") else None
         current = progress = None
         if kind == "host" and node.status == RUNNING:
-            step_key = self.host_step.get(key)
+            step_key = self.state.current_step.get(key)
             if step_key:
                 step = self.plan.nodes.get(step_key)
                 if step is not None:
@@ -335,4 +305,4 @@ class DeckModel:
         return [h.label for h in self.plan.hosts() if h.status == FAILED]
 
     def ok_hosts(self) -> int:
-        return self.host_totals().get(OK, 0)
+        return self.host_totals().ok

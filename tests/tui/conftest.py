@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.tui.fake import FakeBackend, FakeClock
 from tui.app import ShipdeckApp
-from tui.fake import FakeBackend, FakeClock
 
 
 def make_app(clock: FakeClock | None = None, chat=None, **backend) -> ShipdeckApp:
@@ -47,9 +47,9 @@ def label(app: ShipdeckApp, key: str) -> str:
 @pytest.fixture(autouse=True)
 def _fake_history_in_tmp(tmp_path, monkeypatch) -> None:
     """The scripted engine's transcripts go to the test's temp dir (removed with it)."""
-    import tui.fake
+    import tests.tui.fake
 
-    monkeypatch.setattr(tui.fake, "HISTORY_ROOT", str(tmp_path))
+    monkeypatch.setattr(tests.tui.fake, "HISTORY_ROOT", str(tmp_path))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,11 @@ async def test_deploy_then_rollback_on_local_fleet(
             assert app.last_exit == 0, app.model.finished
             assert label(app, "release").startswith(f"✓ {n}/{n} ✓  release")
             assert len(str(app.model.meta.get("sha"))) >= 7
+            if not released:  # the first deploy sends the package: its size shows
+                host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
+                assert label(app, host).startswith("✓ host1")
+                upload = label(app, f"{host}/upload")
+                assert re.fullmatch(r"✓ upload  [\d.]+(B|KB|MB)  [\dms.]+", upload), upload
             released.append(app.model.meta["release_id"])
             commit_version(sample_repo, version)
         # cleanup on one host removed the oldest release: it is greyed, not offered
@@ -84,14 +90,61 @@ async def test_unhealthy_host_shows_its_rollback_in_the_tree(
             await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
             released.append(app.model.meta["release_id"])
         assert app.last_exit == 1, app.model.finished
+        n = len(fleet.hosts)
+        assert label(app, "release").startswith(f"✗ 1 ✗ {n - 1}/{n} ✓  release")
         host = next(h.key for h in app.model.plan.hosts() if h.label == "host2")
         line = label(app, host)
         assert line.startswith("✗ host2") and line.endswith(f"rolled back to {released[0]}"), line
         step = app.model.plan[f"{host}/rollback"]
         assert step.status == "ok" and step.detail == f"to {released[0]}"
         assert step.ended is not None and step.started is not None and step.ended >= step.started
+        rollback = label(app, f"{host}/rollback")
+        assert re.fullmatch(rf"✓ rollback  [\dms.]+  to {released[0]}", rollback), rollback
         assert label(app, f"{host}/health").startswith("✗ health")
         assert label(app, f"{host}/cleanup").startswith("– cleanup")
         ok_host = next(h.key for h in app.model.plan.hosts() if h.label == "host1")
         assert app.model.plan[f"{ok_host}/rollback"].status == "skipped"
         assert any("rolling back to" in e.text for e in app.model.log_for(f"{host}/rollback"))
+
+
+@pytest.mark.parametrize("key, code", [("g", 0), ("a", 3)])
+async def test_gate_on_the_real_engine_waits_then_approve_or_abort(
+    fleet, sample_repo: Path, tmp_path: Path, key: str, code: int
+) -> None:
+    """``approve = true``: the engine stops after the canary; the tree shows the gate
+    waiting and the next wave pending; g lets it go on, a (confirmed) stops it."""
+    config = load_config(
+        fleet.write_config(
+            tmp_path / "shipdeck.toml", repo=sample_repo, batches=["1", "100%"], approve=True
+        )
+    )
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: app.model.waiting_gate == "release/gate-1", timeout=40, what="gate"
+        )
+        assert app.deploying and app.last_exit is None
+        assert label(app, "release/wave-1").startswith("✓ 1/1 ✓")
+        assert label(app, "release/wave-2").startswith("○")
+        assert "press g to approve" in label(app, "release/gate-1")
+        await pilot.press(key)
+        if key == "a":
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == code, app.model.finished
+        n = len(fleet.hosts)
+        summary = app.model.state.summary
+        assert summary is not None and summary.exit_code == code
+        if key == "g":
+            assert app.model.plan["release/gate-1"].status == "ok"
+            assert (summary.ok, summary.hosts) == (n, n)
+        else:
+            assert app.model.plan["release/gate-1"].status == "cancelled"
+            assert label(app, "release/wave-2").startswith("–")
+            assert (summary.ok, summary.cancelled) == (1, n - 1)

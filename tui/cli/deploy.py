@@ -136,7 +136,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from engine.deploy import Deployment
     from engine.preflight import preflight
-    from engine.printer import render_tree
+    from tui.render import render_tree
 
     d = Deployment(config, ref=args.ref, hosts=args.hosts, auto_approve=args.yes)
     for line in render_tree(d.plan, collapse_steps=True):
@@ -222,7 +222,7 @@ async def _headless_with_relay(
 
 
 async def _run_headless(run: Any, args: argparse.Namespace) -> int:
-    from engine.printer import HeadlessPrinter, JsonPrinter
+    from tui.headless import HeadlessPrinter, JsonPrinter
 
     def on_stdout_closed() -> None:
         # like `yes | head`, but a release is never cut short: stop at a safe point

@@ -124,7 +124,7 @@ def _print_transcript(path: Any, full: bool) -> None:
     print(f"  transcript {path}")
     if not full:
         return
-    from engine.printer import transcript_lines
+    from tui.render import transcript_lines
 
     print()
     with open(path, encoding="utf-8", errors="replace") as fh:

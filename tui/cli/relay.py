@@ -376,9 +376,10 @@ def describe(frame: dict[str, Any]) -> str:
         return str(frame.get("text", "")).replace("\n", " ")
     if kind == "event":
         from relay.protocol import events_of
+        from tui.render import event_text
 
         events = events_of(frame)
-        parts = [_event_text(e) for e in events[:3]]
+        parts = [event_text(e) for e in events[:3]]
         more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
         return "; ".join(parts) + more
     if kind == "lock":
@@ -410,25 +411,3 @@ def describe(frame: dict[str, Any]) -> str:
             if k not in ("type", "v", "room", "offset", "sender", "time")
         }
     )
-
-
-def _event_text(event: Any) -> str:
-    kind = event.type
-    if kind == "plan":
-        meta = event.meta
-        return f"plan {event.deploy_id} {meta.get('project', '')}@{meta.get('ref', '')} ({len(event.nodes)} nodes)"
-    if kind == "status":
-        return f"{event.key} {event.status}" + (f" ({event.detail})" if event.detail else "")
-    if kind == "log":
-        return f"{event.key} [{event.stream}] {event.text}"
-    if kind == "progress":
-        return f"{event.key} {event.done}/{event.total}"
-    if kind == "gate":
-        return f"gate {event.key} waiting"
-    if kind == "control":
-        return f"{event.action} {event.key} by {event.by}".rstrip()
-    if kind == "finished":
-        return f"deploy {event.deploy_id} {event.status}"
-    if kind == "meta":
-        return "meta " + " ".join(f"{k}={v}" for k, v in event.meta.items())
-    return kind

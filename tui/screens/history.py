@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
-from engine.printer import transcript_lines
 from tui.labels import GLYPH, STYLE
+from tui.render import transcript_lines
 
 
 def _when(ts: Any) -> str:
@@ -119,10 +119,5 @@ class HistoryDetailScreen(Screen[None]):
         else:
             with open(path, encoding="utf-8") as fh:
                 for raw in fh:
-                    lines.extend(_render_event(raw))
+                    lines.extend(transcript_lines(raw))
         self.app.call_from_thread(self.query_one("#transcript", Log).write_lines, lines[-5000:])
-
-
-def _render_event(raw: str) -> list[str]:
-    """One transcript line as text (the headless printer's wording; never a raw dict)."""
-    return transcript_lines(raw)

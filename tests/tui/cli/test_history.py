@@ -11,8 +11,8 @@ import pytest
 from engine.deploy import Deployment, Rollback
 from engine.history import AmbiguousId, History
 from engine.localfleet import commit_version
-from engine.printer import transcript_lines
 from tests.tui.cli.helpers import shipdeck
+from tui.render import transcript_lines
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,6 +1,10 @@
-"""A scripted, engine-shaped event source for tests, snapshots, demos without SSH
-and the flood benchmark. It speaks the real event vocabulary and honours abort,
-gate approval and the prompter, like ``engine.deploy.Deployment``. No textual here.
+"""A scripted, engine-shaped event source for the TUI's tests and screenshots (a
+test double: not part of the product). It speaks the real event vocabulary, splits
+waves with the engine's own :func:`engine.strategy.wave_plan`, keeps its state with
+the engine's reducer (:class:`engine.state.RunState`) and ends with the summary that
+reducer gives, so its events and summaries are the engine's
+(tests/tui/test_fake_contract.py checks it). It honours abort, gate approval and the
+prompter, like ``engine.deploy.Deployment``. No textual here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.config import DeployConfig, HostSpec
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -28,8 +33,11 @@ from engine.events import (
     LogLine,
     NodeStatus,
     Progress,
+    Summary,
 )
 from engine.plan import HOST_STEPS, ROLLBACK_STEPS, build_plan
+from engine.state import RunState
+from engine.strategy import wave_plan
 
 
 class FakeClock:
@@ -52,19 +60,6 @@ class FakeResult:
     status: str
     exit_code: int
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def split_waves(hosts: list[str], batches=("1", "50%", "100%")) -> list[list[str]]:
-    waves, i, n = [], 0, len(hosts)
-    for b in batches:
-        size = -(-n * int(b[:-1]) // 100) if b.endswith("%") else int(b)
-        take = hosts[i : i + max(1, size)]
-        if take:
-            waves.append(take)
-        i += len(take)
-    if i < n:
-        waves[-1].extend(hosts[i:])
-    return waves
 
 
 class FakeRunner:
@@ -100,7 +95,10 @@ class FakeRunner:
         self.ask_host_key = ask_host_key
         self.ask_password = ask_password
         self.operator = operator
-        waves = split_waves(hosts, batches)
+        specs = [HostSpec(name=h, host=h) for h in hosts]
+        deploy = DeployConfig(path="/srv/app", batches=tuple(batches), approve=tuple(gates))
+        spec_waves, labels, gate_after = wave_plan(specs, deploy)
+        waves = [[h.name for h in wave] for wave in spec_waves]
         meta = {
             "project": project,
             "ref": to or ref,
@@ -114,12 +112,14 @@ class FakeRunner:
             deploy_id,
             waves,
             meta=meta,
-            gates=gates,
+            gates=gate_after,
             steps=ROLLBACK_STEPS if rollback else HOST_STEPS,
+            wave_labels=labels,
             with_source=not rollback,
         )
+        self.state = RunState(self.plan)
         self.waves = waves
-        self.gates = set(gates)
+        self.gates = set(gate_after)
         self._subs: list[Any] = []
         self._abort: Control | None = None
         self._approved = asyncio.Event()
@@ -143,6 +143,7 @@ class FakeRunner:
     # -- playing --------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
+        self.state.apply(event)
         self.events.append(event)
         for cb in list(self._subs):
             cb(event)
@@ -183,6 +184,7 @@ class FakeRunner:
                     )
                 self._status(stage, OK)
         failed: dict[str, str] = {}
+        started = self.clock()
         if not stopped:
             self._status("release", RUNNING)
             for number, hosts in enumerate(self.waves, start=1):
@@ -217,31 +219,18 @@ class FakeRunner:
             self._cancel_rest()
         if not stopped:
             self._status("release", FAILED if failed else OK)
-        status = "stopped" if stopped else ("failed" if failed else OK)
-        code = 3 if stopped else (1 if failed else 0)
-        nhosts = sum(len(w) for w in self.waves)
-        summary = {
-            "hosts": nhosts,
-            "ok": nhosts - len(failed) if not stopped else None,
-            "failed": failed,
-            "exit_code": code,
-            "release_id": release_id,
-        }
+        reason = f"aborted by {self._abort.by}" if stopped and self._abort else ""
+        status, report = self.state.summarize(
+            reason=reason, release_id=release_id, duration=round(self.clock() - started, 3)
+        )
+        summary = report.to_json()
         self._emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=self.clock()))
-        return FakeResult(status, code, summary)
+        return FakeResult(status, report.exit_code or 0, summary)
 
     def _cancel_rest(self) -> None:
-        seen = self._state()
-        for key in self.plan.nodes:
-            if seen.get(key) in (None, RUNNING, "waiting", "pending"):
-                self._status(key, CANCELLED, "aborted" if seen.get(key) == RUNNING else "")
-
-    def _state(self) -> dict[str, str]:
-        state: dict[str, str] = {}
-        for ev in self.events:
-            if isinstance(ev, NodeStatus):
-                state[ev.key] = ev.status
-        return state
+        for node in list(self.plan):
+            if node.status in (RUNNING, "waiting", "pending"):
+                self._status(node.key, CANCELLED, "aborted" if node.status == RUNNING else "")
 
     async def _host(self, wkey: str, host: str, index: int) -> str:
         hkey = f"{wkey}/{host}"
@@ -344,7 +333,7 @@ class FakeHistory:
 
     def record(self, runner: FakeRunner, result: FakeResult) -> None:
         meta = runner.plan.meta
-        failed = result.summary.get("failed") or {}
+        failed = Summary.from_json(result.summary).failures
         hosts = [h.label for h in runner.plan.hosts()]
         self.rows.insert(
             0,

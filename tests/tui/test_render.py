@@ -1,0 +1,170 @@
+"""The one renderer: plain events in, exact strings out."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from engine.events import (
+    Control,
+    DeployFinished,
+    DeployMeta,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    Progress,
+    Summary,
+)
+from engine.plan import build_plan
+from tui.headless import HeadlessPrinter
+from tui.render import (
+    GLYPH,
+    event_lines,
+    event_text,
+    fmt_bytes,
+    fmt_duration,
+    headless_lines,
+    render_tree,
+    status_line,
+    summary_lines,
+    transcript_lines,
+)
+
+D = "d1"
+FAILED_SUMMARY = Summary(
+    hosts=3,
+    ok=2,
+    failed=1,
+    failures={"web3": "unhealthy after 30s"},
+    reason="",
+    release_id="r1",
+    exit_code=1,
+    duration=4.25,
+)
+
+
+def test_one_glyph_per_status() -> None:
+    assert GLYPH == {
+        "pending": "○",
+        "running": "●",
+        "waiting": "⏸",
+        "ok": "✓",
+        "failed": "✗",
+        "skipped": "–",
+        "cancelled": "–",
+    }
+
+
+def test_durations_and_sizes() -> None:
+    assert [fmt_duration(s) for s in (None, 4.25, 42, 185, 3725)] == [
+        "",
+        "4.2s",
+        "42s",
+        "3m05s",
+        "1h02m",
+    ]
+    assert [fmt_bytes(n) for n in (512, 1536, 3 * 1024 * 1024)] == ["512B", "1.5KB", "3.0MB"]
+
+
+def test_summary_lines() -> None:
+    assert summary_lines(FAILED_SUMMARY) == [
+        "2/3 hosts ok, 1 failed in 4.2s (exit 1)",
+        "  ✗ web3: unhealthy after 30s",
+    ]
+    stopped = Summary(hosts=2, cancelled=2, reason="aborted by bob", relay="skipped", exit_code=3)
+    assert summary_lines(stopped.to_json()) == [
+        "0/2 hosts ok, 2 cancelled (exit 3)",
+        "  stopped: aborted by bob",
+        "  relay: skipped",
+    ]
+    assert summary_lines({}) == ["0/0 hosts ok"]  # nothing guessed
+
+
+def test_one_line_per_event() -> None:
+    key = "release/wave-1/web1/upload"
+    assert event_lines(NodeStatus(D, key=key, status="ok", detail="1.2MB")) == [
+        f"✓ {key} ok  1.2MB"
+    ]
+    assert event_lines(LogLine(D, key=key, text="sent")) == [f"  {key} │ sent"]
+    assert event_lines(Progress(D, key=key, done=5, total=10)) == [f"  {key} 5/10 bytes"]
+    assert event_lines(GateWaiting(D, key="release/gate-1")) == [
+        "⏸ release/gate-1 waiting for approval"
+    ]
+    assert event_lines(Control(D, action="approve", by="bob", key="release/gate-1")) == [
+        "approve by bob release/gate-1"
+    ]
+    assert event_lines(DeployMeta(D, meta={"release_id": "r1", "sha": "3f2a9c1d" * 3})) == [
+        "release r1  sha 3f2a9c1d3f2a"
+    ]
+    plan = build_plan(D, [["web1"]], meta={"project": "web", "ref": "main", "operator": "al"})
+    assert event_lines(plan.to_event()) == ["plan: deploy web@main by al (17 nodes)"]
+    finished = DeployFinished(D, status="failed", summary=FAILED_SUMMARY.to_json())
+    assert event_lines(finished) == [
+        "finished: failed — 2/3 hosts ok, 1 failed in 4.2s (exit 1)",
+        "  ✗ web3: unhealthy after 30s",
+    ]
+    assert event_text(finished) == (
+        "finished: failed — 2/3 hosts ok, 1 failed in 4.2s (exit 1); ✗ web3: unhealthy after 30s"
+    )
+
+
+def test_transcript_lines_carry_a_local_time() -> None:
+    at = 1_780_000_000.0
+    stamp = time.strftime("%H:%M:%S", time.localtime(at))
+    raw = NodeStatus(D, key="fetch", status="running", at=at).dumps()
+    assert transcript_lines(raw) == [f"{stamp} ● fetch running"]
+    raw = DeployFinished(D, status="failed", summary=FAILED_SUMMARY.to_json(), at=at).dumps()
+    assert transcript_lines(raw) == [
+        f"{stamp} finished: failed — 2/3 hosts ok, 1 failed in 4.2s (exit 1)",
+        "  ✗ web3: unhealthy after 30s",
+    ]
+    assert transcript_lines("not json\n") == ["not json"]
+    future = json.dumps({"type": "newthing", "deploy_id": D, "x": 1})
+    assert transcript_lines(future) == ["         newthing x 1"]
+
+
+def test_headless_columns() -> None:
+    ev = NodeStatus(D, key="release/wave-1/web1/upload", status="ok", detail="sent")
+    assert status_line(ev, 1.5) == f"✓ ok        {'web1  upload':<40}   1.50s  sent"
+    gate = NodeStatus(D, key="release/gate-1", status="waiting")
+    assert status_line(gate) == f"⏸ waiting   {'release/gate-1':<40}        "
+    finished = DeployFinished(D, status="ok", summary=Summary(hosts=1, ok=1, exit_code=0).to_json())
+    assert headless_lines(finished) == ["OK: 1/1 hosts ok (exit 0)"]
+
+
+def test_headless_printer_prints_a_duration_from_the_reducers_start_time() -> None:
+    out = io.StringIO()
+    printer = HeadlessPrinter(out)
+    plan = build_plan(D, [["web1"]], meta={"project": "web", "ref": "main", "hosts": 1})
+    printer(plan.to_event())
+    printer(NodeStatus(D, key="release/wave-1/web1/upload", status="running", at=10.0))
+    printer(LogLine(D, key="release/wave-1/web1/upload", text="quiet"))
+    printer(LogLine(D, key="release/wave-1/web1/upload", stream="stderr", text="loud"))
+    printer(NodeStatus(D, key="release/wave-1/web1/upload", status="ok", at=12.5))
+    printer(NodeStatus(D, key="release/wave-1/web1/rollback", status="skipped", at=12.5))
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("deploy web@main to 1 host(s)")
+    assert lines[1:] == [
+        "    release/wave-1/web1/upload: loud",
+        f"✓ ok        {'web1  upload':<40}   2.50s",
+    ]
+
+
+def test_render_tree() -> None:
+    plan = build_plan(D, [["web1"]], meta={"project": "web", "ref": "main", "sha": "3f2a9c1d"})
+    lines = render_tree(plan, collapse_steps=True)
+    assert lines[0] == "deploy web@main (sha 3f2a9c1)"
+    assert lines[-2:] == [
+        "    └── wave 1",
+        "        └── web1  (connect, lock, upload, unpack, link, before, activate, restart, health, rollback, cleanup)",
+    ]
+
+
+def test_control_notes() -> None:
+    from tui.render import control_note
+
+    assert control_note(Control(D, action="abort", by="bob")) == "aborted the deploy"
+    assert control_note(Control(D, action="approve", key="release/gate-1")) == (
+        "approved release/gate-1"
+    )

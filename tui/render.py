@@ -1,0 +1,272 @@
+"""Events to text: the one place a deploy's events become words for a person.
+
+One glyph table (:data:`GLYPH`), durations and sizes (:func:`fmt_duration`,
+:func:`fmt_bytes`), one line per event (:func:`event_text`), a finished run's summary
+(:func:`summary_lines`), the plan as a tree (:func:`render_tree`), a transcript line
+(:func:`transcript_lines`) and the headless printer's column line
+(:func:`status_line`). Used by ``deploy --headless``, ``shipdeck tail``,
+``shipdeck show --transcript``, the TUI's history screen and its tree labels.
+
+Plain strings only: no textual, no rich (the headless commands never import them).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from engine.events import (
+    CANCELLED,
+    FAILED,
+    OK,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Control,
+    DeployFinished,
+    DeployMeta,
+    Event,
+    EventDecodeError,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    PlanReady,
+    Progress,
+    Summary,
+    event_from_json,
+)
+from engine.plan import Plan
+
+#: Every status has a glyph, so it reads without colour.
+GLYPH: dict[str, str] = {
+    PENDING: "○",
+    RUNNING: "●",
+    WAITING: "⏸",
+    OK: "✓",
+    FAILED: "✗",
+    SKIPPED: "–",
+    CANCELLED: "–",
+}
+
+
+def glyph(status: str) -> str:
+    """The glyph of a status ("?" for one we do not know)."""
+    return GLYPH.get(status, "?")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``4.2s``, ``42s``, ``3m05s``, ``1h02m``; "" for None."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def fmt_bytes(n: int) -> str:
+    """``512B``, ``1.5KB``, ``3.2MB``, ``1.0GB``."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{n}B"
+
+
+def fmt_time(at: Any) -> str:
+    """A local ``HH:MM:SS`` for an event time, or 8 spaces when there is none."""
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        return time.strftime("%H:%M:%S", time.localtime(at))
+    return " " * 8
+
+
+# -- summaries ----------------------------------------------------------------------
+
+
+def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
+    """A finished run's summary as text: the counts, then why it stopped and each
+    failed host's reason, e.g. ``2/3 hosts ok, 1 failed in 4.2s (exit 1)`` and
+    ``  ✗ web2: unhealthy after 30s``. Missing fields are left out, never guessed."""
+    s = summary if isinstance(summary, Summary) else Summary.from_json(summary)
+    parts = [f"{s.ok}/{s.hosts} hosts ok"]
+    for name in ("failed", "skipped", "cancelled"):
+        if getattr(s, name):
+            parts.append(f"{getattr(s, name)} {name}")
+    head = ", ".join(parts)
+    if s.duration is not None:
+        head += f" in {s.duration:.1f}s"
+    if s.exit_code is not None:
+        head += f" (exit {s.exit_code})"
+    lines = [head]
+    if s.reason:
+        lines.append(f"  stopped: {s.reason}")
+    if s.relay:
+        lines.append(f"  relay: {s.relay}")
+    lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
+    return lines
+
+
+# -- one line per event ---------------------------------------------------------------
+
+
+def _what(meta: dict[str, Any]) -> str:
+    target = meta.get("ref") or meta.get("release_id") or ""
+    return f"{meta.get('kind', 'deploy')} {meta.get('project', '')}@{target}"
+
+
+def event_lines(event: Event) -> list[str]:
+    """An event in words: one line (a finished event adds its summary's detail lines).
+
+    ``✓ release/wave-1/web1/upload ok  1.2MB``, ``  web1/upload │ a log line``,
+    ``⏸ release/gate-1 waiting for approval``, ``finished: failed — 2/3 hosts ok``."""
+    if isinstance(event, NodeStatus):
+        detail = f"  {event.detail}" if event.detail else ""
+        return [f"{glyph(event.status)} {event.key} {event.status}{detail}"]
+    if isinstance(event, LogLine):
+        return [f"  {event.key} │ {event.text}"]
+    if isinstance(event, PlanReady):
+        meta = event.meta if isinstance(event.meta, dict) else {}
+        hosts = f" to {meta['hosts']} host(s)" if meta.get("hosts") is not None else ""
+        who = f" by {meta['operator']}" if meta.get("operator") else ""
+        return [f"plan: {_what(meta)}{hosts}{who} ({len(event.nodes or [])} nodes)"]
+    if isinstance(event, DeployMeta):
+        meta = event.meta if isinstance(event.meta, dict) else {}
+        if meta.get("release_id"):
+            sha = str(meta.get("sha") or "")[:12]
+            subject = f"  {meta['subject']}" if meta.get("subject") else ""
+            return [f"release {meta['release_id']}  sha {sha}{subject}"]
+        return ["  ".join(f"{k} {v}" for k, v in meta.items())]
+    if isinstance(event, DeployFinished):
+        head, *rest = summary_lines(event.report)
+        return [f"finished: {event.status} — {head}", *rest]
+    if isinstance(event, Control):
+        return [f"{event.action} by {event.by} {event.key or ''}".rstrip()]
+    if isinstance(event, Progress):
+        return [f"  {event.key} {event.done}/{event.total} bytes"]
+    if isinstance(event, GateWaiting):
+        return [f"{GLYPH[WAITING]} {event.key} waiting for approval"]
+    return [event.type]
+
+
+def control_note(event: Control) -> str:
+    """An operator's action as a chat notice: ``approved release/gate-1``,
+    ``aborted the deploy``."""
+    what = {"abort": "aborted", "approve": "approved"}.get(event.action, event.action)
+    return f"{what} {event.key or 'the deploy'}"
+
+
+def event_text(event: Event) -> str:
+    """:func:`event_lines` as one line (a summary's detail lines joined with ``;``)."""
+    head, *rest = event_lines(event)
+    return "; ".join([head, *(line.strip() for line in rest)])
+
+
+def transcript_lines(raw: str) -> list[str]:
+    """One transcript line (an event as JSON) as text for a person: a time, a glyph and
+    words; a plan or a summary never shows as a raw dict. Unreadable lines are shown as
+    they are."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return [raw.rstrip("\n")]
+    if not isinstance(data, dict):
+        return [raw.rstrip("\n")]
+    stamp = fmt_time(data.get("at"))
+    try:
+        event = event_from_json(data)
+    except EventDecodeError:
+        rest = "  ".join(
+            f"{k} {v}" for k, v in data.items() if k not in ("type", "v", "at", "deploy_id")
+        )
+        return [f"{stamp} {data.get('type')} {rest}".rstrip()]
+    head, *rest = event_lines(event)
+    return [f"{stamp} {head}", *rest]
+
+
+# -- the plan, and the headless printer's columns -------------------------------------
+
+
+def plan_title(meta: dict[str, Any]) -> str:
+    """``deploy web@main (sha 3f2a9c1)``."""
+    head = f"{meta.get('kind', 'deploy')} {meta.get('project', '')}@{meta.get('ref', '')}"
+    if meta.get("sha"):
+        head += f" (sha {str(meta['sha'])[:7]})"
+    return head
+
+
+def render_tree(plan: Plan, *, collapse_steps: bool = False) -> list[str]:
+    """The plan as box-drawing lines, e.g. for ``--dry-run``."""
+    lines = [plan_title(plan.meta)]
+
+    def walk(key: str | None, prefix: str) -> None:
+        kids = plan.kids(key)
+        for i, node in enumerate(kids):
+            last = i == len(kids) - 1
+            branch = "└── " if last else "├── "
+            label = node.label
+            if node.kind == "host" and collapse_steps:
+                label += f"  ({', '.join(k.label for k in plan.kids(node.key))})"
+            extra = f"  {node.detail}" if node.detail else ""
+            lines.append(f"{prefix}{branch}{label}{extra}")
+            if not (node.kind == "host" and collapse_steps):
+                walk(node.key, prefix + ("    " if last else "│   "))
+
+    walk(None, "")
+    return lines
+
+
+def start_line(event: PlanReady) -> str:
+    """The headless printer's first line: what runs, where, as whom."""
+    meta = event.meta
+    return (
+        f"{meta.get('kind', 'deploy')} {meta.get('project')}@{meta.get('ref') or meta.get('release_id')} "
+        f"to {meta.get('hosts')} host(s) as {meta.get('operator')}  [{event.deploy_id}]"
+    )
+
+
+def status_line(event: NodeStatus, duration: float | None = None) -> str:
+    """A status change in columns (the headless printer): glyph, status, where (a
+    host's step as ``web1  upload``), duration, detail."""
+    parts = event.key.split("/")
+    if parts[0] == "release" and len(parts) >= 3:
+        where = "  ".join(parts[2:]) if not parts[1].startswith("gate") else parts[1]
+    else:
+        where = event.key
+    dur = f"{duration:.2f}s" if duration is not None else ""
+    detail = f"  {event.detail}" if event.detail else ""
+    return f"{glyph(event.status)} {event.status:<9} {where:<40} {dur:>7}{detail}"
+
+
+def headless_lines(event: Event, *, duration: float | None = None) -> list[str]:
+    """An event as the headless printer shows it (what to show is the printer's
+    choice; this is only the words): a status in columns (:func:`status_line`), a log
+    line indented under its node, a gate, an operator's action, the final summary."""
+    if isinstance(event, PlanReady):
+        return [start_line(event)]
+    if isinstance(event, DeployMeta):
+        if "release_id" not in event.meta:
+            return []
+        meta = event.meta
+        return [
+            f"release {meta['release_id']}  sha {str(meta.get('sha', ''))[:12]}  {meta.get('subject', '')}"
+        ]
+    if isinstance(event, NodeStatus):
+        return [status_line(event, duration)]
+    if isinstance(event, LogLine):
+        return [f"    {event.key}: {event.text}"]
+    if isinstance(event, GateWaiting):
+        return [f"gate {event.key}: waiting for approval"]
+    if isinstance(event, Control):
+        return [f"{event.action} by {event.by}" + (f" ({event.key})" if event.key else "")]
+    if isinstance(event, DeployFinished):
+        head, *rest = summary_lines(event.report)
+        return [f"{event.status.upper()}: {head}", *rest]
+    return []
