@@ -210,6 +210,12 @@ async def _serve(
     except OSError as exc:
         err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
         return ExitCode.CONNECT
+    # before the listening line: whoever reads it may signal at once
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(
+            sig, lambda s=sig: stop.done() or stop.set_result(s)
+        )
     scheme = "wss" if context else "ws"
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -217,11 +223,6 @@ async def _serve(
         f" ({db if db.startswith('redis ') else 'db ' + db}, {operators} operators)",
         flush=True,
     )
-    stop = asyncio.get_running_loop().create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(
-            sig, lambda s=sig: stop.done() or stop.set_result(s)
-        )
     sig = await stop
     logging.getLogger("shipdeck.relay").info(
         "%s: telling clients to reconnect and stopping", signal.Signals(sig).name

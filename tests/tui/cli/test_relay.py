@@ -82,6 +82,13 @@ async def test_say_then_tail_through_the_served_relay(served) -> None:
     assert proc.wait(10) == 0
 
 
+def test_sigterm_as_soon_as_it_listens_stops_it_cleanly(served) -> None:
+    """A supervisor may signal the moment the listening line appears."""
+    proc, _ = served
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
 async def test_a_relay_that_is_not_there_is_exit_3() -> None:
     code, _, err = await shipdeck(
         "say", "--relay", "ws://127.0.0.1:9", "--room", "web", "--timeout", "2", "hi",
