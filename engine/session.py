@@ -79,14 +79,15 @@ _PROBE = (
 # token ends the shell: nothing on stdin runs unless it came as a framed script.
 # "SD2 <token> <lines> <bytes>" (only where ``head -c`` is exact) is followed by that
 # many bytes after the script, which the script reads as its stdin, ending at their
-# last; what it leaves unread is drained, so the next header is where it belongs.
+# last; what it leaves unread is drained (``read`` first: no process when nothing is
+# left), so the next header is where it belongs.
 _LOOP = (
     "while IFS= read -r h; do set -f; set -- $h; set +f; "
     '{{ [ "$#" = 3 ] || [ "$#" = 4 ]; }} && [ "$1" = SD2 ] && [ "$2" = "$t" ] || exit 2; '
     'case "$3" in ""|*[!0-9]*) exit 2 ;; esac; case "${{4-0}}" in ""|*[!0-9]*) exit 2 ;; esac; '
     'rd "$3" || exit 2; '
     'if [ "$#" = 4 ]; then [ "$g" = 1 ] || exit 2; '
-    'head -c "$4" | {{ (eval "$s"); r=$?; cat >/dev/null; exit "$r"; }}; rc=$?; '
+    'head -c "$4" | {{ (eval "$s"); r=$?; IFS= read -r l && cat >/dev/null; exit "$r"; }}; rc=$?; '
     'else (eval "$s") </dev/null; rc=$?; fi; '
     'printf \'\\n\\036done %s %s\\n\' "$t" "$rc"; printf \'\\n\\036done %s %s\\n\' "$t" "$rc" >&2; done'
 )
