@@ -69,8 +69,9 @@ async def test_stray_upload_bytes_after_a_failed_command_are_never_run(
 async def test_an_upload_has_a_session_of_its_own_and_the_shell_serves_on(
     fleet, tmp_path, sample_repo
 ) -> None:
-    """The upload's stdin ends with the file, so a plain ``cat`` (any host's) reads it
-    all and nothing after it; the host's shell session is untouched."""
+    """Before the host's shell is up (and on hosts whose ``head -c`` is not exact) an
+    upload has a session of its own: its stdin ends with the file, so a plain ``cat``
+    (any host's) reads it all and nothing after it; the shell session is untouched."""
     connector, host = await _host(fleet, tmp_path, sample_repo)
     payload = tmp_path / "payload"
     payload.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, every byte value
