@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,38 +373,55 @@ def format_line(frame: dict[str, Any]) -> str:
 def describe(frame: dict[str, Any]) -> str:
     """The text part of a frame, for a human."""
     kind = frame.get("type")
-    if kind == "chat":
-        return str(frame.get("text", "")).replace("\n", " ")
-    if kind == "event":
-        from relay.protocol import events_of
-        from tui.render import event_text
+    text = _FRAME_TEXT.get(kind) if isinstance(kind, str) else None
+    return text(frame) if text is not None else _other_text(frame)
 
-        events = events_of(frame)
-        parts = [event_text(e) for e in events[:3]]
-        more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
-        return "; ".join(parts) + more
-    if kind == "lock":
-        holder = frame.get("holder") or {}
-        prev = frame.get("previous") or {}
-        op = frame.get("op")
-        if op == "released":
-            return f"released by {prev.get('operator', '?')}"
-        if op == "stale":
-            return f"lease of {holder.get('operator', '?')} is stale (no heartbeat for {holder.get('ttl', 0):g}s)"
-        text = f"{op} by {holder.get('operator', '?')}"
-        if holder.get("reason"):
-            text += f": {holder['reason']}"
-        if prev:
-            text += f" (from {prev.get('operator', '?')})"
-        return text
-    if kind == "control":
-        key = f" {frame['key']}" if frame.get("key") else ""
-        return f"{frame.get('action')}{key} -> {frame.get('to')}"
-    if kind == "presence":
-        who = ", ".join(w["operator"] for w in frame.get("who") or ())
-        return f"{frame.get('op')} {frame.get('operator')} (here: {who or 'nobody'})"
-    if kind == "error":
-        return f"{frame.get('code')}: {frame.get('message')}"
+
+def _chat_text(frame: dict[str, Any]) -> str:
+    return str(frame.get("text", "")).replace("\n", " ")
+
+
+def _events_text(frame: dict[str, Any]) -> str:
+    from relay.protocol import events_of
+    from tui.render import event_text
+
+    events = events_of(frame)
+    parts = [event_text(e) for e in events[:3]]
+    more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _lock_text(frame: dict[str, Any]) -> str:
+    holder = frame.get("holder") or {}
+    prev = frame.get("previous") or {}
+    op = frame.get("op")
+    if op == "released":
+        return f"released by {prev.get('operator', '?')}"
+    if op == "stale":
+        return f"lease of {holder.get('operator', '?')} is stale (no heartbeat for {holder.get('ttl', 0):g}s)"
+    text = f"{op} by {holder.get('operator', '?')}"
+    if holder.get("reason"):
+        text += f": {holder['reason']}"
+    if prev:
+        text += f" (from {prev.get('operator', '?')})"
+    return text
+
+
+def _control_text(frame: dict[str, Any]) -> str:
+    key = f" {frame['key']}" if frame.get("key") else ""
+    return f"{frame.get('action')}{key} -> {frame.get('to')}"
+
+
+def _presence_text(frame: dict[str, Any]) -> str:
+    who = ", ".join(w["operator"] for w in frame.get("who") or ())
+    return f"{frame.get('op')} {frame.get('operator')} (here: {who or 'nobody'})"
+
+
+def _error_text(frame: dict[str, Any]) -> str:
+    return f"{frame.get('code')}: {frame.get('message')}"
+
+
+def _other_text(frame: dict[str, Any]) -> str:
     return json.dumps(
         {
             k: v
@@ -411,3 +429,14 @@ def describe(frame: dict[str, Any]) -> str:
             if k not in ("type", "v", "room", "offset", "sender", "time")
         }
     )
+
+
+#: frame type -> its text (any other type: its fields as JSON)
+_FRAME_TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
+    "chat": _chat_text,
+    "event": _events_text,
+    "lock": _lock_text,
+    "control": _control_text,
+    "presence": _presence_text,
+    "error": _error_text,
+}

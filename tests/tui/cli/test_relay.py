@@ -119,3 +119,49 @@ def test_a_bad_tokens_file_names_the_file(tmp_path, capsys) -> None:
     assert main(["relay", "--tokens", str(bad), "--db", str(tmp_path / "r.db")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("shipdeck: relay: ") and str(bad) in err
+
+
+# -- what tail prints: plain frames in, exact text out ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "text"),
+    [
+        ({"type": "chat", "text": "two\nlines"}, "two lines"),
+        ({"type": "lock", "op": "acquired", "holder": {"operator": "bob", "reason": "deploy web@main"}}, "acquired by bob: deploy web@main"),
+        ({"type": "lock", "op": "taken", "holder": {"operator": "carol"}, "previous": {"operator": "bob"}}, "taken by carol (from bob)"),
+        ({"type": "lock", "op": "released", "previous": {"operator": "bob"}}, "released by bob"),
+        ({"type": "lock", "op": "stale", "holder": {"operator": "bob", "ttl": 30}}, "lease of bob is stale (no heartbeat for 30s)"),
+        ({"type": "control", "action": "approve", "key": "release/gate-1", "to": "granted"}, "approve release/gate-1 -> granted"),
+        ({"type": "control", "action": "abort", "to": "granted"}, "abort -> granted"),
+        ({"type": "presence", "op": "join", "operator": "bob", "who": [{"operator": "alice"}, {"operator": "bob"}]}, "join bob (here: alice, bob)"),
+        ({"type": "presence", "op": "leave", "operator": "bob", "who": []}, "leave bob (here: nobody)"),
+        ({"type": "error", "code": "too_big", "message": "frame over 1 MiB"}, "too_big: frame over 1 MiB"),
+        ({"type": "something-new", "room": "web", "offset": 4, "x": 1}, '{"x": 1}'),
+        ({"type": ["not", "a", "name"]}, "{}"),
+    ],
+)  # fmt: skip
+def test_each_frame_type_reads_as_one_line(frame, text) -> None:
+    from tui.cli.relay import describe
+
+    assert describe(frame) == text
+
+
+def test_an_event_frame_shows_its_first_three_events() -> None:
+    from engine.events import LogLine, NodeStatus
+    from tui.cli.relay import describe, format_line
+    from tui.render import event_text
+
+    events = [NodeStatus("d1", key=f"release/wave-1/host{i}/upload", status="ok") for i in range(4)]
+    events.append(LogLine("d1", key="release/wave-1/host1/restart", text="restarted"))
+    frame = {
+        "type": "event",
+        "events": [e.to_json() for e in events],
+        "offset": 12,
+        "sender": "alice",
+    }
+    text = describe(frame)
+    assert text == "; ".join(event_text(e) for e in events[:3]) + " (+2 more)"
+    assert "release/wave-1/host0/upload" in text and "host3" not in text
+    line = format_line({**frame, "time": None})
+    assert line == f"    12 {'-' * 19} alice        event    {text}"
