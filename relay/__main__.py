@@ -70,6 +70,10 @@ async def _serve(
                 print(f"relay: cannot reach {where}: {exc}", file=sys.stderr)
                 return 3
             await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the line that says we listen
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     try:
         await relay.start(args.host, args.port, context)
     except OSError as exc:
@@ -81,10 +85,6 @@ async def _serve(
         f"shipdeck relay listening on {scheme}://{host}:{relay.port} ({where}, {operators} operators)",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     await stop
     await relay.shutdown()
     return 0
