@@ -6,7 +6,7 @@ and optionally one more client that stops reading (a stuck client).
 
 Relays compared in the same run:
 
-- ``shipdeck``   ``python -m relay.server``: every message stored (SQLite WAL) and
+- ``shipdeck``   ``python -m relay``: every message stored (SQLite WAL) and
                  acknowledged, bounded per-client buffer, slow clients closed (4000);
 - ``broadcast``  websockets.broadcast() to every connection, nothing stored;
 - ``naive``      the classic group chat: ``for c in clients: await c.send(msg)``.
@@ -152,7 +152,7 @@ class RelayProc:
             cmd = [
                 sys.executable,
                 "-m",
-                "relay.server",
+                "relay",
                 "--port",
                 "0",
                 *(["--redis", redis_url] if redis_url else ["--db", str(db)]),

@@ -1,4 +1,4 @@
-"""Relay memory benchmark: RSS of a real relay process (``python -m relay.server``)
+"""Relay memory benchmark: RSS of a real relay process (``python -m relay``)
 under the two loads that once made it grow without bound.
 
 1. **stuck replay**: a room holding 300 MB of history (1 MB log lines, stored by the
@@ -63,7 +63,7 @@ class RelayProc:
         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
         err = self.log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay.server", "--host", "127.0.0.1", "--port", "0",
+            [sys.executable, "-m", "relay", "--host", "127.0.0.1", "--port", "0",
              "--db", str(work / f"relay-{label}.db"), "--tokens", str(tokens),
              "--rate", "100000", "--log-level", "info"],
             cwd=tree, env=env, stdout=subprocess.PIPE, stderr=err, text=True,

@@ -11,8 +11,8 @@ from typing import Any
 
 from engine import git as gitmod
 from engine.config import Config, HostSpec
+from engine.remote.lock import parse_kv, probe_script
 from engine.ssh import Connector, HostKeyError, Prompter, SSHError
-from engine.steps import parse_kv, probe_script
 
 
 @dataclass
@@ -67,26 +67,29 @@ class PreflightReport:
         out.append(
             f"  {'HOST':<{width}}  {'REACH':<5} {'KEY':<8} {'AUTH':<4} {'FREE':>9} {'WRITE':<5} {'LOCK':<10} CURRENT"
         )
-        for h in self.hosts:
-            if h.error and not h.auth:
-                out.append(f"✗ {h.host:<{width}}  {h.error}")
-                continue
-            free = f"{h.free_kb / 1024 / 1024:.1f}G" if h.free_kb is not None else "?"
-            mark = "✓" if h.ok else "✗"
-            write = {True: "yes", False: "NO", None: "?"}[h.writable]
-            out.append(
-                f"{mark} {h.host:<{width}}  {'yes' if h.reachable else 'no':<5} {h.host_key:<8} {'ok' if h.auth else 'NO':<4} "
-                f"{free:>9} {write:<5} {h.lock[:10]:<10} {h.current or 'none'}"
-                + (f"  ({h.lock})" if h.lock not in ("free", "") else "")
-                + (f"  last: {_outcome(h.last_revision)}" if h.last_revision else "")
-                + (f"  {h.error}" if h.error else "")
-            )
+        out += [_host_line(h, width) for h in self.hosts]
         bad = sum(not h.ok for h in self.hosts)
         out.append(
             f"{len(self.hosts) - bad}/{len(self.hosts)} hosts ready"
             + ("" if not bad else f", {bad} not ready")
         )
         return out
+
+
+def _host_line(h: HostCheck, width: int) -> str:
+    """One host's row of :meth:`PreflightReport.lines`."""
+    if h.error and not h.auth:
+        return f"✗ {h.host:<{width}}  {h.error}"
+    free = f"{h.free_kb / 1024 / 1024:.1f}G" if h.free_kb is not None else "?"
+    mark = "✓" if h.ok else "✗"
+    write = {True: "yes", False: "NO", None: "?"}[h.writable]
+    return (
+        f"{mark} {h.host:<{width}}  {'yes' if h.reachable else 'no':<5} {h.host_key:<8} {'ok' if h.auth else 'NO':<4} "
+        f"{free:>9} {write:<5} {h.lock[:10]:<10} {h.current or 'none'}"
+        + (f"  ({h.lock})" if h.lock not in ("free", "") else "")
+        + (f"  last: {_outcome(h.last_revision)}" if h.last_revision else "")
+        + (f"  {h.error}" if h.error else "")
+    )
 
 
 def _outcome(revision: str) -> str:

@@ -1,6 +1,6 @@
 """Releases across the selected hosts: what a rollback can go back to.
 
-:func:`parse_probe` reads the output of :func:`engine.steps.releases_script` (one
+:func:`parse_probe` reads the output of :func:`engine.remote.revisions.releases_script` (one
 host); :func:`releases_across` merges the hosts into one list, newest first, each
 release with its commit, who deployed it and when, and on how many hosts it still
 is; :func:`default_target` is the release ``shipdeck rollback`` takes without
@@ -119,7 +119,7 @@ def parse_revision(line: str) -> Revision | None:
 
 
 def parse_probe(host: str, output: str) -> HostReleases:
-    """One host's :func:`~engine.steps.releases_script` output (bounded)."""
+    """One host's :func:`~engine.remote.revisions.releases_script` output (bounded)."""
     current = ""
     releases: list[str] = []
     revisions: list[Revision] = []
@@ -161,17 +161,21 @@ def releases_across(
             info.current_on += 1
     for h in hosts:
         for rev in h.revisions:
-            info = infos.get(rev.release)
-            if info is None:
-                continue
-            if rev.sha and not info.sha:
-                info.sha = rev.sha
-            if rev.kind == "deploy" and rev.outcome == "ok" and rev.at >= info.deployed_at:
-                info.deployed_at, info.operator = rev.at, rev.operator
-                info.sha = rev.sha or info.sha
+            if rev.release in infos:
+                _learn(infos[rev.release], rev)
     for info in infos.values():
         info.subject = subjects.get(info.sha, "")
     return sorted(infos.values(), key=lambda i: i.release_id, reverse=True)
+
+
+def _learn(info: ReleaseInfo, rev: Revision) -> None:
+    """What one revisions.log line tells of a release: its commit, and who deployed
+    it last and when."""
+    if rev.sha and not info.sha:
+        info.sha = rev.sha
+    if rev.kind == "deploy" and rev.outcome == "ok" and rev.at >= info.deployed_at:
+        info.deployed_at, info.operator = rev.at, rev.operator
+        info.sha = rev.sha or info.sha
 
 
 def _deployed_order(hosts: list[HostReleases]) -> dict[str, str]:
@@ -219,8 +223,8 @@ async def probe(
     """Connect to every selected host (the ``hosts`` pattern, or ``specs`` already
     selected) and read its releases; a host that cannot be read is in ``errors``
     with the reason. Handshakes are capped by the connector (``ssh.max_startups``)."""
+    from engine.remote.revisions import releases_script
     from engine.ssh import Connector, SSHError
-    from engine.steps import releases_script
 
     selected = list(specs) if specs is not None else config.select_hosts(hosts)
     connector = Connector(config.ssh, config.base_dir, prompter=prompter)

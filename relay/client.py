@@ -39,79 +39,34 @@ import logging
 import random
 import secrets
 import ssl as ssl_module
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from engine.errors import ShipdeckError
 from engine.events import Event
+from relay.errors import (
+    FINAL_ERRORS,
+    AuthError,
+    ClientClosed,
+    ConnectFailed,
+    LeaseHeld,
+    RelayError,
+)
+from relay.outbox import Outbox, quiet
 from relay.protocol import (
     CLOSE_ABUSE,
     CLOSE_SLOW,
     HARD_MAX_BYTES,
-    MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION,
     Snapshot,
+    awaits_parts,
     dumps,
+    hello_frame,
+    join_snapshot_part,
 )
 
 log = logging.getLogger("shipdeck.relay.client")
-
-#: Error codes after which re-sending the same frame cannot help.
-FINAL_ERRORS = frozenset(
-    {
-        "bad_json",
-        "not_object",
-        "bad_version",
-        "unknown_type",
-        "bad_field",
-        "bad_event",
-        "too_large",
-        "not_lock_holder",
-        "no_lock_holder",
-    }
-)
-
-
-class RelayError(ShipdeckError):
-    """A request refused by the relay (``code`` as in the protocol's error frames)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class AuthError(RelayError):
-    """The relay refused the token (HTTP 401). Retrying will not help."""
-
-
-class ConnectFailed(RelayError):
-    """The relay could not be reached in time."""
-
-
-class LockHeld(RelayError):
-    """The deploy lock is held by someone else; ``holder`` is their lease."""
-
-    def __init__(self, holder: dict[str, Any] | None) -> None:
-        who = holder.get("operator", "?") if holder else "?"
-        reason = f" ({holder.get('reason')})" if holder and holder.get("reason") else ""
-        super().__init__("lock_held", f"the deploy lock is held by {who}{reason}")
-        self.holder = holder
-
-
-class ClientClosed(RelayError):
-    def __init__(self) -> None:
-        super().__init__("closed", "the relay client was closed")
-
-
-def _quiet(fut: asyncio.Future[Any]) -> None:
-    # Callers may fire and forget; never warn about an exception nobody awaited.
-    if not fut.cancelled():
-        fut.exception()
 
 
 class RelayClient:
@@ -178,13 +133,7 @@ class RelayClient:
         self._ws: ClientConnection | None = None
         self._listeners: list[Callable[[dict[str, Any]], Any]] = []
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._outbox: OrderedDict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = OrderedDict()
-        self._ids = f"{secrets.token_hex(4)}-"
-        self._seq = 0
-        self._batch: list[dict[str, Any]] = []
-        self._batch_bytes = 0
-        self._batch_future: asyncio.Future[dict[str, Any]] | None = None
-        self._batch_handle: asyncio.TimerHandle | None = None
+        self._outbox = Outbox(self._send_if_connected, batch_interval)
         self._task: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -194,6 +143,7 @@ class RelayClient:
         self._lock_waiter: asyncio.Future[dict[str, Any]] | None = None
         self._retry_after: float | None = None
         self._welcome: dict[str, Any] | None = None  # a welcome waiting for its parts
+        self._attempt = 0  # reconnect attempts since the last welcome
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -207,7 +157,7 @@ class RelayClient:
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._ready = loop.create_future()
-            self._ready.add_done_callback(_quiet)
+            self._ready.add_done_callback(quiet)
             self._task = asyncio.create_task(self._run(), name=f"relay-client {self.room}")
         assert self._ready is not None
         try:
@@ -222,9 +172,9 @@ class RelayClient:
         """Send what is still in the batch, wait up to ``flush`` s for acks, disconnect."""
         if self._closing:
             return
-        self._flush_batch()
-        if self._outbox and self.state == "connected" and flush > 0:
-            futures = [f for _, f in self._outbox.values()]
+        self._outbox.flush()
+        futures = self._outbox.futures()
+        if futures and self.state == "connected" and flush > 0:
             await asyncio.wait(futures, timeout=flush)
         self._closing = True
         self._wake.set()
@@ -237,10 +187,7 @@ class RelayClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for _, fut in self._outbox.values():
-            if not fut.done():
-                fut.set_exception(ClientClosed())
-        self._outbox.clear()
+        self._outbox.fail_all(ClientClosed())
         if self._lock_waiter is not None and not self._lock_waiter.done():
             self._lock_waiter.set_exception(ClientClosed())
         self._set_state("closed")
@@ -272,7 +219,7 @@ class RelayClient:
     @property
     def pending(self) -> int:
         """Messages sent but not yet acknowledged by the relay."""
-        return len(self._outbox) + (1 if self._batch else 0)
+        return len(self._outbox)
 
     # -- sending -------------------------------------------------------------------
 
@@ -292,50 +239,11 @@ class RelayClient:
         """Queue one engine event; events are sent in batches every ``batch_interval``.
 
         Returns the future of the frame that carries it (resolves when stored)."""
-        data = event.to_json() if isinstance(event, Event) else dict(event)
-        size = len(dumps(data))
-        if self._batch and (
-            self._batch_bytes + size > MAX_MESSAGE_BYTES // 2 or len(self._batch) >= 1000
-        ):
-            self._flush_batch()
-        if self._batch_future is None:
-            self._batch_future = asyncio.get_running_loop().create_future()
-            self._batch_future.add_done_callback(_quiet)
-        self._batch.append(data)
-        self._batch_bytes += size
-        future = self._batch_future
-        if self._batch_handle is None:
-            self._batch_handle = asyncio.get_running_loop().call_later(
-                self.batch_interval, self._flush_batch
-            )
-        return future
+        return self._outbox.add_event(event.to_json() if isinstance(event, Event) else dict(event))
 
     def flush(self) -> None:
         """Send the gathered events now instead of at the end of the batch interval."""
-        self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        if self._batch_handle is not None:
-            self._batch_handle.cancel()
-            self._batch_handle = None
-        if not self._batch:
-            return
-        events, self._batch, self._batch_bytes = self._batch, [], 0
-        target, self._batch_future = self._batch_future, None
-        inner = self._enqueue({"type": "event", "events": events})
-        assert target is not None
-
-        def relay_result(fut: asyncio.Future[dict[str, Any]]) -> None:
-            if target.done():
-                return
-            if fut.cancelled():
-                target.cancel()
-            elif fut.exception() is not None:
-                target.set_exception(fut.exception())  # type: ignore[arg-type]
-            else:
-                target.set_result(fut.result())
-
-        inner.add_done_callback(relay_result)
+        self._outbox.flush()
 
     async def acquire_lock(
         self, reason: str, ttl: float = 30.0, *, wait: bool = False, timeout: float | None = None
@@ -343,13 +251,13 @@ class RelayClient:
         """Take the room's deploy lock lease; heartbeats keep it while connected.
 
         With ``wait=True`` queue behind the holder until it releases or its lease
-        goes stale (taken over visibly). Returns the lease. Raises :class:`LockHeld`
+        goes stale (taken over visibly). Returns the lease. Raises :class:`LeaseHeld`
         if it is held and not waiting, ``TimeoutError`` after ``timeout``.
         """
         if wait:
             # Created first: the grant can arrive in the same read as the "queued" ack.
             self._lock_waiter = asyncio.get_running_loop().create_future()
-            self._lock_waiter.add_done_callback(_quiet)
+            self._lock_waiter.add_done_callback(quiet)
         try:
             ack = await self._request(
                 {"type": "lock", "op": "acquire", "reason": reason, "ttl": ttl, "wait": wait}
@@ -358,7 +266,7 @@ class RelayClient:
                 self._got_lease(ack["lease"])
                 return ack["lease"]
             if not wait:
-                raise LockHeld(ack.get("holder"))
+                raise LeaseHeld(ack.get("holder"))
             assert self._lock_waiter is not None
             self._want_lock = (reason, ttl)
             try:
@@ -382,24 +290,14 @@ class RelayClient:
     def _enqueue(self, frame: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         if self._closing:
             raise ClientClosed()
-        self._seq += 1
-        msg_id = f"{self._ids}{self._seq}"
-        frame = {
-            "type": frame["type"],
-            "v": PROTOCOL_VERSION,
-            "id": msg_id,
-            **{k: v for k, v in frame.items() if k != "type"},
-        }
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_quiet)
-        text = dumps(frame)
-        self._outbox[msg_id] = (text, fut)
-        if self.state == "connected" and self._ws is not None:
-            self._send_now(text)
-        return fut
+        return self._outbox.add(frame)
 
     async def _request(self, frame: dict[str, Any]) -> dict[str, Any]:
         return await self._enqueue(frame)
+
+    def _send_if_connected(self, text: str) -> None:
+        if self.state == "connected":
+            self._send_now(text)
 
     def _send_now(self, text: str) -> None:
         ws = self._ws
@@ -477,71 +375,64 @@ class RelayClient:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if self._welcome is not None:
-            if kind == "snapshot_part" and self._take_part(frame):
-                return
-            welcome, self._welcome = self._welcome, None  # parts missing: use what came
-            welcome["snapshot"]["deploy"].pop("parts", None)
-            self._on_welcome(welcome)
-            if kind == "snapshot_part":
-                return
-        offset = frame.get("offset")
-        if kind in ("chat", "event", "lock", "control") and isinstance(offset, int):
-            if offset <= self.offset:
-                return  # already delivered (echo raced a replay)
-            self.offset = offset
-            msg_id = frame.get("id")
-            if msg_id in self._outbox and frame.get("sender") == self.operator:
-                _, fut = self._outbox.pop(msg_id)
-                if not fut.done():
-                    fut.set_result(
-                        {"type": "ack", "id": msg_id, "offset": offset, "duplicate": False}
-                    )
-            if kind == "lock":
-                self._on_lock(frame)
-            self._deliver(frame)
-        elif kind == "ack":
-            entry = self._outbox.pop(frame.get("id"), None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(frame)
-        elif kind == "error":
-            entry = self._outbox.get(frame.get("id"))  # type: ignore[arg-type]
-            if entry is not None and frame.get("code") in FINAL_ERRORS:
-                del self._outbox[frame["id"]]
-                if not entry[1].done():
-                    entry[1].set_exception(
-                        RelayError(frame.get("code", "error"), frame.get("message", ""))
-                    )
-            self._deliver(frame)
-        elif kind == "presence":
-            self.presence = frame.get("who") or []
-            self._deliver(frame)
-        elif kind == "welcome":
-            deploy = (frame.get("snapshot") or {}).get("deploy") or {}
-            if isinstance(deploy.get("parts"), int) and deploy["parts"] > 0:
-                self._welcome = frame  # the plan's other nodes follow in snapshot_part frames
-                return
-            self._on_welcome(frame)
-        elif kind == "reconnect":
-            self._retry_after = float(frame.get("retry_after") or 0.5)
+        if self._welcome is not None and self._assembling(kind, frame):
+            return
+        handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
             self._deliver(frame)
         else:
-            self._deliver(frame)
+            handler(self, frame)
 
-    def _take_part(self, frame: dict[str, Any]) -> bool:
-        """Add one ``snapshot_part`` to the welcome being assembled; when it was the
-        last, hand over the whole welcome. False if the part does not belong to it."""
+    def _assembling(self, kind: Any, frame: dict[str, Any]) -> bool:
+        """Feed a frame to the welcome being assembled; True if it was consumed."""
         assert self._welcome is not None
-        deploy = self._welcome["snapshot"]["deploy"]
-        nodes = frame.get("nodes")
-        if not isinstance(nodes, list) or frame.get("parts") != deploy.get("parts"):
-            return False
-        deploy["plan"]["nodes"].extend(nodes)
-        if frame.get("part") == deploy["parts"]:
-            welcome, self._welcome = self._welcome, None
-            del deploy["parts"]
-            self._on_welcome(welcome)
-        return True
+        whole = join_snapshot_part(self._welcome, frame)
+        if whole is False:
+            return True
+        welcome, self._welcome = self._welcome, None  # whole, or parts missing: use what came
+        self._on_welcome(welcome)
+        return whole is True or kind == "snapshot_part"
+
+    def _on_stored(self, frame: dict[str, Any]) -> None:
+        """A stored message (it has an offset): delivered once, in offset order."""
+        offset = frame.get("offset")
+        if not isinstance(offset, int):
+            self._deliver(frame)
+            return
+        if offset <= self.offset:
+            return  # already delivered (echo raced a replay)
+        self.offset = offset
+        msg_id = frame.get("id")
+        if msg_id in self._outbox and frame.get("sender") == self.operator:
+            self._outbox.settle(
+                msg_id, {"type": "ack", "id": msg_id, "offset": offset, "duplicate": False}
+            )
+        if frame["type"] == "lock":
+            self._on_lock(frame)
+        self._deliver(frame)
+
+    def _on_ack(self, frame: dict[str, Any]) -> None:
+        self._outbox.settle(frame.get("id"), frame)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        if frame.get("code") in FINAL_ERRORS:
+            error = RelayError(frame.get("code", "error"), frame.get("message", ""))
+            self._outbox.refuse(frame.get("id"), error)
+        self._deliver(frame)
+
+    def _on_presence(self, frame: dict[str, Any]) -> None:
+        self.presence = frame.get("who") or []
+        self._deliver(frame)
+
+    def _on_welcome_frame(self, frame: dict[str, Any]) -> None:
+        if awaits_parts(frame):
+            self._welcome = frame  # the plan's other nodes follow in snapshot_part frames
+            return
+        self._on_welcome(frame)
+
+    def _on_reconnect(self, frame: dict[str, Any]) -> None:
+        self._retry_after = float(frame.get("retry_after") or 0.5)
+        self._deliver(frame)
 
     def _on_lock(self, frame: dict[str, Any]) -> None:
         holder = frame.get("holder")
@@ -579,7 +470,7 @@ class RelayClient:
         self._set_state("connected")
         self._deliver(frame)
         # Re-send everything not acknowledged, in order, with the same ids.
-        for text, _ in list(self._outbox.values()):
+        for text in self._outbox.texts():
             self._send_now(text)
         if self._want_lock is not None and self.lease is None:
             reason, ttl = self._want_lock
@@ -589,54 +480,32 @@ class RelayClient:
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
 
+    #: What each incoming frame type does (others are delivered as they are).
+    _HANDLERS: ClassVar[dict[str, Callable[[RelayClient, dict[str, Any]], None]]] = {
+        "chat": _on_stored,
+        "event": _on_stored,
+        "lock": _on_stored,
+        "control": _on_stored,
+        "ack": _on_ack,
+        "error": _on_error,
+        "presence": _on_presence,
+        "welcome": _on_welcome_frame,
+        "reconnect": _on_reconnect,
+    }
+
     # -- connection loop -----------------------------------------------------------
 
     def _hello(self) -> str:
-        hello: dict[str, Any] = {
-            "type": "hello",
-            "v": PROTOCOL_VERSION,
-            "room": self.room,
-            "session": self.session,
-            "snapshot": self._want_snapshot,
-        }
-        if self.epoch is not None:
-            hello["resume"] = {"epoch": self.epoch, "offset": self.offset}
-        elif self._since is not None:
-            hello["since"] = self._since
-        return dumps(hello)
+        resume = {"epoch": self.epoch, "offset": self.offset} if self.epoch is not None else None
+        return dumps(hello_frame(self.room, self.session, self._want_snapshot, resume, self._since))
 
     async def _run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while not self._closing:
             close_code: int | None = None
             self._set_state("connecting" if self.connects == 0 else "reconnecting")
             try:
-                async with connect(
-                    self.url,
-                    additional_headers={"Authorization": f"Bearer {self._token}"},
-                    # wss:// with no context of ours: the system's trusted CAs
-                    ssl=(self._ssl or True) if self.url.startswith("wss:") else None,
-                    open_timeout=self.open_timeout,
-                    max_size=HARD_MAX_BYTES,
-                    compression=None,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    close_timeout=2,
-                    user_agent_header="shipdeck-relay-client",
-                ) as ws:
-                    self._ws = ws
-                    self._welcome = None
-                    await ws.send(self._hello())
-                    async for text in ws:
-                        try:
-                            frame = json.loads(text)
-                        except json.JSONDecodeError:
-                            continue
-                        if isinstance(frame, dict):
-                            if frame.get("type") == "welcome":
-                                attempt = 0
-                            self._on_frame(frame)
-                    close_code = ws.close_code
+                close_code = await self._session()
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status == 401:
@@ -655,19 +524,56 @@ class RelayClient:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
-            if self._closing:
+            if not await self._wait_to_reconnect(close_code):
                 return
-            if close_code is not None:
-                self.last_error = f"closed by the relay ({close_code})"
-            if not self.reconnect:
-                self._fail(ConnectFailed("disconnected", self.last_error or "disconnected"))
-                return
-            self._set_state("reconnecting", self.last_error)
-            delay = self._delay(attempt, close_code)
-            attempt += 1
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _session(self) -> int | None:
+        """One connection: hello, then every frame until it closes; returns the close
+        code. Raises what ``websockets.connect`` raises."""
+        async with connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self._token}"},
+            # wss:// with no context of ours: the system's trusted CAs
+            ssl=(self._ssl or True) if self.url.startswith("wss:") else None,
+            open_timeout=self.open_timeout,
+            max_size=HARD_MAX_BYTES,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            user_agent_header="shipdeck-relay-client",
+        ) as ws:
+            self._ws = ws
+            self._welcome = None
+            await ws.send(self._hello())
+            async for text in ws:
+                try:
+                    frame = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(frame, dict):
+                    if frame.get("type") == "welcome":
+                        self._attempt = 0
+                    self._on_frame(frame)
+            return ws.close_code
+
+    async def _wait_to_reconnect(self, close_code: int | None) -> bool:
+        """After a connection ended: wait the backoff and return True to reconnect, or
+        return False (closing, or reconnecting is off: the client fails)."""
+        if self._closing:
+            return False
+        if close_code is not None:
+            self.last_error = f"closed by the relay ({close_code})"
+        if not self.reconnect:
+            self._fail(ConnectFailed("disconnected", self.last_error or "disconnected"))
+            return False
+        self._set_state("reconnecting", self.last_error)
+        delay = self._delay(self._attempt, close_code)
+        self._attempt += 1
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+        return True
 
     def _delay(self, attempt: int, close_code: int | None) -> float:
         first, cap = self.backoff
@@ -686,39 +592,6 @@ class RelayClient:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(exc)
         self._closing = True
-        for _, fut in self._outbox.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self._outbox.clear()
+        self._outbox.fail_all(exc)
         self._set_state("closed", exc.message)
         self._queue.put_nowait(None)
-
-
-def link_deployment(client: RelayClient, deployment: Any) -> Callable[[], None]:
-    """Publish a running deploy's events to the room and obey its controls.
-
-    ``deployment`` is anything with ``subscribe(callback)``, ``unsubscribe(callback)``,
-    ``abort(by=...)`` and ``approve(by=..., key=...)`` (``engine.deploy.Deployment``).
-    A ``control`` frame addressed to this client (it holds the lock) aborts the deploy
-    or approves its gate, recorded as done by the frame's sender. Returns a function
-    that undoes the link. Take the lock first (:meth:`RelayClient.acquire_lock`).
-    """
-
-    def on_frame(frame: dict[str, Any]) -> None:
-        if not client.is_for_me(frame):
-            return
-        by = str(frame.get("sender") or "")
-        if frame.get("action") == "abort":
-            deployment.abort(by=by)
-        elif frame.get("action") == "approve":
-            deployment.approve(by=by, key=frame.get("key") or None)
-
-    deployment.subscribe(client.publish_event)
-    client.add_listener(on_frame)
-
-    def unlink() -> None:
-        deployment.unsubscribe(client.publish_event)
-        client.remove_listener(on_frame)
-        client.flush()
-
-    return unlink

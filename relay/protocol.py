@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.events import Event, EventDecodeError, PlanReady, event_from_json
 from engine.plan import Plan
+from engine.state import json_size
 
 PROTOCOL_VERSION = 1
 
@@ -152,24 +153,7 @@ def parse_client_frame(
             "too_large",
             f"frame is {size} bytes; the limit is {max_bytes} ({max_event_bytes} for event frames)",
         )
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("bad_json", "binary frame is not UTF-8 JSON") from None
-    try:
-        frame = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise ProtocolError("bad_json", f"not JSON: {msg}") from None
-    except ValueError as exc:  # e.g. an integer with thousands of digits
-        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(frame, dict):
-        raise ProtocolError("not_object", "a frame must be a JSON object")
-    try:  # lone surrogates (\ud800) parse as JSON but cannot be stored or sent
-        json.dumps(frame, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError("bad_json", "frame holds text that is not valid Unicode") from None
+    frame = _decode(text)
     raw_id = frame.get("id")
     msg_id = raw_id if isinstance(raw_id, str) and ID_RE.match(raw_id) else None
     version = frame.get("v", PROTOCOL_VERSION)
@@ -191,6 +175,30 @@ def parse_client_frame(
     return _VALIDATORS[kind](frame, msg_id)
 
 
+def _decode(text: str | bytes) -> dict[str, Any]:
+    """A frame's text as a JSON object. Raises :class:`ProtocolError` (``bad_json``,
+    ``not_object``)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("bad_json", "binary frame is not UTF-8 JSON") from None
+    try:
+        frame = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise ProtocolError("bad_json", f"not JSON: {msg}") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("not_object", "a frame must be a JSON object")
+    try:  # lone surrogates (\ud800) parse as JSON but cannot be stored or sent
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_json", "frame holds text that is not valid Unicode") from None
+    return frame
+
+
 def _msg_id(frame: dict[str, Any], msg_id: str | None) -> str:
     value = _require(frame, "id", str, None)
     if msg_id is None or value != msg_id:
@@ -199,6 +207,29 @@ def _msg_id(frame: dict[str, Any], msg_id: str | None) -> str:
             f"{frame['type']}: field 'id' must be 1-64 characters of A-Z a-z 0-9 . _ : -",
         )
     return value
+
+
+def hello_frame(
+    room: str,
+    session: str,
+    snapshot: bool = True,
+    resume: dict[str, Any] | None = None,
+    since: int | None = None,
+) -> dict[str, Any]:
+    """The ``hello`` a client joins ``room`` with: ``resume`` (``{"epoch", "offset"}``)
+    after a reconnect, else ``since`` to replay history after that offset."""
+    hello: dict[str, Any] = {
+        "type": "hello",
+        "v": PROTOCOL_VERSION,
+        "room": room,
+        "session": session,
+        "snapshot": snapshot,
+    }
+    if resume is not None:
+        hello["resume"] = resume
+    elif since is not None:
+        hello["since"] = since
+    return hello
 
 
 def _hello(frame: dict[str, Any], msg_id: str | None) -> dict[str, Any]:
@@ -304,25 +335,25 @@ def check_event(data: Any) -> Event:
             f"{event.type}: field 'key' is longer than {MAX_KEY_CHARS} characters"
         )
     if isinstance(event, PlanReady):
-        if len(event.nodes) > MAX_PLAN_NODES:
-            raise EventDecodeError(f"plan: more than {MAX_PLAN_NODES} nodes")
-        for j, node in enumerate(event.nodes):
-            if (
-                not isinstance(node, dict)
-                or not isinstance(node.get("key"), str)
-                or not node["key"]
-            ):
-                raise EventDecodeError(f"plan: nodes[{j}] must be an object with a non-empty 'key'")
-            if len(node["key"]) > MAX_KEY_CHARS:
-                raise EventDecodeError(
-                    f"plan: nodes[{j}].key is longer than {MAX_KEY_CHARS} characters"
-                )
-            for name, kinds in _NODE_FIELDS.items():
-                if name in node and (
-                    not isinstance(node[name], kinds) or isinstance(node[name], bool)
-                ):
-                    raise EventDecodeError(f"plan: nodes[{j}].{name} has the wrong type")
+        _check_plan(event)
     return event
+
+
+def _check_plan(event: PlanReady) -> None:
+    if len(event.nodes) > MAX_PLAN_NODES:
+        raise EventDecodeError(f"plan: more than {MAX_PLAN_NODES} nodes")
+    for j, node in enumerate(event.nodes):
+        _check_node(j, node)
+
+
+def _check_node(j: int, node: Any) -> None:
+    if not isinstance(node, dict) or not isinstance(node.get("key"), str) or not node["key"]:
+        raise EventDecodeError(f"plan: nodes[{j}] must be an object with a non-empty 'key'")
+    if len(node["key"]) > MAX_KEY_CHARS:
+        raise EventDecodeError(f"plan: nodes[{j}].key is longer than {MAX_KEY_CHARS} characters")
+    for name, kinds in _NODE_FIELDS.items():
+        if name in node and (not isinstance(node[name], kinds) or isinstance(node[name], bool)):
+            raise EventDecodeError(f"plan: nodes[{j}].{name} has the wrong type")
 
 
 def _lock(frame: dict[str, Any], msg_id: str | None) -> dict[str, Any]:
@@ -388,40 +419,7 @@ def events_of(frame: dict[str, Any]) -> list[Event]:
     return out
 
 
-# -- bounded snapshots ------------------------------------------------------------
-
-
-def json_size(value: Any) -> int:
-    """Bytes of ``value`` as the relay sends it (compact UTF-8 JSON)."""
-    return len(dumps(value).encode("utf-8", "surrogatepass"))
-
-
-def cut_text(text: str, limit: int) -> tuple[str, int]:
-    """``text`` cut to ``limit`` code points (plus a marker); and how many were cut."""
-    if len(text) <= limit:
-        return text, 0
-    return text[:limit] + " [...]", len(text) - limit
-
-
-def shrink_json(value: Any, budget: int, *, chars: int = 256, items: int = 200) -> Any:
-    """``value`` made to fit ``budget`` bytes: long strings cut to ``chars``, lists and
-    objects to their first ``items`` entries; ``{"cut": true}`` if that is not enough."""
-    if json_size(value) <= budget:
-        return value
-
-    def walk(v: Any, depth: int) -> Any:
-        if isinstance(v, str):
-            return cut_text(v, chars)[0]
-        if depth > 8:
-            return None
-        if isinstance(v, list):
-            return [walk(x, depth + 1) for x in v[:items]]
-        if isinstance(v, dict):
-            return {str(k)[:chars]: walk(x, depth + 1) for k, x in list(v.items())[:items]}
-        return v
-
-    small = walk(value, 0)
-    return small if json_size(small) <= budget else {"cut": True}
+# -- bounded snapshots (json_size, cut_text, shrink_json: engine.state's) -----------
 
 
 def split_snapshot(
@@ -472,6 +470,33 @@ def snapshot_part_frame(room: str, part: int, parts: int, nodes: list[dict[str, 
             "nodes": nodes,
         }
     )
+
+
+def awaits_parts(welcome: dict[str, Any]) -> bool:
+    """True if ``welcome``'s snapshot continues in ``snapshot_part`` frames."""
+    deploy = (welcome.get("snapshot") or {}).get("deploy") or {}
+    return isinstance(deploy.get("parts"), int) and deploy["parts"] > 0
+
+
+def join_snapshot_part(welcome: dict[str, Any], frame: dict[str, Any]) -> bool | None:
+    """Add a ``snapshot_part`` frame's nodes to the ``welcome`` being assembled (see
+    :func:`split_snapshot`). Returns True once it was the last part (the welcome is
+    whole), False if more follow, None if ``frame`` is not one of its parts (the
+    welcome is then closed as it is: the parts missing are dropped)."""
+    deploy = welcome["snapshot"]["deploy"]
+    nodes = frame.get("nodes")
+    if (
+        frame.get("type") != "snapshot_part"
+        or not isinstance(nodes, list)
+        or frame.get("parts") != deploy.get("parts")
+    ):
+        deploy.pop("parts", None)
+        return None
+    deploy["plan"]["nodes"].extend(nodes)
+    if frame.get("part") != deploy["parts"]:
+        return False
+    del deploy["parts"]
+    return True
 
 
 @dataclass(slots=True)

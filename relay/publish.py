@@ -16,15 +16,45 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from engine.events import Event, PlanReady
 from engine.state import RunState
-from relay.client import LockHeld, RelayClient, RelayError, link_deployment
+from relay.client import LeaseHeld, RelayClient, RelayError
 from relay.protocol import Snapshot, events_of
 
 Detach = Callable[[], Any]
+
+
+def link_deployment(client: RelayClient, deployment: Any) -> Callable[[], None]:
+    """Publish a running deploy's events to the room and obey its controls.
+
+    ``deployment`` is anything with ``subscribe(callback)``, ``unsubscribe(callback)``,
+    ``abort(by=...)`` and ``approve(by=..., key=...)`` (``engine.deploy.Deployment``).
+    A ``control`` frame addressed to this client (it holds the lock) aborts the deploy
+    or approves its gate, recorded as done by the frame's sender. Returns a function
+    that undoes the link. Take the lock first (:meth:`RelayClient.acquire_lock`).
+    """
+
+    def on_frame(frame: dict[str, Any]) -> None:
+        if not client.is_for_me(frame):
+            return
+        by = str(frame.get("sender") or "")
+        if frame.get("action") == "abort":
+            deployment.abort(by=by)
+        elif frame.get("action") == "approve":
+            deployment.approve(by=by, key=frame.get("key") or None)
+
+    deployment.subscribe(client.publish_event)
+    client.add_listener(on_frame)
+
+    def unlink() -> None:
+        deployment.unsubscribe(client.publish_event)
+        client.remove_listener(on_frame)
+        client.flush()
+
+    return unlink
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +126,7 @@ async def attach(
     take the lock lease and link ``run``. The client is closed with the returned
     async closer, or at once if this raises.
 
-    Raises :class:`relay.client.LockHeld` when another operator holds the room's
+    Raises :class:`relay.client.LeaseHeld` when another operator holds the room's
     lease, other :class:`RelayError` on connection problems.
     """
     if client is None:
@@ -172,7 +202,7 @@ class RelayChat:
     # -- deployer and spectator --------------------------------------------------
 
     async def attach(self, run: Any, ttl: float = 30.0) -> Detach:
-        """Take the room's lease for ``run`` and publish it. Raises LockHeld."""
+        """Take the room's lease for ``run`` and publish it. Raises LeaseHeld."""
         await asyncio.wait_for(self._ready.wait(), 15)
         if self.client is None or not self.client.connected:
             raise RelayError(
@@ -212,43 +242,60 @@ class RelayChat:
             )
 
     def _frame(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "chat":
-            self._chat(frame)
-        elif kind == "presence":
-            if self._on_presence is not None:
-                self._on_presence(_who(frame.get("who")))
-        elif kind == "status":
-            if self._on_status is not None:
-                state = str(frame.get("state", ""))
-                self._on_status(state if not frame.get("error") else f"{state}: {frame['error']}")
-        elif kind == "welcome":
-            if self._on_presence is not None:
-                self._on_presence(_who(frame.get("presence")))
-            snap = frame.get("snapshot")
-            if snap:
-                self._snapshot(Snapshot.from_json(snap))
-        elif kind == "event":
-            if self._feed is not None:
-                for event in events_of(frame):
-                    self._feed(event)
-        elif kind == "lock":
-            holder = frame.get("holder") or {}
-            op = frame.get("op")
-            if op in ("acquired", "takeover", "resumed"):
-                extra = ""
-                if op == "takeover" and frame.get("previous"):
-                    extra = f" (took over the stale lease of {frame['previous'].get('operator')})"
-                self._say(
-                    f"{holder.get('operator', '?')} holds the deploy lock: {holder.get('reason', '')}{extra}"
-                )
-            elif op == "released":
-                self._say("deploy lock released")
-            elif op == "stale":
-                self._say("the deploy lock went stale (no heartbeat)")
-        elif kind == "control":
-            key = f" {frame['key']}" if frame.get("key") else ""
-            self._say(f"{frame.get('sender', '?')} asked to {frame.get('action')}{key}")
+        handler = self._HANDLERS.get(str(frame.get("type")))
+        if handler is not None:
+            handler(self, frame)
+
+    def _presence(self, frame: dict[str, Any]) -> None:
+        if self._on_presence is not None:
+            self._on_presence(_who(frame.get("who")))
+
+    def _status(self, frame: dict[str, Any]) -> None:
+        if self._on_status is not None:
+            state = str(frame.get("state", ""))
+            self._on_status(state if not frame.get("error") else f"{state}: {frame['error']}")
+
+    def _welcome(self, frame: dict[str, Any]) -> None:
+        if self._on_presence is not None:
+            self._on_presence(_who(frame.get("presence")))
+        snap = frame.get("snapshot")
+        if snap:
+            self._snapshot(Snapshot.from_json(snap))
+
+    def _event(self, frame: dict[str, Any]) -> None:
+        if self._feed is not None:
+            for event in events_of(frame):
+                self._feed(event)
+
+    def _lock(self, frame: dict[str, Any]) -> None:
+        holder = frame.get("holder") or {}
+        op = frame.get("op")
+        if op in ("acquired", "takeover", "resumed"):
+            extra = ""
+            if op == "takeover" and frame.get("previous"):
+                extra = f" (took over the stale lease of {frame['previous'].get('operator')})"
+            self._say(
+                f"{holder.get('operator', '?')} holds the deploy lock: {holder.get('reason', '')}{extra}"
+            )
+        elif op == "released":
+            self._say("deploy lock released")
+        elif op == "stale":
+            self._say("the deploy lock went stale (no heartbeat)")
+
+    def _control(self, frame: dict[str, Any]) -> None:
+        key = f" {frame['key']}" if frame.get("key") else ""
+        self._say(f"{frame.get('sender', '?')} asked to {frame.get('action')}{key}")
+
+    #: What each incoming frame type does to the chat pane and the deploy feed.
+    _HANDLERS: ClassVar[dict[str, Callable[[RelayChat, dict[str, Any]], None]]] = {
+        "chat": _chat,
+        "presence": _presence,
+        "status": _status,
+        "welcome": _welcome,
+        "event": _event,
+        "lock": _lock,
+        "control": _control,
+    }
 
     def _snapshot(self, snap: Snapshot) -> None:
         for frame in snap.chat:
@@ -281,4 +328,12 @@ def tui_watch(
     return chat, watcher
 
 
-__all__ = ["attach", "RelayChat", "tui_chat_backend", "tui_watch", "LockHeld", "PlanReady"]
+__all__ = [
+    "attach",
+    "link_deployment",
+    "RelayChat",
+    "tui_chat_backend",
+    "tui_watch",
+    "LeaseHeld",
+    "PlanReady",
+]

@@ -296,3 +296,54 @@ async def test_preflight_changes_nothing(fleet3, sample_repo, tmp_path) -> None:
             and hc.lock == "free"
         )
         assert hc.current and hc.free_kb and hc.free_kb > 0
+
+
+async def test_non_utf8_hook_output_does_not_kill_the_connection(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    fleet = sshd_fleet(1)
+    first = Deployment(load_config(write_config(tmp_path / "s.toml", fleet, sample_repo)))
+    assert (await first.run()).exit_code == 0
+    commit_version(sample_repo, "2.0.0")
+    # a restart hook that prints Latin-1 (e.g. a service log line "café")
+    hooks = '["./bin/restart", "printf \'caf\\\\351\\\\n\'"]'
+    config = load_config(
+        write_config(tmp_path / "s.toml", fleet, sample_repo, after_activate=hooks)
+    )
+    assert config.deploy.after_activate[1] == "printf 'caf\\351\\n'"
+    second = Deployment(config)
+    result = await second.run()
+    app = fleet.hosts[0].home / "app"
+    assert not (app / ".shipdeck.lock").exists(), "lock leaked"
+    assert result.exit_code == 0, result.summary["failures"]
+    assert current(app) == second.release_id
+
+
+async def test_a_rollback_whose_connection_dies_after_the_switch_claims_nothing(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    fleet = sshd_fleet(2, one_process_per_host=True)
+    path = write_config(tmp_path / "s.toml", fleet, sample_repo)
+    first = Deployment(load_config(path))
+    assert (await first.run()).exit_code == 0
+    commit_version(sample_repo, "2.0.0")
+    assert (await Deployment(load_config(path)).run()).exit_code == 0
+    victim, other = fleet.hosts
+    r = Rollback(load_config(path))
+
+    def on(event) -> None:  # the host goes down once it is switched, as it restarts
+        if (
+            event.type == "status"
+            and event.key.endswith(f"/{victim.spec}/restart")
+            and event.status == "running"
+        ):
+            fleet.stop_host(victim)
+
+    r.subscribe(on)
+    result = await r.run()
+    failure = result.summary["failures"][victim.spec]
+    assert failure.startswith("unknown: lost after activate"), failure
+    assert current(victim.home / "app") == first.release_id  # the switch did run
+    assert " rollback " not in revisions(victim.home / "app")[-1]  # nothing claimed
+    assert current(other.home / "app") == first.release_id
+    assert " rollback " in revisions(other.home / "app")[-1]

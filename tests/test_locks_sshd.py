@@ -511,7 +511,7 @@ async def test_a_relay_that_refuses_or_is_down_stops_deploy_and_rollback(
     sshd_fleet, sample_repo, tmp_path
 ) -> None:
     from tests.relay.conftest import TOKENS, start_relay
-    from tests.test_cli import shipdeck
+    from tests.tui.cli.helpers import shipdeck
 
     relay = await start_relay(tmp_path)
     try:

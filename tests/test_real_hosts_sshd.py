@@ -312,9 +312,9 @@ async def test_heartbeat_and_abort_reach_every_login_shell(
     import asyncio
     import json
 
+    from engine.remote.lock import heartbeat_script
     from engine.session import BOOT, loader
     from engine.ssh import Connector
-    from engine.steps import heartbeat_script
 
     fleet = odd_fleet
     config = load_config(write_config(tmp_path / "shipdeck.toml", fleet, sample_repo))

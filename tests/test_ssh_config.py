@@ -322,7 +322,7 @@ async def test_each_host_key_asked_once_jump_included_no_duplicate_lines(
 async def test_unknown_host_key_without_a_terminal_says_how_to_accept_it(
     sshd_fleet, tmp_path
 ) -> None:
-    from tui.cli import _HeadlessPrompter
+    from tui.cli.prompt import HeadlessPrompter as _HeadlessPrompter
 
     fleet = sshd_fleet(1)
     kh = tmp_path / "known_hosts"
@@ -438,3 +438,20 @@ async def test_deploy_through_a_jump_host_asks_each_host_key_once(
     assert {"web0", "web1"} <= set(asker.host_keys)
     lines = kh.read_text().splitlines()
     assert len(lines) == 3 and len(set(lines)) == 3
+
+
+async def test_jump_host_does_not_inherit_the_targets_port(tmp_path) -> None:
+    from engine.ssh import Target
+
+    connector = Connector(SshConfig(port=2222, jump="bastion.example", config=None), tmp_path)
+    seen: list[Target] = []
+
+    async def fake_open(target: Target, tunnel: object) -> object:
+        seen.append(target)
+        raise asyncio.CancelledError
+
+    connector._open_checked = fake_open  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await connector._jump("bastion.example")
+    assert seen[0].host == "bastion.example"
+    assert seen[0].port == 22

@@ -178,3 +178,26 @@ async def test_wire_counters(sshd_fleet, tmp_path) -> None:
     assert 3 <= row["handshake_round_trips"] < row["round_trips"]
     assert row["bytes_out"] > 0 and row["bytes_in"] > 0
     assert row["tcp_bytes_received"] == row["bytes_in"]
+
+
+class _SlowTypist:
+    """An operator who takes a few seconds to type the password in the TUI modal."""
+
+    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
+        return False
+
+    async def ask_password(self, host: str, user: str) -> str | None:
+        await asyncio.sleep(2.0)
+        return "pw-review-1"
+
+
+async def test_password_prompt_is_not_cut_by_connect_timeout(tmp_path, sample_repo) -> None:
+    from engine.localfleet import LocalFleet
+
+    async with LocalFleet(tmp_path / "pw", 1, password="pw-review-1") as fleet:
+        fleet.client_key_path.unlink()
+        path = fleet.write_config(
+            tmp_path / "pw.toml", sample_repo, ssh_extra={"connect_timeout": 0.5}
+        )
+        result = await Deployment(load_config(path), prompter=_SlowTypist()).run()
+        assert result.exit_code == 0, result.summary["failures"]

@@ -11,20 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from engine.steps import (
+from engine.remote.lock import (
     FENCED_EXIT,
     LOCK_DIR,
-    RELEASE_FILE,
-    cleanup_script,
     fenced,
-    finish_script,
     heartbeat_script,
     lock_owner,
     parse_kv,
     probe_script,
-    receive_script,
     takeover_script,
 )
+from engine.remote.release import RELEASE_FILE, cleanup_script, finish_script, receive_script
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -245,3 +245,13 @@ async def test_password_prompt_callback(tmp_path, sample_repo) -> None:
         assert "pw-canary-7731" not in "".join(e.dumps() for e in rec.events)
         wrong = await Deployment(load_config(path), prompter=Prompts(password="nope")).run()
         assert "authentication failed" in wrong.summary["failures"]["host1"]
+
+
+async def test_failed_canary_wave_stops_the_rollout(fleet, fleet_config) -> None:
+    fleet.fail_health("host1")
+    result = await Deployment(
+        fleet_config(batches=["1", "100%"], health_timeout=0.5, health_interval=0.1)
+    ).run()
+    assert result.exit_code == 3
+    for name in ("host2", "host3"):
+        assert current(fleet.host(name).home / "app") is None, f"{name} was deployed"

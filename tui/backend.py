@@ -9,31 +9,9 @@ No textual here.
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from typing import Any, Protocol
 
-
-def default_operator() -> str:
-    """SHIPDECK_OPERATOR, else the engine's notion, else user@hostname."""
-    name = os.environ.get("SHIPDECK_OPERATOR")
-    if name:
-        return name
-    try:
-        from engine.deploy import default_operator as engine_default
-    except Exception:
-        engine_default = None
-    if engine_default is not None:
-        try:
-            return engine_default()
-        except Exception:
-            pass
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "operator"
-    return f"{user}@{socket.gethostname()}"
+from engine.operator import default_operator
 
 
 class Runner(Protocol):

@@ -332,7 +332,7 @@ def _tail(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "relay.cli",
+            "tui.cli",
             "tail",
             "--relay",
             url,

@@ -95,7 +95,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[InProcessRelay]:
 
 
 class RelayProcess:
-    """The relay as a real process (``python -m relay.server``) on a fixed db.
+    """The relay as a real process (``python -m relay``) on a fixed db.
 
     Subclasses set ``log`` (stderr kept in a file), ``log_level``, ``extra_args``
     (TLS, ...), ``scheme`` and ``url_host``; a restart reuses the port."""
@@ -117,7 +117,7 @@ class RelayProcess:
     def start(self) -> str:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         args = [
-            sys.executable, "-m", "relay.server", "--host", "127.0.0.1",
+            sys.executable, "-m", "relay", "--host", "127.0.0.1",
             "--port", str(self.port), *(["--db", str(self.db)] if self.db else []),
             "--tokens", str(self.tokens),
             "--log-level", self.log_level, *self.extra_args,

@@ -122,7 +122,7 @@ def _cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[st
     if token:
         env["SHIPDECK_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
+        [sys.executable, "-m", "tui.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -196,7 +196,7 @@ async def test_cli_say_and_tail_exit_codes(relay: InProcessRelay, tmp_path: Path
 def test_add_parsers_registers_commands() -> None:
     import argparse
 
-    from relay.cli import add_parsers, cmd_relay, cmd_say, cmd_tail
+    from tui.cli.relay import add_parsers, cmd_relay, cmd_say, cmd_tail
 
     parser = argparse.ArgumentParser(prog="shipdeck")
     add_parsers(parser.add_subparsers(dest="command", required=True))
@@ -229,7 +229,7 @@ def test_add_parsers_registers_commands() -> None:
 
 
 def test_relay_never_imports_textual() -> None:
-    code = "import sys, relay.server, relay.client, relay.cli, relay.store, relay.protocol, relay.tokens; print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))"
+    code = "import sys, relay.server, relay.client, relay.store, relay.protocol, relay.tokens; print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui')))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

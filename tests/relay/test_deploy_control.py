@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.deploy import Deployment
-from relay.client import link_deployment
+from relay.publish import link_deployment
 from tests.relay.conftest import InProcessRelay
 
 pytestmark = pytest.mark.timeout(60)

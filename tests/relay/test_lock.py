@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.events import NodeStatus
-from relay.client import LockHeld, RelayError
+from relay.client import LeaseHeld, RelayError
 from tests.relay.conftest import InProcessRelay
 
 pytestmark = pytest.mark.timeout(30)
@@ -24,7 +24,7 @@ async def test_two_deployers_contend(relay: InProcessRelay) -> None:
         return_exceptions=True,
     )
     winners = [r for r in results if isinstance(r, dict)]
-    losers = [r for r in results if isinstance(r, LockHeld)]
+    losers = [r for r in results if isinstance(r, LeaseHeld)]
     assert len(winners) == 1 and len(losers) == 1
     holder, other = (a, b) if a.holds_lock else (b, a)
     assert losers[0].holder is not None and losers[0].holder["operator"] == holder.operator
@@ -55,7 +55,7 @@ async def test_heartbeat_keeps_lease_then_stale_lease_taken_over_visibly(
     await a.acquire_lock("long deploy", ttl=1.0)
     # heartbeats (every ttl/3) keep it past its ttl
     await asyncio.sleep(1.6)
-    with pytest.raises(LockHeld):
+    with pytest.raises(LeaseHeld):
         await b.acquire_lock("mine", ttl=5)
     # alice's client freezes: heartbeats stop, the lease goes stale, bob (waiting) takes over
     a._stop_heartbeat()
@@ -102,5 +102,5 @@ async def test_lease_survives_reconnect_of_its_holder(relay: InProcessRelay) -> 
     assert a.holds_lock
     await a.publish_event(NodeStatus("d", key="fetch", status="running"))  # still the holder
     b, _ = await relay.client("bob")
-    with pytest.raises(LockHeld):
+    with pytest.raises(LeaseHeld):
         await b.acquire_lock("no", ttl=5)

@@ -85,7 +85,7 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIPDECK_TOKEN": TOKENS["bob"]}
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "relay.cli", "tail", "--relay", url, "--room", "web", "--json"],
+        [sys.executable, "-m", "tui.cli", "tail", "--relay", url, "--room", "web", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,

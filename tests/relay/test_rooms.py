@@ -1,195 +1,196 @@
-"""Rooms over real websockets on loopback: chat, presence, snapshots, resume, dedupe."""
+"""A room's own logic, without a network: the lease and its queue, where a joiner's
+replay starts, the kept chat and deploy snapshot, and a room read back from its store."""
 
 from __future__ import annotations
 
-import asyncio
-import json
+from pathlib import Path
+from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from engine.events import DeployFinished, GateWaiting, LogLine, NodeStatus
 from engine.plan import build_plan
-from relay.protocol import Snapshot
-from tests.relay.conftest import TOKENS, InProcessRelay
+from relay.limits import Limits
+from relay.protocol import SNAPSHOT_LOG_CHARS
+from relay.rooms import (
+    Lease,
+    Peer,
+    Room,
+    Waiter,
+    client_handle,
+    deploy_state,
+    load_room,
+    resume_point,
+    session_hash,
+)
+from relay.store import Record, RoomInfo, SQLiteStore
 
 pytestmark = pytest.mark.timeout(30)
 
 
-async def test_several_clients_chat_in_one_order(relay: InProcessRelay) -> None:
-    clients = [await relay.client(op) for op in ("alice", "bob", "carol")]
-    other, other_col = await relay.client("alice", room="other-room")
-    for i in range(10):
-        for client, _ in clients:
-            client.chat(f"{client.operator} {i}")
-    for _, col in clients:
-        await col.wait(lambda c: len(c.of("chat")) == 30)
-    orders = [[(f["offset"], f["sender"], f["text"]) for f in col.of("chat")] for _, col in clients]
-    assert orders[0] == orders[1] == orders[2]
-    assert [o for o, _, _ in orders[0]] == list(range(1, 31))
-    # sender comes from the token, and each sender's messages keep their order
-    for op in ("alice", "bob", "carol"):
-        assert [t for _, s, t in orders[0] if s == op] == [f"{op} {i}" for i in range(10)]
-    assert other_col.of("chat") == []  # nothing leaks into another room
-    assert all(
-        isinstance(f["time"], float) and f["room"] == "web" for f in clients[0][1].of("chat")
+def _peer(operator: str, session: str = "s") -> Peer:
+    peer = Peer(None, operator)  # type: ignore[arg-type]
+    peer.session = session_hash(session)
+    peer.handle = client_handle(operator, peer.session)
+    return peer
+
+
+def _chat(offset: int, text: str) -> Record:
+    return Record("web", offset, "alice", None, "chat", 1.0, {"text": text})
+
+
+def _events(offset: int, *events: Any) -> Record:
+    return Record(
+        "web", offset, "alice", None, "event", 1.0, {"events": [e.to_json() for e in events]}
     )
 
 
-async def test_presence_join_and_leave(relay: InProcessRelay) -> None:
-    alice, acol = await relay.client("alice")
-    bob, _ = await relay.client("bob")
-    await acol.wait(
-        lambda c: any(f["op"] == "join" and f["operator"] == "bob" for f in c.of("presence"))
-    )
-    assert [w["operator"] for w in alice.presence] == ["alice", "bob"]
-    await bob.close()
-    await acol.wait(
-        lambda c: any(f["op"] == "leave" and f["operator"] == "bob" for f in c.of("presence"))
-    )
-    assert [w["operator"] for w in alice.presence] == ["alice"]
+def test_a_lease_is_held_by_its_session_not_its_operator() -> None:
+    alice = _peer("alice", "one")
+    lease = Lease("alice", alice.session, "deploy", 30.0, 1.0, 31.0)
+    assert lease.held_by(alice)
+    assert not lease.held_by(_peer("alice", "two"))  # same operator, another terminal
+    assert not lease.held_by(_peer("bob", "one"))
+    assert lease.client == alice.handle
+    assert "session" not in lease.public() and Lease.from_state(lease.state()) == lease
 
 
-async def test_sender_claim_is_ignored_and_duplicates_dropped(relay: InProcessRelay) -> None:
-    watcher, col = await relay.client("bob")
-    async with connect(
-        relay.url, additional_headers={"Authorization": f"Bearer {TOKENS['alice']}"}
-    ) as ws:
-        await ws.send(json.dumps({"type": "hello", "room": "web", "snapshot": False}))
-        assert json.loads(await ws.recv())["type"] == "welcome"
-        frame = {"type": "chat", "id": "m-1", "text": "hi", "sender": "mallory", "offset": 99}
-        await ws.send(json.dumps(frame))
-        await ws.send(json.dumps(frame))
-        acks = []
-        while len(acks) < 2:
-            got = json.loads(await ws.recv())
-            if got["type"] == "ack":
-                acks.append(got)
-        assert [(a["offset"], a["duplicate"]) for a in acks] == [(1, False), (1, True)]
-    await col.wait(lambda c: c.of("chat"))
-    await watcher.chat("after")
-    await col.wait(lambda c: len(c.of("chat")) == 2)
-    chats = col.of("chat")
-    assert [(f["sender"], f["offset"], f["text"]) for f in chats] == [
-        ("alice", 1, "hi"),
-        ("bob", 2, "after"),
+def test_the_queue_keeps_one_request_per_peer_in_order() -> None:
+    room = Room("web", "e1", 0, Limits())
+    alice, bob = _peer("alice"), _peer("bob")
+    room.queue(Waiter(alice, "a1", "first", 30.0))
+    room.queue(Waiter(bob, "b1", "second", 30.0))
+    room.queue(Waiter(alice, "a2", "again", 30.0))
+    assert [w.request_id for w in room.waiters] == ["b1", "a2"]
+    room.unqueue(bob)
+    assert [w.request_id for w in room.waiters] == ["a2"]
+    assert room.lease_free()
+    room.lock = Lease("alice", alice.session, "", 30.0, 1.0, 31.0)
+    assert not room.lease_free() and room.holds(alice) and not room.holds(bob)
+    room.lock.stale = True
+    assert room.lease_free()
+
+
+@pytest.mark.parametrize(
+    ("hello", "expected"),
+    [
+        ({}, (None, 10, None, False)),  # nothing asked: live from the head
+        ({"resume": {"epoch": "e1", "offset": 7}}, (7, 10, True, False)),
+        ({"resume": {"epoch": "e0", "offset": 7}}, (None, 10, False, False)),  # log was reset
+        ({"resume": {"epoch": "e1", "offset": 2}}, (None, 10, False, False)),  # trimmed away
+        ({"since": 0}, (3, 10, None, True)),  # history starts at 4: says it was cut
+        ({"since": 5}, (5, 10, None, False)),
+        ({"since": 50}, (10, 10, None, False)),
+    ],
+)
+def test_where_a_joiners_replay_starts(hello: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    info = RoomInfo(epoch="e1", head=10, first=4)
+    assert resume_point(hello, "e1", info, 10) == expected
+
+
+def test_kept_chat_is_bounded_by_count_and_bytes() -> None:
+    room = Room("web", "e1", 0, Limits(snapshot_chat=3, snapshot_chat_bytes=10_000))
+    for i in range(1, 6):
+        room.observe(_chat(i, f"line {i}"), None)
+    assert [r.body["text"] for r in room.chat] == ["line 3", "line 4", "line 5"]
+    room.observe(_chat(6, "x" * 20_000), None)  # one huge chat: kept alone
+    assert [r.offset for r in room.chat] == [6]
+    room.forget_chat_before(7)
+    assert not room.chat and room.chat_bytes == 0
+
+
+def test_the_deploy_snapshot_follows_events_and_cuts_long_lines() -> None:
+    room = Room("web", "e1", 0, Limits())
+    plan = build_plan("d1", [["web1"]])
+    room.observe(_events(1, plan.to_event()), None)
+    room.observe(
+        _events(
+            2,
+            NodeStatus("d1", key="fetch", status="ok"),
+            LogLine("d1", key="fetch", text="x" * 10_000),
+        ),
+        None,
+    )
+    assert room.deploy is not None and room.dirty and room.applied == 2
+    snap = room.snapshot().to_json()["deploy"]
+    assert "applied" not in snap
+    nodes = {n["key"]: n for n in snap["plan"]["nodes"]}
+    assert nodes["fetch"]["status"] == "ok"
+    (line,) = snap["logs"]
+    assert (
+        len(line["text"]) < SNAPSHOT_LOG_CHARS + 20 and line["cut"] >= 10_000 - SNAPSHOT_LOG_CHARS
+    )
+    room.observe(_events(3, NodeStatus("other", key="fetch", status="failed")), None)
+    assert {n["key"]: n for n in room.snapshot().to_json()["deploy"]["plan"]["nodes"]}["fetch"][
+        "status"
+    ] == "ok"  # another deploy's event changes nothing
+    room.observe(_events(4, DeployFinished("d1", status="ok")), None)
+    assert room.snapshot().to_json()["deploy"]["finished"]["status"] == "ok"
+
+
+def test_a_gate_waits_only_while_its_node_waits() -> None:
+    plan = build_plan("d1", [["web1"], ["web2"]], gates=[1])
+    (gate,) = [n.key for n in plan if n.kind == "gate"]
+    state = deploy_state(Limits())
+    state.apply(plan.to_event())
+    for event in (GateWaiting("d1", key=gate), GateWaiting("d1", key="no/such/node")):
+        state.apply(event, event.to_json())
+    assert state.to_json()["gates"] == [gate]
+    done = NodeStatus("d1", key=gate, status="ok")
+    state.apply(done, done.to_json())
+    assert state.to_json()["gates"] == []
+
+
+def test_the_saved_deploy_state_keeps_how_far_it_is_built() -> None:
+    room = Room("web", "e1", 0, Limits())
+    room.observe(_events(3, build_plan("d1", [["web1"]]).to_event()), None)
+    room.observe(_events(5, NodeStatus("d1", key="fetch", status="running")), None)
+    saved = room.saved_deploy()
+    assert saved is not None and saved["applied"] == 5
+    again = Room("web", "e1", 5, Limits())
+    again.restore_deploy(saved)
+    assert again.applied == 5
+    assert again.snapshot().to_json()["deploy"] == room.snapshot().to_json()["deploy"]
+    assert "applied" not in room.snapshot().to_json()["deploy"]  # not on the wire
+
+
+def test_a_malformed_event_is_skipped_not_fatal() -> None:
+    room = Room("web", "e1", 0, Limits())
+    plan = build_plan("d1", [["web1"]]).to_event().to_json()
+    room.observe(
+        Record("web", 1, "alice", None, "event", 1.0, {"events": [{"type": "nope"}, plan]}), None
+    )
+    assert room.deploy is not None and room.deploy.plan.deploy_id == "d1"
+
+
+async def test_a_room_read_back_from_its_store_is_the_room_it_was(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    limits = Limits()
+    live = Room("web", (await store.open_room("web")).epoch, 0, limits)
+    plan = build_plan("d1", [["web1"]])
+    messages = [
+        ("chat", {"text": "hello"}),
+        ("event", {"events": [plan.to_event().to_json()]}),
+        ("event", {"events": [NodeStatus("d1", key="fetch", status="ok").to_json()]}),
+        ("chat", {"text": "fetched"}),
     ]
-
-
-async def test_late_joiner_gets_plan_node_states_lock_and_chat(relay: InProcessRelay) -> None:
-    deployer, _ = await relay.client("alice")
-    await deployer.acquire_lock("deploy web@main", ttl=30)
-    plan = build_plan("d1", [["web1"], ["web2", "web3"]], gates=[1], meta={"project": "web"})
-    deployer.publish_event(plan.to_event())
-    deployer.publish_event(NodeStatus("d1", key="fetch", status="ok", at=1.0))
-    deployer.publish_event(
-        NodeStatus("d1", key="release/wave-1/web1/upload", status="running", at=2.0)
+    for i, (kind, body) in enumerate(messages):
+        rec, _ = await store.append("web", "alice", f"m{i}", kind, body, 1.0)
+        live.head = rec.offset
+        live.observe(rec, None)
+    await store.put_state("web", "deploy", live.saved_deploy())
+    # one more event after the saved state: read back from the log
+    rec, _ = await store.append(
+        "web",
+        "alice",
+        "m9",
+        "event",
+        {"events": [NodeStatus("d1", key="build", status="ok").to_json()]},
+        1.0,
     )
-    deployer.publish_event(
-        LogLine("d1", key="release/wave-1/web1/upload", text="sent 3 MB", at=2.5)
-    )
-    deployer.publish_event(GateWaiting("d1", key="release/gate-1", at=3.0))
-    await deployer.publish_event(NodeStatus("d1", key="release/gate-1", status="waiting", at=3.0))
-    for i in range(60):
-        deployer.chat(f"chat {i}")
-    await deployer.chat("last words")
-
-    late, col = await relay.client("bob")
-    welcome = col.of("welcome")[0]
-    snap = Snapshot.from_json(welcome["snapshot"])
-    assert late.snapshot is not None and late.snapshot.head == snap.head == welcome["head"]
-    tree = snap.plan()
-    assert tree is not None and tree.deploy_id == "d1" and len(tree) == len(plan)
-    assert tree["fetch"].status == "ok"
-    assert tree["release/wave-1/web1/upload"].status == "running"
-    assert tree["release/gate-1"].status == "waiting"
-    assert (
-        snap.deploy is not None
-        and snap.deploy["gates"] == ["release/gate-1"]
-        and snap.deploy["finished"] is None
-    )
-    assert snap.deploy["logs"][-1]["text"] == "sent 3 MB"
-    assert (
-        snap.lock is not None
-        and snap.lock["operator"] == "alice"
-        and snap.lock["reason"] == "deploy web@main"
-    )
-    assert len(snap.chat) == 50 and snap.chat[-1]["text"] == "last words"
-    assert {w["operator"] for w in snap.presence} == {"alice", "bob"}
-
-    await deployer.publish_event(DeployFinished("d1", status="ok", summary={"exit_code": 0}))
-    later, col2 = await relay.client("carol")
-    assert later.snapshot is not None and later.snapshot.deploy is not None
-    assert later.snapshot.deploy["finished"]["status"] == "ok"
-
-
-async def test_reconnect_replays_exactly_the_gap(relay: InProcessRelay) -> None:
-    sender, _ = await relay.client("alice")
-    reader, col = await relay.client("bob")
-    for i in range(5):
-        sender.chat(f"before {i}")
-    await col.wait(lambda c: len(c.of("chat")) == 5)
-    # Cut the reader's TCP connection under it (no close handshake).
-    assert reader._ws is not None
-    reader._ws.transport.abort()
-    await col.wait(lambda c: any(f.get("state") == "reconnecting" for f in c.of("status")))
-    for i in range(20):
-        sender.chat(f"gap {i}")
-    await col.wait(lambda c: len(c.of("chat")) == 25)
-    welcomes = col.of("welcome")
-    assert len(welcomes) == 2 and welcomes[1]["recovered"] is True and "snapshot" not in welcomes[1]
-    assert col.chats() == [f"before {i}" for i in range(5)] + [f"gap {i}" for i in range(20)]
-    assert [f["offset"] for f in col.of("chat")] == list(range(1, 26))
-
-
-async def test_resume_with_unknown_epoch_gets_snapshot_not_a_gap(relay: InProcessRelay) -> None:
-    sender, _ = await relay.client("alice")
-    await sender.chat("one")
-    reader, col = await relay.client("bob")
-    reader.epoch = "not-this-epoch"
-    reader.offset = 0
-    assert reader._ws is not None
-    reader._ws.transport.abort()
-    await col.wait(lambda c: len(c.of("welcome")) == 2)
-    second = col.of("welcome")[1]
-    assert second["recovered"] is False and second["snapshot"]["chat"][0]["text"] == "one"
-    assert reader.offset == second["head"] == 1
-
-
-async def test_outbox_survives_a_dropped_connection(relay: InProcessRelay) -> None:
-    sender, scol = await relay.client("alice")
-    reader, col = await relay.client("bob")
-    assert sender._ws is not None
-    sender._ws.transport.abort()
-    futures = [sender.chat(f"queued {i}") for i in range(10)]  # sent or queued while down
-    acks = await asyncio.wait_for(asyncio.gather(*futures), 10)
-    assert sorted(a["offset"] for a in acks) == list(range(1, 11))
-    await col.wait(lambda c: len(c.of("chat")) == 10)
-    assert col.chats() == [f"queued {i}" for i in range(10)]
-
-
-async def test_messages_iterator(relay: InProcessRelay) -> None:
-    from relay.client import RelayClient
-
-    client = RelayClient(relay.url, "web", TOKENS["alice"])
-    await client.start()
-    await client.chat("via iterator")
-    seen = []
-    async for frame in client.messages():
-        seen.append(frame["type"])
-        if frame["type"] == "chat":
-            assert frame["text"] == "via iterator"
-            break
-    assert seen[:3] == ["status", "status", "welcome"]
-    await client.close()
-
-
-async def test_tail_style_history_from_offset(relay: InProcessRelay) -> None:
-    sender, _ = await relay.client("alice")
-    for i in range(7):
-        sender.chat(f"m{i}")
-    await sender.chat("m7")
-    reader, col = await relay.client("bob", since=3, snapshot=False)
-    await col.wait(lambda c: len(c.of("chat")) == 5)
-    assert [f["offset"] for f in col.of("chat")] == [4, 5, 6, 7, 8]
-    assert "snapshot" not in col.of("welcome")[0]
+    live.head = rec.offset
+    live.observe(rec, None)
+    again = await load_room(store, "web", limits)
+    assert again.snapshot().to_json() == live.snapshot().to_json()
+    assert again.epoch == live.epoch and again.head == 5
+    await store.close()

@@ -1,6 +1,6 @@
 """Fixtures for the multi-node relay: a real ``redis-server`` (AOF on, fsync always)
 on a free loopback port in a temp dir, and relay nodes as subprocesses
-(``python -m relay.server --redis ...``) that a test can SIGKILL and restart.
+(``python -m relay --redis ...``) that a test can SIGKILL and restart.
 
 Without ``redis-server`` the tests are skipped, except in CI (``CI=true``), where its
 absence fails them: ``.ci/run`` installs it."""

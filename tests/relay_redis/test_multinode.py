@@ -15,7 +15,7 @@ import pytest
 
 from engine.events import NodeStatus
 from engine.plan import build_plan
-from relay.client import LockHeld, RelayClient, RelayError
+from relay.client import LeaseHeld, RelayClient, RelayError
 from tests.relay_redis.conftest import ROOT, TOKENS, Collector, Nodes, RedisServer
 
 pytestmark = pytest.mark.timeout(40)
@@ -174,7 +174,7 @@ async def test_redis_restart_keeps_acknowledged_messages(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SHIPDECK_TOKEN": TOKENS["carol"]}
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "relay.cli", "tail", "--relay", a.url, "--room", "web", "--json"],
+        [sys.executable, "-m", "tui.cli", "tail", "--relay", a.url, "--room", "web", "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -200,7 +200,7 @@ async def test_lock_lease_is_exclusive_across_nodes(nodes: Nodes, pool: Pool) ->
             return_exceptions=True,
         )
         winners = [r for r in results if isinstance(r, dict)]
-        losers = [r for r in results if isinstance(r, LockHeld)]
+        losers = [r for r in results if isinstance(r, LeaseHeld)]
         assert len(winners) == 1 and len(losers) == 1, results
         holder, other = (d1, d2) if d1.holds_lock else (d2, d1)
         assert not other.holds_lock

@@ -1,4 +1,4 @@
-"""engine/ and relay/ never import textual; neither do the CLI's parser and tui.launch."""
+"""engine/ and relay/ never import textual; neither do the CLI's parser and its command modules."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ for pkg in ("engine", "relay"):
     mod = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
         importlib.import_module(info.name)
-import tui.launch, tui.model, tui.backend, tui.chat, tui.labels, tui.render, tui.headless
+import tui.cli.deploy, tui.cli.watch, tui.cli.demo, tui.model, tui.backend, tui.chat, tui.labels
+import tui.render, tui.headless
 from tui.cli import build_parser
 build_parser()
 bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))

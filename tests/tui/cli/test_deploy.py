@@ -1,4 +1,5 @@
-"""The `shipdeck` command as a CI pipeline or an operator runs it (a real subprocess)."""
+"""`shipdeck deploy` and `shipdeck rollback` as a CI pipeline or an operator runs them
+(a real subprocess): headless, JSON lines, dry run, exit codes, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,24 +13,9 @@ import pytest
 
 from engine.localfleet import commit_version
 from tests.helpers import current, current_version
+from tests.tui.cli.helpers import shipdeck
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def shipdeck(*args: str, cwd=None, env=None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tui.cli",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_headless_deploy_history_show_and_rollback(fleet, fleet_config, sample_repo) -> None:
@@ -107,29 +93,6 @@ def test_bad_config_exit_2_without_traceback(tmp_path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_headless_commands_never_import_textual() -> None:
-    code = (
-        "import sys; from tui.cli import build_parser; build_parser();"
-        "import engine.deploy, engine.preflight, engine.printer, engine.localfleet;"
-        "import relay;"
-        "assert 'textual' not in sys.modules, sorted(m for m in sys.modules if m.startswith('textual'))"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-
-
-async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
-    config = fleet_config()
-    for h in fleet.hosts[:2]:
-        (h.home / "app.log").write_text(f"log of {h.name}\n")
-    code, out, _ = await shipdeck(
-        "download", "-c", str(config.path), "~/app.log", "--dest", str(tmp_path / "logs")
-    )
-    assert code == 1  # host3 has no such file
-    assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
-    assert "✗ host3: app.log: no such file" in out
-
-
 async def test_ctrl_c_stops_safely_and_releases_locks(fleet, fleet_config, sample_repo) -> None:
     """Ctrl-C twice while hosts run a slow before_activate hook: exit 3, locks released,
     current untouched everywhere, remaining nodes cancelled."""
@@ -171,3 +134,50 @@ async def test_ctrl_c_stops_safely_and_releases_locks(fleet, fleet_config, sampl
     for h in fleet.hosts:
         assert current(h.home / "app") == first[h.name]
         assert not (h.home / "app" / ".shipdeck.lock").exists()
+
+
+async def test_ctrl_c_at_the_interactive_gate_prompt_exits(tmp_path, sample_repo) -> None:
+    import pty
+    import signal
+
+    from engine.localfleet import LocalFleet
+
+    async with LocalFleet(tmp_path / "g", 2) as fleet:
+        path = fleet.write_config(
+            tmp_path / "g.toml", sample_repo, batches=["1", "100%"], approve=True
+        )
+        master, slave = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tui.cli",
+            "deploy",
+            "-c",
+            str(path),
+            "--headless",
+            stdin=slave,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "CI": ""},
+        )
+        os.close(slave)
+        try:
+            seen = b""
+            while b"waiting for approval" not in seen:
+                line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                assert line, seen.decode()
+                seen += line
+            await asyncio.sleep(0.3)  # the prompt thread is in input()
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = await asyncio.wait_for(proc.wait(), 2.5)
+            except TimeoutError:
+                os.write(master, b"\n")  # unblock it so the test cleans up
+                await asyncio.wait_for(proc.wait(), 10)
+                pytest.fail("shipdeck hung after Ctrl-C at the gate prompt until Enter was pressed")
+            assert code == 3
+        finally:
+            os.close(master)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

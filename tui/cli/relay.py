@@ -1,25 +1,23 @@
-"""``shipdeck relay``, ``shipdeck say`` and ``shipdeck tail``.
+"""``shipdeck relay``, ``shipdeck say`` and ``shipdeck tail``: serve the relay, post
+to a room, print a room's messages.
 
-The ``shipdeck`` entry point calls :func:`add_parsers`; ``python -m relay.cli`` runs
-the same commands without it. Exit codes: 0 ok, 2 bad usage or config, 3 could not
-connect or refused, 141 stdout closed early (``tail | head``, as ``yes | head``).
-Nothing here imports textual.
+Exit codes: 0 ok, 2 bad usage or config, 3 could not connect or refused, 141 stdout
+closed early (``tail | head``, as ``yes | head``). Nothing here imports textual.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
-import signal
-import ssl
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-EXIT_OK, EXIT_USAGE, EXIT_CONNECT = 0, 2, 3
+from engine.errors import ExitCode
+from tui.cli.common import err
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -105,14 +103,14 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _err(message: str) -> None:
-    print(f"shipdeck: {message}", file=sys.stderr)
-
-
 # -- relay ------------------------------------------------------------------------
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import ssl
+
     from relay.server import Limits, Relay, tls_context
     from relay.store import SQLiteStore
     from relay.tokens import TokensError, load_tokens
@@ -123,30 +121,30 @@ def cmd_relay(args: argparse.Namespace) -> int:
     # websockets' debug log prints request headers, bearer tokens included: never below INFO
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLogger().level))
     if not args.tokens:
-        _err('relay: --tokens FILE is required (TOML: [operators] alice = "token-for-alice")')
-        return EXIT_USAGE
+        err('relay: --tokens FILE is required (TOML: [operators] alice = "token-for-alice")')
+        return ExitCode.USAGE
     try:
         tokens = load_tokens(args.tokens)
     except TokensError as exc:
-        _err(f"relay: {exc}")
-        return EXIT_USAGE
+        err(f"relay: {exc}")
+        return ExitCode.USAGE
     if args.tls_key and not args.tls_cert:
-        _err("relay: --tls-key needs --tls-cert")
-        return EXIT_USAGE
+        err("relay: --tls-key needs --tls-cert")
+        return ExitCode.USAGE
     context = None
     if args.tls_cert:
         try:
             context = tls_context(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            _err(f"relay: cannot load the TLS certificate {args.tls_cert}: {exc}")
-            return EXIT_USAGE
+            err(f"relay: cannot load the TLS certificate {args.tls_cert}: {exc}")
+            return ExitCode.USAGE
     if args.retain_count < 1 or args.retain_days <= 0 or args.rate <= 0:
-        _err("relay: --retain-count, --retain-days and --rate must be positive")
-        return EXIT_USAGE
+        err("relay: --retain-count, --retain-days and --rate must be positive")
+        return ExitCode.USAGE
     if args.redis:
         store, where = _redis_store(args)
         if store is None:
-            return EXIT_USAGE
+            return ExitCode.USAGE
         limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
         relay = Relay(store, tokens, limits)
         return asyncio.run(_serve(relay, args.host, args.port, context, where, len(tokens)))
@@ -159,8 +157,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
             synchronous=args.sync,
         )
     except Exception as exc:
-        _err(f"relay: cannot open the database {args.db}: {exc}")
-        return EXIT_USAGE
+        err(f"relay: cannot open the database {args.db}: {exc}")
+        return ExitCode.USAGE
     limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
     relay = Relay(store, tokens, limits)
     return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
@@ -168,19 +166,19 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
     if not args.redis.startswith(("redis://", "rediss://", "unix://")):
-        _err(f"relay: --redis {args.redis!r}: expected redis://HOST:PORT/DB")
+        err(f"relay: --redis {args.redis!r}: expected redis://HOST:PORT/DB")
         return None, ""
     try:
         from relay.redis_store import RedisStore
     except ImportError:
-        _err("relay: --redis needs the redis package: pip install 'shipdeck[redis]'")
+        err("relay: --redis needs the redis package: pip install 'shipdeck[redis]'")
         return None, ""
     try:
         store = RedisStore(
             args.redis, max_count=args.retain_count, max_age=args.retain_days * 86400
         )
     except ValueError as exc:
-        _err(f"relay: --redis {args.redis!r}: {exc}")
+        err(f"relay: --redis {args.redis!r}: {exc}")
         return None, ""
     scheme, _, rest = args.redis.partition("://")
     if "@" in rest:  # never print a password
@@ -191,6 +189,10 @@ def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
 async def _serve(
     relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
 ) -> int:
+    import asyncio
+    import logging
+    import signal
+
     ping = getattr(relay.store, "ping", None)
     if ping is not None:
         for attempt in range(50):  # Redis may be starting with us (systemd)
@@ -199,14 +201,14 @@ async def _serve(
                 break
             except Exception as exc:
                 if attempt == 49:
-                    _err(f"relay: cannot reach {db}: {exc}")
-                    return EXIT_CONNECT
+                    err(f"relay: cannot reach {db}: {exc}")
+                    return ExitCode.CONNECT
                 await asyncio.sleep(0.2)
     try:
         await relay.start(host, port, context)
     except OSError as exc:
-        _err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
-        return EXIT_CONNECT
+        err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return ExitCode.CONNECT
     scheme = "wss" if context else "ws"
     shown = f"[{host}]" if ":" in host else host
     print(
@@ -224,37 +226,41 @@ async def _serve(
         "%s: telling clients to reconnect and stopping", signal.Signals(sig).name
     )
     await relay.shutdown()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- say / tail -------------------------------------------------------------------
 
 
 def _client_setup(args: argparse.Namespace) -> tuple[str, ssl.SSLContext | None] | int:
+    import ssl
+
     from relay.protocol import ROOM_RE
     from relay.tokens import token_from_env
 
     token = token_from_env(args.token)
     if not token:
-        _err(f"{args.func.__name__[4:]}: no token: pass --token or set SHIPDECK_TOKEN")
-        return EXIT_USAGE
+        err(f"{args.func.__name__[4:]}: no token: pass --token or set SHIPDECK_TOKEN")
+        return ExitCode.USAGE
     if not args.relay.startswith(("ws://", "wss://")):
-        _err(f"--relay {args.relay!r}: expected ws://host:port or wss://host:port")
-        return EXIT_USAGE
+        err(f"--relay {args.relay!r}: expected ws://host:port or wss://host:port")
+        return ExitCode.USAGE
     if not ROOM_RE.match(args.room):
-        _err(f"--room {args.room!r}: 1-64 characters of A-Z a-z 0-9 . _ : -")
-        return EXIT_USAGE
+        err(f"--room {args.room!r}: 1-64 characters of A-Z a-z 0-9 . _ : -")
+        return ExitCode.USAGE
     context = None
     if args.relay.startswith("wss://"):
         try:
             context = ssl.create_default_context(cafile=args.ca)
         except (OSError, ssl.SSLError) as exc:
-            _err(f"--ca {args.ca}: {exc}")
-            return EXIT_USAGE
+            err(f"--ca {args.ca}: {exc}")
+            return ExitCode.USAGE
     return token, context
 
 
 def cmd_say(args: argparse.Namespace) -> int:
+    import asyncio
+
     setup = _client_setup(args)
     if isinstance(setup, int):
         return setup
@@ -262,6 +268,8 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 
 async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
+    import asyncio
+
     from relay.client import RelayClient, RelayError
 
     client = RelayClient(args.relay, args.room, token, ssl=context, snapshot=False)
@@ -269,32 +277,34 @@ async def _say(args: argparse.Namespace, token: str, context: ssl.SSLContext | N
         await client.start(timeout=args.timeout)
         await asyncio.wait_for(client.chat(" ".join(args.text)), args.timeout)
     except RelayError as exc:
-        _err(f"say: {exc.message}")
-        return EXIT_CONNECT
+        err(f"say: {exc.message}")
+        return ExitCode.CONNECT
     except TimeoutError:
-        _err(f"say: the relay did not acknowledge within {args.timeout:g}s")
-        return EXIT_CONNECT
+        err(f"say: the relay did not acknowledge within {args.timeout:g}s")
+        return ExitCode.CONNECT
     finally:
         await client.close(flush=0)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
     setup = _client_setup(args)
     if isinstance(setup, int):
         return setup
     if args.since < 0:
-        _err("tail: --since must be >= 0")
-        return EXIT_USAGE
+        err("tail: --since must be >= 0")
+        return ExitCode.USAGE
     try:
         return asyncio.run(_tail(args, *setup))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
     except BrokenPipeError:  # `shipdeck tail ... | head`: the reader went away
-        from engine.printer import EXIT_PIPE, stdout_gone
+        from engine.printer import stdout_gone
 
         stdout_gone()
-        return EXIT_PIPE
+        return ExitCode.PIPE
 
 
 async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | None) -> int:
@@ -307,32 +317,42 @@ async def _tail(args: argparse.Namespace, token: str, context: ssl.SSLContext | 
         await client.start(timeout=args.timeout)
     except RelayError as exc:
         await client.close(flush=0)
-        _err(f"tail: {exc.message}")
-        return EXIT_CONNECT
+        err(f"tail: {exc.message}")
+        return ExitCode.CONNECT
     end = client.head
     try:
         if not args.follow and (client.replay_from is None or client.replay_from >= end):
-            return EXIT_OK
+            return ExitCode.OK
         async for frame in client.messages():
-            kind = frame.get("type")
-            if kind in ("status", "welcome", "ack"):
-                if kind == "status" and frame.get("state") == "closed" and frame.get("error"):
-                    _err(f"tail: {frame['error']}")
-                    return EXIT_CONNECT
-                continue
-            if kind == "presence" and not args.follow:
-                continue
-            line = (
-                json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
-                if args.json
-                else format_line(frame)
-            )
-            print(line, flush=True)
-            if not args.follow and isinstance(frame.get("offset"), int) and frame["offset"] >= end:
-                return EXIT_OK
-        return EXIT_OK
+            done = _tail_frame(args, frame, end)
+            if done is not None:
+                return done
+        return ExitCode.OK
     finally:
         await client.close(flush=0)
+
+
+def _tail_frame(args: argparse.Namespace, frame: dict[str, Any], end: int) -> int | None:
+    """Print one frame of the room (or skip it); the exit code once ``tail`` is done
+    (the relay closed with an error, or the last stored message without ``--follow``),
+    else None."""
+    kind = frame.get("type")
+    if kind in ("status", "welcome", "ack"):
+        if kind == "status" and frame.get("state") == "closed" and frame.get("error"):
+            err(f"tail: {frame['error']}")
+            return ExitCode.CONNECT
+        return None
+    if kind == "presence" and not args.follow:
+        return None
+    line = (
+        json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+        if args.json
+        else format_line(frame)
+    )
+    print(line, flush=True)
+    if not args.follow and isinstance(frame.get("offset"), int) and frame["offset"] >= end:
+        return ExitCode.OK
+    return None
 
 
 def format_line(frame: dict[str, Any]) -> str:
@@ -356,9 +376,10 @@ def describe(frame: dict[str, Any]) -> str:
         return str(frame.get("text", "")).replace("\n", " ")
     if kind == "event":
         from relay.protocol import events_of
+        from tui.render import event_text
 
         events = events_of(frame)
-        parts = [_event_text(e) for e in events[:3]]
+        parts = [event_text(e) for e in events[:3]]
         more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
         return "; ".join(parts) + more
     if kind == "lock":
@@ -390,37 +411,3 @@ def describe(frame: dict[str, Any]) -> str:
             if k not in ("type", "v", "room", "offset", "sender", "time")
         }
     )
-
-
-def _event_text(event: Any) -> str:
-    kind = event.type
-    if kind == "plan":
-        meta = event.meta
-        return f"plan {event.deploy_id} {meta.get('project', '')}@{meta.get('ref', '')} ({len(event.nodes)} nodes)"
-    if kind == "status":
-        return f"{event.key} {event.status}" + (f" ({event.detail})" if event.detail else "")
-    if kind == "log":
-        return f"{event.key} [{event.stream}] {event.text}"
-    if kind == "progress":
-        return f"{event.key} {event.done}/{event.total}"
-    if kind == "gate":
-        return f"gate {event.key} waiting"
-    if kind == "control":
-        return f"{event.action} {event.key} by {event.by}".rstrip()
-    if kind == "finished":
-        return f"deploy {event.deploy_id} {event.status}"
-    if kind == "meta":
-        return "meta " + " ".join(f"{k}={v}" for k, v in event.meta.items())
-    return kind
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shipdeck", description="shipdeck relay tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parsers(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

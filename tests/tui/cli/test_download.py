@@ -7,7 +7,7 @@ import pytest
 
 from engine.config import load_config
 from engine.preflight import remote_path, shown_path
-from tests.test_cli import shipdeck
+from tests.tui.cli.helpers import shipdeck
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -109,3 +109,26 @@ async def test_download_on_real_sshd_hosts(sshd_fleet, sample_repo, tmp_path) ->
     )  # fmt: skip
     assert code == 0, out + err
     assert (tmp_path / "abs" / h1.spec / "VERSION").read_text().strip() == "1.0.0"
+
+
+async def test_download_from_every_host(fleet, fleet_config, tmp_path) -> None:
+    config = fleet_config()
+    for h in fleet.hosts[:2]:
+        (h.home / "app.log").write_text(f"log of {h.name}\n")
+    code, out, _ = await shipdeck(
+        "download", "-c", str(config.path), "~/app.log", "--dest", str(tmp_path / "logs")
+    )
+    assert code == 1  # host3 has no such file
+    assert (tmp_path / "logs" / "host1" / "app.log").read_text() == "log of host1\n"
+    assert "✗ host3: app.log: no such file" in out
+
+
+def test_download_with_unknown_hosts_pattern_is_a_usage_error(tmp_path) -> None:
+    from tui.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[project]\nname = "x"\nrepo = "/nonexistent"\n[deploy]\npath = "app"\n'
+        '[hosts]\nweb = ["a.example"]\n'
+    )
+    assert main(["download", "-c", str(cfg), "--hosts", "nomatch", "log.txt"]) == 2

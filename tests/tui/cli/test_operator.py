@@ -19,7 +19,7 @@ from relay.store import SQLiteStore
 from relay.tokens import load_tokens
 from tests.helpers import revisions
 from tests.relay.conftest import TOKENS, Collector, write_tokens
-from tests.test_cli import shipdeck
+from tests.tui.cli.helpers import shipdeck
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -112,8 +112,8 @@ async def test_tui_header_chat_and_deploy_use_the_relay_operator(
     from textual.widgets import Input
 
     from tests.tui.conftest import until
-    from tui.cli import config_operator
-    from tui.launch import deploy_app
+    from tui.cli.deploy import deploy_app
+    from tui.cli.operator import config_operator
     from tui.screens.modals import ConfirmScreen
 
     monkeypatch.delenv("SHIPDECK_OPERATOR")
@@ -201,7 +201,7 @@ async def test_headless_rollback_records_the_relay_operator(
 
 async def test_relay_operator_asks_once_and_never_hangs(relay_url, monkeypatch) -> None:
     """What `shipdeck watch`, rollback and the deploying TUI ask before they start."""
-    from tui.cli import relay_operator, resolve_operator
+    from tui.cli.operator import relay_operator, resolve_operator
 
     monkeypatch.delenv("SHIPDECK_OPERATOR")
     assert await relay_operator(relay_url, "demo", TOKENS["carol"]) == "carol"

@@ -1,0 +1,212 @@
+"""Several steps of one host as one remote script (:mod:`engine.remote.phase`), run
+with per-step status, upload progress, and an abort that stops an upload at once,
+signals a running hook or health check, and lets a short step finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConnectionLost, Interrupted, StepFailed
+from engine.events import CANCELLED, FAILED, OK, RUNNING, Progress
+from engine.hostlock import Aborted, HostLock
+from engine.remote.phase import PhaseReader, phase_script, step_failure
+from engine.remote.release import step_detail
+from engine.session import CommandTimeout, SSHError
+
+if TYPE_CHECKING:
+    from engine.build import Package
+
+#: steps an abort stops while they run (their remote processes are signalled); any
+#: other step (unpack, activate, cleanup, finish) is short and finishes first
+KILLABLE = frozenset({"upload", "before", "restart", "health"})
+
+
+class HostPhase(HostLock):
+    """Runs phases on one locked host."""
+
+    async def _phase(
+        self,
+        steps: list[tuple[str, str]],
+        timeout: float,
+        *,
+        keep_running: set[str] | frozenset[str] = frozenset(),
+        upload: Package | None = None,
+        done: set[str] | None = None,
+    ) -> None:
+        """Run several steps as one remote script; each step reports its start and end,
+        so the tree keeps per-step status while sshd spawns one shell. Raises
+        StepFailed (a step failed, or the script timed out), ConnectionLost,
+        Interrupted (an abort signalled a running hook or health check) or Aborted
+        (an abort stopped the upload)."""
+        watch = _PhaseWatch(self, keep_running, upload, done)
+        run = asyncio.ensure_future(
+            self.host.run(
+                phase_script(steps, stdin_step="upload" if upload is not None else None),
+                on_line=watch.on_line,
+                timeout=timeout,
+                stdin_file=upload.path if upload is not None else None,
+                progress=watch.progress if upload is not None else None,
+            )
+        )
+        try:
+            interrupted = await self._watch_abort(run, watch)
+            if interrupted:
+                await _settled(run)
+                reason = f"stopped: {self.run.stop_reason or 'aborted'}"
+                if f"{self.key}/{interrupted}" in self.run.plan:
+                    self._status(interrupted, CANCELLED, reason)
+                raise Interrupted(f"{interrupted} {reason}")
+            res = await run
+        except (CommandTimeout, SSHError) as exc:
+            key = watch.current_key
+            if key != self.key and key in self.run.plan:
+                self.run.status(key, FAILED, str(exc))
+            if not isinstance(exc, CommandTimeout):
+                raise ConnectionLost(str(exc)) from None
+            raise StepFailed(str(exc)) from None
+        if watch.failed:
+            raise StepFailed(watch.failed[0])
+        if not res.ok and not watch.soft:
+            raise StepFailed(
+                f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
+            )
+
+    async def _watch_abort(self, run: asyncio.Future[Any], watch: _PhaseWatch) -> str:
+        """Wait for the phase; on an abort, stop an upload at once (nothing is live
+        yet: raises Aborted) and signal a running hook or health check (returns its
+        step); any other step of the phase finishes first."""
+        aborted = asyncio.ensure_future(self.run.abort_event.wait())
+        try:
+            while not run.done():
+                await asyncio.wait({run, aborted}, return_when=asyncio.FIRST_COMPLETED)
+                if run.done():
+                    break
+                watch.stepped.clear()
+                step = watch.reader.step
+                if watch.upload is not None and step in ("", "upload"):
+                    run.cancel()
+                    await _settled(run)
+                    self._status("upload", CANCELLED, "aborted")
+                    raise Aborted()
+                if step in KILLABLE:
+                    await self.host.interrupt()
+                    await asyncio.wait({run}, timeout=5)
+                    if step in watch.succeeded and _ran_out(run):
+                        return ""  # it ended before the signal: the phase ran to its end
+                    run.cancel()
+                    return step
+                # a short step runs: wait for it, or for the next step to start
+                nxt = asyncio.ensure_future(watch.stepped.wait())
+                try:
+                    await asyncio.wait({run, nxt}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    nxt.cancel()
+        finally:
+            aborted.cancel()
+        return ""
+
+
+def _ran_out(run: asyncio.Future[Any]) -> bool:
+    """The phase's command ended by itself (not cancelled, no connection error)."""
+    return run.done() and not run.cancelled() and run.exception() is None
+
+
+async def _settled(run: asyncio.Future[Any]) -> None:
+    """Wait for a stopped command to end; how it ended no longer matters."""
+    try:
+        await run
+    except (asyncio.CancelledError, SSHError, CommandTimeout):
+        pass
+
+
+class _PhaseWatch:
+    """Turns one phase's output into step statuses, log lines and upload progress."""
+
+    def __init__(
+        self,
+        hr: HostPhase,
+        keep_running: set[str] | frozenset[str],
+        upload: Package | None,
+        done: set[str] | None,
+    ) -> None:
+        self.hr = hr
+        self.run = hr.run
+        self.reader = PhaseReader()
+        self.keep_running = keep_running
+        self.upload = upload
+        self.done = done
+        self.failed: list[str] = []  # reasons of the steps that failed
+        self.succeeded: set[str] = set()  # steps that ended with exit 0
+        self.soft: set[str] = set()  # keep_running steps whose first attempt failed
+        self.stepped = asyncio.Event()  # a step started (an abort waits for a killable one)
+        self._upload_started = time.monotonic()
+        self._progress_at = 0.0
+
+    @property
+    def current_key(self) -> str:
+        step = self.reader.step
+        return f"{self.hr.key}/{step}" if step else self.hr.key
+
+    def on_line(self, stream: str, text: str) -> None:
+        key = self.current_key
+        marker = self.reader.feed(text)
+        if marker is None:
+            self.run.log(key, text, stream)
+        elif marker.what == "start":
+            self._started(marker.name)
+        elif marker.what == "end":
+            self._ended(marker.name, marker.rc)
+
+    def _started(self, name: str) -> None:
+        self.stepped.set()
+        if name == "upload":
+            self._upload_started = time.monotonic()
+        key = f"{self.hr.key}/{name}"
+        if key in self.run.plan:
+            self.run.status(key, RUNNING)
+
+    def _ended(self, name: str, rc: int) -> None:
+        key = f"{self.hr.key}/{name}"
+        out = self.reader.tail(name)
+        if rc == 0:
+            self.succeeded.add(name)
+            if self.done is not None:
+                self.done.add(name)
+        if key not in self.run.plan:
+            if rc:
+                self.failed.append(step_failure(name, rc, out, self.hr.st.path))
+        elif rc == 0:
+            self.run.status(key, OK, self._detail(name, out))
+        elif name in self.keep_running:
+            self.soft.add(name)
+            self.run.log(key, f"attempt 1 failed (exit {rc})", "stderr")
+        else:
+            reason = step_failure(name, rc, out, self.hr.st.path)
+            self.run.status(key, FAILED, reason)
+            self.failed.append(reason)
+
+    def _detail(self, name: str, out: list[str]) -> str:
+        if name == "upload" and self.upload is not None:
+            size = self.upload.size
+            secs = max(time.monotonic() - self._upload_started, 1e-6)
+            return f"{size_text(size)} in {secs:.2f}s ({size / secs / 1e6:.1f} MB/s)"
+        return step_detail(name, out)
+
+    def progress(self, sent: int, total: int) -> None:
+        t = time.monotonic()
+        if sent == total or t - self._progress_at >= 0.1:
+            self._progress_at = t
+            key = f"{self.hr.key}/upload"
+            self.run.emit(Progress(self.run.deploy_id, key=key, done=sent, total=total))
+
+
+def size_text(n: float) -> str:
+    """``123 B``, ``1.5 KiB``, ``2.0 MiB``, ``3.1 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

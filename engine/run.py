@@ -1,0 +1,567 @@
+"""Run control: what a deploy and a rollback share.
+
+A :class:`Run` emits events to its subscribers, takes an abort or an approval from
+outside, locks every selected host before anything changes (all or nothing), moves
+through the waves (failure budget, gates), and ends with a summary, an exit code and
+a history row. What happens on one host is :class:`engine.hostrelease.HostRelease`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.config import Config, HostSpec
+from engine.errors import ConnectionLost, ExitCode, Interrupted, LockHeld, StepFailed
+from engine.events import (
+    CANCELLED,
+    FAILED,
+    OK,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Control,
+    DeployFinished,
+    Event,
+    GateWaiting,
+    LogLine,
+    NodeStatus,
+    Summary,
+    now,
+)
+from engine.history import History, TranscriptWriter
+from engine.hostlock import Aborted, HostState
+from engine.hostrelease import HostRelease
+from engine.operator import default_operator
+from engine.plan import Node, Plan
+from engine.remote.revisions import revision_line
+from engine.remote.shell import utc_stamp
+from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
+from engine.state import RunState
+from engine.strategy import Budget
+
+log = logging.getLogger("shipdeck.engine")
+
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = (
+    ExitCode.OK,
+    ExitCode.FAILED,
+    ExitCode.USAGE,
+    ExitCode.STOPPED,
+)
+
+Subscriber = Callable[[Event], None]
+
+
+@dataclass
+class DeployResult:
+    """How a run ended: ``status`` ok | failed | stopped, its exit code, its summary."""
+
+    status: str
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """What deploys and rollbacks share: events, abort, approvals, the fleet lock,
+    waves and gates, the summary and history."""
+
+    kind = "deploy"
+    #: the release this run goes to (a deploy's, once fetched; a rollback's target)
+    release_id: str = ""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hosts: str | None = None,
+        operator: str | None = None,
+        prompter: Prompter | None = None,
+        force_unlock: bool = False,
+        history: History | None = None,
+        without_relay: bool = False,
+    ):
+        self.config = config
+        #: the run goes ahead without the configured relay (``--without-relay``): no
+        #: room lease, no watchers; recorded in history, revisions.log and the summary
+        self.without_relay = without_relay
+        self.operator = operator or default_operator()
+        self.prompter = prompter
+        self.force_unlock = force_unlock
+        self.history = history if history is not None else History()
+        self.selected: list[HostSpec] = config.select_hosts(hosts)
+        self.started_at = time.time()
+        stamp = utc_stamp(self.started_at)
+        self.deploy_id = f"{stamp}-{secrets.token_hex(3)}"
+        self.stamp = stamp
+        self._subscribers: list[Subscriber] = []
+        #: set once an abort is requested (never cleared)
+        self.abort_event = asyncio.Event()
+        self.aborted_by = ""
+        self._approvals: dict[str, asyncio.Event] = {}
+        self.waiting_gate: str | None = None
+        self.states: dict[str, HostState] = {}
+        self.hosts: dict[str, HostRelease] = {}
+        self.budget = Budget.from_config(config.deploy.max_fail, len(self.selected))
+        self.stop_reason = ""
+        self._early: dict[str, asyncio.Future[Host]] = {}
+        self.plan: Plan = self._build_plan()
+        #: the run's state, from its own events (the one reducer every follower uses)
+        self.state = RunState(self.plan)
+
+    # -- plan and events -----------------------------------------------------
+
+    def _build_plan(self) -> Plan:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _add_hosts(self, waves: list[list[HostSpec]]) -> None:
+        """One :class:`HostRelease` per host of the plan, keyed by its node."""
+        for w, wave in enumerate(waves, start=1):
+            for h in wave:
+                key = f"release/wave-{w}/{h.name}"
+                st = self.states[key] = HostState(name=h.name, key=key)
+                self.hosts[key] = HostRelease(self, st)
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call ``callback(event)`` for every event, in order, on the event loop."""
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def emit(self, event: Event) -> None:
+        self.state.apply(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber never breaks a deploy
+                log.exception("event subscriber failed")
+
+    def status(self, key: str, status: str, detail: str = "") -> None:
+        self.emit(NodeStatus(self.deploy_id, key=key, status=status, at=now(), detail=detail))
+
+    def log(self, key: str, text: str, stream: str = "info") -> None:
+        self.emit(LogLine(self.deploy_id, key=key, stream=stream, text=text, at=now()))
+
+    def line_handler(self, key: str) -> Callable[[str, str], None]:
+        return lambda stream, text: self.log(key, text, stream)
+
+    # -- control -------------------------------------------------------------
+
+    @property
+    def aborting(self) -> bool:
+        return self.abort_event.is_set()
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        """Stop at the next safe point: no new step starts; a host between activate
+        and its health check (or rollback) finishes that first. Idempotent."""
+        if self.abort_event.is_set():
+            return
+        self.aborted_by = by or self.operator
+        self.stop_reason = reason or f"aborted by {self.aborted_by}"
+        self.abort_event.set()
+        self.emit(Control(self.deploy_id, action="abort", by=self.aborted_by, key="", at=now()))
+        self.log(
+            "release", f"abort requested by {self.aborted_by}" + (f": {reason}" if reason else "")
+        )
+
+    def approve(self, by: str = "", key: str | None = None) -> bool:
+        """Approve the waiting gate (or ``key``). Returns False if no gate waits."""
+        key = key or self.waiting_gate
+        if key is None or key not in self._approvals:
+            return False
+        event = self._approvals[key]
+        if event.is_set():
+            return False
+        self.emit(
+            Control(self.deploy_id, action="approve", by=by or self.operator, key=key, at=now())
+        )
+        event.set()
+        return True
+
+    async def pause(self, seconds: float, abortable: bool) -> None:
+        """Sleep, or less when an abort comes (if ``abortable``)."""
+        if not abortable:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.abort_event.wait()), seconds)
+        except TimeoutError:
+            pass
+
+    async def abortable(self, host: Host, work: Awaitable[Any]) -> Any:
+        """Await ``work`` (a command on ``host``); an abort signals what runs on the
+        host and raises Interrupted once it has stopped."""
+        task = asyncio.ensure_future(work)
+        aborted = asyncio.ensure_future(self.abort_event.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if task.done():
+            return task.result()
+        await host.interrupt()
+        try:
+            await asyncio.wait_for(task, 5)
+        except (SSHError, TimeoutError):
+            pass
+        finally:
+            task.cancel()
+        raise Interrupted(f"stopped: {self.stop_reason or 'aborted'}")
+
+    # -- hosts ---------------------------------------------------------------
+
+    def close_host(self, hkey: str, status: str, detail: str = "") -> None:
+        """Mark the host's unfinished steps and the host itself."""
+        for node in self.plan.kids(hkey):
+            if node.status in (PENDING, RUNNING, WAITING):
+                never_ran = node.key.endswith("/rollback") and node.status == PENDING
+                self.status(node.key, SKIPPED if never_ran or status == FAILED else status)
+        self.status(hkey, status, detail)
+
+    async def step(self, key: str, work: Any, *, shielded: bool = False) -> Any:
+        """Run one step: running -> ok/failed with timing. Checks abort first (unless
+        ``shielded``). Raises Aborted, StepFailed for a failed or timed-out step,
+        ConnectionLost when the host's connection broke."""
+        if self.aborting and not shielded:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise Aborted()
+        self.status(key, RUNNING)
+        try:
+            result = await work
+        except StepFailed as exc:
+            self.status(key, FAILED, str(exc))
+            raise
+        except CommandTimeout as exc:
+            self.status(key, FAILED, str(exc))
+            raise StepFailed(str(exc)) from None
+        except SSHError as exc:
+            self.status(key, FAILED, str(exc))
+            raise ConnectionLost(str(exc)) from None
+        detail = result if isinstance(result, str) else ""
+        if self.plan[key].status == RUNNING:
+            self.status(key, OK, detail)
+        return result
+
+    async def _connect(self, connector: Connector, name: str) -> Host:
+        """The host's connection: the one opened early (during fetch/build) if any."""
+        early = self._early.pop(name, None)
+        host = await early if early is not None else await connector.connect(self._spec(name))
+        host.upload_stall = self.config.ssh.upload_stall
+        self._connected(host)
+        return host
+
+    def _connected(self, host: Host) -> None:
+        """A host's connection is open (before its lock is taken)."""
+
+    def _spec(self, name: str) -> HostSpec:
+        for h in self.selected:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def disk_needed(self, st: HostState) -> int:
+        """Bytes a release needs on the host: the artifact (unless there) and its unpacked size."""
+        return 0
+
+    def revision(self, release_id: str, sha: str, outcome: str) -> str:
+        """The host's revisions.log line for this run."""
+        line = revision_line(release_id, sha, self.operator, outcome, self.deploy_id, self.kind)
+        return line + (" relay=skipped" if self.without_relay else "")
+
+    def found_sha(self, sha: str) -> None:
+        """A host told the commit of the release this run goes to."""
+
+    # -- the fleet lock --------------------------------------------------------
+
+    async def _unlock_all(self) -> None:
+        await asyncio.gather(*(hr.unlock() for hr in self.hosts.values() if hr.st.locked))
+
+    async def _lock_one(
+        self,
+        connector: Connector,
+        hr: HostRelease,
+        artifact_sha: str | None,
+        sem: asyncio.Semaphore,
+        held: list[tuple[HostState, LockHeld]],
+    ) -> None:
+        st = hr.st
+        if st.status == FAILED:
+            return
+        async with sem:
+            if self.aborting:
+                return
+            try:
+                if st.host is None:
+                    st.host = await self.step(
+                        f"{st.key}/connect", self._connect(connector, st.name)
+                    )
+                await self.step(f"{st.key}/lock", hr.lock(artifact_sha))
+            except LockHeld as exc:
+                held.append((st, exc))
+            except StepFailed as exc:
+                st.status, st.outcome, st.reason = FAILED, "failed", str(exc)
+                self.budget.fail(st.name, st.reason)
+                self.close_host(st.key, FAILED, st.reason)
+            except Aborted:
+                pass
+
+    async def _lock_all(self, connector: Connector, artifact_sha: str | None) -> bool:
+        """Connect to and lock EVERY selected host (all waves) before anything changes.
+
+        A host that cannot be reached or written fails alone (failure budget). A host
+        whose lock another live deploy holds: every lock taken is released and, after
+        ``deploy.lock_wait`` seconds of retrying, the run stops (False) with nothing
+        changed anywhere."""
+        deadline = time.monotonic() + self.config.deploy.lock_wait
+        sem = asyncio.Semaphore(self.config.deploy.parallel)
+        attempt = 0
+        while True:
+            attempt += 1
+            held: list[tuple[HostState, LockHeld]] = []
+            await asyncio.gather(
+                *(
+                    self._lock_one(connector, hr, artifact_sha, sem, held)
+                    for hr in self.hosts.values()
+                )
+            )
+            if self.aborting:
+                await self._unlock_all()
+                return False
+            if not held:
+                if self.budget.exceeded:
+                    self.stop_reason = (
+                        f"failure budget exceeded before anything changed: {len(self.budget.failed)} "
+                        f"failed, max_fail allows {self.budget.allowed}"
+                    )
+                    self.log("release", self.stop_reason, "stderr")
+                    await self._unlock_all()
+                    return False
+                return True
+            # all or nothing: give back every lock taken, then wait or stop
+            await self._unlock_all()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._lock_given_up(held)
+                return False
+            await self._wait_for_locks(held, left, attempt)
+
+    async def _wait_for_locks(
+        self, held: list[tuple[HostState, LockHeld]], left: float, attempt: int
+    ) -> None:
+        """Say who holds the locks, then wait (backing off, or until a lock may go
+        stale, or an abort) before trying again."""
+        first, exc = held[0]
+        for st, why in held:
+            self.status(f"{st.key}/lock", WAITING, f"waiting: {why}"[:300])
+        self.log("release", f"waiting for {first.name} ({exc}); {left:.0f}s of lock_wait left")
+        pause = random.uniform(0.5, 1.5) * min(0.25 * 2**attempt, 5.0)
+        soonest = min((w.stale_in for _, w in held if w.stale_in is not None), default=None)
+        if soonest is not None:  # a lock that may go stale: look again right then
+            pause = min(pause, soonest + random.uniform(0, 0.3))
+        try:
+            await asyncio.wait_for(self.abort_event.wait(), min(left, pause))
+        except TimeoutError:
+            pass
+
+    def _lock_given_up(self, held: list[tuple[HostState, LockHeld]]) -> None:
+        first, exc = held[0]
+        self.stop_reason = f"{first.name}: {exc}"
+        self.log("release", f"not starting: {self.stop_reason}", "stderr")
+        for st, why in held:
+            st.status, st.outcome, st.reason = FAILED, "failed", str(why)
+            self.close_host(st.key, FAILED, st.reason)
+
+    # -- waves ---------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self.aborting or self.budget.exceeded or bool(self.stop_reason)
+
+    def _skip(self, key: str) -> None:
+        """Close host ``key`` without starting it: cancelled (abort) or skipped."""
+        self.close_host(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
+
+    async def _run_waves(self, flow: Callable[[HostRelease], Awaitable[None]]) -> None:
+        """Run ``flow`` on every host, wave after wave, at most ``deploy.parallel`` at
+        once; a wave starts only when the one before is done (and its gate approved)."""
+        sem = asyncio.Semaphore(self.config.deploy.parallel)
+        waves = self.plan.waves()
+
+        async def one(hnode: Node) -> None:
+            hr = self.hosts[hnode.key]
+            if hr.st.status == FAILED:  # failed while connecting or locking
+                return
+            async with sem:
+                if self._stopping():
+                    self._skip(hnode.key)
+                    return
+                await flow(hr)
+
+        for index, wave in enumerate(waves, start=1):
+            hosts = self.plan.kids(wave.key)
+            if self._stopping():
+                self._skip_wave(index, wave, hosts)
+                continue
+            self.status(wave.key, RUNNING)
+            await asyncio.gather(*(one(h) for h in hosts))
+            self._wave_done(wave, hosts, last=index == len(waves))
+            if index < len(waves):
+                await self._gate(index)
+
+    def _skip_wave(self, index: int, wave: Node, hosts: list[Node]) -> None:
+        status = CANCELLED if self.aborting else SKIPPED
+        for h in hosts:
+            if h.status in (PENDING, RUNNING, WAITING):
+                self.close_host(h.key, status, self.stop_reason)
+        self.status(wave.key, status, self.stop_reason)
+        self._close_gate(index, status)
+
+    def _wave_done(self, wave: Node, hosts: list[Node], *, last: bool) -> None:
+        """Close a wave that ran; decide whether the next one may start."""
+        counts = self.plan.counts(wave.key)
+        failed = counts.get(FAILED, 0)
+        detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (f", {failed} failed" if failed else "")
+        if self.budget.exceeded and not self.stop_reason:
+            self.stop_reason = (
+                f"failure budget exceeded: {len(self.budget.failed)} failed, "
+                f"max_fail allows {self.budget.allowed}"
+            )
+            self.log("release", self.stop_reason, "stderr")
+        if hosts and failed == len(hosts) and not self.stop_reason and not last:
+            # a wave where every host failed (a failed canary) is not "done and
+            # healthy": the next wave does not start, whatever the budget says
+            self.stop_reason = f"every host of {wave.label} failed; not starting the next wave"
+            self.log("release", self.stop_reason, "stderr")
+        if failed:
+            status = FAILED
+        else:
+            status = CANCELLED if self.aborting and not counts.get(OK) else OK
+        self.status(wave.key, status, detail)
+
+    def _close_gate(self, index: int, status: str) -> None:
+        key = f"release/gate-{index}"
+        if key in self.plan and self.plan[key].status in (PENDING, WAITING):
+            self.status(key, status)
+
+    async def _gate(self, index: int) -> None:
+        key = f"release/gate-{index}"
+        if key not in self.plan:
+            return
+        if self.aborting or self.stop_reason:
+            self._close_gate(index, CANCELLED if self.aborting else SKIPPED)
+            return
+        approved = self._approvals.setdefault(key, asyncio.Event())
+        self.waiting_gate = key
+        self.status(key, WAITING, "waiting for approval")
+        self.emit(GateWaiting(self.deploy_id, key=key, at=now()))
+        aborted = asyncio.ensure_future(self.abort_event.wait())
+        approval = asyncio.ensure_future(approved.wait())
+        await asyncio.wait({aborted, approval}, return_when=asyncio.FIRST_COMPLETED)
+        aborted.cancel()
+        approval.cancel()
+        self.waiting_gate = None
+        if approved.is_set():
+            self.status(key, OK, "approved")
+        else:
+            self.status(key, CANCELLED, self.stop_reason)
+
+    # -- summary -------------------------------------------------------------
+
+    def _summary(self, release_id: str) -> tuple[str, int, Summary]:
+        status, summary = self.state.summarize(
+            reason=self.stop_reason,
+            release_id=release_id,
+            duration=round(time.time() - self.started_at, 3),
+            relay="skipped (--without-relay)" if self.without_relay else "",
+        )
+        assert summary.exit_code is not None
+        return status, summary.exit_code, summary
+
+    def _host_rows(self, release_id: str) -> list[dict[str, Any]]:
+        rows = []
+        for h in self.plan.hosts():
+            st = self.states.get(h.key)
+            rows.append(
+                {
+                    "host": h.label,
+                    "status": h.status,
+                    "detail": h.detail,
+                    "release_id": release_id if h.status == OK else "",
+                    "previous": st.current if st else "",
+                }
+            )
+        return rows
+
+    async def _finish(
+        self, release_id: str, sha: str, writer: TranscriptWriter | None
+    ) -> DeployResult:
+        for hr in self.hosts.values():
+            hr.stop_heartbeat()
+        status, code, report = self._summary(release_id)
+        self.status(
+            "release",
+            {OK: OK, "failed": FAILED}.get(status, FAILED if report.failed else CANCELLED),
+            _count_text(report),
+        )
+        summary = report.to_json()
+        self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
+        try:
+            self.history.update(self.deploy_id, sha=sha, release_id=release_id)
+            self.history.finish(self.deploy_id, status, code, summary, self._host_rows(release_id))
+        except Exception as exc:  # history must not turn a deploy into a crash
+            log.warning("could not record history: %s", exc)
+        if writer is not None:
+            self.unsubscribe(writer)
+            writer.close()
+        return DeployResult(status=status, exit_code=code, summary=summary)
+
+    def _start_history(self, ref: str) -> TranscriptWriter | None:
+        try:
+            self.history.start(
+                self.deploy_id,
+                self.kind,
+                self.config.project.name,
+                ref,
+                self.operator,
+                str(self.config.path),
+            )
+            if self.without_relay:  # recorded from the start, even if the run dies
+                self.history.update(
+                    self.deploy_id, summary=json.dumps({"relay": "skipped (--without-relay)"})
+                )
+            writer = TranscriptWriter(self.history, self.deploy_id)
+        except Exception as exc:
+            log.warning("could not record history: %s", exc)
+            return None
+        self.subscribe(writer)
+        return writer
+
+
+def _count_text(summary: Summary) -> str:
+    parts = [f"{summary.ok}/{summary.hosts} ok"]
+    for k in ("failed", "skipped", "cancelled"):
+        if getattr(summary, k):
+            parts.append(f"{getattr(summary, k)} {k}")
+    return ", ".join(parts)
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
+    "DeployResult",
+    "Run",
+    "Subscriber",
+    "default_operator",
+]

@@ -1,0 +1,6 @@
+"""``python -m tui.cli``: the ``shipdeck`` command."""
+
+from tui.cli import run
+
+if __name__ == "__main__":
+    run()
