@@ -32,9 +32,6 @@ from engine.errors import ConfigError
 
 DEFAULT_CONFIG = "shipdeck.toml"
 
-
-# -- parsing helpers ----------------------------------------------------------
-
 _HOST_RE = re.compile(
     r"""^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?
         (?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))
@@ -230,6 +227,8 @@ _SSH_CONFIG = """OpenSSH client config, read as OpenSSH reads it (see [ssh_confi
 options](#ssh_config-options-shipdeck-honours)); `""`: none"""
 _DEAD_AFTER = """seconds a host may stay silent (keepalives unanswered) before its step
 fails with "host stopped answering" (if only `keepalive` is set: 4 x keepalive)"""
+_RELAY_WAIT = """seconds to reach the relay and hear its welcome; after that a deploy or
+rollback stops (exit 3) unless `--without-relay`"""
 _PASSPHRASE = """env var holding the passphrase of encrypted identity files (else the agent,
 else a prompt)"""
 
@@ -264,12 +263,7 @@ class RelayConfig:
     url: str = key(..., "the relay's `ws://` or `wss://` URL (see below)", check=_ws_url)
     room: str = key(..., "the shared room")
     token_env: str = key("SHIPDECK_TOKEN", "env var holding the relay token")
-    connect_timeout: float = key(
-        10.0,
-        "seconds to reach the relay and hear its welcome; after that a deploy or "
-        "rollback stops (exit 3) unless `--without-relay`",
-        min=0.1,
-    )
+    connect_timeout: float = key(10.0, _RELAY_WAIT, min=0.1)
 
 
 @dataclass(frozen=True, kw_only=True)

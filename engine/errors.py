@@ -17,11 +17,11 @@ The tree::
     │   ├── LockHeld          another deploy holds the host's lock (``stale_in``)
     │   ├── ConnectionLost    the connection broke while a remote script ran
     │   └── Interrupted       an abort signalled a running hook or health check
-    └── RelayError            (relay.client) the relay refused a request (``code``)
-        ├── AuthError         (relay.client) the relay refused the token
-        ├── ConnectFailed     (relay.client) the relay could not be reached in time
-        ├── LockHeld          (relay.client) the room's deploy lock is someone else's
-        └── ClientClosed      (relay.client) the client was closed
+    └── RelayError            (relay.errors) the relay refused a request (``code``)
+        ├── AuthError         (relay.errors) the relay refused the token
+        ├── ConnectFailed     (relay.errors) the relay could not be reached in time
+        ├── LeaseHeld         (relay.errors) the room's deploy lease is someone else's
+        └── ClientClosed      (relay.errors) the client was closed
 
 Classes marked with a module live there (they belong to that module's API) and
 derive from the class above them here.

@@ -62,17 +62,33 @@ BOOT = """exec /bin/sh -c 'IFS= read -r s && eval "$s"'"""
 _LOAD = (
     "t={token}; nl=$(printf '\\nx'); nl=${{nl%x}}; "
     'rd() {{ s=; n=$1; while [ "$n" -gt 0 ]; do IFS= read -r l || return 1; s=$s$l$nl; n=$((n-1)); done; }}; '
-    'printf \'\\036ready %s %s\\n\' "$t" "$$"; printf \'\\036ready %s %s\\n\' "$t" "$$" >&2; '
+    "{probe}"
+    'printf \'\\036ready %s %s %s\\n\' "$t" "$$" "$g"; printf \'\\036ready %s %s\\n\' "$t" "$$" >&2; '
+)
+# The session also says whether the host's ``head -c N`` stops at exactly N bytes of a
+# pipe (GNU coreutils reads no further; BusyBox's buffered read takes more): then an
+# upload can travel inline on the session's stdin (see ``_LOOP``). ``head`` gets
+# /dev/null as stdin: whatever it is, it cannot read the session's.
+_PROBE = (
+    "g=0; case $(head --version </dev/null 2>/dev/null) in "
+    '*"(GNU coreutils)"*) g=1 ;; esac; '
 )
 # the session: "SD2 <token> <lines>" then that many lines of script, run with stdin
 # from /dev/null; a done marker with the exit status follows on stdout and stderr, so
 # both streams are complete when the client has seen both. A header without the
 # token ends the shell: nothing on stdin runs unless it came as a framed script.
+# "SD2 <token> <lines> <bytes>" (only where ``head -c`` is exact) is followed by that
+# many bytes after the script, which the script reads as its stdin, ending at their
+# last; what it leaves unread is drained (``read`` first: no process when nothing is
+# left), so the next header is where it belongs.
 _LOOP = (
     "while IFS= read -r h; do set -f; set -- $h; set +f; "
-    '[ "$#" = 3 ] && [ "$1" = SD2 ] && [ "$2" = "$t" ] || exit 2; '
-    'case "$3" in ""|*[!0-9]*) exit 2 ;; esac; rd "$3" || exit 2; '
-    '(eval "$s") </dev/null; rc=$?; '
+    '{{ [ "$#" = 3 ] || [ "$#" = 4 ]; }} && [ "$1" = SD2 ] && [ "$2" = "$t" ] || exit 2; '
+    'case "$3" in ""|*[!0-9]*) exit 2 ;; esac; case "${{4-0}}" in ""|*[!0-9]*) exit 2 ;; esac; '
+    'rd "$3" || exit 2; '
+    'if [ "$#" = 4 ]; then [ "$g" = 1 ] || exit 2; '
+    'head -c "$4" | {{ (eval "$s"); r=$?; IFS= read -r l && cat >/dev/null; exit "$r"; }}; rc=$?; '
+    'else (eval "$s") </dev/null; rc=$?; fi; '
     'printf \'\\n\\036done %s %s\\n\' "$t" "$rc"; printf \'\\n\\036done %s %s\\n\' "$t" "$rc" >&2; done'
 )
 _ONCE = 'rd {lines} || exit 2; eval "$s"'
@@ -85,10 +101,10 @@ def _lines(script: str) -> tuple[int, bytes]:
 
 def loader(token: str, script: str | None = None) -> bytes:
     """The first line a session reads: the loop, or one script (followed by its lines)."""
-    head = _LOAD.format(token=token)
     if script is None:
-        return (head + _LOOP + "\n").encode()
+        return (_LOAD.format(token=token, probe=_PROBE) + _LOOP.format() + "\n").encode()
     n, body = _lines(script)
+    head = _LOAD.format(token=token, probe="g=; ")
     return (head + _ONCE.format(lines=n) + "\n").encode() + body
 
 
@@ -106,6 +122,7 @@ class _Session:
         self.ready_mark = f"\x1eready {token} "
         self.pid = 0
         self.dead = False
+        self.head_exact = False  # uploads may travel inline (see ``_PROBE``)
         self._release = release
         self._pre: list[str] = []  # what the login shell printed before us (last lines)
         self._ready = {"stdout": False, "stderr": False}
@@ -116,6 +133,8 @@ class _Session:
         self._eof: dict[str, asyncio.Future[None]] = {}
         loop = asyncio.get_running_loop()
         self._eof = {"stdout": loop.create_future(), "stderr": loop.create_future()}
+        #: True once the shell said it is ready on stdout; False if it ended before
+        self.ready: asyncio.Future[bool] = loop.create_future()
         self._readers = [
             asyncio.ensure_future(self._read(proc.stdout, "stdout")),
             asyncio.ensure_future(self._read(proc.stderr, "stderr")),
@@ -135,8 +154,12 @@ class _Session:
         if not self._ready[name]:
             if text.startswith(self.ready_mark):
                 self._ready[name] = True
-                pid = text[len(self.ready_mark) :].strip()
+                pid, _, exact = text[len(self.ready_mark) :].strip().partition(" ")
                 self.pid = int(pid) if pid.isdigit() else self.pid
+                if name == "stdout":
+                    self.head_exact = exact.strip() == "1"
+                    if not self.ready.done():
+                        self.ready.set_result(True)
             else:
                 self._pre.append(text[:300])
                 del self._pre[:-5]
@@ -176,6 +199,8 @@ class _Session:
             pass
         finally:
             self.dead = True
+            if not self.ready.done():
+                self.ready.set_result(False)
             if not self._eof[name].done():
                 self._eof[name].set_result(None)
             fut = self._marks.get(name)
@@ -219,6 +244,8 @@ class _Session:
         for fut in self._marks.values():
             if not fut.done():
                 fut.cancel()
+        if not self.ready.done():
+            self.ready.set_result(False)
         release, self._release = self._release, lambda: None
         release()  # once: the session slot goes back to the connection
 
@@ -245,8 +272,10 @@ class Host:
 
     Every command runs in one long-lived shell session: sshd starts one shell per
     host per deploy, not one per command, and no command waits for a channel to open.
-    A command that reads a file on its stdin (an upload) gets a session of its own
-    whose stdin ends with the file."""
+    A command that reads a file on its stdin (an upload) runs in that shell too, the
+    file's bytes following the command, where the host's ``head -c`` stops at an exact
+    count (GNU coreutils); elsewhere (BusyBox) it gets a session of its own whose stdin
+    ends with the file."""
 
     def __init__(
         self,
@@ -270,6 +299,8 @@ class Host:
         self.lost = ""  # why this connection was given up (a stalled upload)
         self._spare: asyncio.Future[Any] | None = None  # an upload session opened early
         self._warming: asyncio.Future[None] | None = None  # the shell opened early
+        #: whether the first shell can take uploads inline (None: not asked yet)
+        self._exact: asyncio.Future[bool] | None = None
 
     async def _channel(self) -> Any:
         """A new session running ``BOOT`` (it waits for its loader line)."""
@@ -297,18 +328,45 @@ class Host:
             self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def prepare_upload(self) -> None:
-        """Open the next upload's session now, while other work runs: opening a
-        channel costs round trips that an upload then does not wait for."""
+        """Have the next upload ready to start while other work runs. Where the shell
+        takes it inline, nothing more is opened; elsewhere the upload's own session
+        opens as soon as the shell said so: a channel costs round trips that the upload
+        then does not wait for."""
         if self._spare is None and not self.lost:
-            self._spare = asyncio.ensure_future(self._channel())
+            self.warm()  # the shell says whether its host's ``head -c`` is exact
+
+            async def go() -> Any:
+                if await asyncio.shield(self._exact_future()):
+                    return None
+                return await self._channel()
+
+            self._spare = asyncio.ensure_future(go())
             self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _exact_future(self) -> asyncio.Future[bool]:
+        if self._exact is None:
+            self._exact = asyncio.get_running_loop().create_future()
+        return self._exact
+
+    def _settle_exact(self, value: bool) -> None:
+        fut = self._exact_future()
+        if not fut.done():
+            fut.set_result(value)
+
+    def _inline(self) -> _Session | None:
+        """The shell, when an upload can follow its command on the shell's stdin: it
+        is up and said that its host's ``head -c`` is exact."""
+        shell = self._shell
+        if shell is None or shell.dead or not shell.head_exact:
+            return None
+        return shell
 
     async def _start(self, script: str | None) -> _Session:
         spare, self._spare = (self._spare, None) if script is not None else (None, self._spare)
         proc = None
         if spare is not None:
             try:
-                proc = await spare
+                proc = await spare  # None: the shell was to take the upload
             except SSHError:
                 proc = None  # open a fresh one below
         if proc is None:
@@ -328,8 +386,15 @@ class Host:
         if self._shell is not None:
             self._shell.close()
             self._shell = None
-        self._shell = await self._start(None)
-        return self._shell
+        try:
+            shell = self._shell = await self._start(None)
+        except BaseException:
+            self._settle_exact(False)
+            raise
+        shell.ready.add_done_callback(
+            lambda f: self._settle_exact(not f.cancelled() and f.result() and shell.head_exact)
+        )
+        return shell
 
     def _drop_shell(self) -> None:
         """Forget the shell (its state is unknown after a timeout or a cancel); the
@@ -358,6 +423,13 @@ class Host:
         if self.lost:
             raise SSHError(self.lost)
         if stdin_file is not None:
+            if self._inline() is not None:
+                async with self._shell_lock:
+                    shell = self._inline()
+                    if shell is not None:
+                        return await self._run_inline(
+                            shell, command, on_line, timeout, stdin_file, progress
+                        )
             return await self._run_once(command, on_line, timeout, stdin_file, progress)
         async with self._shell_lock:
             shell = await self._open_shell()
@@ -379,6 +451,67 @@ class Host:
                 raise
             finally:
                 self._active.discard(shell)
+
+    async def _run_inline(
+        self,
+        shell: _Session,
+        command: str,
+        on_line: LineHandler | None,
+        timeout: float,
+        stdin_file: Path,
+        progress: Callable[[int, int], None] | None,
+    ) -> CommandResult:
+        """``command`` on the shell, the file's bytes following its lines (the shell
+        hands the command exactly that many, see ``_LOOP``). The shell serves on only
+        if every byte went out and the command's end came back; otherwise (a timeout,
+        a cancel, a stall, a lost connection) it is dropped."""
+        self.commands_run += 1
+        size = stdin_file.stat().st_size  # noqa: ASYNC240
+        n, body = _lines(command)
+        shell.begin(on_line)
+        self._active.add(shell)
+        clean = False
+        try:
+            shell.proc.stdin.write(f"SD2 {shell.token} {n} {size}\n".encode() + body)
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            self._active.discard(shell)
+            self._drop_shell()
+            raise SSHError(f"connection lost: {exc}") from None
+        feeding = asyncio.ensure_future(
+            _feed(shell.proc.stdin, stdin_file, progress, self.upload_stall, size)
+        )
+        finished = asyncio.ensure_future(shell.done())
+        for task in (feeding, finished):  # whichever is left behind is not awaited
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        try:
+            pending: set[asyncio.Future[Any]] = {feeding, finished}
+            while not finished.done():
+                left = end - loop.time()
+                if left <= 0:
+                    raise CommandTimeout(f"command timed out after {timeout:g}s")
+                done, pending = await asyncio.wait(
+                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                exc = feeding.exception() if feeding in done else None
+                if isinstance(exc, SSHError):  # stalled: see _run_once
+                    self.lost = f"connection given up: {exc}"
+                    self.conn.abort()
+                    raise exc
+                if exc is not None:
+                    raise SSHError(f"connection lost: {exc}")
+            result = finished.result()
+            clean = feeding.done()
+            return result
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            raise SSHError(f"connection lost: {exc}") from None
+        finally:
+            feeding.cancel()
+            finished.cancel()
+            self._active.discard(shell)
+            if not clean:
+                self._drop_shell()
 
     async def _run_once(
         self,
@@ -489,8 +622,9 @@ class Host:
         spare, self._spare = self._spare, None
         if spare is not None:
             if spare.done() and not spare.cancelled() and spare.exception() is None:
-                spare.result().close()
-                self._sessions.release()
+                if spare.result() is not None:
+                    spare.result().close()
+                    self._sessions.release()
             else:
                 spare.cancel()
         if self._sftp is not None:
@@ -510,13 +644,16 @@ async def _feed(
     path: Path,
     progress: Callable[[int, int], None] | None,
     stall: float = UPLOAD_STALL,
+    total: int | None = None,
 ) -> None:
-    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop).
-    Raises SSHError when the host takes no byte for ``stall`` seconds."""
-    total = path.stat().st_size  # noqa: ASYNC240
+    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop),
+    its first ``total`` bytes when given. Raises SSHError when the host takes no byte
+    for ``stall`` seconds."""
+    if total is None:
+        total = path.stat().st_size  # noqa: ASYNC240
     done = 0
     with open(path, "rb") as f:  # noqa: ASYNC230
-        while chunk := f.read(256 * 1024):
+        while done < total and (chunk := f.read(min(256 * 1024, total - done))):
             stdin.write(chunk)
             try:
                 await asyncio.wait_for(stdin.drain(), stall)

@@ -4,6 +4,7 @@ arrives on its stdin is ever run unless it came as a command."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,9 @@ async def test_stray_upload_bytes_after_a_failed_command_are_never_run(
 async def test_an_upload_has_a_session_of_its_own_and_the_shell_serves_on(
     fleet, tmp_path, sample_repo
 ) -> None:
-    """The upload's stdin ends with the file, so a plain ``cat`` (any host's) reads it
-    all and nothing after it; the host's shell session is untouched."""
+    """Before the host's shell is up (and on hosts whose ``head -c`` is not exact) an
+    upload has a session of its own: its stdin ends with the file, so a plain ``cat``
+    (any host's) reads it all and nothing after it; the shell session is untouched."""
     connector, host = await _host(fleet, tmp_path, sample_repo)
     payload = tmp_path / "payload"
     payload.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, every byte value
@@ -185,7 +187,83 @@ async def test_a_line_longer_than_64_kib_is_cut_and_output_is_bounded(
         await connector.close()
 
 
-async def test_an_upload_session_opened_early_is_used_by_the_upload(
+def _gnu_head() -> bool:
+    out = subprocess.run(["head", "--version"], capture_output=True, text=True, check=False)
+    return "(GNU coreutils)" in out.stdout
+
+
+gnu_head = pytest.mark.skipif(not _gnu_head(), reason="the test hosts' head is not GNU's")
+
+
+@gnu_head
+async def test_an_upload_after_a_command_travels_inline_on_the_shell(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """Where ``head -c`` is exact, the upload's bytes follow its command on the shell's
+    own stdin: every byte arrives, no other session is opened, and the shell serves on."""
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    payload = tmp_path / "payload"
+    payload.write_bytes(bytes(range(256)) * 4096 + b"\nSD2 x 1\ntouch PWNED\n")
+    sent: list[int] = []
+    try:
+        assert (await host.run("echo probe")).stdout == "probe"
+        res = await host.run(
+            "cat > got && wc -c < got",
+            stdin_file=payload,
+            progress=lambda done, total: sent.append(done),
+        )
+        assert res.ok and res.stdout.strip() == str(payload.stat().st_size)
+        assert sent[-1] == payload.stat().st_size
+        assert (fleet.hosts[0].home / "got").read_bytes() == payload.read_bytes()
+        assert (await host.run("echo after")).stdout == "after"
+        assert host.shells_started == 1 and fleet.hosts[0].commands == 1
+        assert not (fleet.hosts[0].home / "PWNED").exists()
+    finally:
+        await connector.close()
+
+
+@gnu_head
+async def test_inline_upload_bytes_a_command_leaves_unread_are_never_run(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """A command that fails before reading its upload, or reads only part of it: the
+    rest is drained, never taken for a command, and the same shell serves on."""
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    home = fleet.hosts[0].home
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"touch PWNED\nSD2 guess 1\ntouch PWNED\n" * 20000)
+    try:
+        assert (await host.run("echo probe")).ok
+        res = await host.run("exit 4", stdin_file=payload)
+        assert res.exit_status == 4
+        res = await host.run("head -c 12 > part; echo read", stdin_file=payload)
+        assert res.ok and res.stdout == "read"
+        assert (home / "part").read_bytes() == b"touch PWNED\n"
+        res = await host.run("echo next")
+        assert res.ok and res.stdout == "next"
+        assert not (home / "PWNED").exists()
+        assert host.shells_started == 1
+    finally:
+        await connector.close()
+
+
+@gnu_head
+async def test_a_timed_out_inline_upload_drops_the_shell(fleet, tmp_path, sample_repo) -> None:
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"x" * 1000)
+    try:
+        assert (await host.run("echo probe")).ok
+        with pytest.raises(CommandTimeout):
+            await host.run("sleep 5; cat >/dev/null", stdin_file=payload, timeout=0.3)
+        assert (await host.run("echo fine")).stdout == "fine"
+        assert host.shells_started == 2
+    finally:
+        await connector.close()
+
+
+@gnu_head
+async def test_a_prepared_upload_opens_nothing_where_the_shell_takes_it(
     fleet, tmp_path, sample_repo
 ) -> None:
     connector, host = await _host(fleet, tmp_path, sample_repo)
@@ -196,7 +274,7 @@ async def test_an_upload_session_opened_early_is_used_by_the_upload(
         assert (await host.run("echo probe")).stdout == "probe"
         res = await host.run("cat > got; wc -c < got", stdin_file=payload)
         assert res.ok and res.stdout.strip() == "100000"
-        assert host.shells_started == 2 and fleet.hosts[0].commands == 2
+        assert host.shells_started == 1 and fleet.hosts[0].commands == 1
         host.prepare_upload()  # one left unused is closed with the host
     finally:
         await connector.close()

@@ -406,6 +406,7 @@ class Pings:
         return lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
 
+@pytest.mark.timeout(360)  # 100,000 frames through Python on a busy 2-core box
 async def test_hundred_thousand_malformed_frames(tmp_path: Path) -> None:
     relay = LoggedRelay(tmp_path)
     attacker: asyncio.subprocess.Process | None = None

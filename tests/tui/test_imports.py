@@ -15,8 +15,7 @@ for pkg in ("engine", "relay"):
     mod = importlib.import_module(pkg)
     for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
         importlib.import_module(info.name)
-import tui.cli.deploy, tui.cli.watch, tui.cli.demo, tui.model, tui.backend, tui.chat, tui.labels
-import tui.render, tui.headless
+import tui.cli.deploy, tui.cli.watch, tui.cli.demo, tui.model, tui.backend, tui.chat, tui.labels, tui.render, tui.headless
 from tui.cli import build_parser
 build_parser()
 bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))

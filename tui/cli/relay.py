@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +112,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     import logging
     import ssl
 
+    from relay.serve import serve
     from relay.server import Limits, Relay, tls_context
     from relay.store import SQLiteStore
     from relay.tokens import TokensError, load_tokens
@@ -147,7 +149,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
         limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
         relay = Relay(store, tokens, limits)
-        return asyncio.run(_serve(relay, args.host, args.port, context, where, len(tokens)))
+        return asyncio.run(serve(relay, args.host, args.port, context, where, len(tokens)))
     try:
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(
@@ -161,7 +163,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
     relay = Relay(store, tokens, limits)
-    return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
+    return asyncio.run(serve(relay, args.host, args.port, context, f"db {args.db}", len(tokens)))
 
 
 def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
@@ -184,49 +186,6 @@ def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
     if "@" in rest:  # never print a password
         rest = "***@" + rest.rsplit("@", 1)[1]
     return store, f"redis {scheme}://{rest}"
-
-
-async def _serve(
-    relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
-) -> int:
-    import asyncio
-    import logging
-    import signal
-
-    ping = getattr(relay.store, "ping", None)
-    if ping is not None:
-        for attempt in range(50):  # Redis may be starting with us (systemd)
-            try:
-                await ping()
-                break
-            except Exception as exc:
-                if attempt == 49:
-                    err(f"relay: cannot reach {db}: {exc}")
-                    return ExitCode.CONNECT
-                await asyncio.sleep(0.2)
-    try:
-        await relay.start(host, port, context)
-    except OSError as exc:
-        err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
-        return ExitCode.CONNECT
-    scheme = "wss" if context else "ws"
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"shipdeck relay listening on {scheme}://{shown}:{relay.port}"
-        f" ({db if db.startswith('redis ') else 'db ' + db}, {operators} operators)",
-        flush=True,
-    )
-    stop = asyncio.get_running_loop().create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(
-            sig, lambda s=sig: stop.done() or stop.set_result(s)
-        )
-    sig = await stop
-    logging.getLogger("shipdeck.relay").info(
-        "%s: telling clients to reconnect and stopping", signal.Signals(sig).name
-    )
-    await relay.shutdown()
-    return ExitCode.OK
 
 
 # -- say / tail -------------------------------------------------------------------
@@ -372,38 +331,55 @@ def format_line(frame: dict[str, Any]) -> str:
 def describe(frame: dict[str, Any]) -> str:
     """The text part of a frame, for a human."""
     kind = frame.get("type")
-    if kind == "chat":
-        return str(frame.get("text", "")).replace("\n", " ")
-    if kind == "event":
-        from relay.protocol import events_of
-        from tui.render import event_text
+    text = _FRAME_TEXT.get(kind) if isinstance(kind, str) else None
+    return text(frame) if text is not None else _other_text(frame)
 
-        events = events_of(frame)
-        parts = [event_text(e) for e in events[:3]]
-        more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
-        return "; ".join(parts) + more
-    if kind == "lock":
-        holder = frame.get("holder") or {}
-        prev = frame.get("previous") or {}
-        op = frame.get("op")
-        if op == "released":
-            return f"released by {prev.get('operator', '?')}"
-        if op == "stale":
-            return f"lease of {holder.get('operator', '?')} is stale (no heartbeat for {holder.get('ttl', 0):g}s)"
-        text = f"{op} by {holder.get('operator', '?')}"
-        if holder.get("reason"):
-            text += f": {holder['reason']}"
-        if prev:
-            text += f" (from {prev.get('operator', '?')})"
-        return text
-    if kind == "control":
-        key = f" {frame['key']}" if frame.get("key") else ""
-        return f"{frame.get('action')}{key} -> {frame.get('to')}"
-    if kind == "presence":
-        who = ", ".join(w["operator"] for w in frame.get("who") or ())
-        return f"{frame.get('op')} {frame.get('operator')} (here: {who or 'nobody'})"
-    if kind == "error":
-        return f"{frame.get('code')}: {frame.get('message')}"
+
+def _chat_text(frame: dict[str, Any]) -> str:
+    return str(frame.get("text", "")).replace("\n", " ")
+
+
+def _events_text(frame: dict[str, Any]) -> str:
+    from relay.protocol import events_of
+    from tui.render import event_text
+
+    events = events_of(frame)
+    parts = [event_text(e) for e in events[:3]]
+    more = f" (+{len(events) - 3} more)" if len(events) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _lock_text(frame: dict[str, Any]) -> str:
+    holder = frame.get("holder") or {}
+    prev = frame.get("previous") or {}
+    op = frame.get("op")
+    if op == "released":
+        return f"released by {prev.get('operator', '?')}"
+    if op == "stale":
+        return f"lease of {holder.get('operator', '?')} is stale (no heartbeat for {holder.get('ttl', 0):g}s)"
+    text = f"{op} by {holder.get('operator', '?')}"
+    if holder.get("reason"):
+        text += f": {holder['reason']}"
+    if prev:
+        text += f" (from {prev.get('operator', '?')})"
+    return text
+
+
+def _control_text(frame: dict[str, Any]) -> str:
+    key = f" {frame['key']}" if frame.get("key") else ""
+    return f"{frame.get('action')}{key} -> {frame.get('to')}"
+
+
+def _presence_text(frame: dict[str, Any]) -> str:
+    who = ", ".join(w["operator"] for w in frame.get("who") or ())
+    return f"{frame.get('op')} {frame.get('operator')} (here: {who or 'nobody'})"
+
+
+def _error_text(frame: dict[str, Any]) -> str:
+    return f"{frame.get('code')}: {frame.get('message')}"
+
+
+def _other_text(frame: dict[str, Any]) -> str:
     return json.dumps(
         {
             k: v
@@ -411,3 +387,14 @@ def describe(frame: dict[str, Any]) -> str:
             if k not in ("type", "v", "room", "offset", "sender", "time")
         }
     )
+
+
+#: frame type -> its text (any other type: its fields as JSON)
+_FRAME_TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
+    "chat": _chat_text,
+    "event": _events_text,
+    "lock": _lock_text,
+    "control": _control_text,
+    "presence": _presence_text,
+    "error": _error_text,
+}

@@ -121,4 +121,3 @@ class HistoryDetailScreen(Screen[None]):
                 for raw in fh:
                     lines.extend(transcript_lines(raw))
         self.app.call_from_thread(self.query_one("#transcript", Log).write_lines, lines[-5000:])
-
