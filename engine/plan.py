@@ -2,7 +2,8 @@
 
 Node keys read as paths (``release/wave-1/web1/upload``); a node's parent is its key's
 prefix. The same :class:`Plan` is used by the engine (to know what to run), the
-headless printer, the relay (snapshot for a late joiner) and the TUI (its model).
+headless printer, the relay (snapshot for a late joiner) and the TUI (its model);
+events change it through the one reducer, :class:`engine.state.RunState`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from engine.events import (
     PENDING,
     RUNNING,
     WAITING,
-    DeployMeta,
-    Event,
-    NodeStatus,
     PlanReady,
-    Progress,
 )
 
 # The per-host steps, in the order they run.
@@ -178,26 +175,6 @@ class Plan:
             plan.nodes[node.key] = node
             plan.children.setdefault(node.parent, []).append(node.key)
         return plan
-
-    def apply(self, event: Event) -> Node | None:
-        """Update the nodes from one event; return the node it changed, if any.
-
-        Only the tree's part (statuses, progress, meta); everything else a follower
-        keeps (counts, gates, logs, the summary) is :class:`engine.state.RunState`'s,
-        which is what to use."""
-        if isinstance(event, NodeStatus):
-            node = self.nodes.get(event.key)
-            if node is not None:
-                node.set_status(event.status, event.at, event.detail)
-            return node
-        if isinstance(event, Progress):
-            node = self.nodes.get(event.key)
-            if node is not None:
-                node.done, node.total = event.done, event.total
-            return node
-        if isinstance(event, DeployMeta):
-            self.meta.update(event.meta)
-        return None
 
     def snapshot(self) -> PlanReady:
         """The plan with the current state of every node (for a late joiner)."""

@@ -29,7 +29,7 @@ from tui.commands import DeckCommands
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
-from tui.render import control_note
+from tui.render import control_note, glyph
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import (
@@ -478,7 +478,7 @@ class ShipdeckApp(App[int]):
             status = model.finished.status
             glyph_key = {"stopped": "cancelled"}.get(status, status)
             state.append(
-                f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
+                f"{glyph(glyph_key)} {kind} {status}",
                 style=STYLE.get(glyph_key, "") + " bold",
             )
             code = model.finished.report.exit_code

@@ -11,7 +11,7 @@ from rich.text import Text
 from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED, WAITING
 from engine.plan import Node
 from engine.state import Counts
-from tui.render import GLYPH, fmt_bytes, fmt_duration
+from tui.render import GLYPH, fmt_bytes, fmt_duration, glyph
 
 __all__ = [
     "GLYPH",
@@ -63,7 +63,7 @@ def counts_text(counts: Counts, total: int | None = None) -> Text:
 
 
 def status_text(status: str) -> Text:
-    return Text(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
+    return Text(glyph(status), style=STYLE.get(status, ""))
 
 
 def node_label(
@@ -79,7 +79,7 @@ def node_label(
     operator needs at a glance ("rolled back to <id>"); the log pane header has the rest."""
     status = node.status
     text = Text(no_wrap=True, end="")
-    text.append(GLYPH.get(status, "?"), style=STYLE.get(status, ""))
+    text.append(glyph(status), style=STYLE.get(status, ""))
     text.append(" ")
     if counts is not None and node.kind in ("wave", "stage") and counts.total:
         # counts before the label: a narrow pane cuts a long wave label, never them
