@@ -567,8 +567,11 @@ class Host:
     async def interrupt(self, grace: float = 1.0) -> bool:
         """Stop whatever runs on the host for us now (a hook, a health check, an
         upload): every process of its session gets SIGTERM, then SIGKILL after
-        ``grace`` seconds. The session ends with it. Returns True when something was running."""
-        pids = {s.pid for s in self._active if s.pid and not s.dead}
+        ``grace`` seconds. The session ends with it: a shell whose command ended by
+        itself meanwhile is killed all the same, and no later command is sent to it.
+        Returns True when something was running."""
+        targets = [s for s in self._active if s.pid and not s.dead]
+        pids = {s.pid for s in targets}
         if not pids:
             return False
         # every process of the session (sshd made our shell its leader): a hook run
@@ -580,12 +583,12 @@ class Host:
             for p in pids
         )
         try:
-            await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="TERM") + " true")), 5)
-        except (TimeoutError, asyncssh.Error, OSError):
-            return True
-        sessions = [s for s in self._active if s.pid in pids]
-        waits = [asyncio.ensure_future(asyncio.shield(s._eof["stdout"])) for s in sessions]
-        if waits:
+            try:
+                await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="TERM") + " true")), 5)
+            except (TimeoutError, asyncssh.Error, OSError):
+                return True
+            # every session signalled, including one whose command has just ended
+            waits = [asyncio.ensure_future(asyncio.shield(s._eof["stdout"])) for s in targets]
             _, pending = await asyncio.wait(waits, timeout=grace)
             for w in pending:
                 w.cancel()
@@ -594,7 +597,12 @@ class Host:
                     await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="KILL") + " true")), 5)
                 except (TimeoutError, asyncssh.Error, OSError):
                     pass
-        return True
+            return True
+        finally:
+            # the shell was signalled: the next command gets a new one (a command still
+            # running on it drops it itself when it sees the shell end)
+            if self._shell in targets and self._shell not in self._active:
+                self._drop_shell()
 
     async def sftp(self) -> asyncssh.SFTPClient:
         async with self._sftp_lock:
