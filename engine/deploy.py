@@ -17,6 +17,7 @@ import asyncio
 
 from engine import build as buildmod
 from engine import git as gitmod
+from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
@@ -125,6 +126,7 @@ class Deployment(Run):
             build=bool(self.config.build.commands),
             gates=gates,
             wave_labels=labels,
+            drain=drains(self.config),
         )
         self._add_hosts(waves)
         return plan

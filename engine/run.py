@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import Config, HostSpec
+from engine.balancer import Balancer
+from engine.config import Config, HostSpec, resolve_size
 from engine.errors import ConnectionLost, ExitCode, Interrupted, LockHeld, StepFailed
 from engine.events import (
     CANCELLED,
@@ -114,6 +115,15 @@ class Run:
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
         self.plan: Plan = self._build_plan()
+        #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
+        self.balancer = Balancer.of(
+            config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
+        )
+        limit = config.deploy.max_unavailable
+        #: at most ``deploy.max_unavailable`` hosts of the fleet drained or restarting
+        self.unavailable = (
+            asyncio.Semaphore(max(1, resolve_size(limit, len(self.selected)))) if limit else None
+        )
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
 
@@ -507,6 +517,8 @@ class Run:
     ) -> DeployResult:
         for hr in self.hosts.values():
             hr.stop_heartbeat()
+        if self.balancer is not None:
+            await self.balancer.close()
         status, code, report = self._summary(release_id)
         self.status(
             "release",
