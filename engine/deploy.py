@@ -35,6 +35,7 @@ from engine.run import (
     Run,
     Subscriber,
     default_operator,
+    once_label,
 )
 from engine.source import Source
 from engine.ssh import Connector, Host, Prompter
@@ -127,6 +128,7 @@ class Deployment(Run):
             gates=gates,
             wave_labels=labels,
             drain=drains(self.config),
+            once=once_label(self.config, waves),
         )
         self._add_hosts(waves)
         return plan
@@ -205,6 +207,7 @@ class Deployment(Run):
         try:
             # every host's lock first; if that stops, the waves only close the hosts
             await self._lock_all(connector, pkg.sha256)
+            await self._run_once(release)
             await self._run_waves(lambda hr: hr.deploy(release))
         finally:
             # hosts locked but never started (stopped, budget, abort): nothing changed

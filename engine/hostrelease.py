@@ -96,6 +96,8 @@ class HostRelease(HostPhase):
         #: out of rotation (drained) by this run; holding a ``max_unavailable`` slot
         self._drained = False
         self._slot = False
+        #: staged (upload .. before) ahead of the switch, for the run-once stage
+        self.staged = False
 
     # -- bookkeeping -----------------------------------------------------------
 
@@ -118,9 +120,16 @@ class HostRelease(HostPhase):
             "SHIPDECK_OPERATOR": self.run.operator,
         }
 
-    async def _guarded(self, flow: Awaitable[None], finish: Callable[[], Awaitable[None]]) -> None:
+    async def _guarded(
+        self,
+        flow: Awaitable[None],
+        finish: Callable[[], Awaitable[None]],
+        *,
+        partial: bool = False,
+    ) -> None:
         """Run the host's ``flow``; however it ends, end the host in one of the four
-        ways (module docstring), then ``finish`` on the host unless the flow did."""
+        ways (module docstring), then ``finish`` on the host unless the flow did.
+        ``partial``: a flow that ends without error leaves the host going (not finished)."""
         st = self.st
         self.run.status(self.key, RUNNING)
         try:
@@ -145,7 +154,8 @@ class HostRelease(HostPhase):
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
             self._free_slot()
-            if st.host is not None and not self._finished:
+            going = partial and st.status not in (OK, FAILED, CANCELLED)
+            if st.host is not None and not self._finished and not going:
                 await asyncio.shield(finish())
 
     def _lost_after_activate(self, exc: BaseException) -> None:
@@ -203,7 +213,18 @@ class HostRelease(HostPhase):
 
         await self._guarded(self._deploy(release), finish)
 
-    async def _deploy(self, release: Release) -> None:
+    async def prepare(self, release: Release) -> None:
+        """Only stage ``release`` (upload, unpack, link, before), for the run-once stage
+        that waits for every host; :meth:`deploy` goes on from there. A host that fails
+        here ends as a deploy's host does."""
+
+        async def finish() -> None:
+            outcome = self.st.outcome or self.st.status
+            await self.finish(self.run.revision(release.release_id, release.sha, outcome))
+
+        await self._guarded(self._prepare(release), finish, partial=True)
+
+    async def _prepare(self, release: Release) -> None:
         st = self.st
         self._check_held()
         if self.run.aborting:
@@ -216,6 +237,27 @@ class HostRelease(HostPhase):
         env = self._env = self.env(release.release_id, release.sha)
         self._remove = release.release_id
         await self._stage(release, env)
+        self.staged = True
+
+    async def unstage(self) -> None:
+        """The run stops before any switch: drop the staged release, give the lock back."""
+        await self.finish("")
+
+    async def run_once(self, release: Release) -> str:
+        """``deploy.once`` on this (staged, locked) host, in the new release. Raises
+        StepFailed, SSHError."""
+        d = self.run.config.deploy
+        cwd = f"{self.st.path}/releases/{release.release_id}"
+        for command in d.once:
+            await self.run_hook("release/once", cwd, command, self._env, d.hook_timeout)
+        return f"{len(d.once)} command(s) on {self.st.name}"
+
+    async def _deploy(self, release: Release) -> None:
+        st = self.st
+        if not self.staged:
+            await self._prepare(release)
+        self._check_held()
+        env = self._env
         if self.run.aborting:
             raise Aborted()
         await self._take_out(env)

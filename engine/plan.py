@@ -229,11 +229,13 @@ def build_plan(
     wave_labels: Iterable[str] | None = None,
     with_source: bool = True,
     drain: bool = False,
+    once: str = "",
 ) -> Plan:
     """Build the deploy tree: fetch, build, package, release -> waves -> hosts -> steps.
 
     ``gates`` lists the 1-based wave numbers followed by an approval gate; ``drain``
-    adds each host's drain and undrain steps (:func:`drained`).
+    adds each host's drain and undrain steps (:func:`drained`); ``once`` labels the
+    run-once stage (``release/once``, before the waves).
     """
     steps = drained(steps) if drain else steps
     plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
@@ -242,6 +244,8 @@ def build_plan(
         plan.add("build", "build", "stage")
         plan.add("package", "package", "stage")
     plan.add("release", "release", "stage")
+    if once:
+        plan.add("release/once", once, "step")
     gate_after = set(gates)
     waves = [list(w) for w in waves]
     labels = (

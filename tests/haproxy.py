@@ -3,7 +3,8 @@ zero-downtime tests and ``bench/zero_downtime.py``.
 
 - :func:`make_web_repo`: an app repo (``app.py``: a threaded HTTP server answering its
   VERSION, ``/slow?ms=N`` after a pause; ``bin/restart`` stops the old process, waits
-  until it is gone, starts the new one; ``bin/health`` asks the app for its version).
+  until it is gone, starts the new one; ``bin/health`` asks the app for its version; ``bin/migrate``
+  records the release it ran in, in ``$HOME/MIGRATED``, or fails if ``$HOME/FAIL_MIGRATE``).
 - :func:`install_app_env`: the address and port the app of each host listens on.
 - :class:`HAProxy`: Debian's haproxy started on loopback (``mode http``, ``stats socket
   ... level admin``), one server per host, stopped with :meth:`HAProxy.stop`.
@@ -94,6 +95,14 @@ echo "healthy: $v"
 """
 
 
+_MIGRATE = """#!/bin/sh
+# The run-once stage: a "migration" that records the release it ran in.
+if [ -f "$HOME/FAIL_MIGRATE" ]; then echo "migration failed: table is locked" >&2; exit 1; fi
+cat VERSION >> "$HOME/MIGRATED"
+echo "migrated to $(cat VERSION)"
+"""
+
+
 def _git(repo: Path, *args: str) -> None:
     env = {
         **os.environ,
@@ -116,7 +125,8 @@ def make_web_repo(path: Path, version: str = "1.0.0") -> Path:
     (path / "build.sh").write_text(_BUILD)
     (path / "bin" / "restart").write_text(_RESTART)
     (path / "bin" / "health").write_text(_HEALTH)
-    for f in ("build.sh", "bin/restart", "bin/health"):
+    (path / "bin" / "migrate").write_text(_MIGRATE)
+    for f in ("build.sh", "bin/restart", "bin/health", "bin/migrate"):
         os.chmod(path / f, 0o755)
     _git(path, "init", "-q", "-b", "main")
     _git(path, "add", "-A")

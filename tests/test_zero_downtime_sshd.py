@@ -26,7 +26,7 @@ from tests.haproxy import (
     make_web_repo,
     stop_apps,
 )
-from tests.helpers import Recorder, current_version
+from tests.helpers import Recorder, current_version, releases
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(240)]
 
@@ -213,3 +213,48 @@ async def test_max_unavailable_takes_one_host_out_at_a_time(site) -> None:
     )
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert end <= start  # never two hosts out of rotation at once
+
+
+def at(rec: Recorder, key: str, status: str) -> float:
+    return next(e.at for e in rec.of("status") if e.key == key and e.status == status)
+
+
+async def test_once_runs_on_one_host_between_unpack_and_activate(site) -> None:
+    config = site.config(balancer_host="local", once='["./bin/migrate"]')
+    result, _, _ = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    commit_version(site.repo, "2.0.0")
+    result, rec, d = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    first = site.hosts[0]
+    # exactly once, on the first host of the first wave, in the new release
+    assert (first.home / "MIGRATED").read_text().split() == ["1.0.0", "2.0.0"]
+    assert not any((h.home / "MIGRATED").exists() for h in site.hosts[1:])
+    once = d.plan["release/once"]
+    assert once.status == OK and first.spec in once.label
+    began, ended = at(rec, "release/once", RUNNING), at(rec, "release/once", OK)
+    for h in site.hosts:  # every host unpacked before; none activated until after
+        host = hkey(d, h.spec)
+        assert at(rec, f"{host}/unpack", OK) <= began
+        assert at(rec, f"{host}/activate", RUNNING) >= ended
+
+
+async def test_once_failure_switches_nothing(site) -> None:
+    config = site.config(balancer_host="local", once='["./bin/migrate"]')
+    result, _, first_run = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    commit_version(site.repo, "2.0.0")
+    (site.hosts[0].home / "FAIL_MIGRATE").write_text("")
+    result, _, d = await deploy(config)
+    assert result.exit_code != 0
+    assert d.plan["release/once"].status == "failed"
+    assert "table is locked" in d.plan["release/once"].detail
+    assert result.summary["reason"].startswith(f"deploy.once failed on {site.hosts[0].spec}")
+    assert result.summary["ok"] == 0
+    for h in site.hosts:
+        app = h.home / "app"
+        assert current_version(app) == "1.0.0"
+        assert releases(app) == [first_run.release_id]  # the unpacked release is gone
+        assert not (app / ".shipdeck.lock").exists()
+        assert d.plan[f"{hkey(d, h.spec)}/activate"].status == SKIPPED
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}  # nobody drained
