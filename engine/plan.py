@@ -40,6 +40,16 @@ HOST_STEPS: tuple[str, ...] = (
 ROLLBACK_STEPS: tuple[str, ...] = ("connect", "lock", "activate", "restart", "health")
 
 
+def drained(steps: tuple[str, ...]) -> tuple[str, ...]:
+    """``steps`` with ``drain`` (out of rotation) before ``activate`` and ``undrain``
+    (back in rotation) after ``health``: a run with a balancer or drain hooks."""
+    out: list[str] = []
+    for step in steps:
+        out += ["drain", step] if step == "activate" else [step]
+        out += ["undrain"] if step == "health" else []
+    return tuple(out)
+
+
 @dataclass(slots=True)
 class Node:
     key: str
@@ -195,17 +205,24 @@ def build_plan(
     steps: tuple[str, ...] = HOST_STEPS,
     wave_labels: Iterable[str] | None = None,
     with_source: bool = True,
+    drain: bool = False,
+    once: str = "",
 ) -> Plan:
     """Build the deploy tree: fetch, build, package, release -> waves -> hosts -> steps.
 
-    ``gates`` lists the 1-based wave numbers followed by an approval gate.
+    ``gates`` lists the 1-based wave numbers followed by an approval gate; ``drain``
+    adds each host's drain and undrain steps (:func:`drained`); ``once`` labels the
+    run-once stage (``release/once``, before the waves).
     """
+    steps = drained(steps) if drain else steps
     plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
     if with_source:
         plan.add("fetch", "fetch", "stage")
         plan.add("build", "build", "stage")
         plan.add("package", "package", "stage")
     plan.add("release", "release", "stage")
+    if once:
+        plan.add("release/once", once, "step")
     gate_after = set(gates)
     waves = [list(w) for w in waves]
     labels = (
