@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from engine.events import RUNNING, SKIPPED, WAITING, Event, LogLine, NodeStatus
-from engine.printer import is_broken_pipe, stdout_gone
 from engine.state import RunState
+from tui.pipes import is_broken_pipe, stdout_gone
 from tui.render import headless_lines
 
 

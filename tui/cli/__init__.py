@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return ExitCode.STOPPED
     except BrokenPipeError:  # `shipdeck history | head`: the reader went away
-        from engine.printer import stdout_gone
+        from tui.pipes import stdout_gone
 
         stdout_gone()
         return ExitCode.PIPE

@@ -260,7 +260,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return ExitCode.OK
     except BrokenPipeError:  # `shipdeck tail ... | head`: the reader went away
-        from engine.printer import stdout_gone
+        from tui.pipes import stdout_gone
 
         stdout_gone()
         return ExitCode.PIPE

@@ -39,7 +39,7 @@ def test_every_command_module_and_the_parser_load_without_textual() -> None:
 def test_headless_commands_never_import_textual() -> None:
     code = (
         "from tui.cli import build_parser; build_parser()\n"
-        "import engine.deploy, engine.preflight, engine.printer, engine.localfleet\n"
+        "import engine.deploy, engine.preflight, engine.localfleet\n"
         "import relay.client, relay.publish, relay.server\n"
     )
     assert _loaded_after(code) == []

@@ -1,17 +1,13 @@
 """What a command needs when the reader of its output goes away (``| head``).
 
-The words for events are in :mod:`tui.render`, the headless printers in
-:mod:`tui.headless`; the engine renders no text."""
+Such a command exits with ``ExitCode.PIPE`` (141, 128 + SIGPIPE, what a shell reports for
+``yes | head``)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import sys
-
-#: Exit status of a command whose stdout was closed early (``shipdeck history | head``):
-#: 128 + SIGPIPE, what a shell reports for ``yes | head``.
-EXIT_PIPE = 141
 
 
 def is_broken_pipe(exc: BaseException) -> bool:
