@@ -109,6 +109,27 @@ def loader(token: str, script: str | None = None) -> bytes:
     return (head + _ONCE.format(lines=n) + "\n").encode() + body
 
 
+def parse_ready(text: str, token: str) -> tuple[int, bool] | None:
+    """The loader's ready marker for session ``token`` (see ``_LOAD``): the shell's pid
+    (0 when unreadable) and whether its host's ``head -c`` is exact (stdout's marker
+    says; stderr's has no such field). None: ``text`` is not that marker."""
+    mark = f"\x1eready {token} "
+    if not text.startswith(mark):
+        return None
+    pid, _, exact = text[len(mark) :].strip().partition(" ")
+    return (int(pid) if pid.isdigit() else 0), exact.strip() == "1"
+
+
+def parse_done(text: str, token: str) -> int | None:
+    """The exit status in the loop's done marker for session ``token`` (see ``_LOOP``;
+    255 when unreadable). None: ``text`` is not that marker."""
+    mark = f"\x1edone {token} "
+    if not text.startswith(mark):
+        return None
+    rc = text[len(mark) :].strip()
+    return int(rc) if rc.isdigit() else 255
+
+
 class Session:
     """The client side of one remote /bin/sh started by ``BOOT`` (see ``_LOAD``).
 
@@ -119,8 +140,6 @@ class Session:
     def __init__(self, proc: Any, token: str, release: Callable[[], None]) -> None:
         self.proc = proc
         self.token = token
-        self.marker = f"\x1edone {token} "
-        self.ready_mark = f"\x1eready {token} "
         self.pid = 0
         self.dead = False
         self.head_exact = False  # uploads may travel inline (see ``_PROBE``)
@@ -153,27 +172,32 @@ class Session:
         if not text:
             return
         if not self._ready[name]:
-            if text.startswith(self.ready_mark):
-                self._ready[name] = True
-                pid, _, exact = text[len(self.ready_mark) :].strip().partition(" ")
-                self.pid = int(pid) if pid.isdigit() else self.pid
-                if name == "stdout":
-                    self.head_exact = exact.strip() == "1"
-                    if not self.ready.done():
-                        self.ready.set_result(True)
-            else:
-                self._pre.append(text[:300])
-                del self._pre[:-5]
+            self._before_ready(name, text)
             return
-        if text.startswith(self.marker):
+        rc = parse_done(text, self.token)
+        if rc is not None:
             fut = self._marks.get(name)
-            rc = text[len(self.marker) :].strip()
             if fut is not None and not fut.done():
-                fut.set_result(int(rc) if rc.isdigit() else 255)
+                fut.set_result(rc)
             return
         (self._out if name == "stdout" else self._err).add(text)
         if self._on_line is not None:
             self._on_line(name, text)
+
+    def _before_ready(self, name: str, text: str) -> None:
+        """A line before the shell said it is ready: its ready marker, or what the
+        login shell printed (the last lines are kept, to say why it never started)."""
+        ready = parse_ready(text, self.token)
+        if ready is None:
+            self._pre.append(text[:300])
+            del self._pre[:-5]
+            return
+        self._ready[name] = True
+        self.pid = ready[0] or self.pid
+        if name == "stdout":
+            self.head_exact = ready[1]
+            if not self.ready.done():
+                self.ready.set_result(True)
 
     async def _read(self, stream: Any, name: str) -> None:
         rest = b""

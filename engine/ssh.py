@@ -108,6 +108,10 @@ class Connector:
         self.identities = Identities(ssh, prompter, self._prompt_lock)
         self.handshakes = Handshakes(ssh.max_startups, ssh.max_handshakes)
         self._jumps: dict[str, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        #: the jump chain each jump connection ends (its targets' handshake endpoint)
+        self._chains: dict[asyncssh.SSHClientConnection, str] = {}
+        #: why each connection ended and its wire counters, until its Host takes them
+        self._opened: dict[asyncssh.SSHClientConnection, tuple[list[Exception], WireStats]] = {}
         self._hosts: list[Host] = []
         self.connections_opened = 0
         #: wire counters per host name (see WireStats)
@@ -214,7 +218,7 @@ class Connector:
     async def _open(self, target: Target, tunnel: Any) -> asyncssh.SSHClientConnection:
         """One connection to ``target`` (through ``tunnel``, a jump connection, if any),
         within the handshake caps. Raises HostKeyError, AuthFailed or SSHError."""
-        tunnel_key = getattr(tunnel, "_shipdeck_chain", None) if tunnel is not None else None
+        tunnel_key = self._chains.get(tunnel) if tunnel is not None else None
         endpoint, addr = await self._endpoint(target, tunnel_key)
         clock, stats = PromptClock(), WireStats()
         lost: list[Exception] = []  # why the connection ended (see keepalive_lost)
@@ -245,8 +249,7 @@ class Connector:
             except asyncssh.HostKeyNotVerifiable:
                 raise host_key_error(self.keys, target) from None
         self.connections_opened += 1
-        conn._shipdeck_lost = lost  # type: ignore[attr-defined]
-        conn._shipdeck_wire = stats  # type: ignore[attr-defined]
+        self._opened[conn] = (lost, stats)
         return conn
 
     async def _jump(self, jump: str, seen: tuple[str, ...] = ()) -> asyncssh.SSHClientConnection:
@@ -270,7 +273,7 @@ class Connector:
             async def open_hop() -> asyncssh.SSHClientConnection:
                 via = await self._jump(before, (*seen, jump)) if before else None
                 conn = await self._open_checked(target, via)
-                conn._shipdeck_chain = jump  # type: ignore[attr-defined]
+                self._chains[conn] = jump
                 return conn
 
             task = asyncio.ensure_future(open_hop())
@@ -321,15 +324,14 @@ class Connector:
         target = self.resolve(spec)
         tunnel = await self._jump(target.jump) if target.jump else None
         conn = await self._open_checked(target, tunnel)
-        wire: WireStats | None = getattr(conn, "_shipdeck_wire", None)
-        if wire is not None:
-            self.wire[spec.name] = wire
+        lost, wire = self._opened.pop(conn)
+        self.wire[spec.name] = wire
         host = Host(
             spec.name,
             conn,
             max(1, self.ssh.max_sessions),
             self.ssh.command_timeout,
-            lost=getattr(conn, "_shipdeck_lost", []),
+            lost=lost,
             dead_after=self.ssh.dead_after,
             wire=wire,
         )
@@ -369,4 +371,6 @@ class Connector:
             else:
                 task.cancel()
         self._jumps.clear()
+        self._chains.clear()
+        self._opened.clear()
         self.identities.close()
