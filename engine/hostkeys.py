@@ -72,8 +72,7 @@ class HostKeys:
         self, files: tuple[str, ...], host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         """asyncssh asks about a key known_hosts does not trust."""
-        kh = self.trusted(files)
-        keys = kh.match(host, addr, port if port != 22 else None)[0]
+        keys = _matching(self.trusted(files), host, addr, port)
         if key.public_data in {k.public_data for k in keys}:
             return True  # recorded since this connection started
         changed = bool(keys)
@@ -87,15 +86,20 @@ class HostKeys:
             return True
         return False
 
+    def sshd(self, target: Target, addr: str) -> frozenset[bytes] | None:
+        """The host keys known_hosts expects at ``target`` (reached at ``addr``): hosts
+        whose entries name the same keys are one sshd. None: no entry."""
+        keys = _matching(self.trusted(self.files(target)), target.host, addr, target.port)
+        return frozenset(k.public_data for k in keys) if keys else None
+
     def record(self, path: str, host: str, port: int, key: asyncssh.SSHKey) -> None:
-        """Append the key for host:port to ``path`` unless a line already says so."""
+        """Append the key for host:port to ``path`` unless a line already says so.
+        Raises OSError when ``path`` cannot be written."""
         self.answers[(host, port, key.public_data)] = True
         pattern = host if port == 22 else f"[{host}]:{port}"
         try:
             existing = asyncssh.import_known_hosts(Path(path).read_text(errors="replace"))
-            if key.public_data in {
-                k.public_data for k in existing.match(host, host, port if port != 22 else None)[0]
-            }:
+            if key.public_data in {k.public_data for k in _matching(existing, host, host, port)}:
                 return
         except (OSError, ValueError, asyncssh.KeyImportError):
             pass
@@ -104,6 +108,11 @@ class HostKeys:
         with open(path, "a", encoding="utf-8") as f:
             f.write(line)
         self.recorded += 1
+
+
+def _matching(known: Any, host: str, addr: str, port: int) -> list[asyncssh.SSHKey]:
+    """The trusted keys of ``known`` (asyncssh's known_hosts) for host/addr:port."""
+    return known.match(host, addr, port if port != 22 else None)[0]
 
 
 def host_key_error(keys: HostKeys, target: Target) -> HostKeyError:

@@ -179,10 +179,9 @@ class Connector:
                 return ("addr", target.host, target.port), None
         # hosts whose known_hosts entries name the same key are one sshd (several
         # addresses of one server): its MaxStartups counts them together
-        kh = self.keys.trusted(self.keys.files(target))
-        keys = kh.match(target.host, addr, target.port if target.port != 22 else None)[0]
+        keys = self.keys.sshd(target, addr)
         if keys:
-            return ("sshd", frozenset(k.public_data for k in keys)), addr
+            return ("sshd", keys), addr
         return ("addr", addr, target.port), addr
 
     def _options(
