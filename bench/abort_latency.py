@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from engine.config import load_config  # noqa: E402
 from engine.deploy import Deployment  # noqa: E402
 from engine.localfleet import commit_version, make_sample_repo  # noqa: E402
+from tests.engine.test_deploy_sshd import write_config  # noqa: E402
 from tests.sshd import SshdFleet  # noqa: E402
-from tests.test_deploy_sshd import write_config  # noqa: E402
 
 LONG = 60
 

@@ -192,6 +192,7 @@ _APPROVE = "`true`: wait for approval after every wave but the last; or a list o
 _MAX_FAIL = "failed hosts allowed (count or %); one more stops the deploy"
 _SHARED = "paths linked from `<path>/shared/` into each release"
 _LOCK_WAIT = "seconds to wait for another deploy's host locks (0: stop at once, exit 3)"
+_UNAVAILABLE = "hosts of the fleet drained or restarting at once (count or %); the rest wait"
 _LOCK_TTL = """a host lock whose heartbeat (the host's clock, refreshed every ttl/4 by the
 deploying client) is older than this is stale and is taken over, visibly"""
 
@@ -214,10 +215,14 @@ class DeployConfig:
     approve: bool | tuple[int, ...] = key(False, _APPROVE, each=_wave_number)
     lock_wait: float = key(0.0, _LOCK_WAIT, min=0)
     lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
+    drain: tuple[str, ...] = key((), "hooks taking a host out of rotation (see [balancer])")
+    undrain: tuple[str, ...] = key((), "hooks putting a healthy host back in rotation")
+    max_unavailable: str | None = key(None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit")
+    once: tuple[str, ...] = key((), "run on one host once every host is unpacked, before any is activated (cwd: the release)")
+    once_host: str | None = key(None, "the host `once` runs on", shown="first of the first wave")
 
 
 _SSH = "ssh config"
-_QUARTER = "`dead_after`/4"
 _POLICIES = ("strict", "accept-new")
 _PASSWORD = "env var holding the password; else a prompt (TUI modal / TTY)"
 _MAX_SESSIONS = "commands in flight per connection (below sshd's MaxSessions 10)"
@@ -231,10 +236,6 @@ _RELAY_WAIT = """seconds to reach the relay and hear its welcome; after that a d
 rollback stops (exit 3) unless `--without-relay`"""
 _PASSPHRASE = """env var holding the passphrase of encrypted identity files (else the agent,
 else a prompt)"""
-
-
-def _dead_after(given: dict[str, Any]) -> float | None:
-    return 4 * given["keepalive"] if "keepalive" in given else None
 
 
 @dataclass(frozen=True)
@@ -251,8 +252,8 @@ class SshConfig:
     max_sessions: int = key(8, _MAX_SESSIONS, min=1)
     connect_timeout: float = key(10.0, "seconds to connect and log in", min=0.1)
     command_timeout: float = key(600.0, "seconds a remote command may run")
-    keepalive: float | None = key(None, "seconds between keepalives", min=0.1, shown=_QUARTER)
-    dead_after: float = key(20.0, _DEAD_AFTER, min=0.4, derive=_dead_after)
+    keepalive: float | None = key(None, "seconds between keepalives", min=0.1, shown="`dead_after`/4")
+    dead_after: float = key(20.0, _DEAD_AFTER, min=0.4, derive=lambda given: 4 * given["keepalive"] if "keepalive" in given else None)
     max_handshakes: int = key(64, "handshakes in flight over the whole fleet", min=1)
     passphrase_env: str | None = key(None, _PASSPHRASE)
     upload_stall: float = key(30.0, _STALL, min=0.1)
@@ -279,6 +280,7 @@ class Config:
         ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias"
     )
     relay: RelayConfig | None = None
+    balancer: _balancer.BalancerConfig | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -538,9 +540,7 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
     return Config(path=path, **parts)
 
 
-def split_waves(
-    hosts: list[HostSpec], batches: tuple[str, ...] | list[str]
-) -> list[list[HostSpec]]:
+def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> list[list[HostSpec]]:
     """Split hosts into waves: each entry a count or a % of all hosts (rounded up),
     in config order; the last wave takes every host left. Empty waves are dropped."""
     total = len(hosts)
@@ -591,6 +591,8 @@ def markdown_table() -> str:
             rows.append(f"| `{s.name}{name}` | {_shown(k, s)} | {meaning} |")
     return "\n".join(rows) + "\n"
 
+
+from engine import balancer as _balancer  # noqa: E402  [balancer]'s keys, declared with key()
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--markdown"]:

@@ -17,6 +17,7 @@ import asyncio
 
 from engine import build as buildmod
 from engine import git as gitmod
+from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
@@ -34,6 +35,7 @@ from engine.run import (
     Run,
     Subscriber,
     default_operator,
+    once_label,
 )
 from engine.source import Source
 from engine.ssh import Connector, Host, Prompter
@@ -125,6 +127,8 @@ class Deployment(Run):
             build=bool(self.config.build.commands),
             gates=gates,
             wave_labels=labels,
+            drain=drains(self.config),
+            once=once_label(self.config, waves),
         )
         self._add_hosts(waves)
         return plan
@@ -203,6 +207,7 @@ class Deployment(Run):
         try:
             # every host's lock first; if that stops, the waves only close the hosts
             await self._lock_all(connector, pkg.sha256)
+            await self._run_once(release)
             await self._run_waves(lambda hr: hr.deploy(release))
         finally:
             # hosts locked but never started (stopped, budget, abort): nothing changed

@@ -271,3 +271,15 @@ def event_from_json(data: dict[str, Any] | str) -> Event:
         return cls(**kwargs)
     except TypeError as exc:
         raise EventDecodeError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLine:
+    """One line of a relay room's chat, as the relay client hands it to a UI and the
+    TUI's chat pane shows it. Not a deploy event (it belongs to a room, not a deploy,
+    and is never in a transcript or a snapshot)."""
+
+    author: str
+    text: str
+    at: float = field(default_factory=now)
+    system: bool = False  # relay notices: joins, lock taken over, controls, ...

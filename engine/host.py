@@ -361,22 +361,36 @@ class Host:
             self._active.discard(session)
             session.close()
 
-    async def _running_pids(self) -> set[int]:
-        """The shell pids of the sessions running a command now. A session whose shell
-        has not said it is ready (its pid) is waited for, briefly: the command sent
-        with it may already run on the host."""
+    async def _running(self) -> list[Session]:
+        """The sessions running a command now, with their shell's pid. A session whose
+        shell has not said it is ready (its pid) is waited for, briefly: the command
+        sent with it may already run on the host."""
         starting = [s.ready for s in self._active if not s.pid and not s.dead]
         if starting:
             await asyncio.wait(starting, timeout=5)
-        return {s.pid for s in self._active if s.pid and not s.dead}
+        return [s for s in self._active if s.pid and not s.dead]
 
     async def interrupt(self, grace: float = 1.0) -> bool:
         """Stop whatever runs on the host for us now (a hook, a health check, an
         upload): every process of its session gets SIGTERM, then SIGKILL after
-        ``grace`` seconds. The session ends with it. Returns True when something was running."""
-        pids = await self._running_pids()
-        if not pids:
+        ``grace`` seconds. The session ends with it: a shell whose command ended by
+        itself meanwhile is killed all the same, and no later command is sent to it.
+        Returns True when something was running."""
+        targets = await self._running()
+        if not targets:
             return False
+        try:
+            await self._signal({s.pid for s in targets}, targets, grace)
+            return True
+        finally:
+            # the shell was signalled: the next command gets a new one (a command still
+            # running on it drops it itself when it sees the shell end)
+            if self._shell in targets and self._shell not in self._active:
+                self._drop_shell()
+
+    async def _signal(self, pids: set[int], targets: list[Session], grace: float) -> None:
+        """SIGTERM every process of the sessions of ``pids``, SIGKILL those whose
+        session has not ended ``grace`` seconds later. Raises nothing."""
         # every process of the session (sshd made our shell its leader): a hook run
         # under `timeout` is in a process group of its own, but not a session of its
         # own; where there is no pkill, the shell's process group
@@ -388,21 +402,19 @@ class Host:
         try:
             await asyncio.wait_for(self.conn.run(one_line_sh(kill.format(sig="TERM") + " true")), 5)
         except (TimeoutError, asyncssh.Error, OSError):
-            return True
-        sessions = [s for s in self._active if s.pid in pids]
-        waits = [asyncio.ensure_future(asyncio.shield(s._eof["stdout"])) for s in sessions]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=grace)
-            for w in pending:
-                w.cancel()
-            if pending:
-                try:
-                    await asyncio.wait_for(
-                        self.conn.run(one_line_sh(kill.format(sig="KILL") + " true")), 5
-                    )
-                except (TimeoutError, asyncssh.Error, OSError):
-                    pass
-        return True
+            return
+        # every session signalled, including one whose command has just ended
+        waits = [asyncio.ensure_future(asyncio.shield(s.stdout_closed())) for s in targets]
+        _, pending = await asyncio.wait(waits, timeout=grace)
+        for w in pending:
+            w.cancel()
+        if pending:
+            try:
+                await asyncio.wait_for(
+                    self.conn.run(one_line_sh(kill.format(sig="KILL") + " true")), 5
+                )
+            except (TimeoutError, asyncssh.Error, OSError):
+                pass
 
     async def sftp(self) -> asyncssh.SFTPClient:
         async with self._sftp_lock:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
-from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED
+from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED, WAITING
 from engine.hostlock import Aborted, HostState
 from engine.hostphase import HostPhase
 from engine.remote.hooks import client_timeout, failure_line, hooks_script
@@ -93,11 +93,17 @@ class HostRelease(HostPhase):
         self._finished = False
         #: the environment of the release being deployed (a switch back starts from it)
         self._env: dict[str, str] = {}
+        #: out of rotation (drained) by this run; holding a ``max_unavailable`` slot
+        self._drained = False
+        self._slot = False
+        #: staged (upload .. before) ahead of the switch, for the run-once stage
+        self.staged = False
 
     # -- bookkeeping -----------------------------------------------------------
 
     def _fail(self, reason: str, *, outcome: str = "failed") -> None:
         st = self.st
+        reason += self._left_out()
         st.status, st.outcome, st.reason = FAILED, outcome, reason
         self.run.budget.fail(st.name, reason)
         self.run.close_host(self.key, FAILED, reason)
@@ -114,9 +120,16 @@ class HostRelease(HostPhase):
             "SHIPDECK_OPERATOR": self.run.operator,
         }
 
-    async def _guarded(self, flow: Awaitable[None], finish: Callable[[], Awaitable[None]]) -> None:
+    async def _guarded(
+        self,
+        flow: Awaitable[None],
+        finish: Callable[[], Awaitable[None]],
+        *,
+        partial: bool = False,
+    ) -> None:
         """Run the host's ``flow``; however it ends, end the host in one of the four
-        ways (module docstring), then ``finish`` on the host unless the flow did."""
+        ways (module docstring), then ``finish`` on the host unless the flow did.
+        ``partial``: a flow that ends without error leaves the host going (not finished)."""
         st = self.st
         self.run.status(self.key, RUNNING)
         try:
@@ -140,7 +153,9 @@ class HostRelease(HostPhase):
             log.exception("host %s failed unexpectedly", st.name)
             self._fail(f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
-            if st.host is not None and not self._finished:
+            self._free_slot()
+            going = partial and st.status not in (OK, FAILED, CANCELLED)
+            if st.host is not None and not self._finished and not going:
                 await asyncio.shield(finish())
 
     def _lost_after_activate(self, exc: BaseException) -> None:
@@ -175,9 +190,12 @@ class HostRelease(HostPhase):
             self._status(
                 rollback, OK if healthy else FAILED, f"to {st.current}" if healthy else detail
             )
+            if healthy and isinstance(exc, Interrupted):  # aborted, not found unhealthy
+                await self._put_back(env, quiet=True)
         elif d.rollback_on_failure:
             reason = f"{exc}; no previous release to roll back to"
             self._status(rollback, SKIPPED, "no previous release")
+        reason += self._left_out()
         st.reason = reason
         self.run.close_host(self.key, FAILED, reason)
 
@@ -195,7 +213,18 @@ class HostRelease(HostPhase):
 
         await self._guarded(self._deploy(release), finish)
 
-    async def _deploy(self, release: Release) -> None:
+    async def prepare(self, release: Release) -> None:
+        """Only stage ``release`` (upload, unpack, link, before), for the run-once stage
+        that waits for every host; :meth:`deploy` goes on from there. A host that fails
+        here ends as a deploy's host does."""
+
+        async def finish() -> None:
+            outcome = self.st.outcome or self.st.status
+            await self.finish(self.run.revision(release.release_id, release.sha, outcome))
+
+        await self._guarded(self._prepare(release), finish, partial=True)
+
+    async def _prepare(self, release: Release) -> None:
         st = self.st
         self._check_held()
         if self.run.aborting:
@@ -208,12 +237,40 @@ class HostRelease(HostPhase):
         env = self._env = self.env(release.release_id, release.sha)
         self._remove = release.release_id
         await self._stage(release, env)
+        self.staged = True
+
+    async def unstage(self) -> None:
+        """The run stops before any switch: drop the staged release, give the lock back."""
+        await self.finish("")
+
+    async def run_once(self, release: Release) -> str:
+        """``deploy.once`` on this (staged, locked) host, in the new release. Raises
+        StepFailed, SSHError."""
+        d = self.run.config.deploy
+        cwd = f"{self.st.path}/releases/{release.release_id}"
+        for command in d.once:
+            await self.run_hook("release/once", cwd, command, self._env, d.hook_timeout)
+        return f"{len(d.once)} command(s) on {self.st.name}"
+
+    async def _deploy(self, release: Release) -> None:
+        st = self.st
+        if not self.staged:
+            await self._prepare(release)
+        self._check_held()
+        env = self._env
         if self.run.aborting:
             raise Aborted()
-        # from here on the new release may be live: it is never removed (finish_script
-        # also refuses to remove `current`)
-        self._remove = None
-        done = await self._switch(release, env)
+        await self._take_out(env)
+        try:
+            if self.run.aborting:
+                raise Aborted()
+            # from here on the new release may be live: it is never removed (finish_script
+            # also refuses to remove `current`)
+            self._remove = None
+            done = await self._switch(release, env)
+        except (Aborted, StepFailed):  # nothing switched: back in rotation
+            await self._put_back(env, quiet=True)
+            raise
         st.activated = True
         if "finish" not in done:
             await self._settle(release, env)
@@ -292,10 +349,10 @@ class HostRelease(HostPhase):
         steps = [(name, self._fence(name, script)) for name, script in steps]
         timeout = d.hook_timeout * max(1, len(d.after_activate)) + d.health_timeout + 120
         done: set[str] = set()
+        # a drained host is put back in rotation (by _settle) before its cleanup
+        tail = self._tail(release) if self.run.balancer is None else []
         try:
-            await self._phase(
-                steps + self._tail(release), timeout, keep_running={"health"}, done=done
-            )
+            await self._phase(steps + tail, timeout, keep_running={"health"}, done=done)
         except ConnectionLost as exc:
             if self._step_status("activate") == PENDING:
                 raise  # lost before the switch: current is as it was
@@ -322,11 +379,65 @@ class HostRelease(HostPhase):
                     self._status("health", FAILED, detail)
                     raise _Unhealthy(StepFailed(detail))
                 self._status("health", OK, detail)
+            try:
+                await self._put_back(env)
+            except StepFailed as exc:
+                raise StepFailed(f"{exc} ({release.release_id} is live and healthy)") from None
             if self.run.aborting:
                 raise _Deployed(release.release_id)
             await self._phase(self._tail(release), 120)
         except (ConnectionLost, SSHError) as exc:
             raise _Lost(exc) from None
+
+    # -- out of rotation and back ---------------------------------------------------
+
+    async def _take_out(self, env: dict[str, str]) -> None:
+        """Before the switch: wait for a ``max_unavailable`` slot, then drain the host
+        (when the run has a balancer). Raises Aborted, StepFailed."""
+        sem, balancer = self.run.unavailable, self.run.balancer
+        if sem is not None and not self._slot:
+            if sem.locked():
+                limit = self.run.config.deploy.max_unavailable
+                step = "drain" if balancer is not None else "activate"
+                self._status(step, WAITING, f"waiting: max_unavailable = {limit}")
+            await sem.acquire()
+            self._slot = True
+            if self.run.aborting:
+                raise Aborted()
+        if balancer is not None:
+            spec = self.run._spec(self.st.name)
+            await self.run.step(f"{self.key}/drain", balancer.drain(spec, env))
+            self._drained = True
+
+    async def _put_back(self, env: dict[str, str], *, quiet: bool = False) -> None:
+        """Undrain a host this run drained, then give back its slot. Raises StepFailed
+        (unless ``quiet``: then the failure is logged)."""
+        balancer = self.run.balancer
+        if self._drained and balancer is not None:
+            spec = self.run._spec(self.st.name)
+            work = balancer.undrain(spec, env)
+            try:
+                await self.run.step(f"{self.key}/undrain", work, shielded=True)
+            except StepFailed as exc:
+                if not quiet:
+                    raise
+                self.run.log(self.key, f"could not put back in rotation: {exc}", "stderr")
+                return
+            self._drained = False
+        self._free_slot()
+
+    def _free_slot(self) -> None:
+        if self._slot and self.run.unavailable is not None:
+            self.run.unavailable.release()
+            self._slot = False
+
+    def _left_out(self) -> str:
+        """A failed host this run drained stays out of rotation: say so."""
+        if not self._drained:
+            return ""
+        self._status("undrain", SKIPPED, "left out of rotation")
+        self.run.log(self.key, "left out of rotation (drained)", "stderr")
+        return "; left out of rotation"
 
     async def _free_space_hint(self, pkg: Package) -> str:
         path = self.st.path
@@ -492,17 +603,25 @@ class HostRelease(HostPhase):
         sha = sha_of_release(target, revisions)
         chosen.update(target=target, sha=sha)
         self.run.found_sha(sha)
+        env = self.env(target, sha)
+        await self._take_out(env)
         try:
             await self.run.step(f"{self.key}/activate", self.switch(target), shielded=True)
+        except (ConnectionLost, SSHError) as exc:  # the switch may have run
+            raise _Lost(exc) from None
+        except StepFailed:  # refused or failed: nothing switched, back in rotation
+            await self._put_back(env, quiet=True)
+            raise
+        try:
             st.activated = True
-            await self._restart_and_check(target, sha)
+            await self._restart_and_check(target, env)
         except (ConnectionLost, SSHError) as exc:  # once the switch may have run
             raise _Lost(exc) from None
 
-    async def _restart_and_check(self, target: str, sha: str) -> None:
-        """After a rollback's switch: the after_activate hooks, then the health check."""
+    async def _restart_and_check(self, target: str, env: dict[str, str]) -> None:
+        """After a rollback's switch: the after_activate hooks, the health check, then
+        back in rotation."""
         st = self.st
-        env = self.env(target, sha)
         if self.run.config.deploy.after_activate:
             key = f"{self.key}/restart"
             await self.run.step(key, self.restart(key, env), shielded=True)
@@ -516,6 +635,7 @@ class HostRelease(HostPhase):
                 raise StepFailed(detail)
         else:
             self._status("health", SKIPPED, "no health check")
+        await self._put_back(env)
         st.status, st.outcome = OK, target
         self.run.close_host(self.key, OK, f"{st.current} -> {target}")
 

@@ -2,7 +2,8 @@
 
 Node keys read as paths (``release/wave-1/web1/upload``); a node's parent is its key's
 prefix. The same :class:`Plan` is used by the engine (to know what to run), the
-headless printer, the relay (snapshot for a late joiner) and the TUI (its model).
+headless printer, the relay (snapshot for a late joiner) and the TUI (its model);
+events change it through the one reducer, :class:`engine.state.RunState`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from engine.events import (
     PENDING,
     RUNNING,
     WAITING,
-    DeployMeta,
-    Event,
-    NodeStatus,
     PlanReady,
-    Progress,
 )
 
 # The per-host steps, in the order they run.
@@ -41,6 +38,16 @@ HOST_STEPS: tuple[str, ...] = (
 )
 
 ROLLBACK_STEPS: tuple[str, ...] = ("connect", "lock", "activate", "restart", "health")
+
+
+def drained(steps: tuple[str, ...]) -> tuple[str, ...]:
+    """``steps`` with ``drain`` (out of rotation) before ``activate`` and ``undrain``
+    (back in rotation) after ``health``: a run with a balancer or drain hooks."""
+    out: list[str] = []
+    for step in steps:
+        out += ["drain", step] if step == "activate" else [step]
+        out += ["undrain"] if step == "health" else []
+    return tuple(out)
 
 
 @dataclass(slots=True)
@@ -179,26 +186,6 @@ class Plan:
             plan.children.setdefault(node.parent, []).append(node.key)
         return plan
 
-    def apply(self, event: Event) -> Node | None:
-        """Update the nodes from one event; return the node it changed, if any.
-
-        Only the tree's part (statuses, progress, meta); everything else a follower
-        keeps (counts, gates, logs, the summary) is :class:`engine.state.RunState`'s,
-        which is what to use."""
-        if isinstance(event, NodeStatus):
-            node = self.nodes.get(event.key)
-            if node is not None:
-                node.set_status(event.status, event.at, event.detail)
-            return node
-        if isinstance(event, Progress):
-            node = self.nodes.get(event.key)
-            if node is not None:
-                node.done, node.total = event.done, event.total
-            return node
-        if isinstance(event, DeployMeta):
-            self.meta.update(event.meta)
-        return None
-
     def snapshot(self) -> PlanReady:
         """The plan with the current state of every node (for a late joiner)."""
         return self.to_event()
@@ -218,17 +205,24 @@ def build_plan(
     steps: tuple[str, ...] = HOST_STEPS,
     wave_labels: Iterable[str] | None = None,
     with_source: bool = True,
+    drain: bool = False,
+    once: str = "",
 ) -> Plan:
     """Build the deploy tree: fetch, build, package, release -> waves -> hosts -> steps.
 
-    ``gates`` lists the 1-based wave numbers followed by an approval gate.
+    ``gates`` lists the 1-based wave numbers followed by an approval gate; ``drain``
+    adds each host's drain and undrain steps (:func:`drained`); ``once`` labels the
+    run-once stage (``release/once``, before the waves).
     """
+    steps = drained(steps) if drain else steps
     plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
     if with_source:
         plan.add("fetch", "fetch", "stage")
         plan.add("build", "build", "stage")
         plan.add("package", "package", "stage")
     plan.add("release", "release", "stage")
+    if once:
+        plan.add("release/once", once, "step")
     gate_after = set(gates)
     waves = [list(w) for w in waves]
     labels = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.balancer import drains
 from engine.config import Config
 from engine.events import OK, RUNNING, DeployMeta
 from engine.history import History
@@ -82,6 +83,7 @@ class Rollback(Run):
             steps=ROLLBACK_STEPS,
             wave_labels=labels,
             with_source=False,
+            drain=drains(self.config),
         )
         self._add_hosts(waves)
         return plan

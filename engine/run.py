@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import Config, HostSpec
+from engine.balancer import Balancer
+from engine.config import Config, HostSpec, resolve_size
 from engine.errors import ConnectionLost, ExitCode, Interrupted, LockHeld, StepFailed
 from engine.events import (
     CANCELLED,
@@ -39,7 +40,7 @@ from engine.events import (
 )
 from engine.history import History, TranscriptWriter
 from engine.hostlock import Aborted, HostState
-from engine.hostrelease import HostRelease
+from engine.hostrelease import HostRelease, Release
 from engine.operator import default_operator
 from engine.plan import Node, Plan
 from engine.remote.revisions import revision_line
@@ -114,6 +115,15 @@ class Run:
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
         self.plan: Plan = self._build_plan()
+        #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
+        self.balancer = Balancer.of(
+            config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
+        )
+        limit = config.deploy.max_unavailable
+        #: at most ``deploy.max_unavailable`` hosts of the fleet drained or restarting
+        self.unavailable = (
+            asyncio.Semaphore(max(1, resolve_size(limit, len(self.selected)))) if limit else None
+        )
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
 
@@ -382,6 +392,61 @@ class Run:
             st.status, st.outcome, st.reason = FAILED, "failed", str(why)
             self.close_host(st.key, FAILED, st.reason)
 
+    # -- the run-once stage ------------------------------------------------------
+
+    async def _run_once(self, release: Release) -> None:
+        """``deploy.once``: stage every locked host (all waves), then run the commands
+        on one host, every lock still held. If that fails (or no host can run them) the
+        run stops with nothing switched anywhere: the staged releases are removed."""
+        d, key = self.config.deploy, "release/once"
+        if not d.once:
+            return
+        if self._stopping():
+            self.status(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
+            return
+        self.status(key, WAITING, "waiting for every host to be unpacked")
+        sem = asyncio.Semaphore(d.parallel)
+
+        async def stage(hr: HostRelease) -> None:
+            if hr.st.status != FAILED and hr.st.locked:
+                async with sem:
+                    await hr.prepare(release)
+
+        await asyncio.gather(*(stage(hr) for hr in self.hosts.values()))
+        hr = self._once_host()
+        if self.budget.exceeded and not self.stop_reason:
+            self.stop_reason = (
+                f"failure budget exceeded before anything changed: {len(self.budget.failed)} "
+                f"failed, max_fail allows {self.budget.allowed}"
+            )
+        if not self._stopping() and hr is None:
+            self.stop_reason = f"no unpacked host to run deploy.once on ({d.once_host or 'first'})"
+            self.status(key, FAILED, self.stop_reason)
+        elif self._stopping():
+            self.status(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
+        else:
+            assert hr is not None
+            try:
+                await self.step(key, hr.run_once(release))
+            except (StepFailed, Aborted) as exc:
+                self.stop_reason = self.stop_reason or f"deploy.once failed on {hr.st.name}: {exc}"
+        if self._stopping():
+            self.log("release", f"nothing switched: {self.stop_reason}", "stderr")
+            staged = [h for h in self.hosts.values() if h.staged and h.st.locked]
+            await asyncio.gather(*(h.unstage() for h in staged))
+
+    def _once_host(self) -> HostRelease | None:
+        """``deploy.once_host`` (by name or address), else the first host of the first
+        wave unpacked; None when that host is not there (or not unpacked)."""
+        want = self.config.deploy.once_host
+        for hr in self.hosts.values():
+            spec = self._spec(hr.st.name)
+            if (want is None or want in (spec.name, spec.host)) and hr.staged:
+                return hr
+            if want is not None and want in (spec.name, spec.host):
+                return None
+        return None
+
     # -- waves ---------------------------------------------------------------
 
     def _stopping(self) -> bool:
@@ -507,6 +572,8 @@ class Run:
     ) -> DeployResult:
         for hr in self.hosts.values():
             hr.stop_heartbeat()
+        if self.balancer is not None:
+            await self.balancer.close()
         status, code, report = self._summary(release_id)
         self.status(
             "release",
@@ -547,6 +614,15 @@ class Run:
         return writer
 
 
+def once_label(config: Config, waves: list[list[HostSpec]]) -> str:
+    """The run-once stage's node label ("" when ``deploy.once`` is empty)."""
+    d = config.deploy
+    if not d.once:
+        return ""
+    first = waves[0][0].name if waves and waves[0] else "?"
+    return f"once on {d.once_host or first}: {'; '.join(d.once)}"
+
+
 def _count_text(summary: Summary) -> str:
     parts = [f"{summary.ok}/{summary.hosts} ok"]
     for k in ("failed", "skipped", "cancelled"):
@@ -564,4 +640,5 @@ __all__ = [
     "Run",
     "Subscriber",
     "default_operator",
+    "once_label",
 ]

@@ -232,6 +232,10 @@ class Session:
             if fut is not None and not fut.done():
                 fut.set_exception(SSHError(self.ended()))
 
+    def stdout_closed(self) -> asyncio.Future[None]:
+        """Done when the shell's stdout reached its end (the shell is gone)."""
+        return self._eof["stdout"]
+
     def ended(self) -> str:
         """Why the session is gone, with what the login shell said if it never started."""
         if not all(self._ready.values()) and self._pre:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ from engine.events import (
     DeployFinished,
     DeployMeta,
     Event,
+    EventDecodeError,
     GateWaiting,
     LogLine,
     NodeStatus,
@@ -361,48 +362,8 @@ class RunState:
             return self._plan(event)
         if self.plan.deploy_id and event.deploy_id != self.plan.deploy_id:
             return _NOTHING
-        if isinstance(event, NodeStatus):
-            return self._status(event)
-        if isinstance(event, LogLine):
-            if self._keep_logs:
-                self._keep_log(data if data is not None else event.to_json())
-            return _NOTHING
-        if isinstance(event, Progress):
-            node = self.plan.nodes.get(event.key)
-            if node is None:
-                return _NOTHING
-            node.done, node.total = event.done, event.total
-            host = self._host_of.get(event.key)
-            return (event.key, host) if host else (event.key,)
-        if isinstance(event, GateWaiting):
-            node = self.plan.nodes.get(event.key)
-            if node is None:
-                return _NOTHING
-            node.status = WAITING
-            if node.started is None:
-                node.started = event.at
-            self.gates.pop(event.key, None)
-            self.gates[event.key] = None
-            return (event.key,)
-        if isinstance(event, DeployMeta):
-            self.plan.meta.update(event.meta)
-            if self.bounds is not None:
-                self.plan.meta = shrink_json(self.plan.meta, self.bounds.meta_bytes)
-            return _NOTHING
-        if isinstance(event, Control):
-            if event.action == "approve" and self.gates:
-                self.gates.pop(event.key or self.waiting_gate or "", None)
-            return _NOTHING
-        if isinstance(event, DeployFinished):
-            self.finished = event
-            self.gates.clear()
-            if self.bounds is not None:
-                raw = data if data is not None else event.to_json()
-                self._finished_json = shrink_json(raw, self.bounds.finished_bytes)
-            else:
-                self._finished_json = data
-            return _NOTHING
-        return _NOTHING
+        handler = _APPLY.get(type(event))
+        return handler(self, event, data) if handler is not None else _NOTHING
 
     def apply_all(self, events: Iterable[Event]) -> set[str]:
         """Apply events in order; the keys of every node they changed."""
@@ -421,11 +382,10 @@ class RunState:
             self.load(Plan.from_event(event))
             return tuple(self.plan.nodes)
         plan.meta.update(event.meta)
-        if self.bounds is not None:
-            plan.meta = shrink_json(plan.meta, self.bounds.meta_bytes)
+        self._bound_meta()
         return _NOTHING
 
-    def _status(self, event: NodeStatus) -> Touched:
+    def _status(self, event: NodeStatus, data: dict[str, Any] | None = None) -> Touched:
         node = self.plan.nodes.get(event.key)
         if node is None:
             return _NOTHING
@@ -452,8 +412,7 @@ class RunState:
             return (node.key,)
         if kind == "gate":
             if status == WAITING:
-                self.gates.pop(node.key, None)
-                self.gates[node.key] = None
+                self._wait_at(node.key)
             else:
                 self.gates.pop(node.key, None)
             return (node.key,)
@@ -464,6 +423,58 @@ class RunState:
                 self.current_step[host] = node.key
                 return (node.key, host)
         return (node.key,)
+
+    def _log(self, event: LogLine, data: dict[str, Any] | None) -> Touched:
+        if self._keep_logs:
+            self._keep_log(data if data is not None else event.to_json())
+        return _NOTHING
+
+    def _progress(self, event: Progress, data: dict[str, Any] | None) -> Touched:
+        node = self.plan.nodes.get(event.key)
+        if node is None:
+            return _NOTHING
+        node.done, node.total = event.done, event.total
+        host = self._host_of.get(event.key)
+        return (event.key, host) if host else (event.key,)
+
+    def _gate_waiting(self, event: GateWaiting, data: dict[str, Any] | None) -> Touched:
+        node = self.plan.nodes.get(event.key)
+        if node is None:
+            return _NOTHING
+        node.status = WAITING
+        if node.started is None:
+            node.started = event.at
+        self._wait_at(event.key)
+        return (event.key,)
+
+    def _meta(self, event: DeployMeta, data: dict[str, Any] | None) -> Touched:
+        self.plan.meta.update(event.meta)
+        self._bound_meta()
+        return _NOTHING
+
+    def _control(self, event: Control, data: dict[str, Any] | None) -> Touched:
+        if event.action == "approve" and self.gates:
+            self.gates.pop(event.key or self.waiting_gate or "", None)
+        return _NOTHING
+
+    def _finished(self, event: DeployFinished, data: dict[str, Any] | None) -> Touched:
+        self.finished = event
+        self.gates.clear()
+        if self.bounds is not None:
+            raw = data if data is not None else event.to_json()
+            self._finished_json = shrink_json(raw, self.bounds.finished_bytes)
+        else:
+            self._finished_json = data
+        return _NOTHING
+
+    def _wait_at(self, gate: str) -> None:
+        """``gate`` waits (again): it becomes the newest waiting gate."""
+        self.gates.pop(gate, None)
+        self.gates[gate] = None
+
+    def _bound_meta(self) -> None:
+        if self.bounds is not None:
+            self.plan.meta = shrink_json(self.plan.meta, self.bounds.meta_bytes)
 
     def _keep_log(self, data: dict[str, Any]) -> None:
         if self.bounds is not None:
@@ -512,32 +523,37 @@ class RunState:
         """
         plan_event = event_from_json(data.get("plan") or {})
         if not isinstance(plan_event, PlanReady):
-            from engine.events import EventDecodeError
-
             raise EventDecodeError("a snapshot's plan must be a plan event")
-        keep = log_lines if log_lines > 0 else max(1, len(data.get("logs") or ()))
+        logs = data.get("logs") or ()
+        keep = log_lines if log_lines > 0 else max(1, len(logs))
         state = cls(log_lines=keep, log_bytes=log_bytes, bounds=bounds)
         state._keep_logs = log_lines > 0
         state.load(Plan.from_event(plan_event))
-        state.gates = {}
-        for line in data.get("logs") or ():
+        for line in logs:
             if isinstance(line, dict) and line.get("type") == "log":
                 state._keep_log(line)
-        for key in data.get("gates") or ():
-            if isinstance(key, str) and key in state.plan:
-                state.gates[key] = None
-        finished = data.get("finished")
-        if isinstance(finished, dict):
-            try:
-                event = event_from_json(finished)
-            except ValueError:
-                event = None
-            if isinstance(event, DeployFinished):
-                state.finished = event
-                state._finished_json = (
-                    shrink_json(finished, bounds.finished_bytes) if bounds else finished
-                )
+        state.gates = {
+            key: None
+            for key in data.get("gates") or ()
+            if isinstance(key, str) and key in state.plan
+        }
+        state._restore_finished(data.get("finished"))
         return state
+
+    def _restore_finished(self, finished: Any) -> None:
+        """A snapshot's finished event, if it reads as one (else none)."""
+        if not isinstance(finished, dict):
+            return
+        try:
+            event = event_from_json(finished)
+        except ValueError:
+            return
+        if isinstance(event, DeployFinished):
+            self.finished = event
+            bounds = self.bounds
+            self._finished_json = (
+                shrink_json(finished, bounds.finished_bytes) if bounds else finished
+            )
 
     def log_events(self) -> list[LogLine]:
         """The kept log lines as events (those that do not read are left out)."""
@@ -550,3 +566,16 @@ class RunState:
             if isinstance(event, LogLine):
                 out.append(event)
         return out
+
+
+#: What :meth:`RunState.apply` does with each event type (a plan event is handled
+#: before the deploy id is checked; an event type not here changes nothing).
+_APPLY: dict[type[Event], Callable[[RunState, Any, dict[str, Any] | None], Touched]] = {
+    NodeStatus: RunState._status,
+    LogLine: RunState._log,
+    Progress: RunState._progress,
+    GateWaiting: RunState._gate_waiting,
+    DeployMeta: RunState._meta,
+    Control: RunState._control,
+    DeployFinished: RunState._finished,
+}

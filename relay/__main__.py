@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from relay.serve import serve
 from relay.server import Limits, Relay, tls_context
 from relay.tokens import TokensError, load_tokens
 
@@ -57,39 +57,6 @@ def _store(args: argparse.Namespace) -> tuple[Any, str]:
     return SQLiteStore(args.db, **retain), f"db {args.db}"
 
 
-async def _serve(
-    relay: Relay, args: argparse.Namespace, context: Any, where: str, operators: int
-) -> int:
-    ping = getattr(relay.store, "ping", None)
-    for attempt in range(50 if ping else 0):  # Redis may be starting with us
-        try:
-            await ping()  # type: ignore[misc]
-            break
-        except Exception as exc:
-            if attempt == 49:
-                print(f"relay: cannot reach {where}: {exc}", file=sys.stderr)
-                return 3
-            await asyncio.sleep(0.2)
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before the line that says we listen
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    try:
-        await relay.start(args.host, args.port, context)
-    except OSError as exc:
-        print(f"relay: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 3
-    scheme = "wss" if context else "ws"
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(
-        f"shipdeck relay listening on {scheme}://{host}:{relay.port} ({where}, {operators} operators)",
-        flush=True,
-    )
-    await stop
-    await relay.shutdown()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     args = _args(argv)
@@ -106,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
     relay = Relay(store, tokens, Limits(rate=args.rate, burst=max(2 * args.rate, 50)))
-    return asyncio.run(_serve(relay, args, context, where, len(tokens)))
+    return asyncio.run(serve(relay, args.host, args.port, context, where, len(tokens)))
 
 
 if __name__ == "__main__":

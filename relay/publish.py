@@ -15,11 +15,10 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from engine.events import Event, PlanReady
+from engine.events import ChatLine, Event, PlanReady
 from engine.state import RunState
 from relay.client import LeaseHeld, RelayClient, RelayError
 from relay.protocol import Snapshot, events_of
@@ -55,16 +54,6 @@ def link_deployment(client: RelayClient, deployment: Any) -> Callable[[], None]:
         client.flush()
 
     return unlink
-
-
-@dataclass(frozen=True, slots=True)
-class ChatLine:
-    """One chat line for the UI (the same fields as the TUI's ChatMessage)."""
-
-    author: str
-    text: str
-    at: float = field(default_factory=time.time)
-    system: bool = False  # relay notices: lock taken, controls, ...
 
 
 def _token(config: Any, token: str | None = None) -> str | None:

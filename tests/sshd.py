@@ -52,7 +52,9 @@ swept by the next ``start()`` (they carry the creating pid, which must be dead).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import fcntl
 import ipaddress
 import os
 import pwd
@@ -294,6 +296,23 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+@contextlib.contextmanager
+def _passwd_turn() -> Iterator[None]:
+    """Take turns with other test processes (pytest -n) at useradd/userdel: when two
+    collide on /etc/passwd's lock, shadow's tools sleep a whole second per retry."""
+    path = "/run/lock/shipdeck-tests-passwd.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # no /run/lock: take our chances with shadow's own lock
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def sweep_stale() -> None:
     """Remove users and sshd listeners left behind by fleets whose creator is dead."""
     if os.geteuid() != 0:
@@ -451,7 +470,8 @@ class SshdFleet:
         os.chmod(self.authorized_keys, 0o644)
 
         self._plan()
-        self._create_users()
+        with _passwd_turn():
+            self._create_users()
         for proc in self.procs:
             self._write_config(proc)
         self._validate()
@@ -718,12 +738,13 @@ class SshdFleet:
                 for p in left:
                     _kill(p, signal.SIGKILL)
                 time.sleep(0.02)
-            for user in list(self._created_users):
-                out = _run(["userdel", "-f", user])
-                if out.returncode in (0, 6):  # 6: no such user
-                    self._created_users.remove(user)
-                else:
-                    errors.append(SshdFleetError(f"userdel {user}: {out.stderr.strip()}"))
+            with _passwd_turn():
+                for user in list(self._created_users):
+                    out = _run(["userdel", "-f", user])
+                    if out.returncode in (0, 6):  # 6: no such user
+                        self._created_users.remove(user)
+                    else:
+                        errors.append(SshdFleetError(f"userdel {user}: {out.stderr.strip()}"))
         _LIVE.discard(self)
         if errors:
             raise errors[0]

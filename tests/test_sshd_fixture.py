@@ -59,6 +59,7 @@ async def test_sftp_write_then_read_in_the_host_home(sshd3: SshdFleet) -> None:
         assert pwd.getpwuid(on_disk.stat().st_uid).pw_name == host.user
 
 
+@pytest.mark.timeout(180)  # 40 login users made and removed, on a loaded box
 async def test_forty_hosts_over_several_processes(sshd_fleet) -> None:
     t0 = time.monotonic()
     fleet = sshd_fleet(40)

@@ -21,15 +21,15 @@ from textual.widgets import Footer, Input, Static, Tree
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
-from engine.events import FAILED, OK, RUNNING
+from engine.events import FAILED, OK, RUNNING, ChatLine
 from tui import actions
 from tui.backend import default_operator
-from tui.chat import ChatBackend, ChatMessage
+from tui.chat import ChatBackend
 from tui.commands import DeckCommands
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
-from tui.render import control_note
+from tui.render import control_note, glyph
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import (
@@ -407,7 +407,7 @@ class ShipdeckApp(App[int]):
                 )
             for control in batch.controls:
                 self.chat_pane.add(
-                    ChatMessage(
+                    ChatLine(
                         control.by or "?",
                         control_note(control),
                         at=control.at or time.time(),
@@ -478,7 +478,7 @@ class ShipdeckApp(App[int]):
             status = model.finished.status
             glyph_key = {"stopped": "cancelled"}.get(status, status)
             state.append(
-                f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
+                f"{glyph(glyph_key)} {kind} {status}",
                 style=STYLE.get(glyph_key, "") + " bold",
             )
             code = model.finished.report.exit_code

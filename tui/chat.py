@@ -8,18 +8,10 @@ operator types. Without a relay the app uses no backend and the pane says
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    author: str
-    text: str
-    at: float = field(default_factory=time.time)
-    system: bool = False  # relay notices (joins, lock taken over, ...)
+from engine.events import ChatLine
 
 
 @runtime_checkable
@@ -31,7 +23,7 @@ class ChatBackend(Protocol):
 
     async def start(
         self,
-        on_message: Callable[[ChatMessage], None],
+        on_message: Callable[[ChatLine], None],
         on_presence: Callable[[list[str]], None],
         on_status: Callable[[str], None],
     ) -> None:
@@ -56,7 +48,7 @@ class LocalEcho:
 
     def __init__(self, operator: str) -> None:
         self.operator = operator
-        self._on_message: Callable[[ChatMessage], None] | None = None
+        self._on_message: Callable[[ChatLine], None] | None = None
 
     async def start(self, on_message, on_presence, on_status) -> None:
         self._on_message = on_message
@@ -65,7 +57,7 @@ class LocalEcho:
 
     async def send(self, text: str) -> None:
         if self._on_message is not None:
-            self._on_message(ChatMessage(self.operator, text))
+            self._on_message(ChatLine(self.operator, text))
 
     async def close(self) -> None:
         self._on_message = None

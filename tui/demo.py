@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import secrets
 import shlex
@@ -147,14 +146,14 @@ def relay_url(relay: Any) -> str:
 async def _start_relay(root: Path) -> tuple[Any, str, str, str]:
     """A relay in this process for the demo room; the watcher's token goes to a file
     (never printed), and the command to watch from another terminal is returned."""
+    from engine.operator import default_operator
     from relay.server import Relay
     from relay.store import SQLiteStore
     from relay.tokens import TokenTable
 
-    try:  # the relay names this operator as the TUI does (SHIPDECK_OPERATOR first)
-        me = os.environ.get("SHIPDECK_OPERATOR") or getpass.getuser() or "operator"
-    except (KeyError, OSError):
-        me = "operator"
+    # the demo's token is named by the one operator rule (SHIPDECK_OPERATOR, else the
+    # login name), cut to what a token name may hold
+    me = default_operator().split("@", 1)[0]
     me = "".join(c for c in me if c.isalnum() or c in "._-") or "operator"
     mine, theirs = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     relay = Relay(SQLiteStore(root / "relay.db"), TokenTable({me: mine, "watcher": theirs}))

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from tui.chat import ChatMessage
+from engine.events import ChatLine
 
 
 @dataclass
 class ChatReceived(Message):
     """A chat line arrived from the relay (or was echoed locally)."""
 
-    message: ChatMessage
+    message: ChatLine
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.events import (
@@ -122,38 +123,69 @@ def _what(meta: dict[str, Any]) -> str:
     return f"{meta.get('kind', 'deploy')} {meta.get('project', '')}@{target}"
 
 
+def _status_words(event: NodeStatus) -> list[str]:
+    detail = f"  {event.detail}" if event.detail else ""
+    return [f"{glyph(event.status)} {event.key} {event.status}{detail}"]
+
+
+def _log_words(event: LogLine) -> list[str]:
+    return [f"  {event.key} │ {event.text}"]
+
+
+def _plan_words(event: PlanReady) -> list[str]:
+    meta = event.meta if isinstance(event.meta, dict) else {}
+    hosts = f" to {meta['hosts']} host(s)" if meta.get("hosts") is not None else ""
+    who = f" by {meta['operator']}" if meta.get("operator") else ""
+    return [f"plan: {_what(meta)}{hosts}{who} ({len(event.nodes or [])} nodes)"]
+
+
+def _meta_words(event: DeployMeta) -> list[str]:
+    meta = event.meta if isinstance(event.meta, dict) else {}
+    if meta.get("release_id"):
+        sha = str(meta.get("sha") or "")[:12]
+        subject = f"  {meta['subject']}" if meta.get("subject") else ""
+        return [f"release {meta['release_id']}  sha {sha}{subject}"]
+    return ["  ".join(f"{k} {v}" for k, v in meta.items())]
+
+
+def _finished_words(event: DeployFinished) -> list[str]:
+    head, *rest = summary_lines(event.report)
+    return [f"finished: {event.status} — {head}", *rest]
+
+
+def _control_words(event: Control) -> list[str]:
+    return [f"{event.action} by {event.by} {event.key or ''}".rstrip()]
+
+
+def _progress_words(event: Progress) -> list[str]:
+    return [f"  {event.key} {event.done}/{event.total} bytes"]
+
+
+def _gate_words(event: GateWaiting) -> list[str]:
+    return [f"{GLYPH[WAITING]} {event.key} waiting for approval"]
+
+
+#: An event's words, by event type (:func:`event_lines`).
+_WORDS: dict[type[Event], Callable[[Any], list[str]]] = {
+    NodeStatus: _status_words,
+    LogLine: _log_words,
+    PlanReady: _plan_words,
+    DeployMeta: _meta_words,
+    DeployFinished: _finished_words,
+    Control: _control_words,
+    Progress: _progress_words,
+    GateWaiting: _gate_words,
+}
+
+
 def event_lines(event: Event) -> list[str]:
     """An event in words: one line (a finished event adds its summary's detail lines).
 
     ``✓ release/wave-1/web1/upload ok  1.2MB``, ``  web1/upload │ a log line``,
-    ``⏸ release/gate-1 waiting for approval``, ``finished: failed — 2/3 hosts ok``."""
-    if isinstance(event, NodeStatus):
-        detail = f"  {event.detail}" if event.detail else ""
-        return [f"{glyph(event.status)} {event.key} {event.status}{detail}"]
-    if isinstance(event, LogLine):
-        return [f"  {event.key} │ {event.text}"]
-    if isinstance(event, PlanReady):
-        meta = event.meta if isinstance(event.meta, dict) else {}
-        hosts = f" to {meta['hosts']} host(s)" if meta.get("hosts") is not None else ""
-        who = f" by {meta['operator']}" if meta.get("operator") else ""
-        return [f"plan: {_what(meta)}{hosts}{who} ({len(event.nodes or [])} nodes)"]
-    if isinstance(event, DeployMeta):
-        meta = event.meta if isinstance(event.meta, dict) else {}
-        if meta.get("release_id"):
-            sha = str(meta.get("sha") or "")[:12]
-            subject = f"  {meta['subject']}" if meta.get("subject") else ""
-            return [f"release {meta['release_id']}  sha {sha}{subject}"]
-        return ["  ".join(f"{k} {v}" for k, v in meta.items())]
-    if isinstance(event, DeployFinished):
-        head, *rest = summary_lines(event.report)
-        return [f"finished: {event.status} — {head}", *rest]
-    if isinstance(event, Control):
-        return [f"{event.action} by {event.by} {event.key or ''}".rstrip()]
-    if isinstance(event, Progress):
-        return [f"  {event.key} {event.done}/{event.total} bytes"]
-    if isinstance(event, GateWaiting):
-        return [f"{GLYPH[WAITING]} {event.key} waiting for approval"]
-    return [event.type]
+    ``⏸ release/gate-1 waiting for approval``, ``finished: failed — 2/3 hosts ok``;
+    an event type without words here is its type name."""
+    words = _WORDS.get(type(event))
+    return words(event) if words is not None else [event.type]
 
 
 def control_note(event: Control) -> str:

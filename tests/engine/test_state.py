@@ -227,3 +227,56 @@ def test_the_reducer_imports_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_event_type_the_reducer_does_not_keep_changes_nothing():
+    from engine.events import Event
+
+    state = started_state()
+    before = state.to_json()
+    assert state.apply(Event(D)) == ()
+    assert state.to_json() == before
+
+
+def test_progress_of_a_stage_touches_only_the_stage():
+    state = started_state()
+    assert state.apply(Progress(D, key="fetch", done=1, total=4)) == ("fetch",)
+    assert state.apply(Progress(D, key="nowhere", done=1, total=4)) == ()
+
+
+def test_an_approval_without_a_key_approves_the_waiting_gate():
+    state = started_state()
+    state.apply(GateWaiting(D, key="release/gate-1"))
+    state.apply(Control(D, action="approve", by="bob"))
+    assert state.waiting_gate is None
+    state.apply(GateWaiting(D, key="release/gate-1"))
+    state.apply(Control(D, action="abort", by="bob"))
+    assert state.waiting_gate == "release/gate-1"
+
+
+def test_a_snapshot_drops_what_does_not_read():
+    state = RunState(log_lines=10)
+    state.apply(plan_event())
+    state.apply(LogLine(D, key="fetch", text="kept"))
+    snap = state.to_json()
+    snap["logs"] = [*snap["logs"], "not a dict", {"type": "status", "deploy_id": D}]
+    snap["gates"] = ["release/gate-1", "release/gate-9", 7]
+    snap["finished"] = {"type": "finished", "deploy_id": 5}
+    back = RunState.from_json(snap)
+    assert [e.text for e in back.log_events()] == ["kept"]
+    assert back.gates == {"release/gate-1": None}
+    assert back.finished is None and back.to_json()["finished"] is None
+
+
+def test_a_bounded_snapshot_cuts_a_huge_finished_event():
+    state = started_state()
+    summary = Summary(hosts=3, failed=3, failures={f"web{i}": "x" * 5000 for i in range(40)})
+    state.apply(DeployFinished(D, status="failed", summary=summary.to_json()))
+    snap = state.to_json()
+    back = RunState.from_json(snap, bounds=Bounds.relay())
+    assert back.finished.status == "failed"
+    assert len(json.dumps(back.to_json()["finished"])) <= 64 * 1024
+    bounded = RunState(bounds=Bounds.relay())
+    bounded.apply(plan_event())
+    bounded.apply(DeployFinished(D, status="failed", summary=summary.to_json()))
+    assert len(json.dumps(bounded.to_json()["finished"])) <= 64 * 1024

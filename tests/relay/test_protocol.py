@@ -103,9 +103,10 @@ def test_too_large_chat_but_large_event_allowed() -> None:
 
 def test_snapshot_plan_roundtrip() -> None:
     from engine.plan import build_plan
+    from engine.state import RunState
 
     plan = build_plan("d1", [["web1"]])
-    plan.apply(NodeStatus("d1", key="fetch", status="ok", at=1.0))
+    RunState(plan).apply(NodeStatus("d1", key="fetch", status="ok", at=1.0))
     snap = Snapshot.from_json(
         {"head": 3, "deploy": {"deploy_id": "d1", "plan": plan.snapshot().to_json()}}
     )

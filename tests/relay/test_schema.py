@@ -19,6 +19,7 @@ from engine.events import (
     Progress,
 )
 from engine.plan import build_plan
+from engine.state import RunState
 from relay import schema
 
 
@@ -47,7 +48,7 @@ def test_every_event_type_is_described(validator: jsonschema.Draft202012Validato
 
 def test_engine_events_validate(validator: jsonschema.Draft202012Validator) -> None:
     plan = build_plan("d1", [["web1"], ["web2"]], gates=[1], meta={"project": "web"})
-    plan.apply(NodeStatus("d1", key="fetch", status="ok", at=1.0, detail="abc123"))
+    RunState(plan).apply(NodeStatus("d1", key="fetch", status="ok", at=1.0, detail="abc123"))
     events = [
         plan.to_event(),
         DeployMeta("d1", meta={"sha": "abc"}),

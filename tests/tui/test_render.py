@@ -109,6 +109,18 @@ def test_one_line_per_event() -> None:
     )
 
 
+def test_events_without_words_of_their_own() -> None:
+    from engine.events import Event
+
+    assert event_lines(Event(D)) == ["event"]  # an event type with no words: its type
+    assert event_lines(DeployMeta(D, meta={"subject": "fix", "sha": "abc"})) == [
+        "subject fix  sha abc"
+    ]
+    assert event_lines(NodeStatus(D, key="fetch", status="bogus")) == ["? fetch bogus"]
+    plan = build_plan(D, [["web1"]], meta={"hosts": 1, "kind": "rollback", "release_id": "r7"})
+    assert event_lines(plan.to_event()) == ["plan: rollback @r7 to 1 host(s) (17 nodes)"]
+
+
 def test_transcript_lines_carry_a_local_time() -> None:
     at = 1_780_000_000.0
     stamp = time.strftime("%H:%M:%S", time.localtime(at))

@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--simulate",
         action="store_true",
-        help="no SSH at all: a scripted deploy (for screenshots and slow machines)",
+        help="accepted for old scripts; the same as demo (the real engine over the local fleet)",
     )
     p.set_defaults(func=cmd_demo)
 

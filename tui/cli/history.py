@@ -109,10 +109,13 @@ def _print_run(r: dict[str, Any]) -> None:
         print(f"  reason    {summary['reason']}")
     if summary.get("relay"):
         print(f"  relay     {summary['relay']}")
+    from tui.render import glyph
+
     print("  hosts:")
     for host in r["hosts"]:
-        glyph = {"ok": "✓", "failed": "✗"}.get(host["status"], "–")
-        print(f"    {glyph} {host['host']:<24} {host['status']:<10} {host.get('detail') or ''}")
+        print(
+            f"    {glyph(host['status'])} {host['host']:<24} {host['status']:<10} {host.get('detail') or ''}"
+        )
 
 
 def _print_transcript(path: Any, full: bool) -> None:

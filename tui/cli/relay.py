@@ -112,6 +112,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     import logging
     import ssl
 
+    from relay.serve import serve
     from relay.server import Limits, Relay, tls_context
     from relay.store import SQLiteStore
     from relay.tokens import TokensError, load_tokens
@@ -148,7 +149,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
         limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
         relay = Relay(store, tokens, limits)
-        return asyncio.run(_serve(relay, args.host, args.port, context, where, len(tokens)))
+        return asyncio.run(serve(relay, args.host, args.port, context, where, len(tokens)))
     try:
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
         store = SQLiteStore(
@@ -162,7 +163,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     limits = Limits(rate=args.rate, burst=max(2 * args.rate, 50))
     relay = Relay(store, tokens, limits)
-    return asyncio.run(_serve(relay, args.host, args.port, context, args.db, len(tokens)))
+    return asyncio.run(serve(relay, args.host, args.port, context, f"db {args.db}", len(tokens)))
 
 
 def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
@@ -185,49 +186,6 @@ def _redis_store(args: argparse.Namespace) -> tuple[Any, str]:
     if "@" in rest:  # never print a password
         rest = "***@" + rest.rsplit("@", 1)[1]
     return store, f"redis {scheme}://{rest}"
-
-
-async def _serve(
-    relay: Any, host: str, port: int, context: ssl.SSLContext | None, db: str, operators: int
-) -> int:
-    import asyncio
-    import logging
-    import signal
-
-    ping = getattr(relay.store, "ping", None)
-    if ping is not None:
-        for attempt in range(50):  # Redis may be starting with us (systemd)
-            try:
-                await ping()
-                break
-            except Exception as exc:
-                if attempt == 49:
-                    err(f"relay: cannot reach {db}: {exc}")
-                    return ExitCode.CONNECT
-                await asyncio.sleep(0.2)
-    try:
-        await relay.start(host, port, context)
-    except OSError as exc:
-        err(f"relay: cannot listen on {host}:{port}: {exc.strerror or exc}")
-        return ExitCode.CONNECT
-    scheme = "wss" if context else "ws"
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"shipdeck relay listening on {scheme}://{shown}:{relay.port}"
-        f" ({db if db.startswith('redis ') else 'db ' + db}, {operators} operators)",
-        flush=True,
-    )
-    stop = asyncio.get_running_loop().create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(
-            sig, lambda s=sig: stop.done() or stop.set_result(s)
-        )
-    sig = await stop
-    logging.getLogger("shipdeck.relay").info(
-        "%s: telling clients to reconnect and stopping", signal.Signals(sig).name
-    )
-    await relay.shutdown()
-    return ExitCode.OK
 
 
 # -- say / tail -------------------------------------------------------------------

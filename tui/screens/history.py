@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static
 
-from tui.labels import GLYPH, STYLE
-from tui.render import transcript_lines
+from tui.labels import STYLE
+from tui.render import glyph, transcript_lines
 
 
 def _when(ts: Any) -> str:
@@ -26,7 +26,7 @@ def _when(ts: Any) -> str:
 def _status(status: str) -> Text:
     status = status or "?"
     key = {"stopped": "cancelled"}.get(status, status)
-    return Text(f"{GLYPH.get(key, '?')} {status}", style=STYLE.get(key, ""))
+    return Text(f"{glyph(key)} {status}", style=STYLE.get(key, ""))
 
 
 class HistoryScreen(Screen[None]):

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
 
-from tui.chat import ChatMessage
+from engine.events import ChatLine
 from tui.messages import ChatSubmitted
 from tui.widgets.inputs import blinking
 
@@ -28,7 +28,7 @@ class ChatPane(Vertical):
         self.configured = configured
         self.cursor_blink = cursor_blink
         #: the messages shown, newest last (bounded like the log widget)
-        self.messages: deque[ChatMessage] = deque(maxlen=500)
+        self.messages: deque[ChatLine] = deque(maxlen=500)
 
     def compose(self) -> ComposeResult:
         yield Static("chat", id="chat-title")
@@ -51,7 +51,7 @@ class ChatPane(Vertical):
                 "to talk with other operators"
             )
 
-    def add(self, message: ChatMessage) -> None:
+    def add(self, message: ChatLine) -> None:
         self.messages.append(message)
         text = Text(no_wrap=False)
         text.append(time.strftime("%H:%M ", time.localtime(message.at)), style="dim")
@@ -64,7 +64,7 @@ class ChatPane(Vertical):
         self.query_one(RichLog).write(text)
 
     def add_system(self, text: str) -> None:
-        self.messages.append(ChatMessage("", text, system=True))
+        self.messages.append(ChatLine("", text, system=True))
         line = Text(text, style="italic dim")
         self.query_one(RichLog).write(line)
 

@@ -80,7 +80,7 @@ async def test_download_a_missing_file_names_it(fleet, fleet_config, tmp_path) -
 
 @pytest.mark.sshd
 async def test_download_on_real_sshd_hosts(sshd_fleet, sample_repo, tmp_path) -> None:
-    from tests.test_deploy_sshd import write_config
+    from tests.engine.test_deploy_sshd import write_config
 
     fleet = sshd_fleet(2)
     config = load_config(write_config(tmp_path / "shipdeck.toml", fleet, sample_repo))

@@ -96,7 +96,7 @@ async def test_show_by_id_release_id_prefix_and_transcript(two_deploys_and_a_rol
 
 
 async def test_transcript_reads_as_text_here_and_in_the_tui(two_deploys_and_a_rollback) -> None:
-    """engine.printer's words for a transcript, and the TUI's history detail screen
+    """The renderer's words for a transcript, and the TUI's history detail screen
     showing the same (Pilot reads its log)."""
     from textual.app import App
     from textual.widgets import Log

@@ -5,7 +5,10 @@ exit 2 with a message that says what to pass, a relay that cannot be reached is 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay.conftest import TOKENS, write_tokens
+from tests.relay.conftest import ROOT, TOKENS, InProcessRelay, start_relay, write_tokens
 from tests.tui.cli.helpers import shipdeck
 from tui.cli import main
 
@@ -82,6 +85,13 @@ async def test_say_then_tail_through_the_served_relay(served) -> None:
     assert proc.wait(10) == 0
 
 
+def test_sigterm_as_soon_as_it_listens_stops_it_cleanly(served) -> None:
+    """A supervisor may signal the moment the listening line appears."""
+    proc, _ = served
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
 async def test_a_relay_that_is_not_there_is_exit_3() -> None:
     code, _, err = await shipdeck(
         "say", "--relay", "ws://127.0.0.1:9", "--room", "web", "--timeout", "2", "hi",
@@ -119,6 +129,124 @@ def test_a_bad_tokens_file_names_the_file(tmp_path, capsys) -> None:
     assert main(["relay", "--tokens", str(bad), "--db", str(tmp_path / "r.db")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("shipdeck: relay: ") and str(bad) in err
+
+
+@pytest.fixture
+async def room(tmp_path: Path):
+    """A relay in this process (alice, bob, carol); clients it made are closed after."""
+    r = await start_relay(tmp_path)
+    yield r
+    for c in r.clients:
+        await c.close(flush=0)
+    await r.relay.shutdown()
+
+
+def _cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SHIPDECK_TOKEN"}
+    env["PYTHONPATH"] = str(ROOT)
+    if token:
+        env["SHIPDECK_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_say_and_tail_exit_codes(room: InProcessRelay, tmp_path: Path) -> None:
+    url = room.url
+    ok, wrong, missing, badurl, badtokens = await asyncio.gather(
+        asyncio.to_thread(
+            _cli,
+            "say",
+            "--relay",
+            url,
+            "--room",
+            "web",
+            "hello",
+            "from",
+            "cli",
+            token=TOKENS["alice"],
+        ),
+        asyncio.to_thread(
+            _cli, "say", "--relay", url, "--room", "web", "--token", "nope-nope-nope", "x"
+        ),
+        asyncio.to_thread(_cli, "tail", "--relay", url, "--room", "web"),
+        asyncio.to_thread(_cli, "say", "--relay", "http://x", "--room", "web", "hi", token="t"),
+        asyncio.to_thread(
+            _cli, "relay", "--tokens", str(tmp_path / "none.toml"), "--db", str(tmp_path / "x.db")
+        ),
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert wrong.returncode == 3 and "401" in wrong.stderr and "nope-nope-nope" not in wrong.stderr
+    assert missing.returncode == 2 and "SHIPDECK_TOKEN" in missing.stderr
+    assert badurl.returncode == 2
+    assert badtokens.returncode == 2 and "none.toml" in badtokens.stderr
+    alice, _ = await room.client("alice")
+    await alice.chat("second")
+    tail = await asyncio.to_thread(
+        _cli, "tail", "--relay", url, "--room", "web", "--token", TOKENS["bob"]
+    )
+    assert tail.returncode == 0, tail.stderr
+    lines = tail.stdout.splitlines()
+    assert (
+        len(lines) == 2
+        and "alice" in lines[0]
+        and "chat" in lines[0]
+        and lines[0].endswith("hello from cli")
+    )
+    js = await asyncio.to_thread(
+        _cli, "tail", "--relay", url, "--room", "web", "--json", "--since", "1", token=TOKENS["bob"]
+    )
+    assert [json.loads(x)["text"] for x in js.stdout.splitlines()] == ["second"]
+    refused = await asyncio.to_thread(
+        _cli,
+        "tail",
+        "--relay",
+        "ws://127.0.0.1:1",
+        "--room",
+        "web",
+        "--timeout",
+        "1",
+        token="token-for-bob",
+    )
+    assert refused.returncode == 3
+
+
+def test_add_parsers_registers_commands() -> None:
+    from tui.cli.relay import add_parsers, cmd_relay, cmd_say, cmd_tail
+
+    parser = argparse.ArgumentParser(prog="shipdeck")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        [
+            "relay",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9",
+            "--db",
+            "d",
+            "--tokens",
+            "t",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ]
+    )
+    assert args.func is cmd_relay and (args.host, args.port, args.tls_key) == ("0.0.0.0", 9, "k")
+    args = parser.parse_args(
+        ["say", "--relay", "ws://h:1", "--room", "r", "--token", "t", "hi", "there"]
+    )
+    assert args.func is cmd_say and args.text == ["hi", "there"]
+    args = parser.parse_args(
+        ["tail", "--relay", "ws://h:1", "--room", "r", "--since", "5", "--follow", "--json"]
+    )
+    assert args.func is cmd_tail and (args.since, args.follow, args.json) == (5, True, True)
 
 
 # -- what tail prints: plain frames in, exact text out ------------------------------

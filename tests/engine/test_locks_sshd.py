@@ -20,12 +20,12 @@ from engine.deploy import Deployment, Rollback
 from engine.events import WAITING
 from engine.localfleet import commit_version, make_sample_repo
 from engine.preflight import preflight
+from tests.engine.test_deploy_sshd import write_config
 from tests.helpers import Recorder, current, current_version, releases, revisions
-from tests.test_deploy_sshd import write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def run(config, **kw):

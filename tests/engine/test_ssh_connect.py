@@ -11,8 +11,8 @@ import pytest
 from engine.config import SshConfig, load_config, parse_host
 from engine.deploy import Deployment
 from engine.ssh import Connector, SSHError
+from tests.engine.test_deploy_sshd import write_config
 from tests.helpers import splice
-from tests.test_deploy_sshd import write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 

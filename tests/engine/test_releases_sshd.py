@@ -9,7 +9,7 @@ import pytest
 from engine.config import load_config
 from engine.localfleet import commit_version
 from engine.releases import choices, probe
-from tests.test_deploy_sshd import run, write_config
+from tests.engine.test_deploy_sshd import run, write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
 

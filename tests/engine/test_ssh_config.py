@@ -375,8 +375,8 @@ async def test_deploy_with_agent_key_through_ssh_config_and_two_hops(
     """The operator's setup: an encrypted key in ssh-agent, hosts and a 2-hop
     ProxyJump in ~/.ssh/config, nothing about keys in shipdeck.toml."""
     from engine.deploy import Deployment
+    from tests.engine.test_deploy_sshd import write_config
     from tests.helpers import current
-    from tests.test_deploy_sshd import write_config
 
     fleet = sshd_fleet(2, bastion_chain=True)
     fleet.authorize(encrypted_key.with_suffix(".pub"))
@@ -410,7 +410,7 @@ async def test_deploy_through_a_jump_host_asks_each_host_key_once(
     """One bastion named two ways (an alias and user@addr:port): two jump
     connections, one question about its key, one known_hosts line."""
     from engine.deploy import Deployment
-    from tests.test_deploy_sshd import write_config
+    from tests.engine.test_deploy_sshd import write_config
 
     fleet = sshd_fleet(2, bastion=True)
     b = fleet.bastion

@@ -15,8 +15,8 @@ from engine.config import load_config
 from engine.deploy import Rollback
 from engine.localfleet import commit_version
 from engine.preflight import preflight
+from tests.engine.test_deploy_sshd import run, write_config
 from tests.helpers import current, current_version, revisions
-from tests.test_deploy_sshd import run, write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
 

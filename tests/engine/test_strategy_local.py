@@ -95,7 +95,7 @@ async def test_abort_stops_at_a_safe_point(fleet, fleet_config, sample_repo) -> 
     # host1 was being switched: it ends exactly one of "switched and healthy" (its quick
     # restart and health check were done before the abort reached them) or "stopped
     # and rolled back" -- never half-switched (a long hook is stopped for certain:
-    # tests/test_abort_sshd.py)
+    # tests/engine/test_abort_sshd.py)
     host1 = d.plan["release/wave-1/host1"]
     if current_version(fleet.host("host1").home / "app") == "2.0.0":
         assert d.plan["release/wave-1/host1/health"].status == "ok"

@@ -12,8 +12,8 @@ import pytest
 from engine.config import load_config
 from engine.deploy import Deployment
 from engine.localfleet import commit_version
+from tests.engine.test_deploy_sshd import write_config
 from tests.helpers import Recorder, current, current_version
-from tests.test_deploy_sshd import write_config
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 

@@ -327,3 +327,31 @@ def test_the_loader_runs_framed_scripts_and_its_markers_parse() -> None:
     assert [parse_done(line, "t0k") for line in err if parse_done(line, "t0k") is not None] == [7]
     assert "pwned" not in proc.stdout.decode()
     assert proc.returncode == 2
+
+
+async def test_an_interrupt_as_the_command_ends_leaves_no_dead_shell_behind(
+    fleet, tmp_path, sample_repo
+) -> None:
+    """The command ends by itself just before the signal goes out: the signal still
+    ends the shell, and the next command gets a new one instead of failing on it."""
+    connector, host = await _host(fleet, tmp_path, sample_repo)
+    started = asyncio.Event()
+    try:
+        running = asyncio.ensure_future(
+            host.run("echo started; sleep 0.3; echo done", on_line=lambda s, t: started.set())
+        )
+        await started.wait()
+        send = host.conn.run
+
+        async def late(*args, **kw):  # the signal leaves once the command has ended
+            await asyncio.wait({running})
+            return await send(*args, **kw)
+
+        host.conn.run = late  # type: ignore[method-assign]
+        assert await host.interrupt()
+        assert (await running).stdout.splitlines()[-1] == "done"
+        host.conn.run = send  # type: ignore[method-assign]
+        assert (await host.run("echo next")).stdout == "next"
+        assert host.shells_started == 2
+    finally:
+        await connector.close()

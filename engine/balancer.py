@@ -1,0 +1,377 @@
+"""Taking a host out of rotation before its switch and putting it back once healthy.
+
+The ``[balancer]`` section (its keys are declared here, read by :mod:`engine.config`)
+names a balancer the run drives over its own connection, opened once per run: the
+built-in HAProxy adapter speaks HAProxy's runtime API on its admin socket, on the
+balancer host over SSH or on this machine (``host = "local"``). ``deploy.drain`` and
+``deploy.undrain`` hooks do the same for any other balancer (run where the balancer
+is, else locally), after the adapter when both are set.
+
+HAProxy: drain = ``set server <backend>/<server> state drain``, wait until the
+server's current sessions (``scur`` in ``show stat``) reach 0 or ``drain_timeout``
+(which fails the host unless ``drain_timeout_ok``), then ``state maint``; undrain =
+``state ready``. Each command is built beside the parser of its answer, below.
+
+Errors: :class:`engine.errors.StepFailed` for a refused command, an unreachable
+socket, a drain that timed out or a failed hook; :class:`engine.errors.SSHError`
+when the balancer host cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from engine.config import HostSpec, key, parse_host
+from engine.errors import StepFailed
+from engine.remote.hooks import client_timeout, failure_line, hooks_script
+from engine.session import CommandTimeout, Host, SSHError, q
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.ssh import Connector
+
+LOCAL = "local"
+KINDS = ("haproxy", "hooks")
+#: seconds between two ``show stat`` reads while a drained server's sessions end
+POLL = 0.1
+
+
+def _balancer_host(value: str) -> str:
+    if value != LOCAL:
+        parse_host(value)
+    return value
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _server_name(value: str) -> str:
+    _not_empty(value)
+    try:
+        value.format(name="h", host="h")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{value!r}: only {{name}} and {{host}} may be filled in ({exc})"
+        ) from None
+    return value
+
+
+_HOST = '`host`, `user@host:port`, a [hosts] entry or an ssh-config alias; `"local"`: this machine'
+_SERVER = "HAProxy server name per host; `{name}`: the host's entry, `{host}`: its address"
+_KIND = "`hooks`: only `deploy.drain`/`deploy.undrain` (run on `host`)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalancerConfig:
+    """``[balancer]``: where a host is taken out of rotation and put back."""
+
+    kind: str = key("haproxy", _KIND, choices=KINDS)
+    host: str = key(
+        LOCAL, "where the admin socket (and the hooks) are: " + _HOST, check=_balancer_host
+    )
+    socket: str = key(
+        "/run/haproxy/admin.sock", "HAProxy's `stats socket ... level admin`", check=_not_empty
+    )
+    backend: str = key(..., "HAProxy backend of the hosts", check=_not_empty)
+    server: str = key("{name}", _SERVER, check=_server_name)
+    drain_timeout: float = key(
+        30.0, "seconds a drained server has for its sessions to reach 0", min=0
+    )
+    drain_timeout_ok: bool = key(
+        False, "`true`: a drain that times out goes on; else the host fails"
+    )
+
+
+def drains(config: Config) -> bool:
+    """Whether the run takes hosts out of rotation (a balancer or drain hooks)."""
+    d = config.deploy
+    return config.balancer is not None or bool(d.drain or d.undrain)
+
+
+# -- HAProxy's runtime API: each command beside the parser of its answer --------------
+
+
+def set_state_command(backend: str, server: str, state: str) -> str:
+    """``set server web/h1 state drain`` (``ready``, ``drain`` or ``maint``)."""
+    if state not in ("ready", "drain", "maint"):
+        raise ValueError(f"unknown server state {state!r}")
+    return f"set server {backend}/{server} state {state}"
+
+
+def parse_set_state(answer: str) -> str:
+    """HAProxy answers a ``set server`` with nothing when done; else what it said."""
+    return answer.strip()
+
+
+SHOW_STAT = "show stat"
+
+
+class ServerStat(NamedTuple):
+    """One server's row of ``show stat``: its status (``UP``, ``DRAIN``, ``MAINT``,
+    ``no check`` ...) and its current sessions."""
+
+    status: str
+    scur: int
+
+
+def parse_stat(answer: str, backend: str, server: str) -> ServerStat | None:
+    """The row of ``backend/server`` in a ``show stat`` CSV answer; None if absent.
+    Raises StepFailed when the answer is not a stat CSV (HAProxy refused)."""
+    text = answer.lstrip()
+    if not text.startswith("# "):
+        raise StepFailed(f"HAProxy: {text.strip()[:200] or 'no answer to show stat'}")
+    rows = csv.DictReader(io.StringIO(text[2:]))
+    for row in rows:
+        if row.get("pxname") == backend and row.get("svname") == server:
+            scur = row.get("scur") or "0"
+            return ServerStat(row.get("status", ""), int(scur) if scur.isdigit() else 0)
+    return None
+
+
+#: sends one line to a unix socket and prints the answer (where socat is missing)
+_SEND_PY = """import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\\n")
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    sys.stdout.buffer.write(b)
+"""
+
+
+def socket_script(socket_path: str, command: str) -> str:
+    """The remote command that sends ``command`` to the admin socket (socat, else python3)."""
+    sock, cmd = q(socket_path), q(command)
+    return (
+        "if command -v socat >/dev/null 2>&1; then "
+        f"printf '%s\\n' {cmd} | socat -t 10 - UNIX-CONNECT:{sock}; "
+        f"else python3 -c {q(_SEND_PY)} {sock} {cmd}; fi"
+    )
+
+
+# -- where the balancer is ---------------------------------------------------------------
+
+
+class _Place:
+    """The balancer's machine: sends admin commands, runs hooks."""
+
+    async def admin(self, socket_path: str, command: str) -> str:
+        raise NotImplementedError
+
+    async def hooks(self, commands: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
+        raise NotImplementedError
+
+
+class _Local(_Place):
+    def __init__(self, cwd: str) -> None:
+        self.cwd = cwd
+
+    async def admin(self, socket_path: str, command: str) -> str:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(socket_path), 10)
+        except (OSError, TimeoutError) as exc:
+            raise StepFailed(f"HAProxy admin socket {socket_path}: {exc}") from None
+        try:
+            writer.write(command.encode() + b"\n")
+            await writer.drain()
+            return (await asyncio.wait_for(reader.read(), 30)).decode(errors="replace")
+        except (OSError, TimeoutError) as exc:
+            raise StepFailed(f"HAProxy admin socket {socket_path}: {exc}") from None
+        finally:
+            writer.close()
+
+    async def hooks(self, commands: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
+        for command in commands:
+            proc = await asyncio.create_subprocess_shell(
+                command,
+                cwd=self.cwd,
+                env={**os.environ, **env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise StepFailed(f"`{command}` timed out after {timeout:g}s") from None
+            if proc.returncode:
+                last = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                tail = f": {last[0][:200]}" if last[0] else ""
+                raise StepFailed(f"`{command}` exited {proc.returncode}{tail}")
+
+
+class _Remote(_Place):
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    async def admin(self, socket_path: str, command: str) -> str:
+        try:
+            res = await self.host.run(socket_script(socket_path, command), timeout=30)
+        except CommandTimeout as exc:
+            raise StepFailed(f"HAProxy admin socket {socket_path}: {exc}") from None
+        if not res.ok:
+            why = (res.stderr or res.stdout).strip().splitlines()[-1:] or [
+                f"exit {res.exit_status}"
+            ]
+            raise StepFailed(
+                f"HAProxy admin socket {socket_path} on {self.host.name}: {why[0][:200]}"
+            )
+        return res.stdout
+
+    async def hooks(self, commands: tuple[str, ...], env: dict[str, str], timeout: float) -> None:
+        script = hooks_script(".", commands, env, timeout=timeout)
+        res = await self.host.run(script, timeout=client_timeout(timeout) * len(commands))
+        if not res.ok:
+            raise StepFailed(failure_line(res.stdout, res.stderr, res.exit_status) or "hook failed")
+
+
+# -- the balancer of one run -------------------------------------------------------------
+
+
+class Balancer:
+    """Drains and undrains the hosts of one run. Its connection to the balancer host is
+    opened at the first drain and closed by :meth:`close`."""
+
+    def __init__(self, config: Config, connector: Callable[[], Connector]) -> None:
+        self.config = config
+        self.lb = config.balancer
+        self._connector_factory = connector
+        self._connector: Connector | None = None
+        self._place: _Place | None = None
+        self._opening = asyncio.Lock()
+
+    @classmethod
+    def of(cls, config: Config, connector: Callable[[], Connector]) -> Balancer | None:
+        """The run's balancer, or None when it drains nothing (see :func:`drains`)."""
+        return cls(config, connector) if drains(config) else None
+
+    @property
+    def where(self) -> str:
+        return self.lb.host if self.lb is not None else LOCAL
+
+    def server(self, spec: HostSpec) -> str:
+        """The HAProxy server name of a host."""
+        assert self.lb is not None
+        return self.lb.server.format(name=spec.name, host=spec.host)
+
+    async def _open(self) -> _Place:
+        """The balancer's machine, connected once. Raises SSHError."""
+        async with self._opening:
+            if self._place is None:
+                if self.where == LOCAL:
+                    self._place = _Local(str(self.config.base_dir))
+                else:
+                    self._connector = self._connector_factory()
+                    spec = next(
+                        (h for h in self.config.all_hosts() if h.name == self.where),
+                        None,
+                    ) or parse_host(self.where)
+                    self._place = _Remote(await self._connector.connect(spec))
+            return self._place
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            await self._connector.close()
+        self._connector, self._place = None, None
+
+    def _env(self, spec: HostSpec, env: dict[str, str]) -> dict[str, str]:
+        extra = {"SHIPDECK_HOST": spec.name, "SHIPDECK_HOST_ADDR": spec.host}
+        if self.lb is not None:
+            extra |= {"SHIPDECK_BACKEND": self.lb.backend, "SHIPDECK_SERVER": self.server(spec)}
+        return {**env, **extra}
+
+    async def _call(self, work: Awaitable[str]) -> str:
+        try:
+            return await work
+        except SSHError as exc:
+            raise StepFailed(f"balancer {self.where}: {exc}") from None
+
+    async def drain(self, spec: HostSpec, env: dict[str, str]) -> str:
+        """Take ``spec`` out of rotation: the adapter, then the drain hooks. Returns what
+        happened. Raises StepFailed (the host is back in rotation when nothing else was
+        done)."""
+        return await self._call(self._drain(spec, env))
+
+    async def undrain(self, spec: HostSpec, env: dict[str, str]) -> str:
+        """Put ``spec`` back in rotation: the adapter, then the undrain hooks. Raises StepFailed."""
+        return await self._call(self._undrain(spec, env))
+
+    async def _drain(self, spec: HostSpec, env: dict[str, str]) -> str:
+        place = await self._open()
+        said = ""
+        if self.lb is not None and self.lb.kind == "haproxy":
+            said = await self._haproxy_drain(place, spec)
+        d = self.config.deploy
+        if d.drain:
+            await place.hooks(d.drain, self._env(spec, env), d.hook_timeout)
+            said = ", ".join(filter(None, (said, f"{len(d.drain)} hook(s)")))
+        return said
+
+    async def _undrain(self, spec: HostSpec, env: dict[str, str]) -> str:
+        place = await self._open()
+        said = ""
+        if self.lb is not None and self.lb.kind == "haproxy":
+            server = self.server(spec)
+            await self._set(place, server, "ready")
+            stat = await self._stat(place, server)
+            said = f"{self.lb.backend}/{server} {stat.status}"
+        d = self.config.deploy
+        if d.undrain:
+            await place.hooks(d.undrain, self._env(spec, env), d.hook_timeout)
+            said = ", ".join(filter(None, (said, f"{len(d.undrain)} hook(s)")))
+        return said
+
+    async def _set(self, place: _Place, server: str, state: str) -> None:
+        assert self.lb is not None
+        command = set_state_command(self.lb.backend, server, state)
+        refused = parse_set_state(await place.admin(self.lb.socket, command))
+        if refused:
+            raise StepFailed(f"HAProxy refused `{command}`: {refused[:200]}")
+
+    async def _stat(self, place: _Place, server: str) -> ServerStat:
+        assert self.lb is not None
+        stat = parse_stat(await place.admin(self.lb.socket, SHOW_STAT), self.lb.backend, server)
+        if stat is None:
+            raise StepFailed(f"HAProxy has no server {self.lb.backend}/{server}")
+        return stat
+
+    async def _haproxy_drain(self, place: _Place, spec: HostSpec) -> str:
+        """``state drain``, wait for 0 sessions (or ``drain_timeout``), ``state maint``."""
+        lb = self.lb
+        assert lb is not None
+        server = self.server(spec)
+        started = time.monotonic()
+        await self._set(place, server, "drain")
+        stat = await self._stat(place, server)
+        seen = [stat.status]
+        while stat.scur > 0:
+            if time.monotonic() - started >= lb.drain_timeout:
+                if not lb.drain_timeout_ok:
+                    await self._set(place, server, "ready")
+                    raise StepFailed(
+                        f"drain timed out after {lb.drain_timeout:g}s: {stat.scur} session(s) "
+                        f"left on {lb.backend}/{server} (put back in rotation; "
+                        "`drain_timeout_ok = true` goes on)"
+                    )
+                break
+            await asyncio.sleep(POLL)
+            stat = await self._stat(place, server)
+        left = f", {stat.scur} session(s) cut" if stat.scur else ""
+        waited = time.monotonic() - started
+        await self._set(place, server, "maint")
+        seen.append((await self._stat(place, server)).status)
+        return f"{lb.backend}/{server} {' -> '.join(seen)} after {waited:.2f}s{left}"
