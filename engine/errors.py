@@ -11,12 +11,21 @@ The tree::
     ├── GitError              a repository could not be fetched or a ref not resolved
     ├── BuildError            a build command failed or the artifact folder is missing
     ├── SSHError              a host unreachable, not authenticated, or a command not run
+    │   ├── AuthFailed        the host refused every credential offered
+    │   ├── JumpHostError     a jump host (a ProxyJump hop) failed; the message names it
     │   ├── CommandTimeout    (engine.session) a command outlived its timeout
-    │   └── HostKeyError      (engine.ssh) the host key is unknown or has CHANGED
+    │   └── HostKeyError      (engine.hostkeys) the host key is unknown or has CHANGED
     ├── StepFailed            a step failed on one host; the message is the reason shown
     │   ├── LockHeld          another deploy holds the host's lock (``stale_in``)
     │   ├── ConnectionLost    the connection broke while a remote script ran
     │   └── Interrupted       an abort signalled a running hook or health check
+    ├── EventDecodeError      (engine.events) a line or dict is not an event; also ValueError
+    ├── AmbiguousId           (engine.history) a deploy id prefix names several deploys
+    │                         (``candidates``); also LookupError
+    ├── ProtocolError         (relay.protocol) a client frame the relay cannot accept
+    │                         (``code``); also ValueError
+    ├── TokensError           (relay.tokens) the relay's tokens file is missing or invalid;
+    │                         also ValueError
     └── RelayError            (relay.errors) the relay refused a request (``code``)
         ├── AuthError         (relay.errors) the relay refused the token
         ├── ConnectFailed     (relay.errors) the relay could not be reached in time
@@ -24,7 +33,8 @@ The tree::
         └── ClientClosed      (relay.errors) the client was closed
 
 Classes marked with a module live there (they belong to that module's API) and
-derive from the class above them here.
+derive from the class above them here. Those marked "also ValueError" (or LookupError)
+derive from that too, so code that caught them by the built-in class still does.
 
 Exit codes are :class:`ExitCode`; every command returns one of them.
 """
@@ -40,6 +50,8 @@ __all__ = [
     "GitError",
     "BuildError",
     "SSHError",
+    "AuthFailed",
+    "JumpHostError",
     "StepFailed",
     "LockHeld",
     "ConnectionLost",
@@ -75,6 +87,15 @@ class BuildError(ShipdeckError):
 
 class SSHError(ShipdeckError):
     """A host could not be reached, authenticated or a command could not run."""
+
+
+class AuthFailed(SSHError):
+    """The host answered but refused every credential offered (keys, password)."""
+
+
+class JumpHostError(SSHError):
+    """A jump host (a hop of a ProxyJump chain) could not be reached or authenticated,
+    or the chain loops; the message names the hop and says why."""
 
 
 class StepFailed(ShipdeckError):

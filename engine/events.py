@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.errors import ShipdeckError
+
 SCHEMA_VERSION = 1
 
 # Node statuses, in the order a node moves through them.
@@ -241,7 +243,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-class EventDecodeError(ValueError):
+class EventDecodeError(ShipdeckError, ValueError):
     """Raised when a dict or line cannot be read as an event."""
 
 

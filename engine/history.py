@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ShipdeckError
 from engine.events import Event
 
 SCHEMA = """
@@ -262,7 +263,7 @@ class History:
         return path if path.exists() else None
 
 
-class AmbiguousId(LookupError):
+class AmbiguousId(ShipdeckError, LookupError):
     """A prefix that names several deploys; ``candidates`` are their records, newest first."""
 
     def __init__(self, key: str, candidates: list[dict[str, Any]]):

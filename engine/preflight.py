@@ -12,7 +12,7 @@ from typing import Any
 from engine import git as gitmod
 from engine.config import Config, HostSpec
 from engine.remote.lock import parse_kv, probe_script
-from engine.ssh import Connector, HostKeyError, Prompter, SSHError
+from engine.ssh import AuthFailed, Connector, HostKeyError, Prompter, SSHError
 
 
 @dataclass
@@ -122,7 +122,7 @@ async def preflight(
             return hc
         except SSHError as exc:
             hc.error = str(exc)
-            hc.reachable = "authentication" in str(exc)
+            hc.reachable = isinstance(exc, AuthFailed)  # it answered, refused the login
             return hc
         hc.reachable = hc.auth = True
         hc.host_key = "known"

@@ -1,10 +1,14 @@
-"""One host's shell session: every command of a deploy runs in one long-lived
-``/bin/sh`` on the host, framed on its stdin (see ``_SHELL``)."""
+"""The shell protocol: every command of a deploy runs in one long-lived ``/bin/sh``
+on the host, framed on its stdin. ``BOOT`` starts it whatever the login shell is,
+:func:`loader` is the first line it reads, :class:`Session` is the client side of
+one such shell (ready and done markers, output lines, exit status).
+
+The connected host that drives these sessions is :class:`engine.host.Host` (also
+importable from here, as before)."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shlex
 from collections import deque
 from collections.abc import Callable
@@ -69,10 +73,7 @@ _LOAD = (
 # pipe (GNU coreutils reads no further; BusyBox's buffered read takes more): then an
 # upload can travel inline on the session's stdin (see ``_LOOP``). ``head`` gets
 # /dev/null as stdin: whatever it is, it cannot read the session's.
-_PROBE = (
-    "g=0; case $(head --version </dev/null 2>/dev/null) in "
-    '*"(GNU coreutils)"*) g=1 ;; esac; '
-)
+_PROBE = 'g=0; case $(head --version </dev/null 2>/dev/null) in *"(GNU coreutils)"*) g=1 ;; esac; '
 # the session: "SD2 <token> <lines>" then that many lines of script, run with stdin
 # from /dev/null; a done marker with the exit status follows on stdout and stderr, so
 # both streams are complete when the client has seen both. A header without the
@@ -94,7 +95,7 @@ _LOOP = (
 _ONCE = 'rd {lines} || exit 2; eval "$s"'
 
 
-def _lines(script: str) -> tuple[int, bytes]:
+def script_lines(script: str) -> tuple[int, bytes]:
     body = script if script.endswith("\n") else script + "\n"
     return body.count("\n"), body.encode()
 
@@ -103,12 +104,33 @@ def loader(token: str, script: str | None = None) -> bytes:
     """The first line a session reads: the loop, or one script (followed by its lines)."""
     if script is None:
         return (_LOAD.format(token=token, probe=_PROBE) + _LOOP.format() + "\n").encode()
-    n, body = _lines(script)
+    n, body = script_lines(script)
     head = _LOAD.format(token=token, probe="g=; ")
     return (head + _ONCE.format(lines=n) + "\n").encode() + body
 
 
-class _Session:
+def parse_ready(text: str, token: str) -> tuple[int, bool] | None:
+    """The loader's ready marker for session ``token`` (see ``_LOAD``): the shell's pid
+    (0 when unreadable) and whether its host's ``head -c`` is exact (stdout's marker
+    says; stderr's has no such field). None: ``text`` is not that marker."""
+    mark = f"\x1eready {token} "
+    if not text.startswith(mark):
+        return None
+    pid, _, exact = text[len(mark) :].strip().partition(" ")
+    return (int(pid) if pid.isdigit() else 0), exact.strip() == "1"
+
+
+def parse_done(text: str, token: str) -> int | None:
+    """The exit status in the loop's done marker for session ``token`` (see ``_LOOP``;
+    255 when unreadable). None: ``text`` is not that marker."""
+    mark = f"\x1edone {token} "
+    if not text.startswith(mark):
+        return None
+    rc = text[len(mark) :].strip()
+    return int(rc) if rc.isdigit() else 255
+
+
+class Session:
     """The client side of one remote /bin/sh started by ``BOOT`` (see ``_LOAD``).
 
     Output is read in chunks and split into lines here: a line longer than
@@ -118,8 +140,6 @@ class _Session:
     def __init__(self, proc: Any, token: str, release: Callable[[], None]) -> None:
         self.proc = proc
         self.token = token
-        self.marker = f"\x1edone {token} "
-        self.ready_mark = f"\x1eready {token} "
         self.pid = 0
         self.dead = False
         self.head_exact = False  # uploads may travel inline (see ``_PROBE``)
@@ -152,27 +172,32 @@ class _Session:
         if not text:
             return
         if not self._ready[name]:
-            if text.startswith(self.ready_mark):
-                self._ready[name] = True
-                pid, _, exact = text[len(self.ready_mark) :].strip().partition(" ")
-                self.pid = int(pid) if pid.isdigit() else self.pid
-                if name == "stdout":
-                    self.head_exact = exact.strip() == "1"
-                    if not self.ready.done():
-                        self.ready.set_result(True)
-            else:
-                self._pre.append(text[:300])
-                del self._pre[:-5]
+            self._before_ready(name, text)
             return
-        if text.startswith(self.marker):
+        rc = parse_done(text, self.token)
+        if rc is not None:
             fut = self._marks.get(name)
-            rc = text[len(self.marker) :].strip()
             if fut is not None and not fut.done():
-                fut.set_result(int(rc) if rc.isdigit() else 255)
+                fut.set_result(rc)
             return
         (self._out if name == "stdout" else self._err).add(text)
         if self._on_line is not None:
             self._on_line(name, text)
+
+    def _before_ready(self, name: str, text: str) -> None:
+        """A line before the shell said it is ready: its ready marker, or what the
+        login shell printed (the last lines are kept, to say why it never started)."""
+        ready = parse_ready(text, self.token)
+        if ready is None:
+            self._pre.append(text[:300])
+            del self._pre[:-5]
+            return
+        self._ready[name] = True
+        self.pid = ready[0] or self.pid
+        if name == "stdout":
+            self.head_exact = ready[1]
+            if not self.ready.done():
+                self.ready.set_result(True)
 
     async def _read(self, stream: Any, name: str) -> None:
         rest = b""
@@ -206,6 +231,10 @@ class _Session:
             fut = self._marks.get(name)
             if fut is not None and not fut.done():
                 fut.set_exception(SSHError(self.ended()))
+
+    def stdout_closed(self) -> asyncio.Future[None]:
+        """Done when the shell's stdout reached its end (the shell is gone)."""
+        return self._eof["stdout"]
 
     def ended(self) -> str:
         """Why the session is gone, with what the login shell said if it never started."""
@@ -267,387 +296,14 @@ class _Tail:
         return "\n".join(self.lines)
 
 
-class Host:
-    """One connected host: run commands and transfer files over one connection.
-
-    Every command runs in one long-lived shell session: sshd starts one shell per
-    host per deploy, not one per command, and no command waits for a channel to open.
-    A command that reads a file on its stdin (an upload) runs in that shell too, the
-    file's bytes following the command, where the host's ``head -c`` stops at an exact
-    count (GNU coreutils); elsewhere (BusyBox) it gets a session of its own whose stdin
-    ends with the file."""
-
-    def __init__(
-        self,
-        name: str,
-        conn: asyncssh.SSHClientConnection,
-        max_sessions: int,
-        command_timeout: float,
-    ):
-        self.name = name
-        self.conn = conn
-        self._sessions = asyncio.Semaphore(max_sessions)
-        self._sftp: asyncssh.SFTPClient | None = None
-        self._sftp_lock = asyncio.Lock()
-        self.command_timeout = command_timeout
-        self.upload_stall = UPLOAD_STALL
-        self.commands_run = 0
-        self.shells_started = 0
-        self._shell: _Session | None = None
-        self._shell_lock = asyncio.Lock()
-        self._active: set[_Session] = set()  # sessions running a command now
-        self.lost = ""  # why this connection was given up (a stalled upload)
-        self._spare: asyncio.Future[Any] | None = None  # an upload session opened early
-        self._warming: asyncio.Future[None] | None = None  # the shell opened early
-        #: whether the first shell can take uploads inline (None: not asked yet)
-        self._exact: asyncio.Future[bool] | None = None
-
-    async def _channel(self) -> Any:
-        """A new session running ``BOOT`` (it waits for its loader line)."""
-        await self._sessions.acquire()
-        try:
-            proc = await self.conn.create_process(BOOT, encoding=None, stdin=asyncssh.PIPE)
-        except BaseException as exc:
-            self._sessions.release()
-            if isinstance(exc, (asyncssh.Error, OSError)):
-                raise SSHError(f"connection lost: {exc}") from None
-            raise
-        self.shells_started += 1
-        return proc
-
-    def warm(self) -> None:
-        """Open the shell session now, while local work (fetch, build) runs: its
-        channel's round trips are then off the deploy's path."""
-        if self._warming is None and not self.lost:
-
-            async def go() -> None:
-                async with self._shell_lock:
-                    await self._open_shell()
-
-            self._warming = asyncio.ensure_future(go())
-            self._warming.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    def prepare_upload(self) -> None:
-        """Have the next upload ready to start while other work runs. Where the shell
-        takes it inline, nothing more is opened; elsewhere the upload's own session
-        opens as soon as the shell said so: a channel costs round trips that the upload
-        then does not wait for."""
-        if self._spare is None and not self.lost:
-            self.warm()  # the shell says whether its host's ``head -c`` is exact
-
-            async def go() -> Any:
-                if await asyncio.shield(self._exact_future()):
-                    return None
-                return await self._channel()
-
-            self._spare = asyncio.ensure_future(go())
-            self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    def _exact_future(self) -> asyncio.Future[bool]:
-        if self._exact is None:
-            self._exact = asyncio.get_running_loop().create_future()
-        return self._exact
-
-    def _settle_exact(self, value: bool) -> None:
-        fut = self._exact_future()
-        if not fut.done():
-            fut.set_result(value)
-
-    def _inline(self) -> _Session | None:
-        """The shell, when an upload can follow its command on the shell's stdin: it
-        is up and said that its host's ``head -c`` is exact."""
-        shell = self._shell
-        if shell is None or shell.dead or not shell.head_exact:
-            return None
-        return shell
-
-    async def _start(self, script: str | None) -> _Session:
-        spare, self._spare = (self._spare, None) if script is not None else (None, self._spare)
-        proc = None
-        if spare is not None:
-            try:
-                proc = await spare  # None: the shell was to take the upload
-            except SSHError:
-                proc = None  # open a fresh one below
-        if proc is None:
-            proc = await self._channel()
-        token = secrets.token_hex(8)
-        session = _Session(proc, token, self._sessions.release)
-        try:
-            proc.stdin.write(loader(token, script))
-        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-            session.close()
-            raise SSHError(f"connection lost: {exc}") from None
-        return session
-
-    async def _open_shell(self) -> _Session:
-        if self._shell is not None and not self._shell.dead:
-            return self._shell
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
-        try:
-            shell = self._shell = await self._start(None)
-        except BaseException:
-            self._settle_exact(False)
-            raise
-        shell.ready.add_done_callback(
-            lambda f: self._settle_exact(not f.cancelled() and f.result() and shell.head_exact)
-        )
-        return shell
-
-    def _drop_shell(self) -> None:
-        """Forget the shell (its state is unknown after a timeout or a cancel); the
-        next command starts a new one."""
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
-
-    async def run(
-        self,
-        command: str,
-        *,
-        on_line: LineHandler | None = None,
-        timeout: float | None = None,
-        stdin_file: Path | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> CommandResult:
-        """Run a command with POSIX sh on the host; stream its output lines to
-        ``on_line``.
-
-        ``stdin_file`` is sent as the command's standard input, ending at its last byte
-        (with ``progress(done, total)`` calls): an upload. Raises CommandTimeout, or
-        SSHError (connection lost, or "upload stalled" when no byte moved for
-        ``upload_stall`` seconds)."""
-        timeout = timeout or self.command_timeout
-        if self.lost:
-            raise SSHError(self.lost)
-        if stdin_file is not None:
-            if self._inline() is not None:
-                async with self._shell_lock:
-                    shell = self._inline()
-                    if shell is not None:
-                        return await self._run_inline(
-                            shell, command, on_line, timeout, stdin_file, progress
-                        )
-            return await self._run_once(command, on_line, timeout, stdin_file, progress)
-        async with self._shell_lock:
-            shell = await self._open_shell()
-            self.commands_run += 1
-            n, body = _lines(command)
-            shell.begin(on_line)
-            self._active.add(shell)
-            try:
-                shell.proc.stdin.write(f"SD2 {shell.token} {n}\n".encode() + body)
-                return await asyncio.wait_for(shell.done(), timeout)
-            except TimeoutError:
-                self._drop_shell()
-                raise CommandTimeout(f"command timed out after {timeout:g}s") from None
-            except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-                self._drop_shell()
-                raise SSHError(f"connection lost: {exc}") from None
-            except BaseException:  # cancelled (abort) or an SSHError from a reader
-                self._drop_shell()
-                raise
-            finally:
-                self._active.discard(shell)
-
-    async def _run_inline(
-        self,
-        shell: _Session,
-        command: str,
-        on_line: LineHandler | None,
-        timeout: float,
-        stdin_file: Path,
-        progress: Callable[[int, int], None] | None,
-    ) -> CommandResult:
-        """``command`` on the shell, the file's bytes following its lines (the shell
-        hands the command exactly that many, see ``_LOOP``). The shell serves on only
-        if every byte went out and the command's end came back; otherwise (a timeout,
-        a cancel, a stall, a lost connection) it is dropped."""
-        self.commands_run += 1
-        size = stdin_file.stat().st_size  # noqa: ASYNC240
-        n, body = _lines(command)
-        shell.begin(on_line)
-        self._active.add(shell)
-        clean = False
-        try:
-            shell.proc.stdin.write(f"SD2 {shell.token} {n} {size}\n".encode() + body)
-        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-            self._active.discard(shell)
-            self._drop_shell()
-            raise SSHError(f"connection lost: {exc}") from None
-        feeding = asyncio.ensure_future(
-            _feed(shell.proc.stdin, stdin_file, progress, self.upload_stall, size)
-        )
-        finished = asyncio.ensure_future(shell.done())
-        for task in (feeding, finished):  # whichever is left behind is not awaited
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        try:
-            pending: set[asyncio.Future[Any]] = {feeding, finished}
-            while not finished.done():
-                left = end - loop.time()
-                if left <= 0:
-                    raise CommandTimeout(f"command timed out after {timeout:g}s")
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                exc = feeding.exception() if feeding in done else None
-                if isinstance(exc, SSHError):  # stalled: see _run_once
-                    self.lost = f"connection given up: {exc}"
-                    self.conn.abort()
-                    raise exc
-                if exc is not None:
-                    raise SSHError(f"connection lost: {exc}")
-            result = finished.result()
-            clean = feeding.done()
-            return result
-        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-            raise SSHError(f"connection lost: {exc}") from None
-        finally:
-            feeding.cancel()
-            finished.cancel()
-            self._active.discard(shell)
-            if not clean:
-                self._drop_shell()
-
-    async def _run_once(
-        self,
-        command: str,
-        on_line: LineHandler | None,
-        timeout: float,
-        stdin_file: Path,
-        progress: Callable[[int, int], None] | None,
-    ) -> CommandResult:
-        self.commands_run += 1
-        session = await self._start(command)
-        session.begin(on_line)
-        self._active.add(session)
-
-        async def send() -> None:
-            await _feed(session.proc.stdin, stdin_file, progress, self.upload_stall)
-            session.proc.stdin.write_eof()
-
-        feeding = asyncio.ensure_future(send())
-        finished = asyncio.ensure_future(session.finished())
-        for task in (feeding, finished):  # whichever is left behind is not awaited
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        try:
-            # the script may end before it read everything (it failed): its result counts
-            pending: set[asyncio.Future[Any]] = {feeding, finished}
-            while not finished.done():
-                left = end - loop.time()
-                if left <= 0:
-                    raise CommandTimeout(f"command timed out after {timeout:g}s")
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                exc = feeding.exception() if feeding in done else None
-                if isinstance(exc, SSHError):
-                    # a host that takes no byte for so long is not answering: give the
-                    # connection up rather than wait on it for every later command
-                    self.lost = f"connection given up: {exc}"
-                    self.conn.abort()
-                    raise exc
-                if exc is not None:
-                    raise SSHError(f"connection lost: {exc}")
-            return finished.result()
-        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-            raise SSHError(f"connection lost: {exc}") from None
-        finally:
-            feeding.cancel()
-            finished.cancel()
-            self._active.discard(session)
-            session.close()
-
-    async def interrupt(self, grace: float = 1.0) -> bool:
-        """Stop whatever runs on the host for us now (a hook, a health check, an
-        upload): every process of its session gets SIGTERM, then SIGKILL after
-        ``grace`` seconds. The session ends with it: a shell whose command ended by
-        itself meanwhile is killed all the same, and no later command is sent to it.
-        Returns True when something was running."""
-        targets = [s for s in self._active if s.pid and not s.dead]
-        pids = {s.pid for s in targets}
-        if not pids:
-            return False
-        # every process of the session (sshd made our shell its leader): a hook run
-        # under `timeout` is in a process group of its own, but not a session of its
-        # own; where there is no pkill, the shell's process group
-        kill = " ".join(
-            f"pkill -{{sig}} -s {p} 2>/dev/null || kill -{{sig}} -{p} 2>/dev/null || "
-            f"kill -{{sig}} {p} 2>/dev/null;"
-            for p in pids
-        )
-        try:
-            try:
-                await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="TERM") + " true")), 5)
-            except (TimeoutError, asyncssh.Error, OSError):
-                return True
-            # every session signalled, including one whose command has just ended
-            waits = [asyncio.ensure_future(asyncio.shield(s._eof["stdout"])) for s in targets]
-            _, pending = await asyncio.wait(waits, timeout=grace)
-            for w in pending:
-                w.cancel()
-            if pending:
-                try:
-                    await asyncio.wait_for(self.conn.run(_sh(kill.format(sig="KILL") + " true")), 5)
-                except (TimeoutError, asyncssh.Error, OSError):
-                    pass
-            return True
-        finally:
-            # the shell was signalled: the next command gets a new one (a command still
-            # running on it drops it itself when it sees the shell end)
-            if self._shell in targets and self._shell not in self._active:
-                self._drop_shell()
-
-    async def sftp(self) -> asyncssh.SFTPClient:
-        async with self._sftp_lock:
-            if self._sftp is None:
-                try:
-                    self._sftp = await self.conn.start_sftp_client()
-                except (asyncssh.Error, OSError) as exc:
-                    raise SSHError(f"cannot start SFTP: {exc}") from None
-            return self._sftp
-
-    async def get(self, remote: str, local: Path) -> None:
-        sftp = await self.sftp()
-        try:
-            async with self._sessions:
-                await sftp.get(remote, str(local))
-        except asyncssh.SFTPNoSuchFile:
-            raise SSHError(f"{remote}: no such file") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise SSHError(f"download of {remote} failed: {exc}") from None
-
-    def close(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
-        self._drop_shell()
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            if spare.done() and not spare.cancelled() and spare.exception() is None:
-                if spare.result() is not None:
-                    spare.result().close()
-                    self._sessions.release()
-            else:
-                spare.cancel()
-        if self._sftp is not None:
-            self._sftp.exit()
-        self.conn.close()
-
-
-def _sh(line: str) -> str:
+def one_line_sh(line: str) -> str:
     """A one-line POSIX sh command, as any login shell passes it on (csh has no
     ``2>``, fish no ``||`` before 3.0): ``line`` must hold no single quote."""
     assert "'" not in line and "\n" not in line
     return f"exec /bin/sh -c '{line}'"
 
 
-async def _feed(
+async def feed_file(
     stdin: Any,
     path: Path,
     progress: Callable[[int, int], None] | None,
@@ -672,3 +328,13 @@ async def _feed(
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+
+
+def __getattr__(name: str) -> Any:
+    # ``from engine.session import Host`` keeps working: Host moved to engine.host,
+    # which imports this module (so it cannot be imported here at load time)
+    if name == "Host":
+        from engine.host import Host
+
+        return Host
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

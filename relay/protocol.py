@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import ShipdeckError
 from engine.events import Event, EventDecodeError, PlanReady, event_from_json
 from engine.plan import Plan
 from engine.state import json_size
@@ -82,7 +83,7 @@ MIN_TTL, MAX_TTL = 1.0, 3600.0
 RELAY_SENDER = "relay"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ShipdeckError, ValueError):
     """A client frame that cannot be accepted; ``code`` is machine-readable."""
 
     def __init__(self, code: str, message: str, msg_id: str | None = None) -> None:

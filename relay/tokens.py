@@ -18,6 +18,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from engine.errors import ShipdeckError
 from relay.protocol import RELAY_SENDER
 
 TOKEN_ENV = "SHIPDECK_TOKEN"
@@ -25,7 +26,7 @@ OPERATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_TOKEN_CHARS = 8
 
 
-class TokensError(ValueError):
+class TokensError(ShipdeckError, ValueError):
     """The tokens file is missing or invalid; the message names the file and key."""
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import ConfigError, SshConfig, load_config, parse_host
-from engine.ssh import Connector, HostKeyError, SSHError
+from engine.ssh import AuthFailed, Connector, HostKeyError, JumpHostError, SSHError
 from tests.sshd import SshdFleet, make_user_key
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
@@ -163,7 +163,7 @@ async def test_identities_only_keeps_other_agent_keys_out(sshd_fleet, ssh_agent,
         tmp_path, fleet, block("web", h, IdentityFile=str(other), IdentitiesOnly="yes")
     )
     try:
-        with pytest.raises(SSHError, match="authentication failed"):
+        with pytest.raises(AuthFailed, match="authentication failed"):
             await echo(only, "web")
     finally:
         await only.close()
@@ -455,3 +455,37 @@ async def test_jump_host_does_not_inherit_the_targets_port(tmp_path) -> None:
         await connector._jump("bastion.example")
     assert seen[0].host == "bastion.example"
     assert seen[0].port == 22
+
+
+async def test_a_proxyjump_loop_is_a_jump_host_error_naming_the_hop(tmp_path) -> None:
+    cfg = "Host a\n    ProxyJump b\nHost b\n    ProxyJump a\nHost web\n    ProxyJump a\n"
+    conn = connector_for(tmp_path, cfg)
+    with pytest.raises(JumpHostError, match="jump host a: ProxyJump loops through a"):
+        await conn.connect(parse_host("web"))
+    await conn.close()
+
+
+async def test_an_unreachable_jump_host_is_a_jump_host_error(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = f"Host gate\n    HostName 127.0.0.1\n    Port {port}\nHost web\n    ProxyJump gate\n"
+    conn = connector_for(tmp_path, cfg)
+    with pytest.raises(
+        JumpHostError, match=f"jump host gate: connection refused by 127.0.0.1:{port}"
+    ):
+        await conn.connect(parse_host("web"))
+    await conn.close()
+
+
+def connector_for(tmp_path: Path, ssh_config: str) -> Connector:
+    """A connector reading ``ssh_config`` (no sshd: for failures before any login)."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(ssh_config)
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    return Connector(
+        SshConfig(config=str(cfg), known_hosts=str(known), connect_timeout=10), tmp_path
+    )

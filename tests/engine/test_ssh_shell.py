@@ -292,6 +292,43 @@ async def test_a_warmed_shell_is_the_one_commands_use(fleet, tmp_path, sample_re
         await connector.close()
 
 
+def test_ready_and_done_markers_are_read_for_their_session_only() -> None:
+    from engine.session import parse_done, parse_ready
+
+    assert parse_ready("\x1eready ab12 4242 1", "ab12") == (4242, True)
+    assert parse_ready("\x1eready ab12 4242 0", "ab12") == (4242, False)
+    assert parse_ready("\x1eready ab12 4242", "ab12") == (4242, False)  # stderr's
+    assert parse_ready("\x1eready ab12 x", "ab12") == (0, False)
+    assert parse_ready("\x1eready other 4242 1", "ab12") is None
+    assert parse_ready("Welcome to the host", "ab12") is None
+    assert parse_done("\x1edone ab12 3", "ab12") == 3
+    assert parse_done("\x1edone ab12 ?", "ab12") == 255
+    assert parse_done("\x1edone other 0", "ab12") is None
+    assert parse_done("done ab12 0", "ab12") is None
+
+
+def test_the_loader_runs_framed_scripts_and_its_markers_parse() -> None:
+    """The boot line and the loader through a local /bin/sh, as sshd would start
+    them: a framed script runs, its exit status comes back in a done marker on both
+    streams; an unframed line ends the shell without running."""
+    from engine.session import BOOT, loader, parse_done, parse_ready, script_lines
+
+    n, body = script_lines("echo hello; exit 7")
+    stdin = loader("t0k", None) + f"SD2 t0k {n}\n".encode() + body + b"echo pwned\n"
+    proc = subprocess.run(
+        ["/bin/sh", "-c", BOOT], input=stdin, capture_output=True, timeout=20, check=False
+    )
+    out = proc.stdout.decode().split("\n")  # not splitlines: \x1e is a boundary there
+    err = proc.stderr.decode().split("\n")
+    ready = parse_ready(out[0], "t0k")
+    assert ready is not None and ready[0] > 0
+    assert "hello" in out
+    assert [parse_done(line, "t0k") for line in out if parse_done(line, "t0k") is not None] == [7]
+    assert [parse_done(line, "t0k") for line in err if parse_done(line, "t0k") is not None] == [7]
+    assert "pwned" not in proc.stdout.decode()
+    assert proc.returncode == 2
+
+
 async def test_an_interrupt_as_the_command_ends_leaves_no_dead_shell_behind(
     fleet, tmp_path, sample_repo
 ) -> None:
