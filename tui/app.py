@@ -21,12 +21,11 @@ from textual.widgets import Footer, Input, Static, Tree
 from textual.widgets._footer import FooterKey
 from textual.worker import Worker, WorkerState
 
-from engine.events import FAILED, OK, RUNNING, ChatLine
+from engine.events import FAILED, OK, ChatLine
 from tui import actions
 from tui.backend import default_operator
 from tui.chat import ChatBackend
 from tui.commands import DeckCommands
-from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
 from tui.render import control_note
@@ -40,7 +39,7 @@ from tui.screens.modals import (
     RollbackScreen,
 )
 from tui.widgets.chat_pane import ChatPane
-from tui.widgets.header import DeckHeader
+from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
 
@@ -440,80 +439,53 @@ class ShipdeckApp(App[int]):
     # -- header -----------------------------------------------------------------------
 
     def update_header(self) -> None:
+        """Redraw the header if what it says changed."""
         if not self.is_mounted_main:
             return
-        model = self.model
-        meta = model.meta
-        ident = Text(no_wrap=True, overflow="ellipsis")
-        ident.append("⛴ shipdeck", style="bold")
-        project = (
-            meta.get("project") or getattr(self.backend, "project", "") or self.watch_room or ""
-        )
-        if project:
-            ident.append("  ")
-            ident.append(str(project), style="bold cyan")
-        ref = meta.get("ref") or getattr(self.backend, "ref", "")
-        if ref:
-            ident.append(f"  {ref}")
-            sha = str(meta.get("sha") or "")
-            ident.append(f" → {sha[:7]}" if sha else " → ?", style="yellow" if sha else "dim")
-        if meta.get("release_id"):
-            ident.append(f"  {meta['release_id']}", style="dim")
-        ident.append("  ")
-        ident.append(f"@{meta.get('operator') or self.operator}", style="cyan")
-        ident.append("  relay ")
-        if self.chat is None and not self.watch_room:
-            ident.append("not configured", style="dim")
-        else:
-            good = self.relay_status == "connected"
-            ident.append(
-                ("◉ " if good else "◌ ") + self.relay_status, style="green" if good else "yellow"
-            )
-            if self.presence:
-                ident.append(f" · {len(self.presence)} here: {', '.join(self.presence[:4])}")
-
-        state = Text(no_wrap=True, overflow="ellipsis")
-        kind = meta.get("kind", "deploy")
-        if model.finished is not None:
-            status = model.finished.status
-            glyph_key = {"stopped": "cancelled"}.get(status, status)
-            state.append(
-                f"{GLYPH.get(glyph_key, '?')} {kind} {status}",
-                style=STYLE.get(glyph_key, "") + " bold",
-            )
-            code = model.finished.report.exit_code
-            if code is None:
-                code = self.last_exit
-            if code is not None:
-                state.append(f" (exit {code})", style="dim")
-        elif self.deploying or model.running:
-            state.append(f"{GLYPH[RUNNING]} {kind} running", style=STYLE[RUNNING])
-        elif not model.plan.nodes:
-            state.append("waiting for a deploy" if self.backend is None else "no plan", style="dim")
-        else:
-            state.append(f"{GLYPH['pending']} ready", style="bold")
-            state.append(
-                " — press d to deploy" if kind == "deploy" else " — press d to start", style="dim"
-            )
-        if model.plan.nodes:
-            totals = model.host_totals()
-            state.append("  ")
-            state.append_text(counts_text(totals))
-            state.append(" hosts", style="dim")
-        elapsed = model.deploy_elapsed()
-        if elapsed is not None:
-            state.append(f"  {fmt_duration(elapsed)}", style="dim")
-        if model.waiting_gate:
-            state.append("  ⏸ gate waiting: g approves", style="bold magenta")
-        if self.following:
-            state.append("  follow", style="bold cyan")
-        if self.filter_text:
-            shown = len(self.tree.host_filter or ())
-            state.append(f"  filter “{self.filter_text}”: {shown} hosts", style="bold cyan")
+        facts = self.header_facts()
+        ident, state = identity_line(facts), state_line(facts)
         key = (ident.plain, state.plain, len(ident.spans), len(state.spans))
         if key != self._header_key:
             self._header_key = key
             self.main.query_one(DeckHeader).show(ident, state)
+
+    def header_facts(self) -> HeaderFacts:
+        """What the header says now, gathered from the model and the app's modes."""
+        model = self.model
+        meta = model.meta
+        finished = model.finished
+        exit_code = finished.report.exit_code if finished is not None else None
+        watched = self.chat is not None or bool(self.watch_room)
+        project, ref = self._project_ref()
+        return HeaderFacts(
+            operator=str(meta.get("operator") or self.operator),
+            project=project,
+            ref=ref,
+            sha=str(meta.get("sha") or ""),
+            release_id=str(meta.get("release_id") or ""),
+            relay=self.relay_status if watched else None,
+            presence=tuple(self.presence),
+            kind=meta.get("kind", "deploy"),
+            finished=finished.status if finished is not None else None,
+            exit_code=self.last_exit if exit_code is None else exit_code,
+            running=self.deploying or model.running,
+            totals=model.host_totals() if model.plan.nodes else None,
+            spectator=self.backend is None,
+            elapsed=model.deploy_elapsed(),
+            gate_waiting=bool(model.waiting_gate),
+            following=self.following,
+            filter_text=self.filter_text,
+            filtered=len(self.tree.host_filter or ()),
+        )
+
+    def _project_ref(self) -> tuple[str, str]:
+        """The project and ref of the run: the plan's, else the backend's (else the
+        watched room's name as the project)."""
+        meta = self.model.meta
+        backend = self.backend
+        project = meta.get("project") or getattr(backend, "project", "") or self.watch_room
+        ref = meta.get("ref") or getattr(backend, "ref", "")
+        return str(project or ""), str(ref or "")
 
     # -- selection --------------------------------------------------------------------
 
