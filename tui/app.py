@@ -17,8 +17,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, Tree
-from textual.widgets._footer import FooterKey
+from textual.widgets import Input, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from engine.events import FAILED, OK, ChatLine
@@ -39,6 +38,7 @@ from tui.screens.modals import (
     RollbackScreen,
 )
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.footer import DeckFooter
 from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
@@ -108,56 +108,6 @@ class MainScreen(Screen[None]):
                 f"shipdeck needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT}\n"
                 f"(this one is {width}×{height})"
             )
-
-
-class DeckFooter(Footer):
-    """The footer of the one action list: below 100 columns only the essential keys,
-    so ``?`` and ``q`` always fit (every key is in ``?`` and the palette)."""
-
-    def compose(self) -> ComposeResult:
-        wide = self.app.size.width >= 100
-        keep = {a.id for a in actions.ACTIONS if a.footer == actions.ALWAYS or wide}
-        if not self._bindings_ready:
-            return
-        active = self.screen.active_bindings
-        typing = isinstance(self.app.focused, Input)
-        shown: dict[str, tuple] = {}
-        for _, binding, enabled, tooltip in active.values():
-            if typing:  # keys type text now: only the way back is a key
-                if binding.id == "focus_tree":
-                    shown.setdefault(binding.action, (binding, enabled, tooltip))
-            elif binding.show and (binding.id in keep or binding.id not in actions.IDS):
-                shown.setdefault(binding.action, (binding, enabled, tooltip))
-        self.styles.grid_size_columns = len(shown)
-        for binding, enabled, tooltip in shown.values():
-            yield FooterKey(
-                binding.key,
-                self.app.get_key_display(binding),
-                binding.description,
-                binding.action,
-                disabled=not enabled,
-                tooltip=tooltip,
-            ).data_bind(compact=Footer.compact)
-        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
-        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE and palette:
-            _, binding, enabled, tooltip = palette
-            yield FooterKey(
-                binding.key,
-                self.app.get_key_display(binding),
-                binding.description,
-                binding.action,
-                classes="-command-palette",
-                disabled=not enabled,
-                tooltip=binding.tooltip or binding.description,
-            )
-
-    _wide: bool | None = None
-
-    async def on_resize(self) -> None:
-        wide = self.app.size.width >= 100
-        if wide != self._wide:
-            self._wide = wide
-            await self.recompose()
 
 
 class ShipdeckApp(App[int]):
