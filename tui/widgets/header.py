@@ -15,6 +15,7 @@ from textual.widgets import Static
 from engine.events import RUNNING
 from engine.state import Counts
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
+from tui.render import glyph
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def run_text(facts: HeaderFacts) -> Text:
     if facts.finished is not None:
         glyph_key = {"stopped": "cancelled"}.get(facts.finished, facts.finished)
         text.append(
-            f"{GLYPH.get(glyph_key, '?')} {kind} {facts.finished}",
+            f"{glyph(glyph_key)} {kind} {facts.finished}",
             style=STYLE.get(glyph_key, "") + " bold",
         )
         if facts.exit_code is not None:
