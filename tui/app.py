@@ -7,161 +7,33 @@ Events from the engine (or a relay, or a scripted source) are buffered in a plai
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
 from textual import on
-from textual.app import App, ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, Tree
-from textual.widgets._footer import FooterKey
+from textual.app import App
+from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
-from engine.events import FAILED, OK, RUNNING, ChatLine
+from engine.events import OK, ChatLine
 from tui import actions
+from tui.app_actions import DeckActions
 from tui.backend import default_operator
 from tui.chat import ChatBackend
 from tui.commands import DeckCommands
-from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
-from tui.render import control_note, glyph
-from tui.screens.help import HelpScreen
-from tui.screens.history import HistoryScreen
-from tui.screens.modals import (
-    ConfirmScreen,
-    FilterScreen,
-    HostKeyScreen,
-    PasswordScreen,
-    RollbackScreen,
-)
+from tui.render import control_note
+from tui.screens.main import MainScreen
+from tui.screens.modals import TuiPrompter
 from tui.widgets.chat_pane import ChatPane
-from tui.widgets.header import DeckHeader
+from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
 
-MIN_WIDTH, MIN_HEIGHT = 60, 16
 
-
-class TuiPrompter:
-    """The engine's Prompter, answered by modals on the app."""
-
-    def __init__(self, app: ShipdeckApp) -> None:
-        self.app = app
-
-    async def _ask(self, screen) -> Any:
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        def done(result: Any) -> None:
-            if not future.done():
-                future.set_result(result)
-
-        self.app.push_screen(screen, callback=done)
-        return await future
-
-    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
-        return bool(await self._ask(HostKeyScreen(host, fingerprint, key_type)))
-
-    async def ask_password(self, host: str, user: str) -> str | None:
-        return await self._ask(PasswordScreen(host, user, cursor_blink=self.app.cursor_blink))
-
-    async def ask_passphrase(self, path: str) -> str | None:
-        return await self._ask(
-            PasswordScreen("", "", cursor_blink=self.app.cursor_blink, key_file=path)
-        )
-
-
-class MainScreen(Screen[None]):
-    """The deck: header, tree | log / chat, footer."""
-
-    BINDINGS = actions.bindings()
-
-    def __init__(self, deck: ShipdeckApp) -> None:
-        super().__init__(id="main-screen")
-        self.deck = deck
-
-    def compose(self) -> ComposeResult:
-        deck = self.deck
-        self.stage_tree = StageTree(deck.model, id="tree")
-        self.log_pane_w = LogPane(deck.model, id="log-pane")
-        self.chat_pane_w = ChatPane(
-            configured=deck.chat is not None, cursor_blink=deck.cursor_blink, id="chat-pane"
-        )
-        yield DeckHeader(id="header")
-        with Horizontal(id="main"):
-            yield self.stage_tree
-            with Vertical(id="side"):
-                yield self.log_pane_w
-                yield self.chat_pane_w
-        yield Static("", id="too-small")
-        yield DeckFooter(compact=True)
-
-    def on_resize(self) -> None:
-        width, height = self.size
-        small = width < MIN_WIDTH or height < MIN_HEIGHT
-        self.set_class(small, "-too-small")
-        if small:
-            self.query_one("#too-small", Static).update(
-                f"shipdeck needs a terminal of at least {MIN_WIDTH}×{MIN_HEIGHT}\n"
-                f"(this one is {width}×{height})"
-            )
-
-
-class DeckFooter(Footer):
-    """The footer of the one action list: below 100 columns only the essential keys,
-    so ``?`` and ``q`` always fit (every key is in ``?`` and the palette)."""
-
-    def compose(self) -> ComposeResult:
-        wide = self.app.size.width >= 100
-        keep = {a.id for a in actions.ACTIONS if a.footer == actions.ALWAYS or wide}
-        if not self._bindings_ready:
-            return
-        active = self.screen.active_bindings
-        typing = isinstance(self.app.focused, Input)
-        shown: dict[str, tuple] = {}
-        for _, binding, enabled, tooltip in active.values():
-            if typing:  # keys type text now: only the way back is a key
-                if binding.id == "focus_tree":
-                    shown.setdefault(binding.action, (binding, enabled, tooltip))
-            elif binding.show and (binding.id in keep or binding.id not in actions.IDS):
-                shown.setdefault(binding.action, (binding, enabled, tooltip))
-        self.styles.grid_size_columns = len(shown)
-        for binding, enabled, tooltip in shown.values():
-            yield FooterKey(
-                binding.key,
-                self.app.get_key_display(binding),
-                binding.description,
-                binding.action,
-                disabled=not enabled,
-                tooltip=tooltip,
-            ).data_bind(compact=Footer.compact)
-        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
-        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE and palette:
-            _, binding, enabled, tooltip = palette
-            yield FooterKey(
-                binding.key,
-                self.app.get_key_display(binding),
-                binding.description,
-                binding.action,
-                classes="-command-palette",
-                disabled=not enabled,
-                tooltip=binding.tooltip or binding.description,
-            )
-
-    _wide: bool | None = None
-
-    async def on_resize(self) -> None:
-        wide = self.app.size.width >= 100
-        if wide != self._wide:
-            self._wide = wide
-            await self.recompose()
-
-
-class ShipdeckApp(App[int]):
+class ShipdeckApp(DeckActions, App[int]):
     """Drives one backend (engine, fake) or watches a relay room (``backend=None``)."""
 
     CSS_PATH = "app.tcss"
@@ -440,80 +312,53 @@ class ShipdeckApp(App[int]):
     # -- header -----------------------------------------------------------------------
 
     def update_header(self) -> None:
+        """Redraw the header if what it says changed."""
         if not self.is_mounted_main:
             return
-        model = self.model
-        meta = model.meta
-        ident = Text(no_wrap=True, overflow="ellipsis")
-        ident.append("⛴ shipdeck", style="bold")
-        project = (
-            meta.get("project") or getattr(self.backend, "project", "") or self.watch_room or ""
-        )
-        if project:
-            ident.append("  ")
-            ident.append(str(project), style="bold cyan")
-        ref = meta.get("ref") or getattr(self.backend, "ref", "")
-        if ref:
-            ident.append(f"  {ref}")
-            sha = str(meta.get("sha") or "")
-            ident.append(f" → {sha[:7]}" if sha else " → ?", style="yellow" if sha else "dim")
-        if meta.get("release_id"):
-            ident.append(f"  {meta['release_id']}", style="dim")
-        ident.append("  ")
-        ident.append(f"@{meta.get('operator') or self.operator}", style="cyan")
-        ident.append("  relay ")
-        if self.chat is None and not self.watch_room:
-            ident.append("not configured", style="dim")
-        else:
-            good = self.relay_status == "connected"
-            ident.append(
-                ("◉ " if good else "◌ ") + self.relay_status, style="green" if good else "yellow"
-            )
-            if self.presence:
-                ident.append(f" · {len(self.presence)} here: {', '.join(self.presence[:4])}")
-
-        state = Text(no_wrap=True, overflow="ellipsis")
-        kind = meta.get("kind", "deploy")
-        if model.finished is not None:
-            status = model.finished.status
-            glyph_key = {"stopped": "cancelled"}.get(status, status)
-            state.append(
-                f"{glyph(glyph_key)} {kind} {status}",
-                style=STYLE.get(glyph_key, "") + " bold",
-            )
-            code = model.finished.report.exit_code
-            if code is None:
-                code = self.last_exit
-            if code is not None:
-                state.append(f" (exit {code})", style="dim")
-        elif self.deploying or model.running:
-            state.append(f"{GLYPH[RUNNING]} {kind} running", style=STYLE[RUNNING])
-        elif not model.plan.nodes:
-            state.append("waiting for a deploy" if self.backend is None else "no plan", style="dim")
-        else:
-            state.append(f"{GLYPH['pending']} ready", style="bold")
-            state.append(
-                " — press d to deploy" if kind == "deploy" else " — press d to start", style="dim"
-            )
-        if model.plan.nodes:
-            totals = model.host_totals()
-            state.append("  ")
-            state.append_text(counts_text(totals))
-            state.append(" hosts", style="dim")
-        elapsed = model.deploy_elapsed()
-        if elapsed is not None:
-            state.append(f"  {fmt_duration(elapsed)}", style="dim")
-        if model.waiting_gate:
-            state.append("  ⏸ gate waiting: g approves", style="bold magenta")
-        if self.following:
-            state.append("  follow", style="bold cyan")
-        if self.filter_text:
-            shown = len(self.tree.host_filter or ())
-            state.append(f"  filter “{self.filter_text}”: {shown} hosts", style="bold cyan")
+        facts = self.header_facts()
+        ident, state = identity_line(facts), state_line(facts)
         key = (ident.plain, state.plain, len(ident.spans), len(state.spans))
         if key != self._header_key:
             self._header_key = key
             self.main.query_one(DeckHeader).show(ident, state)
+
+    def header_facts(self) -> HeaderFacts:
+        """What the header says now, gathered from the model and the app's modes."""
+        model = self.model
+        meta = model.meta
+        finished = model.finished
+        exit_code = finished.report.exit_code if finished is not None else None
+        watched = self.chat is not None or bool(self.watch_room)
+        project, ref = self._project_ref()
+        return HeaderFacts(
+            operator=str(meta.get("operator") or self.operator),
+            project=project,
+            ref=ref,
+            sha=str(meta.get("sha") or ""),
+            release_id=str(meta.get("release_id") or ""),
+            relay=self.relay_status if watched else None,
+            presence=tuple(self.presence),
+            kind=meta.get("kind", "deploy"),
+            finished=finished.status if finished is not None else None,
+            exit_code=self.last_exit if exit_code is None else exit_code,
+            running=self.deploying or model.running,
+            totals=model.host_totals() if model.plan.nodes else None,
+            spectator=self.backend is None,
+            elapsed=model.deploy_elapsed(),
+            gate_waiting=bool(model.waiting_gate),
+            following=self.following,
+            filter_text=self.filter_text,
+            filtered=len(self.tree.host_filter or ()),
+        )
+
+    def _project_ref(self) -> tuple[str, str]:
+        """The project and ref of the run: the plan's, else the backend's (else the
+        watched room's name as the project)."""
+        meta = self.model.meta
+        backend = self.backend
+        project = meta.get("project") or getattr(backend, "project", "") or self.watch_room
+        ref = meta.get("ref") or getattr(backend, "ref", "")
+        return str(project or ""), str(ref or "")
 
     # -- selection --------------------------------------------------------------------
 
@@ -521,257 +366,6 @@ class ShipdeckApp(App[int]):
     def _highlighted(self, event: Tree.NodeHighlighted) -> None:
         if self.is_mounted_main:
             self.log_pane.show(event.node.data)
-
-    # -- actions ------------------------------------------------------------------------
-
-    def _plan_summary(self, title: str) -> Text:
-        model = self.model
-        meta = model.meta
-        hosts = model.plan.hosts()
-        waves = model.plan.waves()
-        text = Text()
-        text.append(f"{meta.get('project', '')} ", style="bold")
-        text.append(f"{meta.get('ref', '')}")
-        if meta.get("sha"):
-            text.append(f" ({str(meta['sha'])[:7]})", style="yellow")
-        text.append(f"\n{len(hosts)} hosts in {len(waves)} waves\n", style="bold")
-        for wave in waves:
-            names = [model.plan.nodes[k].label for k in model.plan.children.get(wave.key, ())]
-            shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")
-            text.append(f"  {wave.label}: ", style="cyan")
-            text.append(f"{shown}\n")  # the wave's label says how many hosts
-        gates = [n for n in model.plan if n.kind == "gate"]
-        if gates:
-            text.append(f"  {len(gates)} approval gate(s)\n", style="magenta")
-        text.append(f"\noperator {self.operator}", style="dim")
-        text.append("\nEnter confirms · Esc cancels", style="bold")
-        return text
-
-    def _ready_runner(self, make: Callable[[], Any]) -> bool:
-        if self.runner is not None and not self.runner_used:
-            return True
-        return self.prepare(make)
-
-    def action_deploy(self) -> None:
-        if self.backend is None or getattr(self.backend, "read_only", False):
-            self.notify(
-                "watching a relay room: only the operator running the deploy can start it",
-                severity="warning",
-            )
-            return
-        if self.deploying:
-            self.notify("a deploy is already running", severity="warning")
-            return
-        if (
-            self.runner is not None
-            and not self.runner_used
-            and self.model.meta.get("kind") == "rollback"
-        ):
-            self.runner = None
-        if not self._ready_runner(lambda: self.backend.new_deploy(self.prompter)):
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.start_runner()
-
-        self.push_screen(
-            ConfirmScreen("Deploy?", self._plan_summary("Deploy"), "Deploy"), confirmed
-        )
-
-    def _watching(self) -> bool:
-        return self.backend is None and getattr(self.chat, "control", None) is not None
-
-    def _request(self, action: str, key: str | None = None) -> None:
-        """A spectator's abort/approve: sent to the lock holder through the relay."""
-
-        async def send() -> None:
-            await self.chat.control(action, key)  # type: ignore[union-attr]
-            self.notify(f"{action} requested from the deploying operator")
-
-        self.run_worker(send(), group="relay", name=f"request {action}", exit_on_error=False)
-
-    def action_abort(self) -> None:
-        if self._watching():
-
-            def confirmed_remote(yes: bool | None) -> None:
-                if yes:
-                    self._request("abort")
-
-            body = Text("Ask the operator running this deploy to stop it at the next safe point?")
-            self.push_screen(ConfirmScreen("Abort?", body, "Abort", danger=True), confirmed_remote)
-            return
-        if not self.deploying or self.runner is None:
-            self.notify("nothing is running", severity="information")
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self._abort()
-
-        body = Text(
-            "Stop the deploy at the next safe point?\n\nHosts already switched keep the new release; "
-        )
-        body.append("no host is left half-activated.", style="bold")
-        self.push_screen(ConfirmScreen("Abort?", body, "Abort", danger=True), confirmed)
-
-    def _abort(self) -> None:
-        try:
-            self.runner.abort(by=self.operator, reason="aborted from the TUI")
-        except Exception as exc:
-            self.notify(str(exc), title="abort failed", severity="error")
-            return
-        self.notify("abort requested: stopping at a safe point…", severity="warning")
-
-    def action_approve(self) -> None:
-        gate = self.model.waiting_gate
-        if self._watching():
-            if not gate:
-                self.notify("no gate is waiting")
-                return
-            self._request("approve", gate)
-            return
-        if not gate or self.runner is None or not self.deploying:
-            self.notify("no gate is waiting")
-            return
-        approve = getattr(self.runner, "approve", None)
-        if approve is None:
-            self.notify("this run has no gates", severity="warning")
-            return
-        approve(by=self.operator, key=gate)
-        self.notify(f"approved {gate}")
-
-    def action_rollback(self) -> None:
-        if self.backend is None or getattr(self.backend, "read_only", False):
-            self.notify("watching a relay room: cannot roll back from here", severity="warning")
-            return
-        if self.deploying:
-            self.notify(
-                "wait for the running deploy to finish (or abort it) first", severity="warning"
-            )
-            return
-        screen = RollbackScreen(len(self.model.plan.hosts()))
-
-        def chosen(release: str | None) -> None:
-            if not release:
-                return
-            if not self.prepare(lambda: self.backend.new_rollback(release, self.prompter)):
-                return
-
-            def confirmed(yes: bool | None) -> None:
-                if yes:
-                    self.start_runner()
-
-            self.push_screen(
-                ConfirmScreen(
-                    f"Roll back to {release}?",
-                    self._plan_summary("Rollback"),
-                    "Roll back",
-                    danger=True,
-                ),
-                confirmed,
-            )
-
-        async def read_releases() -> None:
-            try:
-                choices = await self.backend.probe_releases(self.prompter)
-            except Exception as exc:
-                if screen.is_attached:
-                    screen.dismiss(None)
-                self.notify(
-                    str(exc) or type(exc).__name__, title="cannot list releases", severity="error"
-                )
-                return
-            if screen.is_attached:
-                screen.show(choices)
-
-        self.push_screen(screen, chosen)
-        self.run_worker(read_releases(), group="probe", name="read releases", exit_on_error=False)
-
-    def action_filter(self) -> None:
-        def done(pattern: str | None) -> None:
-            if pattern is None:
-                return
-            self.filter_text = pattern
-            self._apply_filter()
-
-        self.push_screen(FilterScreen(self.filter_text, cursor_blink=self.cursor_blink), done)
-
-    def action_clear_filter(self) -> None:
-        self.filter_text = ""
-        self._apply_filter()
-
-    def _apply_filter(self, rebuild: bool = True) -> None:
-        tree = self.tree
-        tree.host_filter = self.model.hosts_matching(self.filter_text) if self.filter_text else None
-        if rebuild:
-            tree.rebuild()
-            if self.filter_text:
-                n = len(tree.host_filter or ())
-                self.notify(
-                    f"{n} host(s) match “{self.filter_text}”"
-                    if n
-                    else f"no host matches “{self.filter_text}”"
-                )
-            self.log_pane.show(tree.selected_key)
-            self.update_header()
-
-    def action_follow(self) -> None:
-        self.following = not self.following
-        if self.following:
-            self._follow()
-        self.notify(
-            "follow on: the cursor tracks what is running" if self.following else "follow off"
-        )
-        self.update_header()
-
-    def action_focus_chat(self) -> None:
-        if self.chat is None:
-            self.notify("relay not configured: chat needs a [relay] section in shipdeck.toml")
-            return
-        self.chat_pane.query_one(Input).focus()
-
-    def action_focus_tree(self) -> None:
-        self.tree.focus()
-
-    def action_expand_failed(self) -> None:
-        for host in self.model.plan.hosts():
-            if host.status == FAILED:
-                self.tree.select_key(
-                    host.key + "/health" if host.key + "/health" in self.model.plan else host.key
-                )
-
-    def action_history(self) -> None:
-        history = None
-        if self.backend is not None:
-            try:
-                history = self.backend.history()
-            except Exception as exc:
-                self.notify(str(exc), title="history unavailable", severity="error")
-                return
-        if history is None:
-            self.notify("no history here (watching a relay room)")
-            return
-        self.push_screen(HistoryScreen(history))
-
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.mode))
-
-    def action_quit_safely(self) -> None:
-        if not self.deploying:
-            self.exit(self.last_exit if self.last_exit is not None else 0)
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.quit_pending = True
-                self._abort()
-                self.notify("quitting once the deploy has stopped safely…", severity="warning")
-
-        body = Text(
-            "A deploy is running. Abort it at the next safe point and quit when it has stopped?"
-        )
-        self.push_screen(ConfirmScreen("Quit?", body, "Abort and quit", danger=True), confirmed)
 
     # -- chat -----------------------------------------------------------------------------
 

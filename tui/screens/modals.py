@@ -1,8 +1,10 @@
-"""Small modals: confirm, filter, host key, password, rollback chooser."""
+"""Small modals: confirm, filter, host key, password, rollback chooser; and the
+engine's Prompter, answered by them."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -14,6 +16,9 @@ from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.widgets.inputs import blinking
+
+if TYPE_CHECKING:
+    from tui.app import ShipdeckApp
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -267,3 +272,31 @@ def release_label(info: Any) -> Text:
     if dim:
         text.append(f"  on {info.hosts_with}/{info.hosts_total} hosts only", style="dim italic")
     return text
+
+
+class TuiPrompter:
+    """The engine's Prompter, answered by modals on the app."""
+
+    def __init__(self, app: ShipdeckApp) -> None:
+        self.app = app
+
+    async def _ask(self, screen) -> Any:
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.app.push_screen(screen, callback=done)
+        return await future
+
+    async def confirm_host_key(self, host: str, fingerprint: str, key_type: str) -> bool:
+        return bool(await self._ask(HostKeyScreen(host, fingerprint, key_type)))
+
+    async def ask_password(self, host: str, user: str) -> str | None:
+        return await self._ask(PasswordScreen(host, user, cursor_blink=self.app.cursor_blink))
+
+    async def ask_passphrase(self, path: str) -> str | None:
+        return await self._ask(
+            PasswordScreen("", "", cursor_blink=self.app.cursor_blink, key_file=path)
+        )

@@ -15,9 +15,30 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.events import RUNNING, WAITING
+from engine.plan import Node
 from tui.model import DeckModel
 
 LAZY_HOSTS = 200
+
+
+def in_tree(node: Node, host_filter: set[str] | None, *, lazy: bool) -> bool:
+    """Whether a plan node gets a tree node on a build: a host the filter keeps; a
+    step unless steps are made lazily (when its host is first opened)."""
+    if node.kind == "host":
+        return host_filter is None or node.key in host_filter
+    if node.kind == "step":
+        return not lazy
+    return True
+
+
+def opens_on_build(node: Node, expanded: set[str]) -> bool:
+    """Whether a node is open after a build: every wave and the release stage, and
+    whatever was open before it."""
+    return (
+        node.key in expanded
+        or node.kind == "wave"
+        or (node.kind == "stage" and node.key == "release")
+    )
 
 
 class StageTree(Tree[str]):
@@ -52,39 +73,29 @@ class StageTree(Tree[str]):
         cursor_key = self.cursor_node.data if self.cursor_node is not None else None
         expanded = {k for k, n in self.nodes_by_key.items() if n.is_expanded}
         self.clear()
-        self.nodes_by_key = {}
-        hosts = plan.hosts()
-        self.lazy = len(hosts) > LAZY_HOSTS
-        keep = self.host_filter
-        by_key = self.nodes_by_key
+        self.nodes_by_key = by_key = {}
+        self.lazy = len(plan.hosts()) > LAZY_HOSTS
         label_for = model.label_for
         for node in plan:
-            kind = node.kind
-            if kind == "host":
-                if keep is not None and node.key not in keep:
-                    continue
-            elif kind == "step":
-                if self.lazy:
-                    continue
-                parent_key = node.parent
-                if parent_key not in by_key:
-                    continue
-            parent = by_key.get(node.parent) if node.parent else self.root
-            if parent is None:
+            if not in_tree(node, self.host_filter, lazy=self.lazy):
                 continue
+            parent = by_key.get(node.parent) if node.parent else self.root
+            if parent is None:  # under a host the filter hides
+                continue
+            expand = opens_on_build(node, expanded)
             has_kids = bool(plan.children.get(node.key))
-            if kind in ("stage", "wave"):
-                expand = (node.key == "release" or kind == "wave") or node.key in expanded
-            else:
-                expand = node.key in expanded
             tnode = self._quick_add(parent, label_for(node.key), node.key, expand, has_kids)
             by_key[node.key] = tnode
-            if kind == "host" and self.lazy and expand:
+            if node.kind == "host" and self.lazy and expand:
                 self._add_steps(tnode)
         self._invalidate()
         model.dirty.difference_update(by_key)
-        if cursor_key in by_key:
-            self.move_cursor(by_key[cursor_key])
+        self._restore_cursor(cursor_key)
+
+    def _restore_cursor(self, key: str | None) -> None:
+        """Back on the node the cursor was on, if it is still in the tree."""
+        if key in self.nodes_by_key:
+            self.move_cursor(self.nodes_by_key[key])
         elif self.cursor_line < 0 or self.cursor_line >= self.last_line:
             self.cursor_line = 0
 
