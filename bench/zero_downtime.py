@@ -10,7 +10,8 @@ deploys run without the balancer configured, then with it, in one run.
 
 Each mode deploys a new version again and again under one continuous load until the
 load has sent ``--min-requests``; the table gives requests, failures (by kind), the
-rate reached and the median wall time of one deploy. ``with`` drives HAProxy's admin
+rate reached (``late``: requests sent more than 1 s after their time, none when the
+client pool keeps up) and the median wall time of one deploy. ``with`` drives HAProxy's admin
 socket over SSH on the first host (``[balancer] host``), as an operator's separate
 balancer host would be. Runs as root in shipdeck's environment; needs haproxy.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -114,8 +116,8 @@ async def run_mode(mode: Mode, config, repo: Path, lb: HAProxy, args, version: l
 
 def table(modes: list[Mode], args) -> str:
     rows = [
-        "| balancer | deploys | requests | failed | failure kinds | req/s | deploy wall (median) |",
-        "|---|---|---|---|---|---|---|",
+        "| balancer | deploys | requests | failed | failure kinds | req/s | late | deploy wall (median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in modes:
         load = m.load
@@ -124,7 +126,7 @@ def table(modes: list[Mode], args) -> str:
         bad = f" ({m.deploys_failed} failed)" if m.deploys_failed else ""
         rows.append(
             f"| {m.name} | {len(m.walls)}{bad} | {load.total:,} | {load.failed:,} | {kinds} "
-            f"| {load.rate:.0f} | {statistics.median(m.walls):.2f}s |"
+            f"| {load.rate:.0f} | {load.late} | {statistics.median(m.walls):.2f}s |"
         )
     return "\n".join(rows)
 
@@ -134,7 +136,7 @@ async def main() -> None:
     p.add_argument("--hosts", type=int, default=6)
     p.add_argument("--rate", type=float, default=300.0, help="requests/s through HAProxy")
     p.add_argument("--min-requests", type=int, default=10_000, help="per mode")
-    p.add_argument("--workers", type=int, default=64, help="keep-alive clients, each paced")
+    p.add_argument("--workers", type=int, default=128, help="keep-alive clients in the pool")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
@@ -160,9 +162,10 @@ async def main() -> None:
         finally:
             lb.stop()
             stop_apps(fleet.hosts)
+    shutil.rmtree(root, ignore_errors=True)
     print(
         f"\n{args.hosts} hosts, 2 waves (50%, 100%), load {args.rate:g} req/s "
-        f"({args.workers} keep-alive clients, 1 in 4 requests takes 150 ms), >= {args.min_requests:,} "
+        f"(fixed arrival rate, {args.workers} keep-alive clients, 1 in 4 requests takes 150 ms), >= {args.min_requests:,} "
         "requests per mode\n"
     )
     print(table(modes, args))
