@@ -305,3 +305,19 @@ async def test_drain_hooks_for_any_balancer(site, tmp_path) -> None:
     )
     for h in site.hosts:
         assert d.plan[f"{hkey(d, h.spec)}/drain"].detail == "1 hook(s)"
+
+
+async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site) -> None:
+    config = site.config(batches='["100%"]', max_unavailable="1")
+    result, rec, d = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    host = hkey(d, site.hosts[0].spec)
+    assert f"{host}/drain" not in d.plan  # no balancer, no drain hooks: no drain steps
+    waited = [h for h in site.hosts if WAITING in step_states(rec, d, h.spec, "activate")]
+    assert waited
+    spans = sorted(  # from the switch to the passing health check
+        (running_at(rec, f"{hkey(d, h.spec)}/activate"), at(rec, f"{hkey(d, h.spec)}/health", OK))
+        for h in site.hosts
+    )
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
