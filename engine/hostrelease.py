@@ -409,7 +409,13 @@ class HostRelease(HostPhase):
                 raise Aborted()
             spec = self.run._spec(self.st.name)
             self._drained = True  # from the first command on (a failed drain is undone)
-            await self.run.step(f"{self.key}/drain", balancer.drain(spec, env))
+            work = balancer.drain(spec, env, self.run.abort_event)
+            try:
+                await self.run.step(f"{self.key}/drain", work)
+            except Interrupted as exc:  # an abort while sessions ended: back in rotation
+                self._drained = False
+                self._status("drain", CANCELLED, str(exc))
+                raise Aborted() from None
 
     async def _put_back(self, env: dict[str, str], *, quiet: bool = False) -> None:
         """Undrain a host this run drained, then give back its slot. Raises StepFailed

@@ -4,6 +4,7 @@ process and starts the new one; load runs through HAProxy during the deploys."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import replace
@@ -321,3 +322,28 @@ async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site) -
     )
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert end <= start
+
+
+async def test_abort_while_draining_puts_the_host_back(site) -> None:
+    config = site.config(balancer_host="local")
+    result, _, _ = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    commit_version(site.repo, "2.0.0")
+    canary = site.hosts[0]
+    d = Deployment(config)
+    rec = Recorder()
+    d.subscribe(rec)
+    # every request takes 5 s: the canary's sessions outlast the abort
+    with Load(site.lb.port, rate=10, slow_every=1, slow_ms=5000) as load:
+        run = asyncio.ensure_future(d.run())
+        while site.lb.state(canary.addr) != "drain":  # HAProxy is draining it: abort
+            assert not run.done(), run.result().summary
+            await asyncio.sleep(0.01)
+        d.abort(reason="operator changed their mind")
+        result = await run
+    assert result.exit_code == 3
+    node = d.plan[f"{hkey(d, canary.spec)}/drain"]
+    assert node.status == "cancelled" and "back in rotation" in node.detail
+    assert current_version(canary.home / "app") == "1.0.0"
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}
+    assert load.failed == 0, dict(load.errors)
