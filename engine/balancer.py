@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from engine.config import HostSpec, key, parse_host
-from engine.errors import StepFailed
+from engine.errors import Interrupted, StepFailed
 from engine.remote.hooks import client_timeout, failure_line, hooks_script
 from engine.session import CommandTimeout, Host, SSHError, q
 
@@ -300,21 +300,24 @@ class Balancer:
         except SSHError as exc:
             raise StepFailed(f"balancer {self.where}: {exc}") from None
 
-    async def drain(self, spec: HostSpec, env: dict[str, str]) -> str:
+    async def drain(
+        self, spec: HostSpec, env: dict[str, str], stop: asyncio.Event | None = None
+    ) -> str:
         """Take ``spec`` out of rotation: the adapter, then the drain hooks. Returns what
-        happened. Raises StepFailed (the host is back in rotation when nothing else was
-        done)."""
-        return await self._call(self._drain(spec, env))
+        happened. ``stop`` (an abort) ends the wait for sessions: the server is put back
+        and Interrupted raised. Raises StepFailed (a drain that timed out: the server
+        is back in rotation)."""
+        return await self._call(self._drain(spec, env, stop))
 
     async def undrain(self, spec: HostSpec, env: dict[str, str]) -> str:
         """Put ``spec`` back in rotation: the adapter, then the undrain hooks. Raises StepFailed."""
         return await self._call(self._undrain(spec, env))
 
-    async def _drain(self, spec: HostSpec, env: dict[str, str]) -> str:
+    async def _drain(self, spec: HostSpec, env: dict[str, str], stop: asyncio.Event | None) -> str:
         place = await self._open()
         said = ""
         if self.lb is not None and self.lb.kind == "haproxy":
-            said = await self._haproxy_drain(place, spec)
+            said = await self._haproxy_drain(place, spec, stop or asyncio.Event())
         d = self.config.deploy
         if d.drain:
             await place.hooks(d.drain, self._env(spec, env), d.hook_timeout)
@@ -349,7 +352,7 @@ class Balancer:
             raise StepFailed(f"HAProxy has no server {self.lb.backend}/{server}")
         return stat
 
-    async def _haproxy_drain(self, place: _Place, spec: HostSpec) -> str:
+    async def _haproxy_drain(self, place: _Place, spec: HostSpec, stop: asyncio.Event) -> str:
         """``state drain``, wait for 0 sessions (or ``drain_timeout``), ``state maint``."""
         lb = self.lb
         assert lb is not None
@@ -358,18 +361,27 @@ class Balancer:
         await self._set(place, server, "drain")
         stat = await self._stat(place, server)
         seen = [stat.status]
-        while stat.scur > 0:
-            if time.monotonic() - started >= lb.drain_timeout:
-                if not lb.drain_timeout_ok:
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while stat.scur > 0:
+                if time.monotonic() - started >= lb.drain_timeout:
+                    if not lb.drain_timeout_ok:
+                        await self._set(place, server, "ready")
+                        raise StepFailed(
+                            f"drain timed out after {lb.drain_timeout:g}s: {stat.scur} "
+                            f"session(s) left on {lb.backend}/{server} (put back in rotation; "
+                            "`drain_timeout_ok = true` goes on)"
+                        )
+                    break
+                await asyncio.wait({stopped}, timeout=POLL)
+                if stopped.done():
                     await self._set(place, server, "ready")
-                    raise StepFailed(
-                        f"drain timed out after {lb.drain_timeout:g}s: {stat.scur} session(s) "
-                        f"left on {lb.backend}/{server} (put back in rotation; "
-                        "`drain_timeout_ok = true` goes on)"
+                    raise Interrupted(
+                        f"stopped while draining {lb.backend}/{server}: back in rotation"
                     )
-                break
-            await asyncio.sleep(POLL)
-            stat = await self._stat(place, server)
+                stat = await self._stat(place, server)
+        finally:
+            stopped.cancel()
         left = f", {stat.scur} session(s) cut" if stat.scur else ""
         waited = time.monotonic() - started
         await self._set(place, server, "maint")

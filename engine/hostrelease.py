@@ -260,8 +260,8 @@ class HostRelease(HostPhase):
         env = self._env
         if self.run.aborting:
             raise Aborted()
-        await self._take_out(env)
         try:
+            await self._take_out(env)
             if self.run.aborting:
                 raise Aborted()
             # from here on the new release may be live: it is never removed (finish_script
@@ -405,9 +405,17 @@ class HostRelease(HostPhase):
             if self.run.aborting:
                 raise Aborted()
         if balancer is not None:
+            if self.run.aborting:
+                raise Aborted()
             spec = self.run._spec(self.st.name)
-            await self.run.step(f"{self.key}/drain", balancer.drain(spec, env))
-            self._drained = True
+            self._drained = True  # from the first command on (a failed drain is undone)
+            work = balancer.drain(spec, env, self.run.abort_event)
+            try:
+                await self.run.step(f"{self.key}/drain", work)
+            except Interrupted as exc:  # an abort while sessions ended: back in rotation
+                self._drained = False
+                self._status("drain", CANCELLED, str(exc))
+                raise Aborted() from None
 
     async def _put_back(self, env: dict[str, str], *, quiet: bool = False) -> None:
         """Undrain a host this run drained, then give back its slot. Raises StepFailed
@@ -604,12 +612,12 @@ class HostRelease(HostPhase):
         chosen.update(target=target, sha=sha)
         self.run.found_sha(sha)
         env = self.env(target, sha)
-        await self._take_out(env)
         try:
+            await self._take_out(env)
             await self.run.step(f"{self.key}/activate", self.switch(target), shielded=True)
         except (ConnectionLost, SSHError) as exc:  # the switch may have run
             raise _Lost(exc) from None
-        except StepFailed:  # refused or failed: nothing switched, back in rotation
+        except (StepFailed, Aborted):  # nothing switched: back in rotation
             await self._put_back(env, quiet=True)
             raise
         try:

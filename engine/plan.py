@@ -222,7 +222,7 @@ def build_plan(
         plan.add("package", "package", "stage")
     plan.add("release", "release", "stage")
     if once:
-        plan.add("release/once", once, "step")
+        plan.add("release/once", once, "stage")
     gate_after = set(gates)
     waves = [list(w) for w in waves]
     labels = (

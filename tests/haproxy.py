@@ -9,14 +9,15 @@ zero-downtime tests and ``bench/zero_downtime.py``.
 - :class:`HAProxy`: Debian's haproxy started on loopback (``mode http``, ``stats socket
   ... level admin``), one server per host, stopped with :meth:`HAProxy.stop`.
 - :class:`StatWatch`: reads ``show stat`` every few ms, keeps each server's changes.
-- :class:`Load`: clients at a fixed rate through HAProxy, counting every non-2xx
-  answer and connection error.
+- :class:`Load`: requests at a fixed arrival rate through HAProxy, counting every
+  non-2xx answer and connection error.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -289,39 +290,48 @@ class StatWatch:
 
 
 class Load:
-    """``rate`` requests/s through HAProxy from ``workers`` keep-alive clients; every
-    ``slow_every``-th request is ``/slow?ms=slow_ms`` (so servers have sessions to
-    drain). ``ok``, ``failed`` and ``errors`` (failure -> count) as they go."""
+    """Requests through HAProxy at a fixed arrival rate (``rate`` per second, sent
+    whether or not earlier ones have answered: a slow or stuck answer does not lower
+    the load), by a pool of ``workers`` keep-alive clients; every ``slow_every``-th is
+    ``/slow?ms=slow_ms`` (so servers have sessions to drain). ``ok``, ``failed`` and
+    ``errors`` (failure -> count) as they go; ``late``: requests that waited more than
+    a second for a free client (the pool was too small for the rate)."""
 
     def __init__(
         self,
         port: int,
         rate: float = 100.0,
-        workers: int = 8,
+        workers: int = 32,
         slow_every: int = 4,
         slow_ms: int = 150,
     ) -> None:
         self.port = port
-        self.interval = workers / rate
-        self.workers = workers
+        self.rate_wanted = rate
         self.slow_every = slow_every
         self.slow_ms = slow_ms
         self.ok = 0
         self.failed = 0
+        self.late = 0
         self.errors: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(workers)]
+        self._due: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+        self._ticker = threading.Thread(target=self._tick)
         self.started = self.ended = 0.0
 
     def __enter__(self) -> Load:
         self.started = time.monotonic()
         for t in self._threads:
             t.start()
+        self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self._ticker.join()
+        for _ in self._threads:
+            self._due.put(None)
         for t in self._threads:
             t.join()
         self.ended = time.monotonic()
@@ -334,6 +344,16 @@ class Load:
     def rate(self) -> float:
         return self.total / max(1e-9, (self.ended or time.monotonic()) - self.started)
 
+    def _tick(self) -> None:
+        n, due = 0, time.monotonic()
+        while not self._stop.is_set():
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            n += 1
+            self._due.put((n, due))
+            due += 1 / self.rate_wanted
+
     def _count(self, ok: bool, error: str = "") -> None:
         with self._lock:
             if ok:
@@ -342,16 +362,13 @@ class Load:
                 self.failed += 1
                 self.errors[error] += 1
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
-        n = index
-        due = time.monotonic() + self.interval * index / self.workers
-        while not self._stop.is_set():
-            delay = due - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                break
-            due = max(due + self.interval, time.monotonic() - self.interval)
-            n += 1
+        while (item := self._due.get()) is not None:
+            n, due = item
+            if time.monotonic() - due > 1:
+                with self._lock:
+                    self.late += 1
             path = f"/slow?ms={self.slow_ms}" if n % self.slow_every == 0 else "/"
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

@@ -4,8 +4,10 @@ process and starts the new one; load runs through HAProxy during the deploys."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,90 @@ async def test_once_failure_switches_nothing(site) -> None:
         assert not (app / ".shipdeck.lock").exists()
         assert d.plan[f"{hkey(d, h.spec)}/activate"].status == SKIPPED
     assert site.lb.states() == {h.addr: READY for h in site.hosts}  # nobody drained
+
+
+async def test_drain_timeout_fails_the_host_and_puts_it_back(site) -> None:
+    config = site.config(balancer_host="local")
+    result, _, first = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    commit_version(site.repo, "2.0.0")
+    strict = replace(config, balancer=replace(config.balancer, drain_timeout=0.3))
+    # every request takes 2 s: every server always has sessions in flight
+    with Load(site.lb.port, rate=20, slow_every=1, slow_ms=2000) as load:
+        result, _, d = await deploy(strict)
+    assert result.exit_code == 3  # the canary wave failed: nothing more started
+    canary = site.hosts[0]
+    for h in site.hosts[1:]:
+        assert d.plan[f"{hkey(d, h.spec)}/activate"].status == SKIPPED
+    reason = result.summary["failures"][canary.spec]
+    assert "drain timed out after 0.3s" in reason and "put back in rotation" in reason
+    assert current_version(canary.home / "app") == "1.0.0"  # never switched
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}
+    assert load.failed == 0, dict(load.errors)
+
+    lenient = replace(strict, balancer=replace(strict.balancer, drain_timeout_ok=True))
+    with Load(site.lb.port, rate=20, slow_every=1, slow_ms=2000):
+        result, _, d = await deploy(lenient)
+    assert result.exit_code == 0, result.summary
+    assert "session(s) cut" in d.plan[f"{hkey(d, canary.spec)}/drain"].detail
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}
+
+
+async def test_drain_hooks_for_any_balancer(site, tmp_path) -> None:
+    out = tmp_path / "lb-calls"
+    drain = f'["echo drain $SHIPDECK_HOST $SHIPDECK_HOST_ADDR $SHIPDECK_RELEASE >> {out}"]'
+    undrain = f'["echo undrain $SHIPDECK_HOST $SHIPDECK_HOST_ADDR $SHIPDECK_RELEASE >> {out}"]'
+    config = site.config(drain=drain, undrain=undrain, max_unavailable="1")
+    result, _, d = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    calls = out.read_text().splitlines()
+    assert len(calls) == 6
+    for drained, undrained in zip(calls[::2], calls[1::2], strict=True):
+        # one host out at a time: its drain, then its undrain, then the next host's
+        assert drained.startswith("drain ") and undrained == "un" + drained
+    assert sorted(calls[::2]) == sorted(
+        f"drain {h.spec} {h.addr} {d.release_id}" for h in site.hosts
+    )
+    for h in site.hosts:
+        assert d.plan[f"{hkey(d, h.spec)}/drain"].detail == "1 hook(s)"
+
+
+async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site) -> None:
+    config = site.config(batches='["100%"]', max_unavailable="1")
+    result, rec, d = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    host = hkey(d, site.hosts[0].spec)
+    assert f"{host}/drain" not in d.plan  # no balancer, no drain hooks: no drain steps
+    waited = [h for h in site.hosts if WAITING in step_states(rec, d, h.spec, "activate")]
+    assert waited
+    spans = sorted(  # from the switch to the passing health check
+        (running_at(rec, f"{hkey(d, h.spec)}/activate"), at(rec, f"{hkey(d, h.spec)}/health", OK))
+        for h in site.hosts
+    )
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
+
+
+async def test_abort_while_draining_puts_the_host_back(site) -> None:
+    config = site.config(balancer_host="local")
+    result, _, _ = await deploy(config)
+    assert result.exit_code == 0, result.summary
+    commit_version(site.repo, "2.0.0")
+    canary = site.hosts[0]
+    d = Deployment(config)
+    rec = Recorder()
+    d.subscribe(rec)
+    # every request takes 5 s: the canary's sessions outlast the abort
+    with Load(site.lb.port, rate=10, slow_every=1, slow_ms=5000) as load:
+        run = asyncio.ensure_future(d.run())
+        while site.lb.state(canary.addr) != "drain":  # HAProxy is draining it: abort
+            assert not run.done(), run.result().summary
+            await asyncio.sleep(0.01)
+        d.abort(reason="operator changed their mind")
+        result = await run
+    assert result.exit_code == 3
+    node = d.plan[f"{hkey(d, canary.spec)}/drain"]
+    assert node.status == "cancelled" and "back in rotation" in node.detail
+    assert current_version(canary.home / "app") == "1.0.0"
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}
+    assert load.failed == 0, dict(load.errors)
