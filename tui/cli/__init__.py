@@ -6,6 +6,7 @@ One module per command group, each registering its subcommands with
 - :mod:`tui.cli.deploy`   ``deploy`` (full screen, headless, JSON, dry run), ``rollback``
 - :mod:`tui.cli.history`  ``history``, ``show``
 - :mod:`tui.cli.download` ``download``
+- :mod:`tui.cli.status`   ``status``
 - :mod:`tui.cli.relay`    ``relay``, ``say``, ``tail``
 - :mod:`tui.cli.demo`     ``demo``;  :mod:`tui.cli.watch` ``watch``
 
@@ -25,12 +26,12 @@ import os
 import sys
 
 from engine.errors import ExitCode
-from tui.cli import demo, deploy, download, history, relay, watch
+from tui.cli import demo, deploy, download, history, relay, status, watch
 
 __all__ = ["build_parser", "main", "run"]
 
 #: the command groups, in the order ``shipdeck --help`` lists them
-GROUPS = (deploy, history, download, relay, demo, watch)
+GROUPS = (deploy, status, history, download, relay, demo, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
