@@ -220,6 +220,7 @@ class DeployConfig:
     max_unavailable: str | None = key(None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit")
     once: tuple[str, ...] = key((), "run on one host once every host is unpacked, before any is activated (cwd: the release)")
     once_host: str | None = key(None, "the host `once` runs on", shown="first of the first wave")
+    confirm_exec: str = key("none", "`typed`: `shipdeck exec` asks to type the host count (or `--yes`)", choices=("none", "typed"))
 
 
 _SSH = "ssh config"
@@ -320,8 +321,7 @@ def _names(h: HostSpec) -> tuple[str, ...]:
 # -- what the fields say ------------------------------------------------------
 
 #: TOML value types taken for a Python type (an int is a fine float)
-_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float)}
-_TOML |= {bool: (bool,), tuple: (list,)}
+_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,), tuple: (list,)}
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
