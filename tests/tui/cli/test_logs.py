@@ -81,3 +81,20 @@ async def test_follow_across_a_host_restart(sshd_fleet, sample_repo, tmp_path) -
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     assert sum(f"{h2.name} started" in s for s in seen) == 1  # not repeated on reconnect
+
+
+async def test_follow_into_head_ends_quietly(sshd_fleet, sample_repo, tmp_path) -> None:
+    """`shipdeck logs -f PATH | head -1`: the next line finds no reader; exit 141."""
+    fleet = sshd_fleet(1)
+    (h1,) = fleet.hosts
+    config = write_config(tmp_path / "shipdeck.toml", fleet, sample_repo)
+    _log(h1, "first\n", "w")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tui.cli", "logs", "-c", str(config), "-f", "shared/log/app.log",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert (await asyncio.wait_for(proc.stdout.readline(), 30)).endswith(b"| first\n")
+    proc._transport.get_pipe_transport(1).close()
+    _log(h1, "second\n")
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 141 and err == b""
