@@ -163,8 +163,7 @@ def key(
     raises ValueError; ``derive``: the value when the key is absent, from the keys given
     (None: the default); ``shown``: the default as the README shows it.
     """
-    meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check}
-    meta |= {"each": each, "derive": derive, "shown": shown}
+    meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check, "each": each, "derive": derive, "shown": shown}
     return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
 
 
@@ -220,6 +219,7 @@ class DeployConfig:
     max_unavailable: str | None = key(None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit")
     once: tuple[str, ...] = key((), "run on one host once every host is unpacked, before any is activated (cwd: the release)")
     once_host: str | None = key(None, "the host `once` runs on", shown="first of the first wave")
+    confirm_exec: str = key("none", "`typed`: `shipdeck exec` asks to type the host count (or `--yes`)", choices=("none", "typed"))
 
 
 _SSH = "ssh config"
@@ -281,6 +281,7 @@ class Config:
     )
     relay: RelayConfig | None = None
     balancer: _balancer.BalancerConfig | None = None
+    aliases: dict[str, str] | None = key(None, '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)')
 
     @property
     def base_dir(self) -> Path:
@@ -320,8 +321,7 @@ def _names(h: HostSpec) -> tuple[str, ...]:
 # -- what the fields say ------------------------------------------------------
 
 #: TOML value types taken for a Python type (an int is a fine float)
-_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float)}
-_TOML |= {bool: (bool,), tuple: (list,)}
+_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,), tuple: (list,)}
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -536,7 +536,7 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
             hint = f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(known)})"
             line = r.line(section)
             raise ConfigError(path, f"unknown section{hint}", key=f"[{section}]", line=line)
-    parts = {s.name: r.hosts(data) if dict in s.types else r.section(data, s) for s in _sections()}
+    parts = {s.name: r.hosts(data) if s.name == "hosts" else data.get(s.name) if dict in s.types else r.section(data, s) for s in _sections()}
     return Config(path=path, **parts)
 
 
@@ -582,7 +582,7 @@ def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for s in _sections():
         keys = (
-            [(".<group>", s)] if dict in s.types else [(f".{k.name}", k) for k in _keys(s.types[0])]
+            [(".<group>" if s.name == "hosts" else ".<name>", s)] if dict in s.types else [(f".{k.name}", k) for k in _keys(s.types[0])]
         )
         for name, k in keys:
             meaning = " ".join(k.meta("help").split())

@@ -5,13 +5,15 @@ One module per command group, each registering its subcommands with
 
 - :mod:`tui.cli.deploy`   ``deploy`` (full screen, headless, JSON, dry run), ``rollback``
 - :mod:`tui.cli.history`  ``history``, ``show``
-- :mod:`tui.cli.download` ``download``
+- :mod:`tui.cli.download` ``download``;  :mod:`tui.cli.logs` ``logs``
+- :mod:`tui.cli.status`   ``status``;  :mod:`tui.cli.exec` ``exec``
 - :mod:`tui.cli.relay`    ``relay``, ``say``, ``tail``
 - :mod:`tui.cli.demo`     ``demo``;  :mod:`tui.cli.watch` ``watch``
 
 and the helpers they share: :mod:`tui.cli.common` (errors, ``-c FILE``, exit codes),
 :mod:`tui.cli.prompt` (questions on the terminal), :mod:`tui.cli.operator` (who the
-operator is, asking the relay), :mod:`tui.cli.room` (the config's relay room).
+operator is, asking the relay), :mod:`tui.cli.room` (the config's relay room), :mod:`tui.cli.aliases` (the config's
+``[aliases]``, expanded before parsing and listed in ``--help``).
 
 Building the parser imports only the standard library; every command imports what it
 needs when it runs. ``relay``, ``say``, ``tail``, ``history``, ``show``, ``download``
@@ -25,18 +27,21 @@ import os
 import sys
 
 from engine.errors import ExitCode
-from tui.cli import demo, deploy, download, history, relay, watch
+from tui.cli import demo, deploy, download, history, logs, relay, status, watch
+from tui.cli import exec as fleet_exec
 
 __all__ = ["build_parser", "main", "run"]
 
 #: the command groups, in the order ``shipdeck --help`` lists them
-GROUPS = (deploy, history, download, relay, demo, watch)
+GROUPS = (deploy, status, fleet_exec, logs, history, download, relay, demo, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``shipdeck`` parser with every subcommand (``args.func`` runs it)."""
     parser = argparse.ArgumentParser(
-        prog="shipdeck", description="Release code to a fleet over SSH, from the terminal."
+        prog="shipdeck",
+        description="Release code to a fleet over SSH, from the terminal.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the aliases' epilog as it is
     )
     parser.add_argument("--version", action="version", version="shipdeck 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the command; its exit code."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from tui.cli import aliases
+
+    builtins = aliases.commands(parser)
+    try:
+        argv = aliases.expand(argv, builtins)
+    except aliases.AliasError as exc:
+        sys.stderr.write(f"shipdeck: {exc}\n")
+        return ExitCode.USAGE
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.epilog = aliases.help_text(argv, builtins) or None
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
