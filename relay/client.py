@@ -114,6 +114,7 @@ class RelayClient:
 
         #: Who the relay says we are (from the token), and our public client handle.
         self.operator: str | None = None
+        self.role: str = "operator"
         self.client: str | None = None
         #: Room stream position: the last stored offset delivered, and its epoch.
         self.epoch: str | None = None
@@ -452,6 +453,7 @@ class RelayClient:
     def _on_welcome(self, frame: dict[str, Any]) -> None:
         you = frame.get("you") or {}
         self.operator = you.get("operator")
+        self.role = you.get("role", "operator")  # relays without roles: everyone operates
         self.client = you.get("client")
         self.presence = frame.get("presence") or []
         self.lock = frame.get("lock")

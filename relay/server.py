@@ -226,7 +226,8 @@ class Relay:
 
     async def handler(self, ws: ServerConnection) -> None:
         """Serve one connection: hello, join, then its frames until it closes."""
-        peer = Peer(ws, ws.shipdeck_operator)  # type: ignore[attr-defined]
+        operator = ws.shipdeck_operator  # type: ignore[attr-defined]
+        peer = Peer(ws, operator, self.tokens.role_of(operator))
         peer.tokens = self.limits.burst
         peer.refilled = time.monotonic()
         self.peers.add(peer)
@@ -328,6 +329,7 @@ class Relay:
             return
         start, head, recovered, truncated = resume_point(hello, room.epoch, info, head)
         room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
+        room.roles[peer.operator] = peer.role
         await self.coordinator.joined(room, peer)
         await self._welcome(peer, room, hello, raw_session, info, head, start, recovered, truncated)
         last = (
@@ -358,7 +360,8 @@ class Relay:
             "epoch": room.epoch,
             "head": head,
             "first": info.first,
-            "you": {"operator": peer.operator, "client": peer.handle, "session": raw_session},
+            "you": {"operator": peer.operator, "role": peer.role}
+            | {"client": peer.handle, "session": raw_session},
             "recovered": recovered,
             "replay_from": start,
             "truncated": truncated,
@@ -485,7 +488,10 @@ class Relay:
         room = peer.room
         assert room is not None
         handler = self._handlers.get(frame["type"])
-        if handler is not None:
+        refused = peer.forbidden(frame)
+        if refused is not None:
+            await self._reject(peer, refused, counts=False)
+        elif handler is not None:
             await handler(peer, room, frame)
 
     async def _on_hello(self, peer: Peer, room: Room, frame: Frame) -> None:
