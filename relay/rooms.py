@@ -156,6 +156,15 @@ def _decode_events(raw: list[Any]) -> list[Event | None]:
 # -- peers and rooms --------------------------------------------------------------------
 
 
+def peer_addr(connection: ServerConnection) -> str:
+    """``host:port`` of a connection's far end (``?`` if unknown), for the log."""
+    try:
+        host, port = connection.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
+
+
 #: Frames an ``observer`` may not send (they change the deploy or the lease).
 OPERATOR_FRAMES = frozenset({"event", "control", "lock"})
 
@@ -197,7 +206,10 @@ class Peer:
 
     def forbidden(self, frame: dict[str, Any]) -> ProtocolError | None:
         """The ``forbidden`` error for a frame this peer's role may not send, else None:
-        an observer reads and chats, but takes no lock, controls and publishes nothing."""
+        an observer reads and chats, but takes no lock, controls and publishes nothing;
+        only an admin breaks a lease."""
+        if frame["type"] == "lock" and frame["op"] == "break" and self.role != "admin":
+            return ProtocolError("forbidden", "only an admin breaks a lease", frame.get("id"))
         if self.role != "observer" or frame["type"] not in OPERATOR_FRAMES:
             return None
         return ProtocolError(
@@ -495,6 +507,7 @@ __all__ = [
     "client_handle",
     "load_room",
     "now",
+    "peer_addr",
     "presence_frame",
     "resume_point",
     "session_hash",

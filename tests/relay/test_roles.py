@@ -140,3 +140,21 @@ async def test_admin_and_operator_control_the_deploy(relay: RolesRelay) -> None:
     assert await alice.release_lock() is True
     lease = await carol.acquire_lock("admin deploy", ttl=30)
     assert lease["operator"] == "carol"
+
+
+async def test_only_an_admin_breaks_another_operators_lease(relay: RolesRelay) -> None:
+    alice, _ = await relay.client("alice")
+    bob, _ = await relay.client("bob")
+    carol, ccol = await relay.client("carol")
+    await alice.acquire_lock("deploy", ttl=30)
+    for who in (alice, bob):
+        with pytest.raises(RelayError) as exc:
+            await who.release_lock(force=True)
+        assert exc.value.code == "forbidden"
+    assert await carol.release_lock(force=True) is True
+    broken = await ccol.wait(lambda c: [f for f in c.of("lock") if f["op"] == "broken"])
+    assert broken[0]["sender"] == "carol" and broken[0]["previous"]["operator"] == "alice"
+    assert broken[0]["holder"] is None
+    late, _ = await relay.client("bob")
+    assert late.lock is None
+    assert await carol.release_lock(force=True) is False  # nothing left to break
