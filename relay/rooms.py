@@ -309,7 +309,7 @@ class Room:
         self.everyone: dict[str, int] | None = None
         #: With several relay nodes: the task delivering the room from its stored log.
         self.follower: asyncio.Task[Any] | None = None
-        #: Role of each operator seen joining (shown in presence).
+        #: Role of each operator (from the tokens file; shown in presence).
         self.roles: dict[str, str] = {}
 
     def who(self) -> list[dict[str, Any]]:

@@ -329,7 +329,7 @@ class Relay:
             return
         start, head, recovered, truncated = resume_point(hello, room.epoch, info, head)
         room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
-        room.roles[peer.operator] = peer.role
+        room.roles = self.tokens.roles  # every node reads one tokens file: remote members too
         await self.coordinator.joined(room, peer)
         await self._welcome(peer, room, hello, raw_session, info, head, start, recovered, truncated)
         last = (

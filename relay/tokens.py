@@ -48,6 +48,11 @@ class TokenTable:
         self._entries = [(token.encode(), name) for name, (token, _) in parsed.items()]
         self._roles = {name: role for name, (_, role) in parsed.items()}
 
+    @property
+    def roles(self) -> dict[str, str]:
+        """Every operator's role (a copy)."""
+        return dict(self._roles)
+
     def role_of(self, operator: str) -> str:
         """The role of ``operator`` (``operator`` for a name the table does not hold)."""
         return self._roles.get(operator, DEFAULT_ROLE)

@@ -25,6 +25,11 @@ async def test_admin_breaks_a_lease_held_on_another_node(nodes: Nodes) -> None:
     try:
         for c in (alice, bob, carol):
             await c.start(timeout=10)
+        # presence on node two shows the role of alice, connected to node one
+        who = await cols[2].wait(
+            lambda c: [f["who"] for f in c.of("presence") if f["operator"] == "carol"]
+        )
+        assert {"operator": "alice", "connections": 1, "role": "operator"} in who[-1]
         await alice.acquire_lock("deploy", ttl=30)
         for attempt in (
             bob.acquire_lock("mine", ttl=30),
