@@ -114,6 +114,7 @@ class RelayClient:
 
         #: Who the relay says we are (from the token), and our public client handle.
         self.operator: str | None = None
+        self.role: str = "operator"
         self.client: str | None = None
         #: Room stream position: the last stored offset delivered, and its epoch.
         self.epoch: str | None = None
@@ -280,11 +281,12 @@ class RelayClient:
             self._want_lock = None
             self._lock_waiter = None
 
-    async def release_lock(self) -> bool:
-        """Release the lease (no-op if not held). Returns whether it was released."""
+    async def release_lock(self, *, force: bool = False) -> bool:
+        """Release the lease (no-op if not held). Returns whether it was released. ``force``
+        (role ``admin``, else :class:`RelayError` ``forbidden``): break anyone's lease."""
         self._stop_heartbeat()
         self.lease = None
-        ack = await self._request({"type": "lock", "op": "release"})
+        ack = await self._request({"type": "lock", "op": "break" if force else "release"})
         return bool(ack.get("released"))
 
     def _enqueue(self, frame: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
@@ -443,7 +445,7 @@ class RelayClient:
         elif (
             not mine
             and self.lease is not None
-            and frame.get("op") in ("acquired", "takeover", "released")
+            and frame.get("op") in ("acquired", "takeover", "released", "broken")
         ):
             log.warning("lost the deploy lock (%s by %s)", frame.get("op"), frame.get("sender"))
             self.lease = None
@@ -451,7 +453,7 @@ class RelayClient:
 
     def _on_welcome(self, frame: dict[str, Any]) -> None:
         you = frame.get("you") or {}
-        self.operator = you.get("operator")
+        self.operator, self.role = you.get("operator"), you.get("role", "operator")
         self.client = you.get("client")
         self.presence = frame.get("presence") or []
         self.lock = frame.get("lock")

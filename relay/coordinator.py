@@ -134,6 +134,11 @@ class Coordinator(Protocol):
         """Give up ``peer``'s lease (and any queued request), serving the next waiter."""
         ...
 
+    async def break_lease(self, room: Room, peer: Peer, request_id: str, ack: Ack) -> None:
+        """Free the lease whoever holds it (an admin's ``break``), stored as a ``lock``
+        message ``broken`` sent by ``peer``, then serve the next waiter."""
+        ...
+
 
 def coordinator_for(store: Store, hub: Hub) -> Coordinator:
     """The coordinator for ``store``: Redis-shared if other nodes write to it
@@ -246,6 +251,16 @@ class LocalCoordinator:
             return
         room.lock = None
         rec = await self._changed(room, peer.operator, "released", previous=lease)
+        await ack(rec, released=True)
+        await self._grant_next(room, None)
+
+    async def break_lease(self, room: Room, peer: Peer, request_id: str, ack: Ack) -> None:
+        lease = room.lock
+        if lease is None:
+            await ack(None, released=False)
+            return
+        room.lock = None
+        rec = await self._changed(room, peer.operator, "broken", previous=lease)
         await ack(rec, released=True)
         await self._grant_next(room, None)
 

@@ -28,6 +28,7 @@ FINAL_ERRORS = frozenset(
         "too_large",
         "not_lock_holder",
         "no_lock_holder",
+        "forbidden",
     }
 )
 

@@ -55,7 +55,7 @@ CLOSE_RESTART = 1012
 CLIENT_TYPES = ("hello", "chat", "event", "lock", "control")
 #: Frames stored in the room log (they carry an offset).
 STORED_TYPES = ("chat", "event", "lock", "control")
-LOCK_OPS = ("acquire", "heartbeat", "release")
+LOCK_OPS = ("acquire", "heartbeat", "release", "break")
 CONTROL_ACTIONS = ("abort", "approve")
 
 MAX_CHAT_CHARS = 8000

@@ -137,6 +137,23 @@ class RedisCoordinator:
         await ack(got.get("record"), released=True)
         await self._grant_next(room)
 
+    async def break_lease(self, room: Room, peer: Peer, request_id: str, ack: Ack) -> None:
+        lease = await self._refresh_lease(room)
+        if lease is None:
+            await ack(None, released=False)
+            return
+        holder = {"operator": lease.operator, "session": lease.session, "client": lease.client}
+        got = await self.store.lease(room.name, "release", **holder)
+        if got["result"] != "released":
+            await ack(None, released=False)
+            return
+        room.lock = None
+        self._arm_expiry(room)
+        body = {"op": "broken", "holder": None, "previous": lease.public()}
+        rec, _ = await self.publish(room, peer.operator, None, "lock", body)
+        await ack(rec, released=True)
+        await self._grant_next(room)
+
     def _seen(self, room: Room, got: dict[str, Any]) -> None:
         room.lock = lease_of(got)
         self._arm_expiry(room)

@@ -29,6 +29,7 @@ from relay.protocol import (
     SNAPSHOT_LABEL_CHARS,
     SNAPSHOT_LOG_CHARS,
     SNAPSHOT_META_BYTES,
+    ProtocolError,
     Snapshot,
     check_event,
 )
@@ -155,12 +156,26 @@ def _decode_events(raw: list[Any]) -> list[Event | None]:
 # -- peers and rooms --------------------------------------------------------------------
 
 
+def peer_addr(connection: ServerConnection) -> str:
+    """``host:port`` of a connection's far end (``?`` if unknown), for the log."""
+    try:
+        host, port = connection.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
+
+
+#: Frames an ``observer`` may not send (they change the deploy or the lease).
+OPERATOR_FRAMES = frozenset({"event", "control", "lock"})
+
+
 class Peer:
     """One authenticated connection, in at most one room."""
 
     __slots__ = (
         "ws",
         "operator",
+        "role",
         "session",
         "handle",
         "room",
@@ -173,9 +188,11 @@ class Peer:
         "dropped",
     )
 
-    def __init__(self, ws: ServerConnection, operator: str) -> None:
+    def __init__(self, ws: ServerConnection, operator: str, role: str = "operator") -> None:
         self.ws = ws
         self.operator = operator
+        #: ``observer``, ``operator`` or ``admin`` (from the tokens file).
+        self.role = role
         self.session = ""
         self.handle = ""
         self.room: Room | None = None
@@ -186,6 +203,21 @@ class Peer:
         self.refilled = 0.0
         self.errors: deque[float] = deque()
         self.dropped = False
+
+    def forbidden(self, frame: dict[str, Any]) -> ProtocolError | None:
+        """The ``forbidden`` error for a frame this peer's role may not send, else None:
+        an observer reads and chats, but takes no lock, controls and publishes nothing;
+        only an admin breaks a lease."""
+        if frame["type"] == "lock" and frame["op"] == "break" and self.role != "admin":
+            return ProtocolError("forbidden", "only an admin breaks a lease", frame.get("id"))
+        if self.role != "observer" or frame["type"] not in OPERATOR_FRAMES:
+            return None
+        return ProtocolError(
+            "forbidden",
+            f"{self.operator} is an observer: {frame['type']} frames need the operator"
+            " or admin role",
+            frame.get("id"),
+        )
 
     def queue(self, offset: int | None, text: str, limits: Limits) -> bool:
         """Queue a frame while the peer joins; False if its queue is full."""
@@ -248,6 +280,7 @@ class Room:
         "timer",
         "everyone",
         "follower",
+        "roles",
     )
 
     def __init__(self, name: str, epoch: str, head: int, limits: Limits) -> None:
@@ -276,10 +309,18 @@ class Room:
         self.everyone: dict[str, int] | None = None
         #: With several relay nodes: the task delivering the room from its stored log.
         self.follower: asyncio.Task[Any] | None = None
+        #: Role of each operator (from the tokens file; shown in presence).
+        self.roles: dict[str, str] = {}
 
     def who(self) -> list[dict[str, Any]]:
         counts = self.presence if self.everyone is None else self.everyone
-        return [{"operator": op, "connections": n} for op, n in sorted(counts.items())]
+        out: list[dict[str, Any]] = []
+        for op, n in sorted(counts.items()):
+            entry: dict[str, Any] = {"operator": op, "connections": n}
+            if op in self.roles:
+                entry["role"] = self.roles[op]
+            out.append(entry)
+        return out
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -383,6 +424,7 @@ def presence_frame(room: Room, op: str, peer: Peer) -> dict[str, Any]:
         "time": now(),
         "op": op,
         "operator": peer.operator,
+        "role": peer.role,
         "client": peer.handle,
         "who": room.who(),
     }
@@ -465,6 +507,7 @@ __all__ = [
     "client_handle",
     "load_room",
     "now",
+    "peer_addr",
     "presence_frame",
     "resume_point",
     "session_hash",

@@ -52,7 +52,7 @@ from relay.protocol import (
     split_snapshot,
 )
 from relay.registry import RoomRegistry
-from relay.rooms import Peer, Room, client_handle, resume_point, session_hash
+from relay.rooms import Peer, Room, client_handle, peer_addr, resume_point, session_hash
 from relay.store import Record, RoomInfo, Store
 from relay.tokens import TokenTable
 
@@ -209,7 +209,7 @@ class Relay:
         if operator is None:
             log.info(
                 "refused %s: %s token",
-                _peer_addr(connection),
+                peer_addr(connection),
                 "missing" if not header else "invalid",
             )
             response = connection.respond(
@@ -226,7 +226,8 @@ class Relay:
 
     async def handler(self, ws: ServerConnection) -> None:
         """Serve one connection: hello, join, then its frames until it closes."""
-        peer = Peer(ws, ws.shipdeck_operator)  # type: ignore[attr-defined]
+        operator = ws.shipdeck_operator  # type: ignore[attr-defined]
+        peer = Peer(ws, operator, self.tokens.role_of(operator))
         peer.tokens = self.limits.burst
         peer.refilled = time.monotonic()
         self.peers.add(peer)
@@ -303,7 +304,7 @@ class Relay:
             peer.errors.popleft()
         if len(peer.errors) > self.limits.abuse_errors:
             log.warning(
-                "closing %s (%s): too many invalid frames", peer.operator, _peer_addr(peer.ws)
+                "closing %s (%s): too many invalid frames", peer.operator, peer_addr(peer.ws)
             )
             await peer.ws.close(CLOSE_ABUSE, "too many invalid frames")
             return False
@@ -328,6 +329,7 @@ class Relay:
             return
         start, head, recovered, truncated = resume_point(hello, room.epoch, info, head)
         room.presence[peer.operator] = room.presence.get(peer.operator, 0) + 1
+        room.roles = self.tokens.roles  # every node reads one tokens file: remote members too
         await self.coordinator.joined(room, peer)
         await self._welcome(peer, room, hello, raw_session, info, head, start, recovered, truncated)
         last = (
@@ -358,7 +360,8 @@ class Relay:
             "epoch": room.epoch,
             "head": head,
             "first": info.first,
-            "you": {"operator": peer.operator, "client": peer.handle, "session": raw_session},
+            "you": {"operator": peer.operator, "role": peer.role}
+            | {"client": peer.handle, "session": raw_session},
             "recovered": recovered,
             "replay_from": start,
             "truncated": truncated,
@@ -376,7 +379,7 @@ class Relay:
             "%s joined %s (%s, recovered=%s)",
             peer.operator,
             room.name,
-            _peer_addr(peer.ws),
+            peer_addr(peer.ws),
             recovered,
         )
         await peer.ws.send(dumps(welcome))
@@ -431,7 +434,7 @@ class Relay:
         peer.pending_bytes = 0
         self.dropped_slow += 1
         log.warning(
-            "closing %s (%s) in %s: fell behind", peer.operator, _peer_addr(peer.ws), room.name
+            "closing %s (%s) in %s: fell behind", peer.operator, peer_addr(peer.ws), room.name
         )
         self.spawn(peer.ws.close(CLOSE_SLOW, "fell behind; resume from your last offset"))
 
@@ -485,7 +488,10 @@ class Relay:
         room = peer.room
         assert room is not None
         handler = self._handlers.get(frame["type"])
-        if handler is not None:
+        refused = peer.forbidden(frame)
+        if refused is not None:
+            await self._reject(peer, refused, counts=False)
+        elif handler is not None:
             await handler(peer, room, frame)
 
     async def _on_hello(self, peer: Peer, room: Room, frame: Frame) -> None:
@@ -573,16 +579,10 @@ class Relay:
             )
         elif op == "heartbeat":
             await coordinator.heartbeat(room, peer, msg_id, ack)
-        else:
+        elif op == "release":
             await coordinator.release(room, peer, msg_id, ack)
-
-
-def _peer_addr(connection: ServerConnection) -> str:
-    try:
-        host, port = connection.remote_address[:2]
-        return f"{host}:{port}"
-    except Exception:
-        return "?"
+        else:  # "break": Peer.forbidden let only an admin through
+            await coordinator.break_lease(room, peer, msg_id, ack)
 
 
 def tls_context(cert: str, key: str | None) -> ssl.SSLContext:

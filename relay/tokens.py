@@ -4,7 +4,12 @@ The tokens file is TOML, one token per operator::
 
     [operators]
     alice = "token-for-alice"
-    bob = "token-for-bob"
+    bob = { token = "token-for-bob", role = "observer" }
+    carol = { token = "token-for-carol", role = "admin" }
+
+A plain string entry is an ``operator``. Roles: ``observer`` (reads and chats),
+``operator`` (also takes the deploy lock, publishes events, aborts and approves),
+``admin`` (everything an operator may, and breaking another's lease).
 
 A token is never logged, stored in the room log or echoed in a message; the relay
 only ever shows the operator name it maps to.
@@ -17,6 +22,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ShipdeckError
 from relay.protocol import RELAY_SENDER
@@ -24,6 +30,8 @@ from relay.protocol import RELAY_SENDER
 TOKEN_ENV = "SHIPDECK_TOKEN"
 OPERATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_TOKEN_CHARS = 8
+ROLES = ("observer", "operator", "admin")
+DEFAULT_ROLE = "operator"
 
 
 class TokensError(ShipdeckError, ValueError):
@@ -33,13 +41,22 @@ class TokensError(ShipdeckError, ValueError):
 class TokenTable:
     """Maps bearer tokens to operator names with constant-time comparison."""
 
-    def __init__(self, operators: dict[str, str]) -> None:
-        for name, token in operators.items():
-            _check_entry("<tokens>", name, token)
-        tokens = list(operators.values())
+    def __init__(self, operators: dict[str, Any]) -> None:
+        parsed = {name: _parse_entry("<tokens>", name, entry) for name, entry in operators.items()}
+        tokens = [token for token, _ in parsed.values()]
         if len(set(tokens)) != len(tokens):
             raise TokensError("two operators share the same token")
-        self._entries = [(token.encode(), name) for name, token in operators.items()]
+        self._entries = [(token.encode(), name) for name, (token, _) in parsed.items()]
+        self._roles = {name: role for name, (_, role) in parsed.items()}
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Every operator's role (a copy)."""
+        return dict(self._roles)
+
+    def role_of(self, operator: str) -> str:
+        """The role of ``operator`` (``operator`` for a name the table does not hold)."""
+        return self._roles.get(operator, DEFAULT_ROLE)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -54,6 +71,27 @@ class TokenTable:
             if hmac.compare_digest(secret, given):
                 found = name
         return found
+
+
+def _parse_entry(path: str, name: object, entry: object) -> tuple[str, str]:
+    """``(token, role)`` of one ``[operators]`` entry: a token string, or a table
+    ``{ token = "...", role = "..." }``. Raises :class:`TokensError`."""
+    role = DEFAULT_ROLE
+    if isinstance(entry, dict):
+        unknown = sorted(set(entry) - {"token", "role"})
+        if unknown:
+            raise TokensError(
+                f"{path}: [operators] {name}: unknown key {unknown[0]!r} (expected token, role)"
+            )
+        role = entry.get("role", DEFAULT_ROLE)
+        if role not in ROLES:
+            raise TokensError(
+                f"{path}: [operators] {name}: role must be one of {', '.join(ROLES)}, not {role!r}"
+            )
+        entry = entry.get("token")
+    _check_entry(path, name, entry)
+    assert isinstance(entry, str)
+    return entry, role
 
 
 def _check_entry(path: str, name: object, token: object) -> None:
@@ -91,8 +129,8 @@ def load_tokens(path: str | Path) -> TokenTable:
         raise TokensError(
             f'{path}: expected an [operators] table with at least one `name = "token"` line'
         )
-    for name, token in operators.items():
-        _check_entry(str(path), name, token)
+    for name, entry in operators.items():
+        _parse_entry(str(path), name, entry)
     try:
         return TokenTable(dict(operators))
     except TokensError as exc:

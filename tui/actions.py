@@ -116,6 +116,15 @@ def for_mode(mode: str) -> list[Action]:
     return [a for a in ACTIONS if mode in a.modes]
 
 
+#: actions a relay ``observer`` may not use (the relay refuses them anyway)
+OPERATOR_ONLY = frozenset({"deploy", "abort", "rollback", "approve"})
+
+
+def role_allows(action_id: str, role: str) -> bool:
+    """Whether a relay member of ``role`` (observer, operator, admin) may use the action."""
+    return role != "observer" or action_id not in OPERATOR_ONLY
+
+
 def by_id(action_id: str) -> Action | None:
     for action in ACTIONS:
         if action.id == action_id:
