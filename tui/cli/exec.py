@@ -129,7 +129,7 @@ class _Printer:
         try:
             self._print(event)
         except OSError as exc:  # `shipdeck exec -- ... | head`: the reader went away
-            from engine.printer import is_broken_pipe, stdout_gone
+            from tui.pipes import is_broken_pipe, stdout_gone
 
             if not is_broken_pipe(exc):
                 raise

@@ -59,7 +59,7 @@ class _Out:
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
         except OSError as exc:
-            from engine.printer import is_broken_pipe, stdout_gone
+            from tui.pipes import is_broken_pipe, stdout_gone
 
             if not is_broken_pipe(exc):
                 raise
