@@ -278,34 +278,11 @@ class Host:
             feed_file(shell.proc.stdin, stdin_file, progress, self.upload_stall, size)
         )
         finished = asyncio.ensure_future(shell.done())
-        for task in (feeding, finished):  # whichever is left behind is not awaited
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
         try:
-            pending: set[asyncio.Future[Any]] = {feeding, finished}
-            while not finished.done():
-                left = end - loop.time()
-                if left <= 0:
-                    raise CommandTimeout(f"command timed out after {timeout:g}s")
-                done, pending = await asyncio.wait(
-                    pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                exc = feeding.exception() if feeding in done else None
-                if isinstance(exc, SSHError):  # stalled: see _run_once
-                    self.lost = f"connection given up: {exc}"
-                    self.conn.abort()
-                    raise exc
-                if exc is not None:
-                    raise SSHError(f"connection lost: {exc}")
-            result = finished.result()
+            result = await self._upload_result(feeding, finished, timeout)
             clean = feeding.done()
             return result
-        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
-            raise SSHError(f"connection lost: {exc}") from None
         finally:
-            feeding.cancel()
-            finished.cancel()
             self._active.discard(shell)
             if not clean:
                 self._drop_shell()
@@ -329,12 +306,23 @@ class Host:
 
         feeding = asyncio.ensure_future(send())
         finished = asyncio.ensure_future(session.finished())
+        try:
+            return await self._upload_result(feeding, finished, timeout)
+        finally:
+            self._active.discard(session)
+            session.close()
+
+    async def _upload_result(
+        self, feeding: asyncio.Future[Any], finished: asyncio.Future[CommandResult], timeout: float
+    ) -> CommandResult:
+        """The result of a command fed a file: one deadline over both; the command may
+        end before it read everything (it failed), and its result counts. A feed that
+        stalled gives the connection up. Both tasks are cancelled on the way out."""
         for task in (feeding, finished):  # whichever is left behind is not awaited
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         try:
-            # the script may end before it read everything (it failed): its result counts
             pending: set[asyncio.Future[Any]] = {feeding, finished}
             while not finished.done():
                 left = end - loop.time()
@@ -358,8 +346,6 @@ class Host:
         finally:
             feeding.cancel()
             finished.cancel()
-            self._active.discard(session)
-            session.close()
 
     async def _running(self) -> list[Session]:
         """The sessions running a command now, with their shell's pid. A session whose
