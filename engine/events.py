@@ -134,6 +134,23 @@ class Control(Event):
     at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class MaintenanceChanged(Event):
+    """Maintenance mode of the project's backend: ``on`` (every server out of rotation,
+    or the ``deploy.maintenance_on`` hooks run) or off, set by ``by`` with ``message``
+    (why), at ``at``; ``where`` says what was changed or found (``web: 3/3 servers in
+    MAINT``). Sent by ``shipdeck maintenance on|off`` (under its own ``deploy_id``), and
+    by a deploy or rollback that finds maintenance on when it starts. It belongs to the
+    room rather than to one deploy: a new plan does not clear it."""
+
+    type: ClassVar[str] = "maintenance"
+    on: bool = False
+    by: str = ""
+    message: str = ""
+    at: float = 0.0
+    where: str = ""
+
+
 _SUMMARY_COUNTS = ("hosts", "ok", "failed", "skipped", "cancelled")
 
 
@@ -238,6 +255,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Progress,
         GateWaiting,
         Control,
+        MaintenanceChanged,
         DeployFinished,
     )
 }

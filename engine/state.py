@@ -21,9 +21,11 @@ What it keeps:
   (off unless ``log_lines`` is given: the relay keeps them for its snapshot).
 - ``finished`` / ``summary``: the :class:`DeployFinished` event and its typed
   :class:`engine.events.Summary` once the deploy is over.
+- ``maintenance``: the latest :class:`MaintenanceChanged` (on or off) of the room,
+  whichever deploy it came with; a new plan keeps it (``maintenance_on`` reads it).
 
 A snapshot is the state itself: :meth:`RunState.to_json` gives
-``{"deploy_id", "plan", "finished", "gates", "logs"}`` (the relay protocol's
+``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance"}`` (the relay protocol's
 ``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
 RunState, with no detour through synthetic events.
 
@@ -36,6 +38,7 @@ Standard library only (imports nothing from asyncssh, textual or websockets).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -58,6 +61,7 @@ from engine.events import (
     EventDecodeError,
     GateWaiting,
     LogLine,
+    MaintenanceChanged,
     NodeStatus,
     PlanReady,
     Progress,
@@ -243,6 +247,8 @@ class RunState:
         self.started: float | None = None
         self._host_status: dict[str, str] = {}
         self._host_of: dict[str, str] = {}
+        #: the latest maintenance change (kept across plans: it is the room's)
+        self.maintenance: MaintenanceChanged | None = None
         if plan is not None:
             self.load(plan)
 
@@ -303,6 +309,12 @@ class RunState:
         return self.finished.report if self.finished is not None else None
 
     @property
+    def maintenance_on(self) -> MaintenanceChanged | None:
+        """The maintenance change in force, if maintenance is on (None: off or unknown)."""
+        m = self.maintenance
+        return m if m is not None and m.on is True else None
+
+    @property
     def waiting_gate(self) -> str | None:
         """The gate that most recently started waiting, if any still waits."""
         return next(reversed(self.gates), None) if self.gates else None
@@ -355,11 +367,14 @@ class RunState:
         (the relay), so a kept log line is not serialised again.
 
         A plan event for another deploy (or another tree) starts over
-        (:attr:`generation` moves on); other events of another deploy are ignored.
-        Never raises for an event about a node the plan does not have.
+        (:attr:`generation` moves on); a maintenance change is the room's, whatever its
+        deploy; other events of another deploy are ignored. Never raises for an event
+        about a node the plan does not have.
         """
         if isinstance(event, PlanReady):
             return self._plan(event)
+        if isinstance(event, MaintenanceChanged):
+            return self._maintenance(event)
         if self.plan.deploy_id and event.deploy_id != self.plan.deploy_id:
             return _NOTHING
         handler = _APPLY.get(type(event))
@@ -457,6 +472,18 @@ class RunState:
             self.gates.pop(event.key or self.waiting_gate or "", None)
         return _NOTHING
 
+    def _maintenance(self, event: MaintenanceChanged) -> Touched:
+        if self.bounds is not None:
+            cut = self.bounds.detail_chars
+            event = dataclasses.replace(
+                event,
+                by=cut_text(str(event.by), self.bounds.label_chars)[0],
+                message=cut_text(str(event.message), cut)[0],
+                where=cut_text(str(event.where), cut)[0],
+            )
+        self.maintenance = event
+        return _NOTHING
+
     def _finished(self, event: DeployFinished, data: dict[str, Any] | None) -> Touched:
         self.finished = event
         self.gates.clear()
@@ -490,10 +517,11 @@ class RunState:
     # -- snapshots ----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs"}``;
-        ``plan`` is a plan event whose nodes carry their current state, ``finished``
-        the finished event's dict (or None), ``gates`` the waiting gates' keys,
-        ``logs`` the kept log events' dicts, oldest first."""
+        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs",
+        "maintenance"}``; ``plan`` is a plan event whose nodes carry their current
+        state, ``finished`` the finished event's dict (or None), ``gates`` the waiting
+        gates' keys, ``logs`` the kept log events' dicts, oldest first,
+        ``maintenance`` the latest maintenance event's dict (or None)."""
         finished = self._finished_json
         if finished is None and self.finished is not None:
             finished = self.finished.to_json()
@@ -503,6 +531,7 @@ class RunState:
             "finished": finished,
             "gates": sorted(self.gates),
             "logs": list(self.logs),
+            "maintenance": None if self.maintenance is None else self.maintenance.to_json(),
         }
 
     @classmethod
@@ -538,7 +567,19 @@ class RunState:
             if isinstance(key, str) and key in state.plan
         }
         state._restore_finished(data.get("finished"))
+        state._restore_maintenance(data.get("maintenance"))
         return state
+
+    def _restore_maintenance(self, saved: Any) -> None:
+        """A snapshot's maintenance event, if it reads as one (else none)."""
+        if not isinstance(saved, dict):
+            return
+        try:
+            event = event_from_json(saved)
+        except ValueError:
+            return
+        if isinstance(event, MaintenanceChanged):
+            self._maintenance(event)
 
     def _restore_finished(self, finished: Any) -> None:
         """A snapshot's finished event, if it reads as one (else none)."""

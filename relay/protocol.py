@@ -302,6 +302,7 @@ _FIELD_KINDS: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "float": (int, float),
     "int": (int,),
+    "bool": (bool,),
     "list[dict[str, Any]]": (list,),
     "dict[str, Any]": (dict,),
 }
@@ -328,7 +329,9 @@ def check_event(data: Any) -> Event:
     for f in dataclasses.fields(event):
         kinds = _FIELD_KINDS.get(str(f.type))
         value = getattr(event, f.name)
-        if kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
+        if kinds and (
+            not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        ):
             raise EventDecodeError(f"{event.type}: field {f.name!r} has the wrong type")
     key = getattr(event, "key", "")
     if isinstance(key, str) and len(key) > MAX_KEY_CHARS:

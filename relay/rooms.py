@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.events import Event, EventDecodeError, PlanReady
+from engine.events import Event, EventDecodeError, MaintenanceChanged, PlanReady
 from engine.state import Bounds, RunState
 from relay.limits import Limits
 from relay.protocol import (
@@ -397,7 +397,8 @@ class Room:
         for event, data in zip(events, raw, strict=False):
             if event is None:
                 continue
-            if self.deploy is None and isinstance(event, PlanReady):
+            # a maintenance change is the room's: kept even before any deploy
+            if self.deploy is None and isinstance(event, (PlanReady, MaintenanceChanged)):
                 self.deploy = deploy_state(self.limits)
             if self.deploy is not None:
                 self.deploy.apply(event, data)

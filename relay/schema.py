@@ -32,6 +32,7 @@ _TYPES: dict[str, dict[str, Any]] = {
     "str": {"type": "string"},
     "float": {"type": "number"},
     "int": {"type": "integer"},
+    "bool": {"type": "boolean"},
     "float | None": {"type": ["number", "null"]},
     "list[dict[str, Any]]": {"type": "array", "items": {"type": "object"}},
     "dict[str, Any]": {"type": "object"},

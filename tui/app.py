@@ -349,6 +349,7 @@ class ShipdeckApp(DeckActions, App[int]):
             following=self.following,
             filter_text=self.filter_text,
             filtered=len(self.tree.host_filter or ()),
+            maintenance=model.state.maintenance_on,
         )
 
     def _project_ref(self) -> tuple[str, str]:

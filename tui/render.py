@@ -2,7 +2,7 @@
 
 One glyph table (:data:`GLYPH`), durations and sizes (:func:`fmt_duration`,
 :func:`fmt_bytes`), one line per event (:func:`event_text`), a finished run's summary
-(:func:`summary_lines`), the plan as a tree (:func:`render_tree`), a transcript line
+(:func:`summary_lines`), maintenance mode (:func:`maintenance_text`), the plan as a tree (:func:`render_tree`), a transcript line
 (:func:`transcript_lines`) and the headless printer's column line
 (:func:`status_line`). Used by ``deploy --headless``, ``shipdeck tail``,
 ``shipdeck show --transcript``, the TUI's history screen and its tree labels.
@@ -32,6 +32,7 @@ from engine.events import (
     EventDecodeError,
     GateWaiting,
     LogLine,
+    MaintenanceChanged,
     NodeStatus,
     PlanReady,
     Progress,
@@ -165,6 +166,28 @@ def _gate_words(event: GateWaiting) -> list[str]:
     return [f"{GLYPH[WAITING]} {event.key} waiting for approval"]
 
 
+#: Maintenance mode's mark (the header, the headless line).
+MAINTENANCE_MARK = "⚠"
+
+
+def maintenance_text(event: MaintenanceChanged) -> str:
+    """``maintenance on since 12:01:05 by alice: db upgrade (web: 3/3 servers in
+    MAINT)``, or ``maintenance off since ... by bob``."""
+    when = f" since {fmt_time(event.at)}" if event.at else ""
+    who = f" by {event.by}" if event.by else ""
+    why = f": {event.message}" if event.message else ""
+    where = f" ({event.where})" if event.where else ""
+    return f"maintenance {'on' if event.on is True else 'off'}{when}{who}{why}{where}"
+
+
+def _maintenance_words(event: MaintenanceChanged) -> list[str]:
+    return [
+        f"{MAINTENANCE_MARK} {maintenance_text(event)}"
+        if event.on is True
+        else maintenance_text(event)
+    ]
+
+
 #: An event's words, by event type (:func:`event_lines`).
 _WORDS: dict[type[Event], Callable[[Any], list[str]]] = {
     NodeStatus: _status_words,
@@ -175,6 +198,7 @@ _WORDS: dict[type[Event], Callable[[Any], list[str]]] = {
     Control: _control_words,
     Progress: _progress_words,
     GateWaiting: _gate_words,
+    MaintenanceChanged: _maintenance_words,
 }
 
 
@@ -301,4 +325,6 @@ def headless_lines(event: Event, *, duration: float | None = None) -> list[str]:
     if isinstance(event, DeployFinished):
         head, *rest = summary_lines(event.report)
         return [f"{event.status.upper()}: {head}", *rest]
+    if isinstance(event, MaintenanceChanged):
+        return _maintenance_words(event)
     return []

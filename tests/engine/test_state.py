@@ -15,6 +15,7 @@ from engine.events import (
     EventDecodeError,
     GateWaiting,
     LogLine,
+    MaintenanceChanged,
     NodeStatus,
     Progress,
     Summary,
@@ -175,7 +176,7 @@ def test_snapshot_round_trip_keeps_statuses_counts_gates_logs_and_summary():
     state.apply(LogLine(D, key="release/wave-2/web2/upload", text="sent 1 MB", at=3.0))
     state.apply(GateWaiting(D, key="release/gate-1"))
     snap = json.loads(json.dumps(state.to_json()))
-    assert set(snap) == {"deploy_id", "plan", "finished", "gates", "logs"}
+    assert set(snap) == {"deploy_id", "plan", "finished", "gates", "logs", "maintenance"}
     back = RunState.from_json(snap)
     assert back.deploy_id == D
     assert back.host_counts().as_dict() == {"ok": 1, "pending": 2}
@@ -187,6 +188,29 @@ def test_snapshot_round_trip_keeps_statuses_counts_gates_logs_and_summary():
     again = RunState.from_json(back.to_json())
     assert again.summary == summary and again.finished.status == "ok"
     assert again.to_json() == back.to_json()
+
+
+def test_maintenance_is_the_rooms_it_outlives_a_new_plan_and_snapshots():
+    state = RunState()
+    on = MaintenanceChanged("m1", on=True, by="alice", message="db upgrade", at=5.0)
+    state.apply(on)  # before any deploy, under its own id
+    assert state.maintenance_on == on and state.deploy_id == ""
+    state.apply(plan_event())  # a deploy starts: maintenance is still on
+    assert state.maintenance_on == on
+    back = RunState.from_json(json.loads(json.dumps(state.to_json())))
+    assert back.maintenance_on == on and back.deploy_id == D
+    back.apply(MaintenanceChanged("m2", on=False, by="bob", at=9.0))  # another id: still applied
+    assert back.maintenance_on is None and back.maintenance.by == "bob"
+    assert RunState.from_json(back.to_json()).maintenance_on is None
+    assert state.apply(MaintenanceChanged("m3", on="yes")) == ()  # only True is on
+    assert state.maintenance_on is None
+
+
+def test_bounds_cut_a_maintenance_message():
+    state = RunState(bounds=Bounds())
+    state.apply(MaintenanceChanged("m1", on=True, by="a" * 999, message="x" * 5000))
+    kept = state.maintenance_on
+    assert kept is not None and len(kept.message) < 1100 and len(kept.by) < 300
 
 
 def test_a_snapshot_without_a_plan_is_refused():

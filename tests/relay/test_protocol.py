@@ -80,6 +80,11 @@ def test_any_input_is_accepted_or_a_protocol_error(text: str | bytes) -> None:
             "done",
         ),
         ('{"type":"hello","room":"bad room!"}', "bad_field", "room"),
+        (
+            '{"type":"event","id":"a1","events":[{"type":"maintenance","deploy_id":"m","on":1}]}',
+            "bad_event",
+            "'on'",
+        ),
     ],
 )
 def test_errors_name_the_problem(text: str, code: str, words: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from engine.events import DeployFinished, GateWaiting, LogLine, NodeStatus
+from engine.events import DeployFinished, GateWaiting, LogLine, MaintenanceChanged, NodeStatus
 from engine.plan import build_plan
 from relay.limits import Limits
 from relay.protocol import SNAPSHOT_LOG_CHARS
@@ -126,6 +126,19 @@ def test_the_deploy_snapshot_follows_events_and_cuts_long_lines() -> None:
     ] == "ok"  # another deploy's event changes nothing
     room.observe(_events(4, DeployFinished("d1", status="ok")), None)
     assert room.snapshot().to_json()["deploy"]["finished"]["status"] == "ok"
+
+
+def test_maintenance_set_before_any_deploy_is_in_the_snapshot_and_stays() -> None:
+    room = Room("web", "e1", 0, Limits())
+    on = MaintenanceChanged("m1", on=True, by="alice", message="db upgrade", at=1.0)
+    room.observe(_events(1, on), None)
+    snap = room.snapshot().to_json()["deploy"]
+    assert snap["maintenance"] == on.to_json() and snap["plan"]["nodes"] == []
+    room.observe(_events(2, build_plan("d1", [["web1"]]).to_event()), None)
+    assert room.snapshot().to_json()["deploy"]["maintenance"] == on.to_json()
+    again = Room("web", "e1", 2, Limits())
+    again.restore_deploy(room.saved_deploy() or {})
+    assert again.deploy is not None and again.deploy.maintenance_on == on
 
 
 def test_a_gate_waits_only_while_its_node_waits() -> None:

@@ -15,6 +15,7 @@ from engine.events import (
     DeployMeta,
     GateWaiting,
     LogLine,
+    MaintenanceChanged,
     NodeStatus,
     Progress,
 )
@@ -58,6 +59,7 @@ def test_engine_events_validate(validator: jsonschema.Draft202012Validator) -> N
         LogLine("d1", key="fetch", stream="stderr", text="warning", at=1.0),
         Progress("d1", key="release/wave-1/web1/upload", done=5, total=10),
         DeployFinished("d1", status="ok", summary={"exit_code": 0, "failed": {}}, at=4.0),
+        MaintenanceChanged("m1", on=True, by="alice", message="db", at=5.0, where="web: 3/3"),
     ]
     for event in events:
         validator.validate(event.to_json())
@@ -71,6 +73,7 @@ def test_engine_events_validate(validator: jsonschema.Draft202012Validator) -> N
         {"type": "plan", "deploy_id": "d", "nodes": [{"label": "no key"}]},
         {"type": "log", "deploy_id": "d", "key": "k", "stream": "tty", "text": "x"},
         {"type": "nope", "deploy_id": "d"},
+        {"type": "maintenance", "deploy_id": "m", "on": "yes"},
     ],
 )
 def test_invalid_events_are_refused(validator: jsonschema.Draft202012Validator, bad: dict) -> None:

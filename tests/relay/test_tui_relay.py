@@ -160,3 +160,30 @@ async def test_watch_tui_sees_the_tree_and_aborts_the_deploy(relay, fleet, fleet
         )
         assert label(app, "release/wave-2").startswith("–")
         assert any("bob asked to abort" in m.text for m in app.chat_pane.messages)
+
+
+async def test_watchers_header_shows_maintenance_set_in_the_room(relay) -> None:
+    """A maintenance change published in a room (before any deploy) is in a late
+    joiner's snapshot and in a live watcher's header; off clears it."""
+    from engine.events import MaintenanceChanged
+    from relay.publish import tui_watch
+
+    alice, _ = await relay.client("alice", "web")
+    await alice.acquire_lock("maintenance on", ttl=30)
+    on = MaintenanceChanged("m1", on=True, by="alice", message="db upgrade", at=1.0)
+    await alice.publish_event(on)
+    chat, watcher = tui_watch(relay.url, "web", token=TOKENS["bob"], operator="bob")
+    app = ShipdeckApp(None, chat=chat, operator="bob", watch="web", cursor_blink=False)
+    app.watcher = watcher
+    async with app.run_test(size=(100, 30)) as pilot:
+
+        def header() -> str:
+            return app.main.query_one("DeckHeader").render().plain
+
+        await until(
+            pilot, lambda: "MAINTENANCE by alice: db upgrade" in header(), timeout=10, what="on"
+        )
+        await alice.publish_event(MaintenanceChanged("m2", on=False, by="alice", at=2.0))
+        await until(pilot, lambda: "MAINTENANCE" not in header(), timeout=10, what="off")
+        assert "waiting for a deploy" in header()
+    await alice.release_lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.events import MaintenanceChanged
 from engine.state import Counts
 from tui.widgets.header import HeaderFacts, identity_line, relay_text, run_text, state_line
 
@@ -39,6 +40,16 @@ def test_a_plan_not_yet_started_says_which_key_starts_it():
     assert state_line(facts).plain == "○ ready — press d to deploy  0/3 ✓ hosts"
     rollback = HeaderFacts(operator="al", kind="rollback", totals=Counts(pending=3))
     assert run_text(rollback).plain == "○ ready — press d to start"
+
+
+def test_maintenance_comes_first_with_who_and_why():
+    on = MaintenanceChanged("m1", on=True, by="alice", message="db upgrade")
+    facts = HeaderFacts(operator="al", spectator=True, maintenance=on)
+    line = state_line(facts)
+    assert line.plain == "⚠ MAINTENANCE by alice: db upgrade  waiting for a deploy"
+    assert "reverse" in styles_of(line)["⚠ MAINTENANCE"]
+    long = MaintenanceChanged("m1", on=True, by="al", message="x" * 200)
+    assert len(state_line(HeaderFacts(operator="al", maintenance=long)).plain) < 80
 
 
 def test_no_plan_reads_differently_for_an_operator_and_a_spectator():

@@ -12,6 +12,7 @@ from engine.events import (
     DeployMeta,
     GateWaiting,
     LogLine,
+    MaintenanceChanged,
     NodeStatus,
     Progress,
     Summary,
@@ -143,6 +144,21 @@ def test_headless_columns() -> None:
     assert status_line(gate) == f"⏸ waiting   {'release/gate-1':<40}        "
     finished = DeployFinished(D, status="ok", summary=Summary(hosts=1, ok=1, exit_code=0).to_json())
     assert headless_lines(finished) == ["OK: 1/1 hosts ok (exit 0)"]
+
+
+def test_maintenance_in_words_headless_and_in_a_transcript() -> None:
+    at = time.mktime((2026, 12, 1, 12, 1, 5, 0, 0, -1))
+    on = MaintenanceChanged(
+        D, on=True, by="alice", message="db upgrade", at=at, where="web: 3/3 servers in MAINT"
+    )
+    said = "maintenance on since 12:01:05 by alice: db upgrade (web: 3/3 servers in MAINT)"
+    assert event_lines(on) == [f"⚠ {said}"]
+    out = io.StringIO()
+    HeadlessPrinter(out)(on)  # a deploy that finds maintenance on says so, headless too
+    assert out.getvalue() == f"⚠ {said}\n"
+    off = MaintenanceChanged(D, on=False, by="bob")
+    assert headless_lines(off) == ["maintenance off by bob"]
+    assert transcript_lines(json.dumps(on.to_json())) == [f"12:01:05 ⚠ {said}"]
 
 
 def test_headless_printer_prints_a_duration_from_the_reducers_start_time() -> None:

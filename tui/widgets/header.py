@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.events import RUNNING
+from engine.events import RUNNING, MaintenanceChanged
 from engine.state import Counts
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
-from tui.render import glyph
+from tui.render import MAINTENANCE_MARK, glyph
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,8 @@ class HeaderFacts:
     filter_text: str = ""
     #: hosts the filter keeps
     filtered: int = 0
+    #: maintenance mode, when it is on (the room's, or found by the run at its start)
+    maintenance: MaintenanceChanged | None = None
 
 
 def identity_line(facts: HeaderFacts) -> Text:
@@ -105,10 +107,26 @@ def run_text(facts: HeaderFacts) -> Text:
     return text
 
 
+def maintenance_mark(event: MaintenanceChanged) -> Text:
+    """``⚠ MAINTENANCE by alice: db upgrade`` (who and why; the when is in history)."""
+    text = Text()
+    text.append(f"{MAINTENANCE_MARK} MAINTENANCE", style="bold reverse yellow")
+    if event.by:
+        text.append(f" by {event.by}", style="bold yellow")
+    if event.message:
+        why = event.message if len(event.message) <= 48 else event.message[:47] + "…"
+        text.append(f": {why}", style="yellow")
+    return text
+
+
 def state_line(facts: HeaderFacts) -> Text:
-    """``● deploy running  1 ✗ 37/50 ✓ 2 ● hosts  3m05s  ⏸ gate waiting: g approves``,
-    then the cursor's modes (follow, filter)."""
+    """``⚠ MAINTENANCE by alice: db upgrade  ● deploy running  1 ✗ 37/50 ✓ 2 ● hosts
+    3m05s  ⏸ gate waiting: g approves``, then the cursor's modes (follow, filter).
+    Maintenance comes first, so a narrow terminal cuts anything but it."""
     text = Text(no_wrap=True, overflow="ellipsis")
+    if facts.maintenance is not None:
+        text.append_text(maintenance_mark(facts.maintenance))
+        text.append("  ")
     text.append_text(run_text(facts))
     if facts.totals is not None:
         text.append("  ")
