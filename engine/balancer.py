@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from engine.config import HostSpec, key, parse_host
 from engine.errors import Interrupted, StepFailed
+from engine.events import MaintenanceChanged
 from engine.remote.hooks import client_timeout, failure_line, hooks_script
 from engine.session import CommandTimeout, Host, SSHError, q
 
@@ -136,6 +137,26 @@ def parse_stat(answer: str, backend: str, server: str) -> ServerStat | None:
             scur = row.get("scur") or "0"
             return ServerStat(row.get("status", ""), int(scur) if scur.isdigit() else 0)
     return None
+
+
+def parse_servers(answer: str, backend: str) -> dict[str, ServerStat]:
+    """Every server of ``backend`` in a ``show stat`` answer, in HAProxy's order (its
+    FRONTEND/BACKEND rows left out). Raises StepFailed when the answer is not a stat CSV."""
+    text = answer.lstrip()
+    if not text.startswith("# "):
+        raise StepFailed(f"HAProxy: {text.strip()[:200] or 'no answer to show stat'}")
+    out: dict[str, ServerStat] = {}
+    for row in csv.DictReader(io.StringIO(text[2:])):
+        name = row.get("svname") or ""
+        if row.get("pxname") == backend and name not in ("FRONTEND", "BACKEND", ""):
+            scur = row.get("scur") or "0"
+            out[name] = ServerStat(row.get("status", ""), int(scur) if scur.isdigit() else 0)
+    return out
+
+
+def in_maint(status: str) -> bool:
+    """Whether a ``show stat`` status is maintenance (``MAINT``, ``MAINT (via x/y)``, ...)."""
+    return status.startswith("MAINT")
 
 
 #: sends one line to a unix socket and prints the answer (where socat is missing)
@@ -253,11 +274,19 @@ class Balancer:
         self._connector: Connector | None = None
         self._place: _Place | None = None
         self._opening = asyncio.Lock()
+        #: maintenance mode found on at the run's start (see :mod:`engine.maintenance`):
+        #: a host's undrain then leaves it out of rotation
+        self.maintenance: MaintenanceChanged | None = None
 
     @classmethod
     def of(cls, config: Config, connector: Callable[[], Connector]) -> Balancer | None:
         """The run's balancer, or None when it drains nothing (see :func:`drains`)."""
         return cls(config, connector) if drains(config) else None
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the built-in HAProxy adapter is configured (not only hooks)."""
+        return self.lb is not None and self.lb.kind == "haproxy"
 
     @property
     def where(self) -> str:
@@ -300,6 +329,38 @@ class Balancer:
         except SSHError as exc:
             raise StepFailed(f"balancer {self.where}: {exc}") from None
 
+    # -- the whole backend (maintenance mode) ------------------------------------------
+
+    async def servers(self) -> dict[str, ServerStat]:
+        """Every server of the backend as HAProxy reports it now. Raises StepFailed
+        (also when the balancer host cannot be reached)."""
+        return await self._call(self._servers())
+
+    async def _servers(self) -> dict[str, ServerStat]:
+        assert self.lb is not None
+        place = await self._open()
+        return parse_servers(await place.admin(self.lb.socket, SHOW_STAT), self.lb.backend)
+
+    async def set_state(self, server: str, state: str) -> None:
+        """``set server <backend>/<server> state <state>``. Raises StepFailed."""
+        await self._call(self._set_on(server, state))
+
+    async def _set_on(self, server: str, state: str) -> str:
+        await self._set(await self._open(), server, state)
+        return ""
+
+    async def hooks(self, commands: tuple[str, ...], env: dict[str, str]) -> None:
+        """Run ``commands`` where the balancer is (else locally), ``env`` added to their
+        environment. Raises StepFailed."""
+
+        async def run() -> str:
+            await (await self._open()).hooks(commands, env, self.config.deploy.hook_timeout)
+            return ""
+
+        await self._call(run())
+
+    # -- one host ----------------------------------------------------------------------
+
     async def drain(
         self, spec: HostSpec, env: dict[str, str], stop: asyncio.Event | None = None
     ) -> str:
@@ -316,7 +377,9 @@ class Balancer:
     async def _drain(self, spec: HostSpec, env: dict[str, str], stop: asyncio.Event | None) -> str:
         place = await self._open()
         said = ""
-        if self.lb is not None and self.lb.kind == "haproxy":
+        if self.adapter and self.maintenance is not None:
+            said = await self._maint_already(place, spec)
+        if self.adapter and not said:
             said = await self._haproxy_drain(place, spec, stop or asyncio.Event())
         d = self.config.deploy
         if d.drain:
@@ -324,7 +387,20 @@ class Balancer:
             said = ", ".join(filter(None, (said, f"{len(d.drain)} hook(s)")))
         return said
 
+    async def _maint_already(self, place: _Place, spec: HostSpec) -> str:
+        """During maintenance a server already in maint is not drained (it has no
+        traffic); what is said, or "" when it must be drained as usual."""
+        assert self.lb is not None
+        server = self.server(spec)
+        stat = await self._stat(place, server)
+        if not in_maint(stat.status):
+            return ""
+        return f"{self.lb.backend}/{server} {stat.status} already (maintenance on)"
+
     async def _undrain(self, spec: HostSpec, env: dict[str, str]) -> str:
+        if self.maintenance is not None:
+            # maintenance mode is on: nothing goes back in rotation until it is off
+            return "left out of rotation: maintenance is on"
         place = await self._open()
         said = ""
         if self.lb is not None and self.lb.kind == "haproxy":

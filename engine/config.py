@@ -216,6 +216,8 @@ class DeployConfig:
     lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
     drain: tuple[str, ...] = key((), "hooks taking a host out of rotation (see [balancer])")
     undrain: tuple[str, ...] = key((), "hooks putting a healthy host back in rotation")
+    maintenance_on: tuple[str, ...] = key((), "hooks `shipdeck maintenance on` runs (where drain hooks run)")
+    maintenance_off: tuple[str, ...] = key((), "hooks `shipdeck maintenance off` runs")
     max_unavailable: str | None = key(None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit")
     once: tuple[str, ...] = key((), "run on one host once every host is unpacked, before any is activated (cwd: the release)")
     once_host: str | None = key(None, "the host `once` runs on", shown="first of the first wave")

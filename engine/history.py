@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ShipdeckError
-from engine.events import Event
+from engine.events import Event, MaintenanceChanged
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deploys (
@@ -257,6 +257,71 @@ class History:
                 "SELECT 1 FROM deploys WHERE release_id LIKE ? LIMIT 1", (stamp + "-%",)
             ).fetchone()
             return row is not None
+
+    def record_maintenance(
+        self,
+        event: MaintenanceChanged,
+        *,
+        project: str,
+        config: str,
+        status: str = "ok",
+        exit_code: int = 0,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a maintenance change (``shipdeck maintenance on|off``) as a run of kind
+        ``maintenance`` (ref ``on``/``off``): who (the event's ``by``), why (its
+        message, also the summary's ``reason``), how it ended, with ``detail`` (each
+        server's state before, ...) in the summary and the event as its transcript."""
+        summary = {
+            "on": event.on,
+            "message": event.message,
+            "reason": event.message,
+            "where": event.where,
+            **(detail or {}),
+        }
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO deploys (id, kind, project, ref, operator, started, ended,"
+                " status, exit_code, summary, config, pid, client)"
+                " VALUES (?, 'maintenance', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.deploy_id,
+                    project,
+                    "on" if event.on else "off",
+                    event.by,
+                    event.at,
+                    time.time(),
+                    status,
+                    exit_code,
+                    json.dumps(summary),
+                    config,
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
+            )
+        writer = TranscriptWriter(self, event.deploy_id)
+        try:
+            writer(event)
+        finally:
+            writer.close()
+
+    def last_maintenance(self, project: str) -> dict[str, Any] | None:
+        """The newest successful maintenance change of ``project`` (its record, with
+        ``on`` and ``message`` read from the summary), or None."""
+        if not self.path.exists():
+            return None
+        with self._db() as db:
+            row = db.execute(
+                "SELECT * FROM deploys WHERE kind = 'maintenance' AND project = ? AND status = 'ok'"
+                " ORDER BY started DESC LIMIT 1",
+                (project,),
+            ).fetchone()
+            if row is None:
+                return None
+            d = self._row(row, db)
+        d["on"] = d["summary"].get("on") is True
+        d["message"] = str(d["summary"].get("message") or "")
+        return d
 
     def transcript(self, deploy_id: str) -> Path | None:
         path = self.transcripts / f"{deploy_id}.jsonl"

@@ -7,6 +7,7 @@ One module per command group, each registering its subcommands with
 - :mod:`tui.cli.history`  ``history``, ``show``
 - :mod:`tui.cli.download` ``download``;  :mod:`tui.cli.logs` ``logs``
 - :mod:`tui.cli.status`   ``status``;  :mod:`tui.cli.exec` ``exec``
+- :mod:`tui.cli.maintenance` ``maintenance on|off``
 - :mod:`tui.cli.relay`    ``relay``, ``say``, ``tail``
 - :mod:`tui.cli.demo`     ``demo``;  :mod:`tui.cli.watch` ``watch``
 
@@ -27,13 +28,13 @@ import os
 import sys
 
 from engine.errors import ExitCode
-from tui.cli import demo, deploy, download, history, logs, relay, status, watch
+from tui.cli import demo, deploy, download, history, logs, maintenance, relay, status, watch
 from tui.cli import exec as fleet_exec
 
 __all__ = ["build_parser", "main", "run"]
 
 #: the command groups, in the order ``shipdeck --help`` lists them
-GROUPS = (deploy, status, fleet_exec, logs, history, download, relay, demo, watch)
+GROUPS = (deploy, status, fleet_exec, logs, maintenance, history, download, relay, demo, watch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,130 @@
+"""Maintenance mode on a real HAProxy (Debian's haproxy on loopback) in front of real
+sshd hosts: every server out of rotation and back, over the balancer connection a
+deploy uses; what a run finds when it starts."""
+
+from __future__ import annotations
+
+import http.client
+
+import pytest
+
+from engine.balancer import Balancer
+from engine.errors import ConfigError
+from engine.events import MaintenanceChanged
+from engine.history import History
+from engine.maintenance import find, switch
+from engine.ssh import Connector
+from tests.engine.test_zero_downtime_sshd import Site, deploy, haproxy_available  # noqa: F401
+from tests.haproxy import READY, admin
+
+pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def site(haproxy_available, sshd_fleet, tmp_path):  # noqa: F811
+    s = Site(sshd_fleet(3), tmp_path)
+    yield s
+    s.close()
+
+
+def get(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        res = conn.getresponse()
+        res.read()
+        return res.status
+    finally:
+        conn.close()
+
+
+def connector(config):
+    return lambda: Connector(config.ssh, config.base_dir)
+
+
+async def test_on_takes_every_server_out_and_off_puts_them_back(site) -> None:
+    config = site.config(balancer_host=site.hosts[0].spec)  # the socket over SSH
+    result, _, _ = await deploy(config)  # the apps run
+    assert result.exit_code == 0, result.summary
+    assert get(site.lb.port) == 200
+    history = History()
+
+    done = await switch(
+        config, True, by="alice", message="db upgrade", deploy_id="m1", connector=connector(config)
+    )
+    assert set(site.lb.states().values()) == {"maint"}
+    assert get(site.lb.port) == 503  # HAProxy itself answers: nobody is in rotation
+    assert done.event.on is True and done.event.by == "alice"
+    assert done.event.where == "web: 3/3 servers in MAINT"
+    assert set(done.before.values()) == {"no check"}
+    history.record_maintenance(done.event, project="web", config="x", detail=done.detail())
+
+    # a run starting now finds it on, with who and why from the record
+    found = await find(config, Balancer(config, connector(config)), history, deploy_id="d1")
+    assert found is not None and (found.by, found.message) == ("alice", "db upgrade")
+    assert found.deploy_id == "d1" and found.where == "web: 3/3 servers in MAINT"
+
+    off = await switch(
+        config,
+        False,
+        by="bob",
+        message="done",
+        deploy_id="m2",
+        connector=connector(config),
+        previous=history.last_maintenance("web"),
+    )
+    assert site.lb.states() == {h.addr: READY for h in site.hosts}
+    assert get(site.lb.port) == 200
+    assert off.event.where == "web: 3/3 servers back in rotation" and off.kept == []
+    history.record_maintenance(off.event, project="web", config="x", detail=off.detail())
+    assert await find(config, Balancer(config, connector(config)), history, deploy_id="d2") is None
+
+
+async def test_off_leaves_out_a_server_that_was_out_before_on(site) -> None:
+    config = site.config(balancer_host="local")
+    out = site.hosts[1].addr  # e.g. left drained by a failed deploy
+    assert admin(site.lb.sock, f"set server web/{out} state maint").strip() == ""
+    history = History()
+    on = await switch(
+        config, True, by="al", message="", deploy_id="m1", connector=connector(config)
+    )
+    history.record_maintenance(on.event, project="web", config="x", detail=on.detail())
+    off = await switch(
+        config,
+        False,
+        by="al",
+        message="",
+        deploy_id="m2",
+        connector=connector(config),
+        previous=history.last_maintenance("web"),
+    )
+    assert off.kept == [out]
+    assert site.lb.states() == {h.addr: (READY if h.addr != out else "maint") for h in site.hosts}
+    assert f"{out} left in maint (out before maintenance on)" in off.event.where
+
+
+async def test_maintenance_hooks_run_where_the_balancer_is(site) -> None:
+    mark = site.hosts[0].home / "maint"  # the balancer host's home
+    hook = 'echo "$SHIPDECK_MAINTENANCE $SHIPDECK_OPERATOR $SHIPDECK_MAINTENANCE_MESSAGE" >> "$HOME/maint"'
+    config = site.config(
+        balancer_host=site.hosts[0].spec,
+        maintenance_on=f"['{hook}']",
+        maintenance_off=f"['{hook}']",
+    )
+    await switch(config, True, by="al", message="why", deploy_id="m1", connector=connector(config))
+    done = await switch(
+        config, False, by="al", message="", deploy_id="m2", connector=connector(config)
+    )
+    assert mark.read_text().splitlines() == ["on al why", "off al "]
+    assert done.hooks == 1 and done.event.where.endswith("; 1 hook(s)")
+
+
+async def test_without_adapter_or_hooks_there_is_nothing_to_switch(site) -> None:
+    config = site.config()
+    with pytest.raises(ConfigError, match="maintenance needs the HAProxy adapter"):
+        await switch(config, True, by="al", message="", deploy_id="m", connector=connector(config))
+    history = History()
+    history.record_maintenance(
+        MaintenanceChanged("m0", on=True, by="al"), project="web", config="x"
+    )
+    assert await find(config, None, history, deploy_id="d") is None  # nothing it could be
