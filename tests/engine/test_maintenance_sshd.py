@@ -5,17 +5,26 @@ deploy uses; what a run finds when it starts."""
 from __future__ import annotations
 
 import http.client
+import io
 
 import pytest
 
 from engine.balancer import Balancer
 from engine.errors import ConfigError
-from engine.events import MaintenanceChanged
+from engine.events import OK, MaintenanceChanged
 from engine.history import History
+from engine.localfleet import commit_version
 from engine.maintenance import find, switch
 from engine.ssh import Connector
-from tests.engine.test_zero_downtime_sshd import Site, deploy, haproxy_available  # noqa: F401
+from tests.engine.test_zero_downtime_sshd import (  # noqa: F401
+    Site,
+    deploy,
+    haproxy_available,
+    hkey,
+)
 from tests.haproxy import READY, admin
+from tests.helpers import current_version
+from tui.headless import HeadlessPrinter
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
 
@@ -128,3 +137,40 @@ async def test_without_adapter_or_hooks_there_is_nothing_to_switch(site) -> None
         MaintenanceChanged("m0", on=True, by="al"), project="web", config="x"
     )
     assert await find(config, None, history, deploy_id="d") is None  # nothing it could be
+
+
+async def test_a_deploy_during_maintenance_says_so_and_leaves_every_host_out(site) -> None:
+    config = site.config(balancer_host="local")
+    result, _, _ = await deploy(config)  # 1.0.0 starts the apps
+    assert result.exit_code == 0, result.summary
+    history = History()
+    on = await switch(
+        config, True, by="alice", message="db upgrade", deploy_id="m1", connector=connector(config)
+    )
+    history.record_maintenance(on.event, project="web", config="x", detail=on.detail())
+
+    commit_version(site.repo, "2.0.0")
+    result, rec, d = await deploy(config)
+    assert result.exit_code == 0, result.summary  # not refused
+    (said,) = rec.of("maintenance")
+    assert said.deploy_id == d.deploy_id and said.on is True
+    assert (said.by, said.message) == ("alice", "db upgrade")
+    # said before any host was touched
+    first_host_step = next(
+        i for i, e in enumerate(rec.events) if e.type == "status" and e.key.startswith("release/")
+    )
+    assert rec.events.index(said) < first_host_step
+    out = io.StringIO()
+    printer = HeadlessPrinter(out)
+    for event in rec.events:
+        printer(event)
+    assert "⚠ maintenance on since" in out.getvalue()
+    assert "by alice: db upgrade (web: 3/3 servers in MAINT)" in out.getvalue()
+    # released, but nobody went back in rotation
+    for h in site.hosts:
+        assert current_version(h.home / "app") == "2.0.0"
+        host = hkey(d, h.spec)
+        assert d.plan[f"{host}/undrain"].status == OK
+        assert d.plan[f"{host}/undrain"].detail == "left out of rotation: maintenance is on"
+        assert "already (maintenance on)" in d.plan[f"{host}/drain"].detail
+    assert set(site.lb.states().values()) == {"maint"}
