@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from engine.history import History
     from engine.ssh import Connector
 
-__all__ = ["Switched", "configured", "find", "switch"]
+__all__ = ["Switched", "announce", "configured", "find", "switch"]
 
 NOT_CONFIGURED = (
     'maintenance needs the HAProxy adapter ([balancer] kind = "haproxy") or'
@@ -229,3 +229,22 @@ def _record(history: History, project: str) -> dict[str, Any] | None:
         return history.last_maintenance(project)
     except Exception:  # noqa: BLE001 - an unreadable history must not stop a deploy
         return None
+
+
+async def announce(run: Any) -> MaintenanceChanged | None:
+    """At a deploy's or rollback's start (``run``: :class:`engine.run.Run`): find
+    maintenance mode (:func:`find`); when it is on, emit it, say in the release's log
+    what that means for this run, and tell the run's balancer, so that its hosts stay
+    out of rotation. Returns the event, or None when maintenance is off. Never raises."""
+    found = await find(run.config, run.balancer, run.history, deploy_id=run.deploy_id)
+    if found is None:
+        return None
+    if run.balancer is not None:
+        run.balancer.maintenance = found
+    run.emit(found)
+    run.log(
+        "release",
+        f"{run.kind} during maintenance: it goes ahead, and its hosts stay out of rotation"
+        " until `shipdeck maintenance off`",
+    )
+    return found

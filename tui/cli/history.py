@@ -46,13 +46,13 @@ def cmd_history(args: argparse.Namespace) -> int:
         print("no deploys yet")
         return ExitCode.OK
     print(
-        f"{'ID':<26} {'KIND':<8} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED"
+        f"{'ID':<26} {'KIND':<11} {'PROJECT':<12} {'REF':<12} {'RELEASE':<26} {'STATUS':<11} {'HOSTS':<9} {'OPERATOR':<20} STARTED"
     )
     for r in rows:
         dur = f"{r['ended'] - r['started']:.1f}s" if r.get("ended") else ""
         hosts = f"{r['hosts_ok']}✓ {r['hosts_failed']}✗"
         print(
-            f"{r['id']:<26} {r['kind']:<8} {r['project'][:12]:<12} {(r.get('ref') or '')[:12]:<12} "
+            f"{r['id']:<26} {r['kind']:<11} {r['project'][:12]:<12} {(r.get('ref') or '')[:12]:<12} "
             f"{(r.get('release_id') or '-')[:26]:<26} {r['status']:<11} {hosts:<9} {(r.get('operator') or '')[:20]:<20} "
             f"{_when(r['started'])} {dur}"
         )
