@@ -69,10 +69,19 @@ class Switched:
     after: dict[str, str] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)
     hooks: int = 0
+    #: on: the servers that were out of rotation before maintenance went on (kept
+    #: from an earlier on when it is switched on again)
+    out_before: list[str] = field(default_factory=list)
 
     def detail(self) -> dict[str, Any]:
         """What the history record keeps beside the event."""
-        return {"before": self.before, "after": self.after, "kept": self.kept, "hooks": self.hooks}
+        return {
+            "before": self.before,
+            "after": self.after,
+            "kept": self.kept,
+            "hooks": self.hooks,
+            "out_before": self.out_before,
+        }
 
 
 def _where(backend: str, after: dict[str, str], on: bool, kept: list[str], hooks: int) -> str:
@@ -156,9 +165,12 @@ async def _switch_servers(
         )
     done.before = {name: stat.status for name, stat in servers.items()}
     was_out: set[str] = set()
-    if not on and previous is not None and previous.get("on"):
-        before_on = (previous.get("summary") or {}).get("before") or {}
-        was_out = {name for name, status in before_on.items() if in_maint(str(status))}
+    if previous is not None and previous.get("on"):  # out before the first on
+        was_out = {str(n) for n in (previous.get("summary") or {}).get("out_before") or ()}
+    elif on:
+        was_out = {name for name, stat in servers.items() if in_maint(stat.status)}
+    if on:
+        done.out_before = sorted(was_out)
     for name, stat in servers.items():
         if on and not in_maint(stat.status):
             await balancer.set_state(name, "maint")

@@ -174,3 +174,29 @@ async def test_a_deploy_during_maintenance_says_so_and_leaves_every_host_out(sit
         assert d.plan[f"{host}/undrain"].detail == "left out of rotation: maintenance is on"
         assert "already (maintenance on)" in d.plan[f"{host}/drain"].detail
     assert set(site.lb.states().values()) == {"maint"}
+
+
+async def test_on_twice_then_off_still_puts_every_server_back(site) -> None:
+    config = site.config(balancer_host="local")
+    history = History()
+    for deploy_id in ("m1", "m2"):
+        on = await switch(
+            config,
+            True,
+            by="al",
+            message="",
+            deploy_id=deploy_id,
+            connector=connector(config),
+            previous=history.last_maintenance("web"),
+        )
+        history.record_maintenance(on.event, project="web", config="x", detail=on.detail())
+    off = await switch(
+        config,
+        False,
+        by="al",
+        message="",
+        deploy_id="m3",
+        connector=connector(config),
+        previous=history.last_maintenance("web"),
+    )
+    assert off.kept == [] and site.lb.states() == {h.addr: READY for h in site.hosts}

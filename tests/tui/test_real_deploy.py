@@ -148,3 +148,33 @@ async def test_gate_on_the_real_engine_waits_then_approve_or_abort(
             assert app.model.plan["release/gate-1"].status == "cancelled"
             assert label(app, "release/wave-2").startswith("–")
             assert (summary.ok, summary.cancelled) == (1, n - 1)
+
+
+async def test_a_deploy_during_maintenance_says_so_in_the_header(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    """Maintenance switched with hooks (the latest record says on): the deploy goes
+    ahead, and its header and a notice say maintenance is on, who and why."""
+    import time
+
+    from engine.events import MaintenanceChanged
+    from engine.history import History
+
+    config = load_config(
+        fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo, maintenance_on=["true"])
+    )
+    on = MaintenanceChanged("m1", on=True, by="alice", message="db upgrade", at=time.time())
+    History(tmp_path / "history.db").record_maintenance(on, project="demo", config="x")
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == 0, app.model.finished  # not refused
+        header = app.main.query_one("DeckHeader").render().plain
+        assert header.splitlines()[1].startswith("⚠ MAINTENANCE by alice: db upgrade  ✓ deploy ok")
+        notices = [n.message for n in app._notifications]
+        assert any("maintenance is on" in m and "alice" in m for m in notices), notices
