@@ -9,6 +9,8 @@ from engine.balancer import (
     SHOW_STAT,
     ServerStat,
     drains,
+    in_maint,
+    parse_servers,
     parse_set_state,
     parse_stat,
     set_state_command,
@@ -111,6 +113,18 @@ def test_show_stat_row_of_a_server() -> None:
     assert parse_stat(STAT, "api", "web1") is None
     with pytest.raises(StepFailed, match="Permission denied"):
         parse_stat("Permission denied\n", "web", "web1")
+
+
+def test_show_stat_servers_of_a_backend_for_maintenance() -> None:
+    assert parse_servers(STAT, "web") == {
+        "web1": ServerStat("DRAIN", 2),
+        "web2": ServerStat("no check", 0),
+    }  # FRONTEND and BACKEND rows are not servers
+    assert parse_servers(STAT, "api") == {}
+    with pytest.raises(StepFailed, match="Unknown command"):
+        parse_servers("Unknown command.\n", "web")
+    assert in_maint("MAINT") and in_maint("MAINT (via web/web1)")
+    assert not in_maint("DRAIN") and not in_maint("no check") and not in_maint("UP")
 
 
 def test_socket_script_sends_one_line() -> None:
