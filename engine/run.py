@@ -111,6 +111,7 @@ class Run:
         #: set once an abort is requested (never cleared)
         self.abort_event = asyncio.Event()
         self.aborted_by = ""
+        #: the approval gates between waves: which one waits, the approvals given
         self.gates = Gates(self)
         self.states: dict[str, HostState] = {}
         self.hosts: dict[str, HostRelease] = {}
@@ -310,6 +311,7 @@ class Run:
         return await lock_all(self, connector, artifact_sha)
 
     async def _unlock_all(self) -> None:
+        """Give back every lock this run holds."""
         await unlock_all(self)
 
     async def _run_once(self, release: Release) -> None:
