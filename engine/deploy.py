@@ -24,6 +24,7 @@ from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
 from engine.history import History
 from engine.hostlock import HostState
 from engine.hostrelease import Release
+from engine.maintenance import announce
 from engine.plan import Plan, build_plan
 from engine.rollback import Rollback
 from engine.run import (
@@ -146,8 +147,12 @@ class Deployment(Run):
             on_log=lambda m: self.log("release", m),
         )
         self._preconnect(connector)
+        # maintenance mode, asked while fetch and build run; said before any host is touched
+        maintenance = asyncio.ensure_future(announce(self))
         try:
-            if await self.source.prepare():
+            prepared = await self.source.prepare()
+            await maintenance
+            if prepared:
                 await self._release(connector)
             else:
                 for n in self.plan:
@@ -159,6 +164,7 @@ class Deployment(Run):
                 writer.close()
             raise
         finally:
+            maintenance.cancel()
             for task in self._early.values():
                 task.cancel()
             if self._early:

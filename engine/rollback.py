@@ -15,6 +15,7 @@ from engine.config import Config
 from engine.events import OK, RUNNING, DeployMeta
 from engine.history import History
 from engine.hostlock import HostState
+from engine.maintenance import announce
 from engine.plan import ROLLBACK_STEPS, Plan, build_plan
 from engine.releases import HostReleases, default_target, parse_probe
 from engine.remote.revisions import releases_script
@@ -97,6 +98,7 @@ class Rollback(Run):
         connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)
         self.status("release", RUNNING)
         try:
+            await announce(self)  # maintenance on: said, and the hosts stay out of rotation
             await self._lock_all(connector, None)
             if not self.to and not self.stop_reason and not self.aborting:
                 await self._choose_target()

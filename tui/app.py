@@ -24,7 +24,7 @@ from tui.chat import ChatBackend
 from tui.commands import DeckCommands
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
 from tui.model import DeckModel
-from tui.render import control_note
+from tui.render import control_note, maintenance_text
 from tui.screens.main import MainScreen
 from tui.screens.modals import TuiPrompter
 from tui.widgets.chat_pane import ChatPane
@@ -79,6 +79,8 @@ class ShipdeckApp(DeckActions, App[int]):
         #: the first paint is done: the tree is built and focused (tests wait for it)
         self.painted = False
         self._header_key: tuple | None = None
+        #: the maintenance change a notice was shown for
+        self._maintenance_noticed: Any = None
         #: relay spectator: ``async watcher(feed)`` delivering events to ``feed``
         self.watcher: Callable[[Callable[[Any], None]], Any] | None = None
 
@@ -286,7 +288,15 @@ class ShipdeckApp(DeckActions, App[int]):
                         system=True,
                     )
                 )
+            self._notice_maintenance()
             self.update_header()
+
+    def _notice_maintenance(self) -> None:
+        """A notice, once per change, when maintenance is on (the header keeps saying it)."""
+        on = self.model.state.maintenance_on
+        if on is not None and on is not self._maintenance_noticed:
+            self._maintenance_noticed = on
+            self.notify(maintenance_text(on), title="maintenance", severity="warning", timeout=10)
 
     def tick(self) -> None:
         """Once a second: elapsed times of running nodes, live status filters."""

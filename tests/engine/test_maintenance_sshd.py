@@ -10,6 +10,7 @@ import io
 import pytest
 
 from engine.balancer import Balancer
+from engine.deploy import Rollback
 from engine.errors import ConfigError
 from engine.events import OK, MaintenanceChanged
 from engine.history import History
@@ -23,7 +24,7 @@ from tests.engine.test_zero_downtime_sshd import (  # noqa: F401
     hkey,
 )
 from tests.haproxy import READY, admin
-from tests.helpers import current_version
+from tests.helpers import Recorder, current_version
 from tui.headless import HeadlessPrinter
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(180)]
@@ -173,6 +174,18 @@ async def test_a_deploy_during_maintenance_says_so_and_leaves_every_host_out(sit
         assert d.plan[f"{host}/undrain"].status == OK
         assert d.plan[f"{host}/undrain"].detail == "left out of rotation: maintenance is on"
         assert "already (maintenance on)" in d.plan[f"{host}/drain"].detail
+    assert set(site.lb.states().values()) == {"maint"}
+
+    # a rollback during maintenance: the same
+    rollback = Rollback(config)
+    rec = Recorder()
+    rollback.subscribe(rec)
+    result = await rollback.run()
+    assert result.exit_code == 0, result.summary
+    assert [e.by for e in rec.of("maintenance")] == ["alice"]
+    assert {h.addr: current_version(h.home / "app") for h in site.hosts} == {
+        h.addr: "1.0.0" for h in site.hosts
+    }
     assert set(site.lb.states().values()) == {"maint"}
 
 
