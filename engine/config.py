@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import environments
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
 from engine.hosts import HostSpec, parse_host, read_hosts
@@ -222,6 +223,8 @@ class Config:
     """A whole shipdeck.toml: a field per section, in the order the README lists them."""
 
     path: Path
+    #: the environment read (``[env.<name>]`` laid over the top level); None: the file has none
+    env: str | None = None
     project: ProjectConfig
     build: BuildConfig = field(default_factory=BuildConfig)
     deploy: DeployConfig
@@ -268,8 +271,11 @@ def _names(h: HostSpec) -> tuple[str, ...]:
     return (h.name, h.host, *h.groups)
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
-    """Read and validate a shipdeck.toml. Raises :class:`ConfigError`."""
+def load_config(
+    path: str | Path = DEFAULT_CONFIG, env: str | None = None, *, env_source: str = "-e"
+) -> Config:
+    """Read and validate a shipdeck.toml, in environment ``env`` (see
+    :func:`parse_config`). Raises :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -277,11 +283,17 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
         raise ConfigError(path, "no such file (pass -c FILE or create shipdeck.toml)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read: {exc}") from None
-    return parse_config(text, path)
+    return parse_config(text, path, env, env_source=env_source)
 
 
-def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
-    """Validate TOML text as a shipdeck config. Raises :class:`ConfigError`."""
+def parse_config(
+    text: str, path: str | Path = DEFAULT_CONFIG, env: str | None = None, *, env_source: str = "-e"
+) -> Config:
+    """Validate TOML text as a shipdeck config, in environment ``env`` (named by
+    ``env_source``, ``-e`` or ``SHIPDECK_ENV``, in errors): its ``[env.<name>]`` table
+    laid over the top level (:mod:`engine.environments`); without ``env``, the default
+    one, else the only one. Raises :class:`ConfigError`; one about a top-level value
+    read for an environment says which environment."""
     path = Path(path)
     try:
         data = tomllib.loads(text)
@@ -289,15 +301,28 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         m = re.search(r"at line (\d+)", str(exc))
         line = int(m.group(1)) if m else None
         raise ConfigError(path, f"invalid TOML: {exc}", line=line) from None
+    sections = _sections()
+    names = sorted(s.name for s in sections)
     r = Reader(path, text)
-    r.unknown((), data, sorted(s.name for s in _sections()), "[{}]")
-    parts = {s.attr: r.section(data, s) for s in _sections()}
-    return Config(path=path, **parts)
+    r.unknown((), data, sorted([*names, environments.TABLE]), "[{}]")
+    envs = environments.environments(r, data, names)
+    chosen = environments.choose(r, envs, env, env_source)
+    if chosen is not None:
+        kinds = {s.name: "tables" if s.tables else "whole" if s.meta("read") else "table" for s in sections}
+        data, moved = environments.overlay(data, envs[chosen], chosen, kinds)
+        r = Reader(path, text, moved)
+    try:
+        parts = {s.attr: r.section(data, s) for s in sections}
+    except ConfigError as exc:
+        if chosen is None or exc.key.lstrip("[").startswith(f"{environments.TABLE}."):
+            raise
+        raise ConfigError(exc.path, f"{exc.message} (environment {chosen!r})", key=exc.key, line=exc.line) from None
+    return Config(path=path, env=chosen, **parts)
 
 
 def _sections() -> tuple[Any, ...]:
-    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path``."""
-    return keys(Config)[1:]
+    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path`` and ``env``."""
+    return keys(Config)[2:]
 
 
 def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> list[list[HostSpec]]:
@@ -320,9 +345,15 @@ def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> 
 # -- the README's config table --------------------------------------------------
 
 
+_ENV_ROWS = [
+    "| `env.<name>.default` | `false` | read this environment when none is chosen (`-e NAME`, `SHIPDECK_ENV`); without one, the only environment is read, and several are an error |",
+    "| `env.<name>.<section>` | none | overrides of any section above for `-e <name>` (see Environments): tables key by key, `hosts` whole, `[[...]]` entries added |",
+]
+
+
 def markdown_table() -> str:
     """The README's config reference: one row per key, from the fields above."""
-    rows = ["| key | default | meaning |", "|---|---|---|", *table_rows(_sections())]
+    rows = ["| key | default | meaning |", "|---|---|---|", *table_rows(_sections()), *_ENV_ROWS]
     return "\n".join(rows) + "\n"
 
 

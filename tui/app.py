@@ -333,6 +333,7 @@ class ShipdeckApp(DeckActions, App[int]):
         return HeaderFacts(
             operator=str(meta.get("operator") or self.operator),
             project=project,
+            env=str(meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""),
             ref=ref,
             sha=str(meta.get("sha") or ""),
             release_id=str(meta.get("release_id") or ""),

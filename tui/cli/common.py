@@ -1,4 +1,5 @@
-"""What every ``shipdeck`` command shares: the error line, ``-c FILE``, ``--no-mouse``.
+"""What every ``shipdeck`` command shares: the error line, ``-c FILE`` and ``-e NAME``,
+``--no-mouse``, ``--override-freeze --reason TEXT``.
 Exit codes are :class:`engine.errors.ExitCode`.
 
 Standard library only at import time (the parser is built from every command module).
@@ -7,6 +8,7 @@ Standard library only at import time (the parser is built from every command mod
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -16,21 +18,41 @@ def err(msg: str) -> None:
     sys.stderr.write(f"shipdeck: {msg}\n")
 
 
+#: the environment variable naming the environment when ``-e`` is not given
+ENV_VAR = "SHIPDECK_ENV"
+
+
+def env_choice(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The environment asked for and who asked: ``-e NAME``, else ``$SHIPDECK_ENV``."""
+    if getattr(args, "env", None):
+        return args.env, "-e"
+    return os.environ.get(ENV_VAR) or None, ENV_VAR
+
+
 def load(args: argparse.Namespace) -> Any:
-    """The config named by ``-c FILE``. Raises ``engine.config.ConfigError``."""
+    """The config named by ``-c FILE``, in the environment of ``-e NAME`` /
+    ``$SHIPDECK_ENV`` (else the file's default one). Raises
+    ``engine.config.ConfigError``."""
     from engine.config import load_config
 
-    return load_config(args.config)
+    env, source = env_choice(args)
+    return load_config(args.config, env, env_source=source)
 
 
 def add_config(p: argparse.ArgumentParser) -> None:
-    """``-c/--config FILE`` (default ``./shipdeck.toml``)."""
+    """``-c/--config FILE`` (default ``./shipdeck.toml``) and ``-e/--env NAME``."""
     p.add_argument(
         "-c",
         "--config",
         default="shipdeck.toml",
         metavar="FILE",
         help="config file (default: ./shipdeck.toml)",
+    )
+    p.add_argument(
+        "-e",
+        "--env",
+        metavar="NAME",
+        help=f"environment: the config's [env.NAME] over its top level (default: ${ENV_VAR}, else the file's default)",
     )
 
 

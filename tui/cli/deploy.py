@@ -306,10 +306,10 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from engine.config import ConfigError, load_config
+    from engine.config import ConfigError
 
     try:
-        config = load_config(args.config)
+        config = load(args)
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE
