@@ -17,7 +17,6 @@ found), the key and what was expected, e.g.::
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import re
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 from engine import environments
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
-from engine.hosts import HostSpec, parse_host, read_hosts
+from engine.hosts import HostSpec, parse_host, read_hosts, select
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -248,27 +247,16 @@ class Config:
         return list(seen.values())
 
     def select_hosts(self, pattern: str | None) -> list[HostSpec]:
-        """Hosts whose group or name matches one of the comma-separated globs.
+        """The hosts ``--hosts pattern`` chooses (:func:`engine.hosts.select`: globs of
+        groups or hosts, label selectors like ``role=web,az=a``), in config order.
 
-        Raises :class:`ConfigError` when the pattern matches nothing.
+        Raises :class:`ConfigError` when the pattern chooses nothing or is malformed.
         """
-        hosts = self.all_hosts()
-        if not pattern:
-            return hosts
-        globs = [p.strip() for p in pattern.split(",") if p.strip()]
-        chosen = [
-            h for h in hosts if any(fnmatch.fnmatchcase(x, g) for g in globs for x in _names(h))
-        ]
-        if not chosen:
-            known = ", ".join(sorted(self.hosts)) or "none"
-            msg = f"--hosts {pattern!r} matches no group or host (groups: {known})"
-            raise ConfigError(self.path, msg, key="hosts")
-        return chosen
-
-
-def _names(h: HostSpec) -> tuple[str, ...]:
-    """What ``--hosts`` globs match: the host as written, its address, its groups."""
-    return (h.name, h.host, *h.groups)
+        try:
+            return select(self.all_hosts(), pattern)
+        except ValueError as exc:
+            env = f" (environment {self.env!r})" if self.env else ""
+            raise ConfigError(self.path, f"{exc}{env}", key="hosts") from None
 
 
 def load_config(

@@ -1,14 +1,24 @@
-"""The fleet as the config writes it: ``[hosts]`` groups of hosts.
+"""The fleet as the config writes it, and which hosts a command works on.
 
-A host is ``host``, ``host:port``, ``user@host:port`` or an ssh-config alias
-(:func:`parse_host`). :func:`read_hosts` reads the ``[hosts]`` table for
-:mod:`engine.config`, raising :class:`~engine.errors.ConfigError` naming the group,
-the entry and its line.
+``[hosts]`` holds groups of hosts. A host is ``host``, ``host:port``,
+``user@host:port`` or an ssh-config alias (:func:`parse_host`), or a table with labels:
+``{ host = "web1", labels = { role = "web", az = "a" } }``. :func:`read_hosts` reads
+the table for :mod:`engine.config`, raising :class:`~engine.errors.ConfigError`
+naming the group, the entry and its line.
+
+:func:`select` is the one meaning of ``--hosts`` (deploy, rollback, status, exec,
+logs, download): comma-separated terms, each a glob of a group, a host as written or
+its address (``web*``), or a label selector (``role=web``, ``az!=b``, values may be
+globs). A host is chosen when it matches one of the globs (if any are given) and
+every label selector.
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +44,12 @@ class HostSpec:
     port: int | None = None
     user: str | None = None
     groups: tuple[str, ...] = ()
+    #: (name, value) pairs, sorted by name
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label(self, name: str) -> str | None:
+        """The value of label ``name``, or None."""
+        return dict(self.labels).get(name)
 
 
 def parse_host(text: str) -> HostSpec:
@@ -64,14 +80,21 @@ def read_hosts(r: Reader, at: Where, h: Any) -> dict[str, tuple[HostSpec, ...]]:
         raise r.error(at, None, message)
     parsed = {group: _group(r, at, group, items) for group, items in h.items()}
     groups: dict[str, tuple[str, ...]] = {}
-    for specs in parsed.values():
-        for spec in specs:
-            groups.setdefault(spec.name, ())
+    labels: dict[str, dict[str, str]] = {}
     for group, specs in parsed.items():
-        for spec in specs:
-            groups[spec.name] += (group,)
+        for i, spec in enumerate(specs):
+            groups[spec.name] = groups.get(spec.name, ()) + (group,)
+            mine = labels.setdefault(spec.name, {})
+            for name, value in spec.labels:
+                if mine.get(name, value) != value:
+                    msg = f"{spec.name}: label {name}={value!r}, but {name}={mine[name]!r} in another group"
+                    raise r.error(at, group, msg, i)
+                mine[name] = value
     return {
-        group: tuple(replace(s, groups=groups[s.name]) for s in specs)
+        group: tuple(
+            replace(s, groups=groups[s.name], labels=tuple(sorted(labels[s.name].items())))
+            for s in specs
+        )
         for group, specs in parsed.items()
     }
 
@@ -85,9 +108,120 @@ def _group(r: Reader, at: Where, group: str, items: Any) -> list[HostSpec]:
     specs = []
     for i, item in enumerate(items):
         try:
-            if not isinstance(item, str):
-                raise ValueError(f"expected a string, got {type(item).__name__} {item!r}")
-            specs.append(parse_host(item))
+            specs.append(_entry(item))
         except ValueError as exc:
             raise r.error(at, group, str(exc), i) from None
     return specs
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ENTRY_KEYS = ("host", "labels")
+
+
+def _entry(item: Any) -> HostSpec:
+    """One entry of a group: a string, or ``{ host = "...", labels = {...} }``.
+    Raises ValueError with the message."""
+    if isinstance(item, str):
+        return parse_host(item)
+    if not isinstance(item, dict):
+        raise ValueError(
+            f'expected a host or {{ host = "...", labels = {{ ... }} }}, got {type(item).__name__} {item!r}'
+        )
+    for name in item:
+        if name not in _ENTRY_KEYS:
+            near = difflib.get_close_matches(name, _ENTRY_KEYS, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "expected host and labels"
+            raise ValueError(f"unknown key {name!r} ({hint})")
+    host = item.get("host")
+    if not isinstance(host, str):
+        raise ValueError(f"missing host (expected host = \"web1\"), got {host!r}")
+    labels = item.get("labels", {})
+    if not isinstance(labels, dict):
+        raise ValueError(f"labels: expected a table like {{ role = \"web\" }}, got {labels!r}")
+    for name, value in labels.items():
+        if not _LABEL.match(name):
+            raise ValueError(f"label {name!r}: expected letters, digits, '_', '.' or '-'")
+        if not isinstance(value, str) or not value.strip() or "," in value:
+            raise ValueError(f"label {name!r}: expected a non-empty string without ',', got {value!r}")
+    return replace(parse_host(host), labels=tuple(sorted(labels.items())))
+
+
+# -- which hosts: --hosts -------------------------------------------------------
+
+
+class NoMatch(ValueError):
+    """``--hosts`` chose no host; the message says what there is to choose from."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A parsed ``--hosts``: globs (any one matches) and label terms (all match)."""
+
+    globs: tuple[str, ...] = ()
+    #: (name, value glob, wanted): ``role=web`` is ("role", "web", True)
+    labels: tuple[tuple[str, str, bool], ...] = ()
+
+    def __call__(self, host: HostSpec) -> bool:
+        if self.globs and not any(
+            fnmatch.fnmatchcase(name, g) for g in self.globs for name in names(host)
+        ):
+            return False
+        for name, value, wanted in self.labels:
+            have = host.label(name)
+            if (have is not None and fnmatch.fnmatchcase(have, value)) != wanted:
+                return False
+        return True
+
+
+def parse_selector(pattern: str) -> Selector:
+    """``web*,role=web,az!=b`` -> its globs and label terms. Raises ValueError for an
+    empty term name (``=web``)."""
+    globs: list[str] = []
+    labels: list[tuple[str, str, bool]] = []
+    for term in (t.strip() for t in pattern.split(",")):
+        if not term:
+            continue
+        m = re.match(r"^([^=!]*?)\s*(!?=)\s*(.*)$", term)
+        if m is None:
+            globs.append(term)
+            continue
+        name, op, value = m.groups()
+        if not name or not value:
+            raise ValueError(f"{term!r} is not a label selector (expected name=value, e.g. role=web)")
+        labels.append((name, value, op == "="))
+    return Selector(tuple(globs), tuple(labels))
+
+
+def names(h: HostSpec) -> tuple[str, ...]:
+    """What ``--hosts`` globs match: the host as written, its address, its groups."""
+    return (h.name, h.host, *h.groups)
+
+
+def select(hosts: Sequence[HostSpec], pattern: str | None) -> list[HostSpec]:
+    """The hosts ``--hosts pattern`` chooses, in config order (all when no pattern).
+
+    Raises :class:`NoMatch` (a ValueError) when it chooses none, saying which groups
+    and labels there are; ValueError for a malformed label selector."""
+    if not pattern or not pattern.strip():
+        return list(hosts)
+    chosen = parse_selector(pattern)
+    picked = [h for h in hosts if chosen(h)]
+    if picked:
+        return picked
+    groups = sorted({g for h in hosts for g in h.groups})
+    what = f"groups: {', '.join(groups) or 'none'}"
+    known = _known_labels(hosts)
+    if chosen.labels or known:
+        shown = "; ".join(f"{n}={'|'.join(v)}" for n, v in known.items()) or "none"
+        what += f"; labels: {shown}"
+    nothing = "no host" if chosen.labels else "no group or host"
+    raise NoMatch(f"--hosts {pattern!r} matches {nothing} ({what})")
+
+
+def _known_labels(hosts: Iterable[HostSpec]) -> dict[str, list[str]]:
+    known: dict[str, list[str]] = {}
+    for h in hosts:
+        for name, value in h.labels:
+            if value not in known.setdefault(name, []):
+                known[name].append(value)
+    return dict(sorted(known.items()))

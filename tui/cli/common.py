@@ -56,6 +56,15 @@ def add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: what ``--hosts`` takes (:func:`engine.hosts.select`), said the same by every command
+HOSTS_HELP = "groups or hosts (comma-separated globs) and/or labels: role=web,az=a (az!=b)"
+
+
+def add_hosts(p: argparse.ArgumentParser) -> None:
+    """``--hosts PATTERN``: which hosts of the config the command works on."""
+    p.add_argument("--hosts", metavar="PATTERN", help=HOSTS_HELP)
+
+
 def app_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``App.run`` keywords of a full-screen command (``--no-mouse``)."""
     return {"mouse": not getattr(args, "no_mouse", False)}

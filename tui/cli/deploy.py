@@ -18,6 +18,7 @@ from engine.errors import ExitCode
 from tui.cli import room
 from tui.cli.common import (
     add_config,
+    add_hosts,
     app_kwargs,
     err,
     load,
@@ -34,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("deploy", help="deploy a git ref to the fleet (TUI, or --headless)")
     add_config(p)
     p.add_argument("--ref", help="branch, tag or sha (default: project.ref)")
-    p.add_argument("--hosts", metavar="PATTERN", help="comma-separated globs of groups or hosts")
+    add_hosts(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -61,7 +62,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
     add_config(p)
     p.add_argument("--to", metavar="RELEASE_ID")
-    p.add_argument("--hosts", metavar="PATTERN")
+    add_hosts(p)
     p.add_argument("--headless", action="store_true", help="(rollback always runs headless)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--force-unlock", action="store_true")
