@@ -1,9 +1,11 @@
 """Run control: what a deploy and a rollback share.
 
 A :class:`Run` emits events to its subscribers, takes an abort or an approval from
-outside, locks every selected host before anything changes (all or nothing), moves
-through the waves (failure budget, gates), and ends with a summary, an exit code and
-a history row. What happens on one host is :class:`engine.hostrelease.HostRelease`.
+outside, locks every selected host before anything changes (all or nothing,
+:mod:`engine.fleetlock`), may run ``deploy.once`` (:mod:`engine.once`), moves through
+the waves (failure budget, :mod:`engine.waves`; gates, :mod:`engine.gates`), and ends
+with a summary, an exit code and a history row. What happens on one host is
+:class:`engine.hostrelease.HostRelease`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from typing import Any
 
 from engine.balancer import Balancer
 from engine.config import Config, HostSpec, resolve_size
-from engine.errors import ConnectionLost, ExitCode, Interrupted, LockHeld, StepFailed
+from engine.errors import ConnectionLost, ExitCode, Interrupted, StepFailed
 from engine.events import (
     CANCELLED,
     FAILED,
@@ -32,22 +33,25 @@ from engine.events import (
     Control,
     DeployFinished,
     Event,
-    GateWaiting,
     LogLine,
     NodeStatus,
     Summary,
     now,
 )
+from engine.fleetlock import lock_all, unlock_all
+from engine.gates import Gates
 from engine.history import History, TranscriptWriter
 from engine.hostlock import Aborted, HostState
 from engine.hostrelease import HostRelease, Release
+from engine.once import once_label, run_once
 from engine.operator import default_operator
-from engine.plan import Node, Plan
+from engine.plan import Plan
 from engine.remote.revisions import revision_line
 from engine.remote.shell import utc_stamp
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
 from engine.state import RunState
 from engine.strategy import Budget
+from engine.waves import run_waves
 
 log = logging.getLogger("shipdeck.engine")
 
@@ -107,8 +111,8 @@ class Run:
         #: set once an abort is requested (never cleared)
         self.abort_event = asyncio.Event()
         self.aborted_by = ""
-        self._approvals: dict[str, asyncio.Event] = {}
-        self.waiting_gate: str | None = None
+        #: the approval gates between waves: which one waits, the approvals given
+        self.gates = Gates(self)
         self.states: dict[str, HostState] = {}
         self.hosts: dict[str, HostRelease] = {}
         self.budget = Budget.from_config(config.deploy.max_fail, len(self.selected))
@@ -186,17 +190,12 @@ class Run:
 
     def approve(self, by: str = "", key: str | None = None) -> bool:
         """Approve the waiting gate (or ``key``). Returns False if no gate waits."""
-        key = key or self.waiting_gate
-        if key is None or key not in self._approvals:
-            return False
-        event = self._approvals[key]
-        if event.is_set():
-            return False
-        self.emit(
-            Control(self.deploy_id, action="approve", by=by or self.operator, key=key, at=now())
-        )
-        event.set()
-        return True
+        return self.gates.approve(by, key)
+
+    @property
+    def waiting_gate(self) -> str | None:
+        """The key of the gate waiting for an approval, if one does."""
+        return self.gates.waiting
 
     async def pause(self, seconds: float, abortable: bool) -> None:
         """Sleep, or less when an abort comes (if ``abortable``)."""
@@ -292,253 +291,40 @@ class Run:
     def found_sha(self, sha: str) -> None:
         """A host told the commit of the release this run goes to."""
 
-    # -- the fleet lock --------------------------------------------------------
+    # -- the fleet lock, the run-once stage, waves and gates ---------------------
 
-    async def _unlock_all(self) -> None:
-        await asyncio.gather(*(hr.unlock() for hr in self.hosts.values() if hr.st.locked))
-
-    async def _lock_one(
-        self,
-        connector: Connector,
-        hr: HostRelease,
-        artifact_sha: str | None,
-        sem: asyncio.Semaphore,
-        held: list[tuple[HostState, LockHeld]],
-    ) -> None:
-        st = hr.st
-        if st.status == FAILED:
-            return
-        async with sem:
-            if self.aborting:
-                return
-            try:
-                if st.host is None:
-                    st.host = await self.step(
-                        f"{st.key}/connect", self._connect(connector, st.name)
-                    )
-                await self.step(f"{st.key}/lock", hr.lock(artifact_sha))
-            except LockHeld as exc:
-                held.append((st, exc))
-            except StepFailed as exc:
-                st.status, st.outcome, st.reason = FAILED, "failed", str(exc)
-                self.budget.fail(st.name, st.reason)
-                self.close_host(st.key, FAILED, st.reason)
-            except Aborted:
-                pass
-
-    async def _lock_all(self, connector: Connector, artifact_sha: str | None) -> bool:
-        """Connect to and lock EVERY selected host (all waves) before anything changes.
-
-        A host that cannot be reached or written fails alone (failure budget). A host
-        whose lock another live deploy holds: every lock taken is released and, after
-        ``deploy.lock_wait`` seconds of retrying, the run stops (False) with nothing
-        changed anywhere."""
-        deadline = time.monotonic() + self.config.deploy.lock_wait
-        sem = asyncio.Semaphore(self.config.deploy.parallel)
-        attempt = 0
-        while True:
-            attempt += 1
-            held: list[tuple[HostState, LockHeld]] = []
-            await asyncio.gather(
-                *(
-                    self._lock_one(connector, hr, artifact_sha, sem, held)
-                    for hr in self.hosts.values()
-                )
-            )
-            if self.aborting:
-                await self._unlock_all()
-                return False
-            if not held:
-                if self.budget.exceeded:
-                    self.stop_reason = (
-                        f"failure budget exceeded before anything changed: {len(self.budget.failed)} "
-                        f"failed, max_fail allows {self.budget.allowed}"
-                    )
-                    self.log("release", self.stop_reason, "stderr")
-                    await self._unlock_all()
-                    return False
-                return True
-            # all or nothing: give back every lock taken, then wait or stop
-            await self._unlock_all()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._lock_given_up(held)
-                return False
-            await self._wait_for_locks(held, left, attempt)
-
-    async def _wait_for_locks(
-        self, held: list[tuple[HostState, LockHeld]], left: float, attempt: int
-    ) -> None:
-        """Say who holds the locks, then wait (backing off, or until a lock may go
-        stale, or an abort) before trying again."""
-        first, exc = held[0]
-        for st, why in held:
-            self.status(f"{st.key}/lock", WAITING, f"waiting: {why}"[:300])
-        self.log("release", f"waiting for {first.name} ({exc}); {left:.0f}s of lock_wait left")
-        pause = random.uniform(0.5, 1.5) * min(0.25 * 2**attempt, 5.0)
-        soonest = min((w.stale_in for _, w in held if w.stale_in is not None), default=None)
-        if soonest is not None:  # a lock that may go stale: look again right then
-            pause = min(pause, soonest + random.uniform(0, 0.3))
-        try:
-            await asyncio.wait_for(self.abort_event.wait(), min(left, pause))
-        except TimeoutError:
-            pass
-
-    def _lock_given_up(self, held: list[tuple[HostState, LockHeld]]) -> None:
-        first, exc = held[0]
-        self.stop_reason = f"{first.name}: {exc}"
-        self.log("release", f"not starting: {self.stop_reason}", "stderr")
-        for st, why in held:
-            st.status, st.outcome, st.reason = FAILED, "failed", str(why)
-            self.close_host(st.key, FAILED, st.reason)
-
-    # -- the run-once stage ------------------------------------------------------
-
-    async def _run_once(self, release: Release) -> None:
-        """``deploy.once``: stage every locked host (all waves), then run the commands
-        on one host, every lock still held. If that fails (or no host can run them) the
-        run stops with nothing switched anywhere: the staged releases are removed."""
-        d, key = self.config.deploy, "release/once"
-        if not d.once:
-            return
-        if self._stopping():
-            self.status(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
-            return
-        self.status(key, WAITING, "waiting for every host to be unpacked")
-        sem = asyncio.Semaphore(d.parallel)
-
-        async def stage(hr: HostRelease) -> None:
-            if hr.st.status != FAILED and hr.st.locked:
-                async with sem:
-                    await hr.prepare(release)
-
-        await asyncio.gather(*(stage(hr) for hr in self.hosts.values()))
-        hr = self._once_host()
-        if self.budget.exceeded and not self.stop_reason:
-            self.stop_reason = (
-                f"failure budget exceeded before anything changed: {len(self.budget.failed)} "
-                f"failed, max_fail allows {self.budget.allowed}"
-            )
-        if not self._stopping() and hr is None:
-            self.stop_reason = f"no unpacked host to run deploy.once on ({d.once_host or 'first'})"
-            self.status(key, FAILED, self.stop_reason)
-        elif self._stopping():
-            self.status(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
-        else:
-            assert hr is not None
-            try:
-                await self.step(key, hr.run_once(release))
-            except (StepFailed, Aborted) as exc:
-                self.stop_reason = self.stop_reason or f"deploy.once failed on {hr.st.name}: {exc}"
-        if self._stopping():
-            self.log("release", f"nothing switched: {self.stop_reason}", "stderr")
-            staged = [h for h in self.hosts.values() if h.staged and h.st.locked]
-            await asyncio.gather(*(h.unstage() for h in staged))
-
-    def _once_host(self) -> HostRelease | None:
-        """``deploy.once_host`` (by name or address), else the first host of the first
-        wave unpacked; None when that host is not there (or not unpacked)."""
-        want = self.config.deploy.once_host
-        for hr in self.hosts.values():
-            spec = self._spec(hr.st.name)
-            if (want is None or want in (spec.name, spec.host)) and hr.staged:
-                return hr
-            if want is not None and want in (spec.name, spec.host):
-                return None
-        return None
-
-    # -- waves ---------------------------------------------------------------
-
-    def _stopping(self) -> bool:
+    @property
+    def stopping(self) -> bool:
+        """No host starts: aborted, the failure budget spent, or a stop reason given."""
         return self.aborting or self.budget.exceeded or bool(self.stop_reason)
 
-    def _skip(self, key: str) -> None:
-        """Close host ``key`` without starting it: cancelled (abort) or skipped."""
-        self.close_host(key, CANCELLED if self.aborting else SKIPPED, self.stop_reason)
+    def budget_reason(self, *, before_change: bool = False) -> str:
+        """Why the run stops once the failure budget is spent."""
+        when = " before anything changed" if before_change else ""
+        return (
+            f"failure budget exceeded{when}: {len(self.budget.failed)} failed, "
+            f"max_fail allows {self.budget.allowed}"
+        )
+
+    async def _lock_all(self, connector: Connector, artifact_sha: str | None) -> bool:
+        """Connect to and lock every selected host: :func:`engine.fleetlock.lock_all`."""
+        return await lock_all(self, connector, artifact_sha)
+
+    async def _unlock_all(self) -> None:
+        """Give back every lock this run holds."""
+        await unlock_all(self)
+
+    async def _run_once(self, release: Release) -> None:
+        """The ``deploy.once`` stage: :func:`engine.once.run_once`."""
+        await run_once(self, release)
 
     async def _run_waves(self, flow: Callable[[HostRelease], Awaitable[None]]) -> None:
-        """Run ``flow`` on every host, wave after wave, at most ``deploy.parallel`` at
-        once; a wave starts only when the one before is done (and its gate approved)."""
-        sem = asyncio.Semaphore(self.config.deploy.parallel)
-        waves = self.plan.waves()
-
-        async def one(hnode: Node) -> None:
-            hr = self.hosts[hnode.key]
-            if hr.st.status == FAILED:  # failed while connecting or locking
-                return
-            async with sem:
-                if self._stopping():
-                    self._skip(hnode.key)
-                    return
-                await flow(hr)
-
-        for index, wave in enumerate(waves, start=1):
-            hosts = self.plan.kids(wave.key)
-            if self._stopping():
-                self._skip_wave(index, wave, hosts)
-                continue
-            self.status(wave.key, RUNNING)
-            await asyncio.gather(*(one(h) for h in hosts))
-            self._wave_done(wave, hosts, last=index == len(waves))
-            if index < len(waves):
-                await self._gate(index)
-
-    def _skip_wave(self, index: int, wave: Node, hosts: list[Node]) -> None:
-        status = CANCELLED if self.aborting else SKIPPED
-        for h in hosts:
-            if h.status in (PENDING, RUNNING, WAITING):
-                self.close_host(h.key, status, self.stop_reason)
-        self.status(wave.key, status, self.stop_reason)
-        self._close_gate(index, status)
-
-    def _wave_done(self, wave: Node, hosts: list[Node], *, last: bool) -> None:
-        """Close a wave that ran; decide whether the next one may start."""
-        counts = self.plan.counts(wave.key)
-        failed = counts.get(FAILED, 0)
-        detail = f"{counts.get(OK, 0)}/{len(hosts)} ok" + (f", {failed} failed" if failed else "")
-        if self.budget.exceeded and not self.stop_reason:
-            self.stop_reason = (
-                f"failure budget exceeded: {len(self.budget.failed)} failed, "
-                f"max_fail allows {self.budget.allowed}"
-            )
-            self.log("release", self.stop_reason, "stderr")
-        if hosts and failed == len(hosts) and not self.stop_reason and not last:
-            # a wave where every host failed (a failed canary) is not "done and
-            # healthy": the next wave does not start, whatever the budget says
-            self.stop_reason = f"every host of {wave.label} failed; not starting the next wave"
-            self.log("release", self.stop_reason, "stderr")
-        if failed:
-            status = FAILED
-        else:
-            status = CANCELLED if self.aborting and not counts.get(OK) else OK
-        self.status(wave.key, status, detail)
-
-    def _close_gate(self, index: int, status: str) -> None:
-        key = f"release/gate-{index}"
-        if key in self.plan and self.plan[key].status in (PENDING, WAITING):
-            self.status(key, status)
+        """Run ``flow`` on every host, wave after wave: :func:`engine.waves.run_waves`."""
+        await run_waves(self, flow)
 
     async def _gate(self, index: int) -> None:
-        key = f"release/gate-{index}"
-        if key not in self.plan:
-            return
-        if self.aborting or self.stop_reason:
-            self._close_gate(index, CANCELLED if self.aborting else SKIPPED)
-            return
-        approved = self._approvals.setdefault(key, asyncio.Event())
-        self.waiting_gate = key
-        self.status(key, WAITING, "waiting for approval")
-        self.emit(GateWaiting(self.deploy_id, key=key, at=now()))
-        aborted = asyncio.ensure_future(self.abort_event.wait())
-        approval = asyncio.ensure_future(approved.wait())
-        await asyncio.wait({aborted, approval}, return_when=asyncio.FIRST_COMPLETED)
-        aborted.cancel()
-        approval.cancel()
-        self.waiting_gate = None
-        if approved.is_set():
-            self.status(key, OK, "approved")
-        else:
-            self.status(key, CANCELLED, self.stop_reason)
+        """Wait at the gate after wave ``index`` (approved, or the run aborts)."""
+        await self.gates.wait(index)
 
     # -- summary -------------------------------------------------------------
 
@@ -612,15 +398,6 @@ class Run:
             return None
         self.subscribe(writer)
         return writer
-
-
-def once_label(config: Config, waves: list[list[HostSpec]]) -> str:
-    """The run-once stage's node label ("" when ``deploy.once`` is empty)."""
-    d = config.deploy
-    if not d.once:
-        return ""
-    first = waves[0][0].name if waves and waves[0] else "?"
-    return f"once on {d.once_host or first}: {'; '.join(d.once)}"
 
 
 def _count_text(summary: Summary) -> str:
