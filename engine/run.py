@@ -119,6 +119,8 @@ class Run:
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
         self.plan: Plan = self._build_plan()
+        if config.env:  # the room, the transcript and the TUI header say which environment
+            self.plan.meta["env"] = config.env
         #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
         self.balancer = Balancer.of(
             config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
@@ -285,7 +287,9 @@ class Run:
 
     def revision(self, release_id: str, sha: str, outcome: str) -> str:
         """The host's revisions.log line for this run."""
-        line = revision_line(release_id, sha, self.operator, outcome, self.deploy_id, self.kind)
+        line = revision_line(
+            release_id, sha, self.operator, outcome, self.deploy_id, self.kind, env=self.config.env
+        )
         return line + (" relay=skipped" if self.without_relay else "")
 
     def found_sha(self, sha: str) -> None:
@@ -387,6 +391,7 @@ class Run:
                 ref,
                 self.operator,
                 str(self.config.path),
+                env=self.config.env,
             )
             if self.without_relay:  # recorded from the start, even if the run dies
                 self.history.update(
