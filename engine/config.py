@@ -28,6 +28,7 @@ from typing import Any
 from engine import environments
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
+from engine.freeze import FreezeWindow
 from engine.hosts import HostSpec, parse_host, read_hosts, select
 
 __all__ = [
@@ -233,6 +234,7 @@ class Config:
     )
     relay: RelayConfig | None = None
     balancer: _balancer.BalancerConfig | None = None
+    freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
     aliases: dict[str, str] | None = key(None, '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)')
 
     @property

@@ -376,7 +376,7 @@ def shown(k: _Key, section: _Key) -> str:
     """The default as the README shows it."""
     value = k.field.default
     if k.meta("shown") or k.required:
-        where = "" if section.required else f" in [{section.name}]"
+        where = "" if section.required or section.tables else f" in [{section.name}]"
         return k.meta("shown") or f"required{where}"
     if value is None:
         return "none"

@@ -17,6 +17,7 @@ from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
 from engine.events import OK, ChatLine
+from engine.freeze import Frozen
 from tui import actions
 from tui.app_actions import DeckActions
 from tui.backend import default_operator
@@ -195,6 +196,10 @@ class ShipdeckApp(DeckActions, App[int]):
                     return
             try:
                 result = await runner.run()
+            except Frozen as exc:  # a [[freeze]] window: refused before anything ran
+                self.notify(str(exc), title="deploy refused", severity="error", timeout=15)
+                self.post_message(DeployDone("stopped", int(exc.exit_code)))
+                return
             finally:
                 if detach is not None:
                     await detach()

@@ -80,4 +80,4 @@ def test_errors_about_a_moved_value_name_where_it_was_written() -> None:
 
 def test_readme_rows_of_an_array_of_tables() -> None:
     rows = table_rows(keys(Doc))
-    assert rows[0] == "| `[[window]].from` | required in [window] | start |"
+    assert rows[0] == "| `[[window]].from` | required | start |"

@@ -65,6 +65,33 @@ def add_hosts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", metavar="PATTERN", help=HOSTS_HELP)
 
 
+def add_freeze(p: argparse.ArgumentParser) -> None:
+    """``--override-freeze --reason TEXT`` (deploy, rollback)."""
+    p.add_argument(
+        "--override-freeze",
+        action="store_true",
+        help="go ahead inside a [[freeze]] window (an admin, when a relay is configured; recorded)",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why the freeze is overridden (required with it)")
+
+
+def freeze_override(args: argparse.Namespace, operator: str, role: str | None) -> Any:
+    """The ``engine.freeze.Override`` that ``--override-freeze --reason`` asks for (None
+    without it), by ``operator`` with the ``role`` the relay confirmed (None: no relay
+    asked). Raises ValueError for ``--reason`` alone or ``--override-freeze`` without
+    a reason (bad usage, exit 2)."""
+    reason = " ".join((getattr(args, "reason", None) or "").split())
+    if not getattr(args, "override_freeze", False):
+        if reason:
+            raise ValueError("--reason goes with --override-freeze")
+        return None
+    if not reason:
+        raise ValueError("--override-freeze needs --reason TEXT (it is recorded and announced)")
+    from engine.freeze import Override
+
+    return Override(reason=reason, by=operator, role=role)
+
+
 def app_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``App.run`` keywords of a full-screen command (``--no-mouse``)."""
     return {"mouse": not getattr(args, "no_mouse", False)}

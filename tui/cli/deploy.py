@@ -18,9 +18,11 @@ from engine.errors import ExitCode
 from tui.cli import room
 from tui.cli.common import (
     add_config,
+    add_freeze,
     add_hosts,
     app_kwargs,
     err,
+    freeze_override,
     load,
 )
 from tui.cli.operator import config_operator, resolve_operator
@@ -57,6 +59,7 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="go ahead when the configured relay is down or refuses the token (recorded)",
     )
+    add_freeze(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
@@ -77,6 +80,7 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="switch every host at once instead of following the deploy's waves",
     )
+    add_freeze(p)
     p.set_defaults(func=cmd_rollback)
 
 
@@ -87,13 +91,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.config import ConfigError
+    from engine.freeze import Frozen
 
     try:
         config = load(args)
         if args.dry_run:
             return asyncio.run(_dry_run(config, args))
         if not args.headless and not args.json:
-            if not sys.stdout.isatty() and not os.environ.get("SHIPDECK_FORCE_TUI"):
+            if args.override_freeze:
+                err("--override-freeze: running headless (pass --headless to say so)")
+            elif not sys.stdout.isatty() and not os.environ.get("SHIPDECK_FORCE_TUI"):
                 err("no terminal: running headless (pass --headless to say so)")
             else:
                 return run_deploy_tui(args)
@@ -112,8 +119,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 config,
                 args,
                 "deploying",
-                lambda operator: Deployment(
+                lambda operator, override: Deployment(
                     config,
+                    freeze_override=override,
                     ref=args.ref,
                     hosts=args.hosts,
                     operator=operator,
@@ -132,6 +140,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE
+    except Frozen as exc:
+        err(str(exc))
+        return ExitCode.STOPPED
 
 
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
@@ -161,6 +172,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.config import ConfigError
+    from engine.freeze import Frozen
 
     try:
         config = load(args)
@@ -171,8 +183,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 config,
                 args,
                 "rolling back",
-                lambda operator: Rollback(
+                lambda operator, override: Rollback(
                     config,
+                    freeze_override=override,
                     to=args.to,
                     hosts=args.hosts,
                     operator=operator,
@@ -187,25 +200,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE
+    except Frozen as exc:
+        err(str(exc))
+        return ExitCode.STOPPED
 
 
 # -- headless runs ----------------------------------------------------------------
 
 
 async def _headless_with_relay(
-    config: Any, args: argparse.Namespace, doing: str, make: Callable[[str], Any]
+    config: Any, args: argparse.Namespace, doing: str, make: Callable[[str, Any], Any]
 ) -> int:
     """A headless deploy or rollback with the room: the relay first (the operator it
     confirms for the token is the identity recorded everywhere: history,
-    revisions.log, host locks; a relay that is down or refuses the token stops here
-    unless --without-relay), then the run built by ``make(operator)``, published."""
+    revisions.log, host locks, and its role decides a freeze override; a relay that is
+    down or refuses the token stops here unless --without-relay), then the run built
+    by ``make(operator, freeze_override)``, checked against the freeze windows before
+    the room's lease is taken (raises ``engine.freeze.Frozen``), published."""
     try:
         client = await room.connect(config, args)
     except room.RoomLocked as exc:
         err(f"{exc}; not {doing}")
         return ExitCode.STOPPED
     try:
-        run = make(resolve_operator(getattr(client, "operator", None)))
+        operator = resolve_operator(getattr(client, "operator", None))
+        try:
+            override = freeze_override(args, operator, getattr(client, "role", None))
+        except ValueError as exc:
+            if client is not None:
+                await client.close(flush=0)
+            err(str(exc))
+            return ExitCode.USAGE
+        run = make(operator, override)
+        run.check_freeze()
     except BaseException:
         if client is not None:
             await client.close(flush=0)
