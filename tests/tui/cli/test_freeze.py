@@ -157,3 +157,27 @@ async def test_with_a_relay_only_an_admin_overrides_and_the_room_hears_it(
     assert row["freeze_override"]["by"] == "alice" and row["freeze_override"]["role"] == "admin"
     last = revisions(fleet.hosts[0].home / "app")[-1]
     assert " operator=alice " in last and last.endswith("freeze_override=hotfix%20for%20the%20outage")
+
+
+async def test_the_tui_shows_the_environment_and_refuses_inside_a_window(fleet, sample_repo, tmp_path) -> None:
+    import argparse
+
+    from engine.config import load_config
+    from tests.tui.conftest import until
+    from tui.cli.deploy import deploy_app
+    from tui.screens.modals import ConfirmScreen
+
+    config = load_config(_config(fleet, sample_repo, tmp_path), "production")
+    args = argparse.Namespace(ref=None, hosts=None, force_unlock=False)
+    app = deploy_app(config, args, "tester")
+    async with app.run_test(size=(120, 40)) as pilot:
+        header = app.main.query_one("#header")
+        await until(pilot, lambda: "[production]" in str(header.render()), what="the environment")
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=20)
+        assert app.last_exit == 3
+        notices = [n.message for n in app._notifications]
+        assert any("deploy refused: freeze window 'quarter-close'" in m for m in notices), notices
+    assert not any(current(h.home / "app") for h in fleet.hosts)
