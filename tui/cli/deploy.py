@@ -154,6 +154,10 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     for line in render_tree(d.plan, collapse_steps=True):
         print(line)
     print()
+    frozen = _frozen_now(config)
+    if frozen:
+        print(frozen)
+        print()
     if args.no_connect:
         return ExitCode.OK
     report = await preflight(config, d.selected, ref=d.ref, prompter=prompter())
@@ -163,6 +167,18 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
         for line in report.lines():
             print(line)
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def _frozen_now(config: Any) -> str:
+    """The dry run's word on the freeze windows: "" when none holds now."""
+    import datetime
+
+    from engine.freeze import active
+
+    hit = active(config.freeze, datetime.datetime.now(datetime.UTC))
+    if hit is None:
+        return ""
+    return f"frozen: a deploy now is refused ({hit.text()}; {hit.until_text()}) unless --override-freeze"
 
 
 # -- rollback ---------------------------------------------------------------------

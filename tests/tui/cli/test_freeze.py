@@ -65,6 +65,9 @@ async def test_without_a_relay_a_freeze_refuses_and_any_operator_overrides(fleet
     assert not any(current(a) for a in apps)
     assert History().list(5) == []
 
+    code, out, _ = await shipdeck("deploy", "-c", config, "-e", "production", "--dry-run", "--no-connect")
+    assert code == 0 and "frozen: a deploy now is refused (freeze window 'quarter-close'" in out
+
     # the staging environment has no freeze
     code, out, err = await shipdeck("deploy", "-c", config, "--headless")
     assert code == 0, out + err
@@ -89,6 +92,10 @@ async def test_without_a_relay_a_freeze_refuses_and_any_operator_overrides(fleet
     assert [(c["action"], c["key"], c["reason"]) for c in controls] == [
         ("freeze_override", "quarter-close", "fix the login page")
     ]
+
+    code, shown, _ = await shipdeck("show", row["id"])
+    assert code == 0 and "  project   demo  env production" in shown
+    assert "  freeze    'quarter-close' overridden by tester: fix the login page" in shown
 
     code, _, err = await shipdeck("rollback", "-c", config, "-e", "production", "--headless")
     assert code == 3 and err.startswith("shipdeck: rollback refused: freeze window 'quarter-close'")
