@@ -12,7 +12,7 @@ waiters, presence, and noticing that a room's log was reset.
   through a :class:`relay.redis_store.RedisStore`; each node delivers a room by
   following its stored stream, and the lease and presence live in Redis.
 
-:func:`coordinator_for` picks the one that fits a store.
+:func:`relay.redis_coordinator.coordinator_for` picks the one that fits a store.
 """
 
 from __future__ import annotations
@@ -138,18 +138,6 @@ class Coordinator(Protocol):
         """Free the lease whoever holds it (an admin's ``break``), stored as a ``lock``
         message ``broken`` sent by ``peer``, then serve the next waiter."""
         ...
-
-
-def coordinator_for(store: Store, hub: Hub) -> Coordinator:
-    """The coordinator for ``store``: Redis-shared if other nodes write to it
-    (``store.shared``), else local."""
-    if getattr(store, "shared", False):
-        from relay.redis_coordinator import RedisCoordinator
-        from relay.redis_store import RedisStore
-
-        assert isinstance(store, RedisStore)
-        return RedisCoordinator(store, hub)
-    return LocalCoordinator(store, hub)
 
 
 class LocalCoordinator:
@@ -324,4 +312,4 @@ class LocalCoordinator:
             return
 
 
-__all__ = ["Ack", "Coordinator", "Hub", "LocalCoordinator", "coordinator_for"]
+__all__ = ["Ack", "Coordinator", "Hub", "LocalCoordinator"]

@@ -18,11 +18,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from engine.events import Event
-from relay.coordinator import Ack, Hub
+from relay.coordinator import Ack, Coordinator, Hub, LocalCoordinator
 from relay.protocol import CLOSE_RESTART, dumps
 from relay.redis_store import RedisStore
 from relay.rooms import Lease, Peer, Room, Waiter, now, presence_frame
-from relay.store import Record, RoomInfo
+from relay.store import Record, RoomInfo, Store
 
 log = logging.getLogger("shipdeck.relay")
 
@@ -317,4 +317,15 @@ class RedisCoordinator:
         self.hub.send_room(room, None, text)
 
 
-__all__ = ["RedisCoordinator", "lease_of"]
+__all__ = ["RedisCoordinator", "coordinator_for", "lease_of"]
+
+
+def coordinator_for(store: Store, hub: Hub) -> Coordinator:
+    """The coordinator for ``store``: Redis-shared if other nodes write to it
+    (``store.shared``), else local."""
+    if getattr(store, "shared", False):
+        from relay.redis_store import RedisStore
+
+        assert isinstance(store, RedisStore)
+        return RedisCoordinator(store, hub)
+    return LocalCoordinator(store, hub)

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine.events import Event
-from relay.coordinator import Coordinator, coordinator_for
+from relay.coordinator import Coordinator
 from relay.limits import Limits
 from relay.protocol import (
     CLOSE_ABUSE,
@@ -51,6 +51,7 @@ from relay.protocol import (
     snapshot_part_frame,
     split_snapshot,
 )
+from relay.redis_coordinator import coordinator_for
 from relay.registry import RoomRegistry
 from relay.rooms import Peer, Room, client_handle, peer_addr, resume_point, session_hash
 from relay.store import Record, RoomInfo, Store

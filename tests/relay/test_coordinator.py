@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from relay.coordinator import Coordinator, LocalCoordinator, coordinator_for
+from relay.coordinator import Coordinator, LocalCoordinator
 from relay.limits import Limits
+from relay.redis_coordinator import coordinator_for
 from relay.rooms import Peer, Room, client_handle, load_room, session_hash
 from relay.store import Record, SQLiteStore, Store
 from tests.relay_redis.conftest import RedisServer, redis_server  # noqa: F401
