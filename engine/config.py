@@ -1,10 +1,13 @@
 """shipdeck.toml: read with tomllib, validated into typed objects.
 
-Each key is declared once, as a dataclass field made by :func:`key`: its type is the
-field's annotation, its default the field's default; bounds, checks and help ride in
-the field's metadata. Validation, defaults and the README's config table
-(``python -m engine.config --markdown``) all come from those fields; the sections are
-:class:`Config`'s fields.
+Each key is declared once, as a dataclass field made by :func:`key` (the machinery is
+:mod:`engine.configschema`): its type is the field's annotation, its default the
+field's default; bounds, checks and help ride in the field's metadata. Validation,
+defaults and the README's config table (``python -m engine.config --markdown``) all
+come from those fields. The sections are :class:`Config`'s fields: a new section is
+one dataclass (a table, like ``[deploy]``) or a tuple of one (an array of tables, like
+``[[freeze]]``) declared there, its keys made with :func:`key`. Hosts are
+:mod:`engine.hosts`.
 
 Every error is a :class:`ConfigError` that names the file, the line (where it can be
 found), the key and what was expected, e.g.::
@@ -14,58 +17,41 @@ found), the key and what was expected, e.g.::
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import functools
 import math
 import re
 import sys
 import tomllib
-import types
-import typing
-from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from engine import environments
+from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
+from engine.freeze import FreezeWindow
+from engine.hosts import HostSpec, parse_host, read_hosts, select
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "BuildConfig",
+    "Config",
+    "ConfigError",
+    "DeployConfig",
+    "HostSpec",
+    "ProjectConfig",
+    "RelayConfig",
+    "SshConfig",
+    "key",
+    "load_config",
+    "markdown_table",
+    "parse_config",
+    "parse_host",
+    "parse_size",
+    "resolve_size",
+    "split_waves",
+]
 
 DEFAULT_CONFIG = "shipdeck.toml"
-
-_HOST_RE = re.compile(
-    r"""^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?
-        (?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*))
-        (?::(?P<port>[0-9]{1,5}))?$""",
-    re.X,
-)
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """One host as written in [hosts]: ``host``, ``host:port``, ``user@host:port``."""
-
-    name: str  # as written; the node name in the tree
-    host: str  # hostname, address or ssh-config alias
-    port: int | None = None
-    user: str | None = None
-    groups: tuple[str, ...] = ()
-
-
-def parse_host(text: str) -> HostSpec:
-    """Parse ``host``, ``host:port`` or ``user@host:port``; raise ValueError if malformed."""
-    m = _HOST_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a host (expected host, host:port or user@host:port)")
-    port = m.group("port")
-    if port is not None and not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r}: port {port} is out of range 1-65535")
-    return HostSpec(
-        name=text.strip(),
-        host=m.group("v6") or m.group("host"),
-        port=int(port) if port else None,
-        user=m.group("user"),
-    )
-
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -99,40 +85,29 @@ def resolve_size(value: str | int, total: int) -> int:
 # -- checks a key's metadata names (each raises ValueError with the message) ----
 
 
-def _rule(ok: Callable[[Any], Any], message: str) -> Callable[[Any], Any]:
-    """A check: the value if ``ok(value)``, else ValueError(message.format(v=value))."""
-
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise ValueError(message.format(v=value))
-        return value
-
-    return check
-
-
 def _inside(value: str) -> bool:
     return not value.startswith("/") and ".." not in Path(value).parts
 
 
-_not_empty = _rule(str.strip, "must not be empty")
-_no_control = _rule(
+_not_empty = rule(str.strip, "must not be empty")
+_no_control = rule(
     lambda v: not any(ord(ch) < 32 or ord(ch) == 127 for ch in v),
     "must not contain control characters (newline, tab, escape ...)",
 )
-_artifact = _rule(_inside, "expected a folder inside the build tree (relative, no '..')")
-_shared_path = _rule(_inside, "{v!r} must be a relative path inside the release")
-_waves = _rule(len, "expected at least one wave size")
-_wave_size = _rule(
+_artifact = rule(_inside, "expected a folder inside the build tree (relative, no '..')")
+_shared_path = rule(_inside, "{v!r} must be a relative path inside the release")
+_waves = rule(len, "expected at least one wave size")
+_wave_size = rule(
     lambda v: parse_size(v)[0] > 0, '"{v}" is an empty wave (expected at least 1 host)'
 )
-_wave_number = _rule(
+_wave_number = rule(
     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "expected a wave number >= 1, got {v!r}",
 )
-_port = _rule(lambda v: 0 < v < 65536, "expected a port 1-65535, got {v}")
-_ws_url = _rule(lambda v: re.match(r"^wss?://", v), "expected a ws:// or wss:// URL, got {v!r}")
-_size = _rule(parse_size, "")  # parse_size raises with its own message
-_host = _rule(parse_host, "")
+_port = rule(lambda v: 0 < v < 65536, "expected a port 1-65535, got {v}")
+_ws_url = rule(lambda v: re.match(r"^wss?://", v), "expected a ws:// or wss:// URL, got {v!r}")
+_size = rule(parse_size, "")  # parse_size raises with its own message
+_host = rule(parse_host, "")
 
 
 def _deploy_path(value: str) -> str:
@@ -141,30 +116,6 @@ def _deploy_path(value: str) -> str:
 
 def _none_if_empty(value: str) -> str | None:
     return value or None
-
-
-def key(
-    default: Any,
-    help: str,
-    *,
-    min: float | None = None,
-    accepts: tuple[type, ...] = (),
-    choices: tuple[str, ...] = (),
-    check: Callable[[Any], Any] | None = None,
-    each: Callable[[Any], None] | None = None,
-    derive: Callable[[dict[str, Any]], Any] | None = None,
-    shown: str | None = None,
-) -> Any:
-    """A config key: a dataclass field with its default (``...``: required) and its
-    ``help`` for the README. ``min``: lowest value allowed; ``accepts``: TOML types
-    taken besides the annotation's (``str()``-ed for a str key); ``choices``: the only
-    strings allowed; ``check``: called with the value, returns it (possibly changed) or
-    raises ValueError with the message; ``each``: called with each item of a list,
-    raises ValueError; ``derive``: the value when the key is absent, from the keys given
-    (None: the default); ``shown``: the default as the README shows it.
-    """
-    meta = {"help": help, "min": min, "accepts": accepts, "choices": choices, "check": check, "each": each, "derive": derive, "shown": shown}
-    return field(metadata=meta) if default is ... else field(default=default, metadata=meta)
 
 
 # -- typed config -------------------------------------------------------------
@@ -274,15 +225,18 @@ class Config:
     """A whole shipdeck.toml: a field per section, in the order the README lists them."""
 
     path: Path
+    #: the environment read (``[env.<name>]`` laid over the top level); None: the file has none
+    env: str | None = None
     project: ProjectConfig
     build: BuildConfig = field(default_factory=BuildConfig)
     deploy: DeployConfig
     ssh: SshConfig = field(default_factory=SshConfig)
     hosts: dict[str, tuple[HostSpec, ...]] = key(
-        ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias"
+        ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias", read=read_hosts
     )
     relay: RelayConfig | None = None
     balancer: _balancer.BalancerConfig | None = None
+    freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
     aliases: dict[str, str] | None = key(None, '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)')
 
     @property
@@ -297,220 +251,23 @@ class Config:
         return list(seen.values())
 
     def select_hosts(self, pattern: str | None) -> list[HostSpec]:
-        """Hosts whose group or name matches one of the comma-separated globs.
+        """The hosts ``--hosts pattern`` chooses (:func:`engine.hosts.select`: globs of
+        groups or hosts, label selectors like ``role=web,az=a``), in config order.
 
-        Raises :class:`ConfigError` when the pattern matches nothing.
+        Raises :class:`ConfigError` when the pattern chooses nothing or is malformed.
         """
-        hosts = self.all_hosts()
-        if not pattern:
-            return hosts
-        globs = [p.strip() for p in pattern.split(",") if p.strip()]
-        chosen = [
-            h for h in hosts if any(fnmatch.fnmatchcase(x, g) for g in globs for x in _names(h))
-        ]
-        if not chosen:
-            known = ", ".join(sorted(self.hosts)) or "none"
-            msg = f"--hosts {pattern!r} matches no group or host (groups: {known})"
-            raise ConfigError(self.path, msg, key="hosts")
-        return chosen
-
-
-def _names(h: HostSpec) -> tuple[str, ...]:
-    """What ``--hosts`` globs match: the host as written, its address, its groups."""
-    return (h.name, h.host, *h.groups)
-
-
-# -- what the fields say ------------------------------------------------------
-
-#: TOML value types taken for a Python type (an int is a fine float)
-_TOML: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,), tuple: (list,)}
-_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-class _Key(NamedTuple):
-    """A field of a config dataclass (a key, or a section of :class:`Config`)."""
-
-    name: str
-    types: tuple[Any, ...]  # the annotation's types, None left out, generics by origin
-    item: Any  # the item type of a tuple
-    field: Field[Any]
-
-    @property
-    def required(self) -> bool:
-        return self.field.default is MISSING and self.field.default_factory is MISSING
-
-    @property
-    def toml(self) -> tuple[type, ...]:
-        taken = sum((_TOML.get(t, ()) for t in self.types), ())
-        return taken + self.field.metadata.get("accepts", ())
-
-    def meta(self, name: str) -> Any:
-        return self.field.metadata.get(name)
-
-
-@functools.cache
-def _keys(cls: type) -> tuple[_Key, ...]:
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in fields(cls):
-        hint = hints[f.name]
-        parts = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        parts = tuple(p for p in parts if p is not type(None))
-        item = next((typing.get_args(p)[0] for p in parts if typing.get_origin(p) is tuple), None)
-        out.append(_Key(f.name, tuple(typing.get_origin(p) or p for p in parts), item, f))
-    return tuple(out)
-
-
-def _sections() -> tuple[_Key, ...]:
-    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path``."""
-    return _keys(Config)[1:]
-
-
-def _type_name(toml: tuple[type, ...]) -> str:
-    named = [t for t in toml if t is not int or float not in toml]
-    return " or ".join(_NAMES.get(t, "a list" if t is list else t.__name__) for t in named)
-
-
-# -- the validator ------------------------------------------------------------
-
-
-class _Reader:
-    """Checks one parsed TOML document; errors name the line of ``[section] key``
-    (found in the text: tomllib gives no positions)."""
-
-    def __init__(self, path: Path, text: str):
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line(self, section: str, key: str | None = None) -> int | None:
-        current = None
-        header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
-        for number, raw in enumerate(self.lines, start=1):
-            m = header.match(raw)
-            if m:
-                current = m.group(1).strip().strip('"')
-                if key is None and current == section:
-                    return number
-                continue
-            if key is not None and current == section:
-                if re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", raw):
-                    return number
-        return None
-
-    def error(self, section: str, key: str | None, msg: str, i: int | None = None) -> ConfigError:
-        name = f"[{section}]" + (f" {key}" if key else "") + (f"[{i}]" if i is not None else "")
-        return ConfigError(self.path, msg, key=name, line=self.line(section, key))
-
-    def check_keys(self, section: str, keys: tuple[_Key, ...], value: dict[str, Any]) -> None:
-        """Unknown keys (with the nearest known one), missing required keys, wrong types."""
-        names = [k.name for k in keys]
-        for name in value:
-            if name not in names:
-                near = difflib.get_close_matches(name, names, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(names)})"
-                raise self.error(section, name, f"unknown key{hint}")
-        for k in keys:
-            v = value.get(k.name)
-            if v is None and k.required:
-                raise self.error(section, None, f"missing required key {k.name!r}")
-            if v is not None and (
-                not isinstance(v, k.toml) or (isinstance(v, bool) and bool not in k.toml)
-            ):
-                got = f"got {type(v).__name__} {v!r}"
-                raise self.error(section, k.name, f"expected {_type_name(k.toml)}, {got}")
-
-    def items(self, section: str, k: _Key, value: list[Any]) -> tuple[Any, ...]:
-        for i, item in enumerate(value):
-            try:
-                if k.item is str and not isinstance(item, str):
-                    raise ValueError(f"expected a string, got {type(item).__name__} {item!r}")
-                if k.item is str and not item.strip():
-                    raise ValueError("expected a non-empty string")
-                if k.meta("each"):
-                    k.meta("each")(item)
-            except ValueError as exc:
-                raise self.error(section, k.name, str(exc), i) from None
-        return tuple(value)
-
-    def value(self, section: str, k: _Key, value: Any) -> Any:
-        """One given value, checked and converted to the field's type."""
-        if isinstance(value, list):
-            value = self.items(section, k, value)
-        elif float in k.types and not isinstance(value, bool):
-            value = float(value)
         try:
-            if k.meta("choices") and value not in k.meta("choices"):
-                wanted = " or ".join(f'"{c}"' for c in k.meta("choices"))
-                raise ValueError(f"expected {wanted}, got {value!r}")
-            if k.meta("check"):
-                value = k.meta("check")(value)
+            return select(self.all_hosts(), pattern)
         except ValueError as exc:
-            raise self.error(section, k.name, str(exc)) from None
-        if str in k.types and not isinstance(value, str | None):
-            value = str(value)
-        low = k.meta("min")
-        if low is not None and value is not None and value < low:
-            raise self.error(section, k.name, f"expected a number >= {low:g}, got {value!r}")
-        return value
-
-    def section(self, data: dict[str, Any], s: _Key) -> Any:
-        """The section as its dataclass; an absent or empty one whose default is None
-        ([relay]) is None. Raises for a missing required one."""
-        given = data.get(s.name)
-        if given is None and s.required:
-            raise ConfigError(self.path, f"missing section [{s.name}]", key=f"[{s.name}]")
-        if given is not None and not isinstance(given, dict):
-            raise self.error(s.name, None, "expected a table")
-        if not given and s.field.default is None:
-            return None
-        given = given or {}
-        keys = _keys(s.types[0])
-        self.check_keys(s.name, keys, given)
-        values = {k.name: self.value(s.name, k, given[k.name]) for k in keys if k.name in given}
-        for k in keys:
-            if k.name not in values and k.meta("derive"):
-                derived = k.meta("derive")(values)
-                values |= {k.name: derived} if derived is not None else {}
-        return s.types[0](**values)
-
-    def hosts(self, data: dict[str, Any]) -> dict[str, tuple[HostSpec, ...]]:
-        h = data.get("hosts")
-        if h is None:
-            example = 'groups of hosts, e.g. web = ["web1"]'
-            raise ConfigError(self.path, f"missing section [hosts] ({example})", key="[hosts]")
-        if not isinstance(h, dict) or not h:
-            message = 'no host groups (expected e.g. web = ["web1.example.com"])'
-            message = message if isinstance(h, dict) else "expected a table of groups"
-            raise ConfigError(self.path, message, key="[hosts]", line=self.line("hosts"))
-        parsed = {group: self.group(group, items) for group, items in h.items()}
-        groups: dict[str, tuple[str, ...]] = {}
-        for group, specs in parsed.items():
-            for spec in specs:
-                groups[spec.name] = groups.get(spec.name, ()) + (group,)
-        return {
-            group: tuple(HostSpec(s.name, s.host, s.port, s.user, groups[s.name]) for s in specs)
-            for group, specs in parsed.items()
-        }
-
-    def group(self, group: str, items: Any) -> list[HostSpec]:
-        if not isinstance(items, list):
-            kind = type(items).__name__
-            raise self.error("hosts", group, f"expected a list of hosts, got {kind}")
-        if not items:
-            raise self.error("hosts", group, "empty host list (expected at least one host)")
-        specs = []
-        for i, item in enumerate(items):
-            try:
-                if not isinstance(item, str):
-                    raise ValueError(f"expected a string, got {type(item).__name__} {item!r}")
-                specs.append(parse_host(item))
-            except ValueError as exc:
-                raise self.error("hosts", group, str(exc), i) from None
-        return specs
+            env = f" (environment {self.env!r})" if self.env else ""
+            raise ConfigError(self.path, f"{exc}{env}", key="hosts") from None
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
-    """Read and validate a shipdeck.toml. Raises :class:`ConfigError`."""
+def load_config(
+    path: str | Path = DEFAULT_CONFIG, env: str | None = None, *, env_source: str = "-e"
+) -> Config:
+    """Read and validate a shipdeck.toml, in environment ``env`` (see
+    :func:`parse_config`). Raises :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -518,11 +275,17 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
         raise ConfigError(path, "no such file (pass -c FILE or create shipdeck.toml)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"cannot read: {exc}") from None
-    return parse_config(text, path)
+    return parse_config(text, path, env, env_source=env_source)
 
 
-def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
-    """Validate TOML text as a shipdeck config. Raises :class:`ConfigError`."""
+def parse_config(
+    text: str, path: str | Path = DEFAULT_CONFIG, env: str | None = None, *, env_source: str = "-e"
+) -> Config:
+    """Validate TOML text as a shipdeck config, in environment ``env`` (named by
+    ``env_source``, ``-e`` or ``SHIPDECK_ENV``, in errors): its ``[env.<name>]`` table
+    laid over the top level (:mod:`engine.environments`); without ``env``, the default
+    one, else the only one. Raises :class:`ConfigError`; one about a top-level value
+    read for an environment says which environment."""
     path = Path(path)
     try:
         data = tomllib.loads(text)
@@ -530,16 +293,28 @@ def parse_config(text: str, path: str | Path = DEFAULT_CONFIG) -> Config:
         m = re.search(r"at line (\d+)", str(exc))
         line = int(m.group(1)) if m else None
         raise ConfigError(path, f"invalid TOML: {exc}", line=line) from None
-    r = _Reader(path, text)
-    known = sorted(s.name for s in _sections())
-    for section in data:
-        if section not in known:
-            near = difflib.get_close_matches(section, known, n=1)
-            hint = f" (did you mean [{near[0]}]?)" if near else f" (valid: {', '.join(known)})"
-            line = r.line(section)
-            raise ConfigError(path, f"unknown section{hint}", key=f"[{section}]", line=line)
-    parts = {s.name: r.hosts(data) if s.name == "hosts" else data.get(s.name) if dict in s.types else r.section(data, s) for s in _sections()}
-    return Config(path=path, **parts)
+    sections = _sections()
+    names = sorted(s.name for s in sections)
+    r = Reader(path, text)
+    r.unknown((), data, sorted([*names, environments.TABLE]), "[{}]")
+    envs = environments.environments(r, data, names)
+    chosen = environments.choose(r, envs, env, env_source)
+    if chosen is not None:
+        kinds = {s.name: "tables" if s.tables else "whole" if s.meta("read") else "table" for s in sections}
+        data, moved = environments.overlay(data, envs[chosen], chosen, kinds)
+        r = Reader(path, text, moved)
+    try:
+        parts = {s.attr: r.section(data, s) for s in sections}
+    except ConfigError as exc:
+        if chosen is None or exc.key.lstrip("[").startswith(f"{environments.TABLE}."):
+            raise
+        raise ConfigError(exc.path, f"{exc.message} (environment {chosen!r})", key=exc.key, line=exc.line) from None
+    return Config(path=path, env=chosen, **parts)
+
+
+def _sections() -> tuple[Any, ...]:
+    """The sections of a shipdeck.toml: :class:`Config`'s fields but ``path`` and ``env``."""
+    return keys(Config)[2:]
 
 
 def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> list[list[HostSpec]]:
@@ -562,35 +337,15 @@ def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> 
 # -- the README's config table --------------------------------------------------
 
 
-def _shown(k: _Key, section: _Key) -> str:
-    """The default as the README shows it."""
-    value = k.field.default
-    if k.meta("shown") or k.required:
-        where = "" if section.required else f" in [{section.name}]"
-        return k.meta("shown") or f"required{where}"
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, int | float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
-    return f"`{value}`"
+_ENV_ROWS = [
+    "| `env.<name>.default` | `false` | read this environment when none is chosen (`-e NAME`, `SHIPDECK_ENV`); without one, the only environment is read, and several are an error |",
+    "| `env.<name>.<section>` | none | overrides of any section above for `-e <name>` (see Environments): tables key by key, `hosts` whole, `[[...]]` entries added |",
+]
 
 
 def markdown_table() -> str:
     """The README's config reference: one row per key, from the fields above."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-    for s in _sections():
-        keys = (
-            [(".<group>" if s.name == "hosts" else ".<name>", s)] if dict in s.types else [(f".{k.name}", k) for k in _keys(s.types[0])]
-        )
-        for name, k in keys:
-            meaning = " ".join(k.meta("help").split())
-            if k.meta("choices"):
-                meaning = " or ".join(f"`{c}`" for c in k.meta("choices")) + "; " + meaning
-            rows.append(f"| `{s.name}{name}` | {_shown(k, s)} | {meaning} |")
+    rows = ["| key | default | meaning |", "|---|---|---|", *table_rows(_sections()), *_ENV_ROWS]
     return "\n".join(rows) + "\n"
 
 

@@ -21,6 +21,7 @@ from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
 from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
+from engine.freeze import Override
 from engine.history import History
 from engine.hostlock import HostState
 from engine.hostrelease import Release
@@ -78,6 +79,7 @@ class Deployment(Run):
         history: History | None = None,
         early_fetch: gitmod.EarlyFetch | None = None,
         without_relay: bool = False,
+        freeze_override: Override | None = None,
     ):
         self.ref = ref or config.project.ref
         self.auto_approve = auto_approve
@@ -92,6 +94,7 @@ class Deployment(Run):
             force_unlock=force_unlock,
             history=history,
             without_relay=without_relay,
+            freeze_override=freeze_override,
         )
 
     @property
@@ -138,6 +141,7 @@ class Deployment(Run):
         """Run the whole deploy. Never raises for host failures; see DeployResult."""
         writer = self._start_history(self.ref)
         self.emit(self.plan.to_event())
+        self.announce_freeze_override()
         if self.without_relay:
             self.log("release", "deploying without the relay (--without-relay)", "stderr")
         connector = Connector(

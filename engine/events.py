@@ -125,13 +125,16 @@ class GateWaiting(Event):
 
 @dataclass(frozen=True, slots=True)
 class Control(Event):
-    """An operator's action that the engine acted on (abort, approve)."""
+    """An operator's action that the engine acted on (abort, approve), or a freeze
+    window overridden as the run started (``freeze_override``: ``key`` names the
+    window, ``reason`` says why)."""
 
     type: ClassVar[str] = "control"
-    action: str = ""  # abort | approve
+    action: str = ""  # abort | approve | freeze_override
     by: str = ""
     key: str = ""
     at: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

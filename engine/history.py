@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS deploys (
     summary TEXT,
     config TEXT,
     pid INTEGER,
-    client TEXT
+    client TEXT,
+    env TEXT,
+    freeze_override TEXT
 );
 CREATE TABLE IF NOT EXISTS deploy_hosts (
     deploy_id TEXT NOT NULL REFERENCES deploys(id),
@@ -46,6 +48,9 @@ CREATE TABLE IF NOT EXISTS deploy_hosts (
 );
 CREATE INDEX IF NOT EXISTS deploys_started ON deploys(started);
 """
+
+#: columns added after the first release, added to an older database when it is opened
+ADDED_COLUMNS = {"env": "TEXT", "freeze_override": "TEXT"}
 
 
 def state_dir() -> Path:
@@ -71,16 +76,33 @@ class History:
         if not self._ready:  # WAL mode is persistent; the schema is made once
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(deploys)")}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE deploys ADD COLUMN {name} {kind}")
             self._ready = True
         return db
 
     def start(
-        self, deploy_id: str, kind: str, project: str, ref: str, operator: str, config: str
+        self,
+        deploy_id: str,
+        kind: str,
+        project: str,
+        ref: str,
+        operator: str,
+        config: str,
+        *,
+        env: str | None = None,
+        freeze_override: dict[str, Any] | None = None,
     ) -> None:
+        """Record a run as started. ``env``: the config's environment;
+        ``freeze_override``: the freeze window overridden and by whom, why (stored as
+        JSON). Raises ``sqlite3.Error``."""
+        override = json.dumps(freeze_override) if freeze_override else None
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO deploys (id, kind, project, ref, operator, started, status, config, pid, client)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                "INSERT OR REPLACE INTO deploys (id, kind, project, ref, operator, started, status, config, pid, client, env, freeze_override)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (
                     deploy_id,
                     kind,
@@ -91,6 +113,8 @@ class History:
                     config,
                     os.getpid(),
                     socket.gethostname(),
+                    env,
+                    override,
                 ),
             )
 
@@ -133,6 +157,7 @@ class History:
     def _row(self, row: sqlite3.Row, db: sqlite3.Connection) -> dict[str, Any]:
         d = dict(row)
         d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+        d["freeze_override"] = json.loads(d["freeze_override"]) if d.get("freeze_override") else None
         if (
             d["status"] == "running"
             and d.get("client") == socket.gethostname()

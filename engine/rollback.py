@@ -13,6 +13,7 @@ import asyncio
 from engine.balancer import drains
 from engine.config import Config
 from engine.events import OK, RUNNING, DeployMeta
+from engine.freeze import Override
 from engine.history import History
 from engine.hostlock import HostState
 from engine.maintenance import announce
@@ -41,6 +42,7 @@ class Rollback(Run):
         history: History | None = None,
         without_relay: bool = False,
         all_at_once: bool = False,
+        freeze_override: Override | None = None,
     ):
         self.to = to
         #: switch every host at once instead of following the deploy's waves
@@ -53,6 +55,7 @@ class Rollback(Run):
             force_unlock=force_unlock,
             history=history,
             without_relay=without_relay,
+            freeze_override=freeze_override,
         )
         self.release_id = to or ""
 
@@ -93,6 +96,7 @@ class Rollback(Run):
         """Run the whole rollback. Never raises for host failures; see DeployResult."""
         writer = self._start_history(self.to or "previous")
         self.emit(self.plan.to_event())
+        self.announce_freeze_override()
         if self.without_relay:
             self.log("release", "rolling back without the relay (--without-relay)", "stderr")
         connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)

@@ -11,6 +11,7 @@ with a summary, an exit code and a history row. What happens on one host is
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import secrets
@@ -39,6 +40,7 @@ from engine.events import (
     now,
 )
 from engine.fleetlock import lock_all, unlock_all
+from engine.freeze import FREEZE_OVERRIDE, Hit, Override, check
 from engine.gates import Gates
 from engine.history import History, TranscriptWriter
 from engine.hostlock import Aborted, HostState
@@ -93,8 +95,13 @@ class Run:
         force_unlock: bool = False,
         history: History | None = None,
         without_relay: bool = False,
+        freeze_override: Override | None = None,
     ):
         self.config = config
+        #: ``--override-freeze --reason``: who asks, why, with which role (see
+        #: :func:`engine.freeze.check`); the window it overrides is :attr:`freeze_hit`
+        self.freeze_override = freeze_override
+        self.freeze_hit: Hit | None = None
         #: the run goes ahead without the configured relay (``--without-relay``): no
         #: room lease, no watchers; recorded in history, revisions.log and the summary
         self.without_relay = without_relay
@@ -119,6 +126,8 @@ class Run:
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
         self.plan: Plan = self._build_plan()
+        if config.env:  # the room, the transcript and the TUI header say which environment
+            self.plan.meta["env"] = config.env
         #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
         self.balancer = Balancer.of(
             config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
@@ -285,7 +294,17 @@ class Run:
 
     def revision(self, release_id: str, sha: str, outcome: str) -> str:
         """The host's revisions.log line for this run."""
-        line = revision_line(release_id, sha, self.operator, outcome, self.deploy_id, self.kind)
+        hit, override = self.freeze_hit, self.freeze_override
+        line = revision_line(
+            release_id,
+            sha,
+            self.operator,
+            outcome,
+            self.deploy_id,
+            self.kind,
+            env=self.config.env,
+            freeze_override=override.reason if hit is not None and override is not None else None,
+        )
         return line + (" relay=skipped" if self.without_relay else "")
 
     def found_sha(self, sha: str) -> None:
@@ -378,7 +397,52 @@ class Run:
             writer.close()
         return DeployResult(status=status, exit_code=code, summary=summary)
 
+    # -- freeze windows ------------------------------------------------------------
+
+    def check_freeze(self, at: datetime.datetime | None = None) -> Hit | None:
+        """Whether this run may start at ``at`` (default: now) under the config's
+        ``[[freeze]]`` windows: None, or the window its override lets it through
+        (kept in :attr:`freeze_hit`, recorded everywhere). Raises
+        :class:`engine.freeze.Frozen` (exit 3) naming the window otherwise."""
+        moment = at or datetime.datetime.now(datetime.UTC)
+        self.freeze_hit = check(
+            self.config.freeze,
+            moment,
+            kind=self.kind,
+            override=self.freeze_override,
+            relay=self.config.relay is not None,
+        )
+        return self.freeze_hit
+
+    def announce_freeze_override(self) -> None:
+        """After the plan: the override as a control event (the room records it, the
+        transcript keeps it) and a line in the release's log."""
+        hit, override = self.freeze_hit, self.freeze_override
+        if hit is None or override is None:
+            return
+        role = f" ({override.role})" if override.role else ""
+        self.emit(
+            Control(
+                self.deploy_id,
+                action=FREEZE_OVERRIDE,
+                by=override.by,
+                key=hit.window.title,
+                at=now(),
+                reason=override.reason,
+            )
+        )
+        self.log("release", f"{hit.text()}; overridden by {override.by}{role}: {override.reason}", "stderr")
+
+    def _freeze_record(self) -> dict[str, Any] | None:
+        hit, override = self.freeze_hit, self.freeze_override
+        if hit is None or override is None:
+            return None
+        return {**hit.to_json(), "override_reason": override.reason, "by": override.by, "role": override.role}
+
     def _start_history(self, ref: str) -> TranscriptWriter | None:
+        """Check the freeze windows (raises :class:`engine.freeze.Frozen`), then record
+        the run as started."""
+        self.check_freeze()
         try:
             self.history.start(
                 self.deploy_id,
@@ -387,6 +451,8 @@ class Run:
                 ref,
                 self.operator,
                 str(self.config.path),
+                env=self.config.env,
+                freeze_override=self._freeze_record(),
             )
             if self.without_relay:  # recorded from the start, even if the run dies
                 self.history.update(

@@ -94,7 +94,9 @@ _EVENT_DOCS: dict[str, str] = {
     "gate": "A gate is waiting for an operator's approval: a control frame with action"
     " 'approve' (and this key) sent to the room reaches the lease holder, whose engine"
     " approves it and then emits a control event and the gate's status.",
-    "control": "An operator's abort or approve that the engine acted on.",
+    "control": "An operator's abort or approve that the engine acted on, or a freeze"
+    " window overridden as the run started (action 'freeze_override', key: the window,"
+    " reason: why).",
     "finished": "The deploy is over; nothing follows for this deploy_id.",
 }
 

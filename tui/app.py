@@ -17,6 +17,7 @@ from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
 from engine.events import OK, ChatLine
+from engine.freeze import Frozen
 from tui import actions
 from tui.app_actions import DeckActions
 from tui.backend import default_operator
@@ -197,6 +198,10 @@ class ShipdeckApp(DeckActions, App[int]):
                     return
             try:
                 result = await runner.run()
+            except Frozen as exc:  # a [[freeze]] window: refused before anything ran
+                self.notify(str(exc), title="deploy refused", severity="error", timeout=15)
+                self.post_message(DeployDone("stopped", int(exc.exit_code)))
+                return
             finally:
                 if detach is not None:
                     await detach()
@@ -343,6 +348,7 @@ class ShipdeckApp(DeckActions, App[int]):
         return HeaderFacts(
             operator=str(meta.get("operator") or self.operator),
             project=project,
+            env=str(meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""),
             ref=ref,
             sha=str(meta.get("sha") or ""),
             release_id=str(meta.get("release_id") or ""),

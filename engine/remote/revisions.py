@@ -3,7 +3,9 @@ parsers of what it prints.
 
 Every run appends one line per host to ``<path>/revisions.log``
 (:func:`revision_line`): ``<iso> <kind> release=<id> sha=<sha> operator=<who>
-outcome=<outcome> deploy=<deploy id>``. :func:`releases_script` prints
+outcome=<outcome> deploy=<deploy id>``, then ``env=<name>`` when the config has
+environments and ``freeze_override=<reason, percent-encoded>`` when a freeze window was overridden (one
+word, so a reason can never read as another field). :func:`releases_script` prints
 ``release=<id>`` per release directory and ``revision=<line>`` per log line;
 :func:`parse_releases` reads them back, :func:`previous_release` and
 :func:`sha_of_release` answer what a rollback needs. (:mod:`engine.releases` merges
@@ -13,6 +15,7 @@ many hosts' answers for the rollback picker.)
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from engine.remote.shell import iso, resolve_path_sh
 
@@ -33,10 +36,25 @@ def releases_script(path: str) -> str:
 
 
 def revision_line(
-    release_id: str, sha: str, operator: str, outcome: str, deploy_id: str, kind: str = "deploy"
+    release_id: str,
+    sha: str,
+    operator: str,
+    outcome: str,
+    deploy_id: str,
+    kind: str = "deploy",
+    *,
+    env: str | None = None,
+    freeze_override: str | None = None,
 ) -> str:
-    """The ``revisions.log`` line of one run on one host (now, UTC)."""
-    return f"{iso()} {kind} release={release_id} sha={sha} operator={operator} outcome={outcome} deploy={deploy_id}"
+    """The ``revisions.log`` line of one run on one host (now, UTC). ``env``: the
+    config's environment; ``freeze_override``: the reason a freeze window was
+    overridden (percent-encoded: ``no%20Friday%20rush``)."""
+    line = f"{iso()} {kind} release={release_id} sha={sha} operator={operator} outcome={outcome} deploy={deploy_id}"
+    if env:
+        line += f" env={env}"
+    if freeze_override is not None:
+        line += f" freeze_override={quote(' '.join(freeze_override.split()), safe='')}"
+    return line
 
 
 def parse_releases(stdout: str) -> tuple[list[str], list[str]]:

@@ -81,3 +81,15 @@ def test_releases_script_on_a_real_shell(tmp_path: Path) -> None:
     releases, revisions = parse_releases(out)
     assert releases == [R1, R2]  # the unfinished unpack is left out
     assert previous_release(R2, releases, revisions) == R1
+
+
+def test_environment_and_freeze_override_ride_at_the_end_as_one_word_each() -> None:
+    from engine.releases import parse_revision
+
+    text = revision_line(
+        R1, "abc123", "alice", "ok", "d-1", env="production", freeze_override="hotfix release=x\nnow"
+    )
+    assert text.endswith(" deploy=d-1 env=production freeze_override=hotfix%20release%3Dx%20now")
+    read = parse_revision(text)
+    assert (read.release, read.operator, read.deploy) == (R1, "alice", "d-1")
+    assert " env=" not in revision_line(R1, "abc123", "alice", "ok", "d-1")

@@ -81,3 +81,9 @@ def test_a_finished_run_shows_how_it_ended_and_its_exit_code():
     stopped = HeaderFacts(operator="al", kind="rollback", finished="stopped", running=True)
     assert run_text(stopped).plain == "– rollback stopped"  # finished wins over running
     assert run_text(HeaderFacts(operator="al", finished="odd")).plain == "? deploy odd"
+
+
+def test_identity_names_the_environment_after_the_project():
+    line = identity_line(HeaderFacts(operator="al", project="web", env="production", ref="main"))
+    assert line.plain == "⛴ shipdeck  web  [production]  main → ?  @al  relay not configured"
+    assert styles_of(line)["[production]"] == "bold magenta"

@@ -11,6 +11,7 @@ uses that same file. Standard library only at import time.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from pathlib import Path
@@ -48,6 +49,19 @@ def config_path(argv: list[str]) -> str:
     return "shipdeck.toml"
 
 
+def env_name(argv: list[str]) -> str | None:
+    """The environment ``-e NAME`` / ``--env NAME`` / ``--env=NAME`` names in ``argv``
+    (before any ``--``), else ``$SHIPDECK_ENV``, else None."""
+    for i, word in enumerate(argv):
+        if word == "--":
+            break
+        if word in ("-e", "--env") and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--env="):
+            return word.split("=", 1)[1]
+    return os.environ.get("SHIPDECK_ENV") or None
+
+
 def _line(text: str, name: str) -> int | None:
     """The line of ``name = ...`` in the ``[aliases]`` table."""
     section = None
@@ -60,13 +74,15 @@ def _line(text: str, name: str) -> int | None:
     return None
 
 
-def read_aliases(path: str | Path, builtins: tuple[str, ...]) -> dict[str, list[str]]:
+def read_aliases(
+    path: str | Path, builtins: tuple[str, ...], env: str | None = None
+) -> dict[str, list[str]]:
     """alias -> the words it expands to, from the config at ``path`` ({} when it has
     none). Raises :class:`AliasError` for an unusable alias, ``ConfigError`` for a
     config that cannot be read."""
     from engine.config import load_config
 
-    config = load_config(path)
+    config = load_config(path, env)
     given = config.aliases or {}
     if not isinstance(given, dict):
         raise AliasError(config.path, "expected a table of aliases", key="[aliases]")
@@ -101,14 +117,14 @@ def expand(argv: list[str], builtins: tuple[str, ...]) -> list[str]:
     if argv[0] in builtins:  # a built-in runs as it is, but a config shadowing it is refused
         if Path(path).is_file():
             try:
-                read_aliases(path, builtins)
+                read_aliases(path, builtins, env_name(argv))
             except AliasError:
                 raise
             except ConfigError:
                 pass  # the command itself says what is wrong with the config
         return argv
     try:
-        found = read_aliases(path, builtins)
+        found = read_aliases(path, builtins, env_name(argv))
     except AliasError:
         raise
     except ConfigError:
@@ -148,7 +164,7 @@ def help_text(argv: list[str], builtins: tuple[str, ...]) -> str:
     if not Path(path).is_file():
         return ""
     try:
-        found = read_aliases(path, builtins)
+        found = read_aliases(path, builtins, env_name(argv))
     except ConfigError as exc:
         return f"aliases: {exc}"
     if not found:

@@ -18,8 +18,11 @@ from engine.errors import ExitCode
 from tui.cli import room
 from tui.cli.common import (
     add_config,
+    add_freeze,
+    add_hosts,
     app_kwargs,
     err,
+    freeze_override,
     load,
 )
 from tui.cli.operator import config_operator, resolve_operator
@@ -34,7 +37,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("deploy", help="deploy a git ref to the fleet (TUI, or --headless)")
     add_config(p)
     p.add_argument("--ref", help="branch, tag or sha (default: project.ref)")
-    p.add_argument("--hosts", metavar="PATTERN", help="comma-separated globs of groups or hosts")
+    add_hosts(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -56,12 +59,13 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="go ahead when the configured relay is down or refuses the token (recorded)",
     )
+    add_freeze(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("rollback", help="switch current back to the previous release (or --to)")
     add_config(p)
     p.add_argument("--to", metavar="RELEASE_ID")
-    p.add_argument("--hosts", metavar="PATTERN")
+    add_hosts(p)
     p.add_argument("--headless", action="store_true", help="(rollback always runs headless)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--force-unlock", action="store_true")
@@ -76,6 +80,7 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="switch every host at once instead of following the deploy's waves",
     )
+    add_freeze(p)
     p.set_defaults(func=cmd_rollback)
 
 
@@ -86,13 +91,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.config import ConfigError
+    from engine.freeze import Frozen
 
     try:
         config = load(args)
         if args.dry_run:
             return asyncio.run(_dry_run(config, args))
         if not args.headless and not args.json:
-            if not sys.stdout.isatty() and not os.environ.get("SHIPDECK_FORCE_TUI"):
+            if args.override_freeze:
+                err("--override-freeze: running headless (pass --headless to say so)")
+            elif not sys.stdout.isatty() and not os.environ.get("SHIPDECK_FORCE_TUI"):
                 err("no terminal: running headless (pass --headless to say so)")
             else:
                 return run_deploy_tui(args)
@@ -111,8 +119,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 config,
                 args,
                 "deploying",
-                lambda operator: Deployment(
+                lambda operator, override: Deployment(
                     config,
+                    freeze_override=override,
                     ref=args.ref,
                     hosts=args.hosts,
                     operator=operator,
@@ -131,6 +140,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE
+    except Frozen as exc:
+        err(str(exc))
+        return ExitCode.STOPPED
 
 
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
@@ -142,6 +154,10 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     for line in render_tree(d.plan, collapse_steps=True):
         print(line)
     print()
+    frozen = _frozen_now(config)
+    if frozen:
+        print(frozen)
+        print()
     if args.no_connect:
         return ExitCode.OK
     report = await preflight(config, d.selected, ref=d.ref, prompter=prompter())
@@ -153,6 +169,18 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
+def _frozen_now(config: Any) -> str:
+    """The dry run's word on the freeze windows: "" when none holds now."""
+    import datetime
+
+    from engine.freeze import active
+
+    hit = active(config.freeze, datetime.datetime.now(datetime.UTC))
+    if hit is None:
+        return ""
+    return f"frozen: a deploy now is refused ({hit.text()}; {hit.until_text()}) unless --override-freeze"
+
+
 # -- rollback ---------------------------------------------------------------------
 
 
@@ -160,6 +188,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.config import ConfigError
+    from engine.freeze import Frozen
 
     try:
         config = load(args)
@@ -170,8 +199,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                 config,
                 args,
                 "rolling back",
-                lambda operator: Rollback(
+                lambda operator, override: Rollback(
                     config,
+                    freeze_override=override,
                     to=args.to,
                     hosts=args.hosts,
                     operator=operator,
@@ -186,25 +216,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE
+    except Frozen as exc:
+        err(str(exc))
+        return ExitCode.STOPPED
 
 
 # -- headless runs ----------------------------------------------------------------
 
 
 async def _headless_with_relay(
-    config: Any, args: argparse.Namespace, doing: str, make: Callable[[str], Any]
+    config: Any, args: argparse.Namespace, doing: str, make: Callable[[str, Any], Any]
 ) -> int:
     """A headless deploy or rollback with the room: the relay first (the operator it
     confirms for the token is the identity recorded everywhere: history,
-    revisions.log, host locks; a relay that is down or refuses the token stops here
-    unless --without-relay), then the run built by ``make(operator)``, published."""
+    revisions.log, host locks, and its role decides a freeze override; a relay that is
+    down or refuses the token stops here unless --without-relay), then the run built
+    by ``make(operator, freeze_override)``, checked against the freeze windows before
+    the room's lease is taken (raises ``engine.freeze.Frozen``), published."""
     try:
         client = await room.connect(config, args)
     except room.RoomLocked as exc:
         err(f"{exc}; not {doing}")
         return ExitCode.STOPPED
     try:
-        run = make(resolve_operator(getattr(client, "operator", None)))
+        operator = resolve_operator(getattr(client, "operator", None))
+        try:
+            override = freeze_override(args, operator, getattr(client, "role", None))
+        except ValueError as exc:
+            if client is not None:
+                await client.close(flush=0)
+            err(str(exc))
+            return ExitCode.USAGE
+        run = make(operator, override)
+        run.check_freeze()
     except BaseException:
         if client is not None:
             await client.close(flush=0)
@@ -306,10 +350,10 @@ def run_deploy_tui(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from engine.config import ConfigError, load_config
+    from engine.config import ConfigError
 
     try:
-        config = load_config(args.config)
+        config = load(args)
     except ConfigError as exc:
         err(str(exc))
         return ExitCode.USAGE

@@ -10,6 +10,7 @@ from typing import Any
 from engine.errors import ExitCode
 from tui.cli.common import (
     add_config,
+    add_hosts,
     err,
     load,
 )
@@ -32,7 +33,7 @@ def add_parsers(sub: Any) -> None:
         help="relative to deploy.path (e.g. shared/log/app.log), ~/..., or absolute",
     )
     p.add_argument("--dest", default=".")
-    p.add_argument("--hosts", metavar="PATTERN")
+    add_hosts(p)
     p.set_defaults(func=cmd_download)
 
 

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from engine.errors import ExitCode
-from tui.cli.common import add_config, err, load
+from tui.cli.common import add_config, add_hosts, err, load
 from tui.cli.prompt import interactive, prompter
 
 #: control characters a host's output may not send to our terminal (tab stays)
@@ -32,7 +32,7 @@ def add_parsers(sub: Any) -> None:
         " [--batches SIZE ...] [--json] [--yes] -- COMMAND ...",
     )
     add_config(p)
-    p.add_argument("--hosts", metavar="PATTERN", help="groups or hosts (comma-separated globs)")
+    add_hosts(p)
     p.add_argument(
         "--parallel", type=int, metavar="N", help="hosts at once (default: deploy.parallel)"
     )

@@ -98,7 +98,7 @@ def _ambiguous(wanted: str, candidates: list[dict[str, Any]]) -> None:
 def _print_run(r: dict[str, Any]) -> None:
     """What, by whom, when, how it ended, and each host's outcome."""
     print(f"{r['kind']} {r['id']}")
-    print(f"  project   {r['project']}")
+    print(f"  project   {r['project']}" + (f"  env {r['env']}" if r.get("env") else ""))
     print(f"  ref       {r.get('ref') or '-'}  sha {(r.get('sha') or '-')[:12]}")
     print(f"  release   {r.get('release_id') or '-'}")
     print(f"  operator  {r.get('operator')}")
@@ -109,6 +109,13 @@ def _print_run(r: dict[str, Any]) -> None:
         print(f"  reason    {summary['reason']}")
     if summary.get("relay"):
         print(f"  relay     {summary['relay']}")
+    override = r.get("freeze_override")
+    if override:
+        role = f" ({override['role']})" if override.get("role") else ""
+        print(
+            f"  freeze    {override.get('window')!r} overridden by {override.get('by')}{role}:"
+            f" {override.get('override_reason')}"
+        )
     from tui.render import glyph
 
     print("  hosts:")

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from engine.errors import ExitCode
-from tui.cli.common import add_config, err, load
+from tui.cli.common import add_config, add_hosts, err, load
 from tui.cli.prompt import prompter
 
 
@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
     )
     add_config(p)
     p.add_argument("path", metavar="PATH", help="relative to deploy.path, ~/..., or absolute")
-    p.add_argument("--hosts", metavar="PATTERN", help="groups or hosts (comma-separated globs)")
+    add_hosts(p)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     p.add_argument("--lines", "-n", type=int, default=10, metavar="N", help="last N lines (10)")
     p.add_argument("--grep", metavar="RE", help="only lines matching this regular expression")

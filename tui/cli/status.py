@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from engine.errors import ExitCode
-from tui.cli.common import add_config, err, load
+from tui.cli.common import add_config, add_hosts, err, load
 from tui.cli.prompt import prompter
 
 
@@ -24,7 +24,7 @@ def add_parsers(sub: Any) -> None:
         " Exit 1 if a host could not be read.",
     )
     add_config(p)
-    p.add_argument("--hosts", metavar="PATTERN", help="groups or hosts (comma-separated globs)")
+    add_hosts(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_status)
 

@@ -24,6 +24,8 @@ class HeaderFacts:
 
     operator: str
     project: str = ""
+    #: the config's environment (``-e NAME``); "" when the file has none
+    env: str = ""
     ref: str = ""
     sha: str = ""
     release_id: str = ""
@@ -51,12 +53,15 @@ class HeaderFacts:
 
 
 def identity_line(facts: HeaderFacts) -> Text:
-    """``⛴ shipdeck  web  main → 3f2a9c1  r42  @alice  relay ◉ connected · 2 here: …``."""
+    """``⛴ shipdeck  web  [production]  main → 3f2a9c1  r42  @alice  relay ◉ connected · 2 here: …``."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("⛴ shipdeck", style="bold")
     if facts.project:
         text.append("  ")
         text.append(facts.project, style="bold cyan")
+    if facts.env:
+        text.append("  ")
+        text.append(f"[{facts.env}]", style="bold magenta")
     if facts.ref:
         text.append(f"  {facts.ref}")
         sha = facts.sha
