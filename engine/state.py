@@ -17,13 +17,15 @@ What it keeps:
   hosts change, so nobody reads numbers back out of a display string.
 - ``current_step[host_key]``: the step a host is running now.
 - ``gates``: keys of gates waiting for an approval, oldest first.
+- ``outgoing[key]``: what goes out (the changes of the last
+  :class:`engine.events.ChangesOutgoing` for ``release`` or a gate), as its dict.
 - ``logs``: the newest log events (as their JSON dicts), bounded in lines and bytes
   (off unless ``log_lines`` is given: the relay keeps them for its snapshot).
 - ``finished`` / ``summary``: the :class:`DeployFinished` event and its typed
   :class:`engine.events.Summary` once the deploy is over.
 
 A snapshot is the state itself: :meth:`RunState.to_json` gives
-``{"deploy_id", "plan", "finished", "gates", "logs"}`` (the relay protocol's
+``{"deploy_id", "plan", "finished", "gates", "logs", "outgoing"}`` (the relay protocol's
 ``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
 RunState, with no detour through synthetic events.
 
@@ -51,6 +53,7 @@ from engine.events import (
     RUNNING,
     SKIPPED,
     WAITING,
+    ChangesOutgoing,
     Control,
     DeployFinished,
     DeployMeta,
@@ -64,6 +67,7 @@ from engine.events import (
     Summary,
     event_from_json,
 )
+from engine.outgoing import fit_card
 from engine.plan import Node, Plan
 
 __all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
@@ -127,6 +131,9 @@ class Bounds:
     log_chars: int = 2000
     meta_bytes: int = 16 * 1024
     finished_bytes: int = 64 * 1024
+    outgoing_bytes: int = 24 * 1024
+    #: what-goes-out cards kept (the release's and the gates'); the oldest go first
+    outgoing_cards: int = 8
 
     @classmethod
     def relay(cls) -> Bounds:
@@ -236,6 +243,7 @@ class RunState:
         self.counts: dict[str, Counts] = {}
         self.current_step: dict[str, str] = {}
         self.gates: dict[str, None] = {}
+        self.outgoing: dict[str, dict[str, Any]] = {}
         self.finished: DeployFinished | None = None
         self._finished_json: dict[str, Any] | None = None
         self.latest_running: str | None = None
@@ -262,6 +270,7 @@ class RunState:
         }
         self.finished = None
         self._finished_json = None
+        self.outgoing = {}
         self.latest_running = None
         self.started = None
         self.logs.clear()
@@ -457,6 +466,20 @@ class RunState:
             self.gates.pop(event.key or self.waiting_gate or "", None)
         return _NOTHING
 
+    def _outgoing(self, event: ChangesOutgoing, data: dict[str, Any] | None) -> Touched:
+        self._keep_outgoing(event.key, event.changes)
+        return _NOTHING
+
+    def _keep_outgoing(self, key: Any, changes: Any) -> None:
+        """Keep one card (a newer one for the same key replaces it), bounded."""
+        if not isinstance(key, str) or not isinstance(changes, dict):
+            return
+        bounds = self.bounds or Bounds()
+        self.outgoing.pop(key, None)
+        self.outgoing[key] = fit_card(changes, bounds.outgoing_bytes)
+        while len(self.outgoing) > bounds.outgoing_cards:
+            self.outgoing.pop(next(iter(self.outgoing)))
+
     def _finished(self, event: DeployFinished, data: dict[str, Any] | None) -> Touched:
         self.finished = event
         self.gates.clear()
@@ -490,10 +513,12 @@ class RunState:
     # -- snapshots ----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs"}``;
+        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs",
+        "outgoing"}``;
         ``plan`` is a plan event whose nodes carry their current state, ``finished``
         the finished event's dict (or None), ``gates`` the waiting gates' keys,
-        ``logs`` the kept log events' dicts, oldest first."""
+        ``logs`` the kept log events' dicts, oldest first, ``outgoing`` the kept
+        what-goes-out cards by key."""
         finished = self._finished_json
         if finished is None and self.finished is not None:
             finished = self.finished.to_json()
@@ -503,6 +528,7 @@ class RunState:
             "finished": finished,
             "gates": sorted(self.gates),
             "logs": list(self.logs),
+            "outgoing": dict(self.outgoing),
         }
 
     @classmethod
@@ -538,6 +564,10 @@ class RunState:
             if isinstance(key, str) and key in state.plan
         }
         state._restore_finished(data.get("finished"))
+        outgoing = data.get("outgoing")
+        if isinstance(outgoing, dict):
+            for key, changes in outgoing.items():
+                state._keep_outgoing(key, changes)
         return state
 
     def _restore_finished(self, finished: Any) -> None:
@@ -577,5 +607,6 @@ _APPLY: dict[type[Event], Callable[[RunState, Any, dict[str, Any] | None], Touch
     GateWaiting: RunState._gate_waiting,
     DeployMeta: RunState._meta,
     Control: RunState._control,
+    ChangesOutgoing: RunState._outgoing,
     DeployFinished: RunState._finished,
 }
