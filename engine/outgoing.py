@@ -273,6 +273,22 @@ def fit_card(changes: Any, budget: int) -> dict[str, Any]:
     return card.to_json()
 
 
+def waves_after_gate(plan: Any, gate: str) -> list[Any]:
+    """The wave nodes that approving ``gate`` (``release/gate-N``) lets run: wave N+1
+    and the waves after it up to the next gate. [] for a key that is not a gate."""
+    _, _, number = gate.rpartition("-")
+    if not gate.startswith("release/gate-") or not number.isdigit():
+        return []
+    out = []
+    for index, wave in enumerate(plan.waves(), start=1):
+        if index <= int(number):
+            continue
+        out.append(wave)
+        if f"release/gate-{index}" in plan.nodes:
+            break
+    return out
+
+
 # -- computing it from the mirror ------------------------------------------------------
 
 
@@ -429,4 +445,5 @@ __all__ = [
     "outgoing",
     "preview",
     "release_sha",
+    "waves_after_gate",
 ]
