@@ -317,8 +317,14 @@ def compute(
         except (ValueError, gitmod.git.GitCommandError):
             pass
         groups: dict[tuple[str, str], Group] = {}
+        resolved: dict[str, str] = {}  # one git call per distinct commit, not per host
         for r in running:
-            base = "" if r.error or not r.sha else (gitmod.verify_commit(repo, r.sha) or "")
+            if r.error or not r.sha:
+                base = ""
+            elif r.sha in resolved:
+                base = resolved[r.sha]
+            else:
+                base = resolved[r.sha] = gitmod.verify_commit(repo, r.sha) or ""
             state = (
                 UNREAD
                 if r.error
@@ -407,6 +413,30 @@ async def outgoing(
     return await asyncio.to_thread(compute, mirror, target, running, limits)
 
 
+async def announce(run: Any, key: str, states: Sequence[Any]) -> None:
+    """Emit what goes out to the hosts of ``states`` (the run's
+    :class:`engine.hostlock.HostState`, whose ``current`` the lock probe read) as
+    ``run``'s :class:`~engine.events.ChangesOutgoing` for ``key``. The target is the
+    run's commit (a deploy's sha, else the tail of the release it goes to). Nothing
+    is emitted when there is no target or no host; never raises (a card is never a
+    reason to stop a release)."""
+    from engine import git as gitmod
+    from engine.events import ChangesOutgoing, now
+
+    target = getattr(run, "sha", "") or release_sha(getattr(run, "release_id", "") or "")
+    running = [Running.of_release(st.name, st.current) for st in states]
+    if not target or not running:
+        return
+    try:
+        config = run.config
+        mirror = gitmod.mirror_path(gitmod.normalise_repo(config.project.repo, config.base_dir))
+        card = await outgoing(mirror, target, running)
+    except Exception as exc:  # the release goes on without its card
+        log.warning("cannot tell what goes out: %s", exc)
+        return
+    run.emit(ChangesOutgoing(run.deploy_id, key=key, changes=card.to_json(), at=now()))
+
+
 async def preview(config: Any, specs: Sequence[Any], ref: str, prompter: Any = None) -> Outgoing:
     """What deploying ``ref`` to ``specs`` would change, before anything runs: the
     mirror is fetched, each host is read like ``shipdeck status`` does (read-only,
@@ -427,6 +457,7 @@ async def preview(config: Any, specs: Sequence[Any], ref: str, prompter: Any = N
 
 __all__ = [
     "AHEAD",
+    "announce",
     "BEHIND",
     "DIVERGED",
     "NONE",
