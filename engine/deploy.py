@@ -244,7 +244,10 @@ class Deployment(Run):
         confirmation is open): the mirror fetched, each host read without a lock or a
         prompt (:func:`engine.outgoing.preview`), emitted as a ChangesOutgoing for
         ``release`` unless the deploy has started meanwhile (it says so itself)."""
-        card = await outgoing.preview(self.config, self.selected, self.ref)
+        try:
+            card = await outgoing.preview(self.config, self.selected, self.ref)
+        except Exception as exc:  # the card says it could not tell; nothing else depends on it
+            card = outgoing.Outgoing(hosts=len(self.selected), error=str(exc) or type(exc).__name__)
         if self.state.started is None:
             self.emit(
                 ChangesOutgoing(self.deploy_id, key="release", changes=card.to_json(), at=now())

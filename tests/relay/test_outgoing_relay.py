@@ -68,3 +68,25 @@ async def test_watcher_approves_a_gate_seeing_what_goes_out(
         assert set(snap["outgoing"]) == {"release", "release/gate-1"}
         assert snap["outgoing"]["release/gate-1"]["groups"][0]["hosts"] == ["host2", "host3"]
         await close()
+
+
+def test_the_event_matches_the_published_schema(sample_repo) -> None:
+    import json
+
+    import jsonschema
+
+    from engine.events import ChangesOutgoing
+    from engine.localfleet import _git
+    from engine.outgoing import Running, compute
+    from relay import schema
+    from relay.protocol import check_event
+
+    first = _git(sample_repo, "rev-parse", "HEAD")
+    commit_version(sample_repo, "2.0.0")
+    card = compute(sample_repo, "main", [Running("web1", "r", first), Running("web2")])
+    event = ChangesOutgoing("d1", key="release", changes=card.to_json(), at=1.0)
+    validator = jsonschema.Draft202012Validator(json.loads(schema.SCHEMA_PATH.read_text()))
+    validator.validate(event.to_json())
+    assert check_event(event.to_json()) == event  # what the relay accepts from a client
+    bad = {**event.to_json(), "changes": {"groups": [{"state": "sideways"}]}}
+    assert not validator.is_valid(bad)
