@@ -284,7 +284,8 @@ def _group_head(g: Group, target: str) -> str:
     if g.back_total:
         parts.append(_plural(g.back_total, "commit") + " taken back")
     parts.append(f"{_plural(g.files_total, 'file')} +{g.added} −{g.removed}")
-    base = f" ({g.base[:7]})" if g.release and g.base else ""
+    named = g.release and g.base and not g.release.endswith(g.base[:7])
+    base = f" ({g.base[:7]})" if named else ""  # a release id already ends with its sha
     return f"{hosts} on {runs}{base}: " + ", ".join(parts) + (f"  [{g.note}]" if g.note else "")
 
 

@@ -221,7 +221,7 @@ def test_what_goes_out_in_words_for_tail_headless_and_transcripts() -> None:
     event = ChangesOutgoing(D, key="release/gate-1", changes=_card(), at=1.0)
     expected = [
         "what goes out at gate-1 to 5 hosts: 3f2a9c1 Tune the pool",
-        "── 5 hosts on 20261120T101500Z-1111111 (1111111): 4 commits going out, 2 files +12 −3",
+        "── 5 hosts on 20261120T101500Z-1111111: 4 commits going out, 2 files +12 −3",
         "   web1, web2, … +3",
         "   3f2a9c1  2026-11-24  ada  Tune the pool",
         "   … and 3 more commits",

@@ -70,9 +70,9 @@ class OutgoingCard(VerticalScroll):
     worked out) and redrawn when that changes; scrolls when it is long."""
 
     DEFAULT_CSS = """
-    OutgoingCard { height: auto; max-height: 16; margin-bottom: 1;
+    OutgoingCard { height: auto; max-height: 40vh; margin-bottom: 1;
                    border-top: solid $panel-lighten-2; }
-    OutgoingCard > Static { height: auto; }
+    OutgoingCard > Static { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(
