@@ -14,13 +14,15 @@ the remote scripts beside their parsers (:mod:`engine.remote`).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from engine import build as buildmod
 from engine import git as gitmod
+from engine import outgoing
 from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
-from engine.events import CANCELLED, PENDING, RUNNING, SKIPPED
+from engine.events import CANCELLED, FAILED, PENDING, RUNNING, SKIPPED, ChangesOutgoing, now
 from engine.freeze import Override
 from engine.history import History
 from engine.hostlock import HostState
@@ -217,6 +219,8 @@ class Deployment(Run):
         try:
             # every host's lock first; if that stops, the waves only close the hosts
             await self._lock_all(connector, pkg.sha256)
+            if not self._stopping():  # what goes out, against what each host runs now
+                await outgoing.announce(self, "release", self._to_release())
             await self._run_once(release)
             await self._run_waves(lambda hr: hr.deploy(release))
         finally:
@@ -229,4 +233,32 @@ class Deployment(Run):
         if self.auto_approve and key in self.plan and not (self.aborting or self.stop_reason):
             self.status(key, "ok", "approved (--yes)")
             return
+        if key in self.plan and not (self.aborting or self.stop_reason):
+            # what approving lets go: the next waves' hosts, against what they run now
+            waves = outgoing.waves_after_gate(self.plan, key)
+            await outgoing.announce(self, key, self._to_release(w.key for w in waves))
         await super()._gate(index)
+
+    def _to_release(self, waves: Any = None) -> list[HostState]:
+        """The hosts (of ``waves``, else of every wave) locked and not failed: those
+        the release goes to (their ``current`` is what the lock probe read)."""
+        keys = set(waves) if waves is not None else None
+        return [
+            st
+            for key, st in self.states.items()
+            if st.locked and st.status != FAILED and (keys is None or key.rsplit("/", 1)[0] in keys)
+        ]
+
+    async def preview_outgoing(self) -> None:
+        """What this deploy would send out, before it runs (the TUI asks while its
+        confirmation is open): the mirror fetched, each host read without a lock or a
+        prompt (:func:`engine.outgoing.preview`), emitted as a ChangesOutgoing for
+        ``release`` unless the deploy has started meanwhile (it says so itself)."""
+        try:
+            card = await outgoing.preview(self.config, self.selected, self.ref)
+        except Exception as exc:  # the card says it could not tell; nothing else depends on it
+            card = outgoing.Outgoing(hosts=len(self.selected), error=str(exc) or type(exc).__name__)
+        if self.state.started is None:
+            self.emit(
+                ChangesOutgoing(self.deploy_id, key="release", changes=card.to_json(), at=now())
+            )

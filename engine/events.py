@@ -154,6 +154,21 @@ class MaintenanceChanged(Event):
     where: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ChangesOutgoing(Event):
+    """What goes out, against what each host runs now: before the release starts
+    (``key`` ``release``: every selected host) and at each gate (``key`` the gate:
+    the hosts its approval lets go). ``changes`` is the wire form of an
+    :class:`engine.outgoing.Outgoing` (the target, hosts grouped by the commit they
+    run, each group's commits and files with lines added and removed, ``noop`` when
+    every one of them already runs the target)."""
+
+    type: ClassVar[str] = "outgoing"
+    key: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+
 _SUMMARY_COUNTS = ("hosts", "ok", "failed", "skipped", "cancelled")
 
 
@@ -259,6 +274,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         GateWaiting,
         Control,
         MaintenanceChanged,
+        ChangesOutgoing,
         DeployFinished,
     )
 }

@@ -226,3 +226,78 @@ class EarlyFetch:
 
 def start_fetch(repo: str, base: Path | None = None) -> EarlyFetch:
     return EarlyFetch(repo, base)
+
+
+# -- what lies between two commits (the "what's going out" card) ----------------------
+
+#: ``git log`` fields of one commit: sha, author, author date (ISO 8601), subject
+_LOG_FORMAT = "%H%x00%an%x00%aI%x00%s"
+
+
+def verify_commit(repo: git.Repo, rev: str) -> str | None:
+    """The full sha of ``rev`` (a sha, short sha, branch or tag) in ``repo``, or None
+    when the repository does not have it."""
+    if not rev or rev.startswith("-"):
+        return None
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}").strip() or None
+    except git.GitCommandError:
+        return None
+
+
+def count_commits(repo: git.Repo, base: str, target: str) -> int:
+    """How many commits ``target`` has that ``base`` has not (``base..target``).
+    Raises GitError."""
+    try:
+        return int(repo.git.rev_list("--count", f"{base}..{target}", "--").strip() or 0)
+    except git.GitCommandError as exc:
+        raise GitError(f"git rev-list {base[:12]}..{target[:12]}: {_stderr(exc)}") from None
+
+
+def log_range(repo: git.Repo, rev_range: str, limit: int) -> list[tuple[str, str, str, str]]:
+    """The newest ``limit`` commits of ``rev_range`` (``a..b``, or one sha for its
+    whole history), newest first: (sha, author, ISO date, subject). Raises GitError."""
+    try:
+        out = repo.git.log(f"-n{max(0, limit)}", f"--format={_LOG_FORMAT}", rev_range, "--")
+    except git.GitCommandError as exc:
+        raise GitError(f"git log {rev_range}: {_stderr(exc)}") from None
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("\0")
+        if len(parts) == 4:
+            rows.append((parts[0], parts[1], parts[2], parts[3]))
+    return rows
+
+
+def diff_numstat(
+    repo: git.Repo, base: str, target: str
+) -> list[tuple[str, int | None, int | None]]:
+    """Every file that differs between ``base`` and ``target``: (path, lines added,
+    lines removed); None for a binary file's counts. Renames show as a removal and an
+    addition. Raises GitError."""
+    try:
+        out = repo.git.diff("--numstat", "-z", "--no-renames", base, target, "--")
+    except git.GitCommandError as exc:
+        raise GitError(f"git diff {base[:12]} {target[:12]}: {_stderr(exc)}") from None
+    rows: list[tuple[str, int | None, int | None]] = []
+    for entry in out.split("\0"):
+        added, sep, rest = entry.partition("\t")
+        removed, sep2, path = rest.partition("\t")
+        if not (sep and sep2 and path):
+            continue
+        rows.append(
+            (
+                path,
+                int(added) if added.isdigit() else None,
+                int(removed) if removed.isdigit() else None,
+            )
+        )
+    return rows
+
+
+def open_repo(mirror: Path) -> git.Repo:
+    """The mirror as a GitPython repo (close it after use). Raises GitError."""
+    try:
+        return git.Repo(mirror)
+    except (git.NoSuchPathError, git.InvalidGitRepositoryError) as exc:
+        raise GitError(f"no git mirror at {mirror} ({exc})") from None

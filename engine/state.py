@@ -17,6 +17,8 @@ What it keeps:
   hosts change, so nobody reads numbers back out of a display string.
 - ``current_step[host_key]``: the step a host is running now.
 - ``gates``: keys of gates waiting for an approval, oldest first.
+- ``outgoing[key]``: what goes out (the changes of the last
+  :class:`engine.events.ChangesOutgoing` for ``release`` or a gate), as its dict.
 - ``logs``: the newest log events (as their JSON dicts), bounded in lines and bytes
   (off unless ``log_lines`` is given: the relay keeps them for its snapshot).
 - ``finished`` / ``summary``: the :class:`DeployFinished` event and its typed
@@ -25,7 +27,8 @@ What it keeps:
   whichever deploy it came with; a new plan keeps it (``maintenance_on`` reads it).
 
 A snapshot is the state itself: :meth:`RunState.to_json` gives
-``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance"}`` (the relay protocol's
+``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"}`` (the
+relay protocol's
 ``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
 RunState, with no detour through synthetic events.
 
@@ -54,6 +57,7 @@ from engine.events import (
     RUNNING,
     SKIPPED,
     WAITING,
+    ChangesOutgoing,
     Control,
     DeployFinished,
     DeployMeta,
@@ -68,6 +72,7 @@ from engine.events import (
     Summary,
     event_from_json,
 )
+from engine.outgoing import fit_card
 from engine.plan import Node, Plan
 
 __all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
@@ -131,6 +136,9 @@ class Bounds:
     log_chars: int = 2000
     meta_bytes: int = 16 * 1024
     finished_bytes: int = 64 * 1024
+    outgoing_bytes: int = 24 * 1024
+    #: what-goes-out cards kept (the release's and the gates'); the oldest go first
+    outgoing_cards: int = 8
 
     @classmethod
     def relay(cls) -> Bounds:
@@ -240,6 +248,7 @@ class RunState:
         self.counts: dict[str, Counts] = {}
         self.current_step: dict[str, str] = {}
         self.gates: dict[str, None] = {}
+        self.outgoing: dict[str, dict[str, Any]] = {}
         self.finished: DeployFinished | None = None
         self._finished_json: dict[str, Any] | None = None
         self.latest_running: str | None = None
@@ -268,6 +277,7 @@ class RunState:
         }
         self.finished = None
         self._finished_json = None
+        self.outgoing = {}
         self.latest_running = None
         self.started = None
         self.logs.clear()
@@ -484,6 +494,20 @@ class RunState:
         self.maintenance = event
         return _NOTHING
 
+    def _outgoing(self, event: ChangesOutgoing, data: dict[str, Any] | None) -> Touched:
+        self._keep_outgoing(event.key, event.changes)
+        return _NOTHING
+
+    def _keep_outgoing(self, key: Any, changes: Any) -> None:
+        """Keep one card (a newer one for the same key replaces it), bounded."""
+        if not isinstance(key, str) or not isinstance(changes, dict):
+            return
+        bounds = self.bounds or Bounds()
+        self.outgoing.pop(key, None)
+        self.outgoing[key] = fit_card(changes, bounds.outgoing_bytes)
+        while len(self.outgoing) > bounds.outgoing_cards:
+            self.outgoing.pop(next(iter(self.outgoing)))
+
     def _finished(self, event: DeployFinished, data: dict[str, Any] | None) -> Touched:
         self.finished = event
         self.gates.clear()
@@ -518,10 +542,11 @@ class RunState:
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs",
-        "maintenance"}``; ``plan`` is a plan event whose nodes carry their current
-        state, ``finished`` the finished event's dict (or None), ``gates`` the waiting
-        gates' keys, ``logs`` the kept log events' dicts, oldest first,
-        ``maintenance`` the latest maintenance event's dict (or None)."""
+        "maintenance", "outgoing"}``; ``plan`` is a plan event whose nodes carry their
+        current state, ``finished`` the finished event's dict (or None), ``gates`` the
+        waiting gates' keys, ``logs`` the kept log events' dicts, oldest first,
+        ``maintenance`` the latest maintenance event's dict (or None), ``outgoing`` the
+        kept what-goes-out cards by key."""
         finished = self._finished_json
         if finished is None and self.finished is not None:
             finished = self.finished.to_json()
@@ -532,6 +557,7 @@ class RunState:
             "gates": sorted(self.gates),
             "logs": list(self.logs),
             "maintenance": None if self.maintenance is None else self.maintenance.to_json(),
+            "outgoing": dict(self.outgoing),
         }
 
     @classmethod
@@ -568,6 +594,10 @@ class RunState:
         }
         state._restore_finished(data.get("finished"))
         state._restore_maintenance(data.get("maintenance"))
+        outgoing = data.get("outgoing")
+        if isinstance(outgoing, dict):
+            for key, changes in outgoing.items():
+                state._keep_outgoing(key, changes)
         return state
 
     def _restore_maintenance(self, saved: Any) -> None:
@@ -618,5 +648,6 @@ _APPLY: dict[type[Event], Callable[[RunState, Any, dict[str, Any] | None], Touch
     GateWaiting: RunState._gate_waiting,
     DeployMeta: RunState._meta,
     Control: RunState._control,
+    ChangesOutgoing: RunState._outgoing,
     DeployFinished: RunState._finished,
 }

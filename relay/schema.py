@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EVENT_TYPES, SCHEMA_VERSION, STATUSES, Event, PlanReady
+from engine.outgoing import STATES as OUTGOING_STATES
 from engine.plan import Node
 from relay.protocol import MAX_KEY_CHARS, MAX_PLAN_NODES
 
@@ -76,6 +77,12 @@ _FIELD_DOCS: dict[str, dict[str, Any]] = {
     "control.action": {"enum": ["abort", "approve"]},
     "control.by": {"description": "The operator who asked (the relay's sender of the request)."},
     "control.key": {"description": "The gate approved (approve only; empty: every waiting gate)."},
+    "outgoing.key": {
+        "description": "What the card is about: 'release' (every selected host, before"
+        " the release starts) or a gate (the hosts its approval lets go).",
+        "maxLength": MAX_KEY_CHARS,
+    },
+    "outgoing.changes": {"$ref": "#/$defs/changes"},
     "finished.status": {"enum": ["ok", "failed", "stopped"]},
     "finished.summary": {
         "description": "Counts per status, 'failed' ({host: reason}) and 'exit_code'"
@@ -97,6 +104,10 @@ _EVENT_DOCS: dict[str, str] = {
     "control": "An operator's abort or approve that the engine acted on, or a freeze"
     " window overridden as the run started (action 'freeze_override', key: the window,"
     " reason: why).",
+    "outgoing": "What goes out, against what each host runs now: the commits between"
+    " (grouped when hosts run different commits), the files changed with lines added and"
+    " removed, and 'noop' when every host already runs the target. Sent before the"
+    " release starts and at each gate; a newer one for the same key replaces it.",
     "finished": "The deploy is over; nothing follows for this deploy_id.",
 }
 
@@ -158,6 +169,65 @@ def _node_schema() -> dict[str, Any]:
     }
 
 
+def _changes_schema() -> dict[str, Any]:
+    commit = {
+        "type": "object",
+        "properties": {
+            "sha": {"type": "string"},
+            "subject": {"type": "string"},
+            "author": {"type": "string"},
+            "date": {"type": "string", "description": "ISO 8601, the author's date."},
+        },
+    }
+    count = {"type": ["integer", "null"], "description": "Lines; null for a binary file."}
+    group = {
+        "type": "object",
+        "description": "Hosts that run the same commit ('base') and what the target"
+        " changes for them. Lists are cut; their '_total' counts are not.",
+        "properties": {
+            "state": {"enum": list(OUTGOING_STATES)},
+            "base": {"type": "string"},
+            "release": {"type": "string"},
+            "hosts": {"type": "array", "items": {"type": "string"}},
+            "host_count": {"type": "integer"},
+            "commits": {"type": "array", "items": commit, "description": "Going out."},
+            "commits_total": {"type": "integer"},
+            "back": {"type": "array", "items": commit, "description": "Taken back."},
+            "back_total": {"type": "integer"},
+            "files": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}, "added": count, "removed": count},
+                },
+            },
+            "files_total": {"type": "integer"},
+            "added": {"type": "integer"},
+            "removed": {"type": "integer"},
+            "note": {"type": "string"},
+        },
+        "additionalProperties": True,
+    }
+    return {
+        "description": "What goes out (engine.outgoing.Outgoing.to_json()).",
+        "type": "object",
+        "properties": {
+            "target": {"type": "string", "description": "The commit deployed (full sha)."},
+            "subject": {"type": "string"},
+            "hosts": {"type": "integer", "description": "Hosts the card is about."},
+            "noop": {
+                "type": "boolean",
+                "description": "Every one of these hosts already runs the target.",
+            },
+            "groups": {"type": "array", "items": group},
+            "more_groups": {"type": "integer"},
+            "more_hosts": {"type": "integer"},
+            "error": {"type": "string", "description": "Why nothing could be computed."},
+        },
+        "additionalProperties": True,
+    }
+
+
 def event_schema() -> dict[str, Any]:
     """The JSON Schema of one engine event (as carried in ``event`` frames)."""
     defs: dict[str, Any] = {
@@ -168,6 +238,7 @@ def event_schema() -> dict[str, Any]:
             "enum": list(STATUSES),
         },
         "node": _node_schema(),
+        "changes": _changes_schema(),
     }
     for kind, cls in EVENT_TYPES.items():
         defs[kind] = _event_schema(cls)

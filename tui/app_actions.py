@@ -17,7 +17,7 @@ from textual.widgets import Input
 from engine.events import FAILED
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
-from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen
+from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen, gate_body
 
 if TYPE_CHECKING:
     from tui.chat import ChatBackend
@@ -108,8 +108,14 @@ class DeckActions:
             if yes:
                 self.start_runner()
 
+        outgoing = None
+        preview = getattr(self.runner, "preview_outgoing", None)
+        if preview is not None:  # what goes out, read while the question is asked
+            self.run_worker(preview(), group="probe", name="what goes out", exit_on_error=False)
+            outgoing = lambda: self.model.state.outgoing.get("release")  # noqa: E731
         self.push_screen(
-            ConfirmScreen("Deploy?", self._plan_summary("Deploy"), "Deploy"), confirmed
+            ConfirmScreen("Deploy?", self._plan_summary("Deploy"), "Deploy", outgoing=outgoing),
+            confirmed,
         )
 
     def _watching(self) -> bool:
@@ -162,7 +168,7 @@ class DeckActions:
             if not gate:
                 self.notify("no gate is waiting")
                 return
-            self._request("approve", gate)
+            self._confirm_gate(gate, lambda: self._request("approve", gate))
             return
         if not gate or self.runner is None or not self.deploying:
             self.notify("no gate is waiting")
@@ -171,8 +177,32 @@ class DeckActions:
         if approve is None:
             self.notify("this run has no gates", severity="warning")
             return
-        approve(by=self.operator, key=gate)
-        self.notify(f"approved {gate}")
+
+        def go() -> None:
+            approve(by=self.operator, key=gate)
+            self.notify(f"approved {gate}")
+
+        self._confirm_gate(gate, go)
+
+    def _confirm_gate(self, gate: str, go: Callable[[], None]) -> None:
+        """The gate dialog: what approving starts and, when the engine sent it, what
+        goes out to those hosts; Enter approves."""
+        model = self.model
+
+        def confirmed(yes: bool | None) -> None:
+            if yes and model.state.waiting_gate == gate:  # nobody approved it meanwhile
+                go()
+
+        card = gate in model.state.outgoing
+        outgoing = (lambda: model.state.outgoing.get(gate)) if card else None
+        screen = ConfirmScreen(
+            "Approve the gate?",
+            gate_body(model.plan, gate),
+            "Approve",
+            outgoing=outgoing,
+            outgoing_key=gate,
+        )
+        self.push_screen(screen, confirmed)
 
     def action_rollback(self) -> None:
         if self.backend is None or getattr(self.backend, "read_only", False):

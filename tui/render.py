@@ -2,7 +2,8 @@
 
 One glyph table (:data:`GLYPH`), durations and sizes (:func:`fmt_duration`,
 :func:`fmt_bytes`), one line per event (:func:`event_text`), a finished run's summary
-(:func:`summary_lines`), maintenance mode (:func:`maintenance_text`), the plan as a tree (:func:`render_tree`), a transcript line
+(:func:`summary_lines`), maintenance mode (:func:`maintenance_text`), what goes out
+(:func:`outgoing_card`), the plan as a tree (:func:`render_tree`), a transcript line
 (:func:`transcript_lines`) and the headless printer's column line
 (:func:`status_line`). Used by ``deploy --headless``, ``shipdeck tail``,
 ``shipdeck show --transcript``, the TUI's history screen and its tree labels.
@@ -25,6 +26,7 @@ from engine.events import (
     RUNNING,
     SKIPPED,
     WAITING,
+    ChangesOutgoing,
     Control,
     DeployFinished,
     DeployMeta,
@@ -38,6 +40,18 @@ from engine.events import (
     Progress,
     Summary,
     event_from_json,
+)
+from engine.outgoing import (
+    AHEAD,
+    BEHIND,
+    DIVERGED,
+    NONE,
+    SAME,
+    UNKNOWN,
+    UNREAD,
+    Commit,
+    Group,
+    Outgoing,
 )
 from engine.plan import Plan
 
@@ -186,6 +200,8 @@ def _maintenance_words(event: MaintenanceChanged) -> list[str]:
         if event.on is True
         else maintenance_text(event)
     ]
+def _outgoing_words(event: ChangesOutgoing) -> list[str]:
+    return outgoing_lines(event.changes, event.key)
 
 
 #: An event's words, by event type (:func:`event_lines`).
@@ -199,6 +215,7 @@ _WORDS: dict[type[Event], Callable[[Any], list[str]]] = {
     Progress: _progress_words,
     GateWaiting: _gate_words,
     MaintenanceChanged: _maintenance_words,
+    ChangesOutgoing: _outgoing_words,
 }
 
 
@@ -245,6 +262,113 @@ def transcript_lines(raw: str) -> list[str]:
         return [f"{stamp} {data.get('type')} {rest}".rstrip()]
     head, *rest = event_lines(event)
     return [f"{stamp} {head}", *rest]
+
+
+# -- what goes out ----------------------------------------------------------------------
+
+#: The roles of a card's lines (:func:`outgoing_card`), for a UI that styles them.
+CARD_ROLES = ("title", "warn", "group", "hosts", "commit", "back", "file", "more", "note")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _hosts_text(g: Group) -> str:
+    names = ", ".join(g.hosts)
+    more = g.host_count - len(g.hosts)
+    return names + (f", … +{more}" if more > 0 else "")
+
+
+def _commit_text(c: Commit) -> str:
+    return f"{c.sha[:7]}  {c.date[:10]}  {c.author}  {c.subject}".rstrip()
+
+
+def _counts(n: int | None) -> str:
+    return "bin" if n is None else str(n)
+
+
+def _group_head(g: Group, target: str) -> str:
+    hosts = _plural(g.host_count, "host")
+    runs = g.release or g.base[:7]
+    if g.state == SAME:
+        return f"{hosts} already on {target[:7]}: nothing new"
+    if g.state == NONE:
+        return (
+            f"{hosts} with no release yet: the first release, {_plural(g.commits_total, 'commit')}"
+        )
+    if g.state == UNREAD:
+        return f"{hosts} could not be read: {g.note}"
+    if g.state == UNKNOWN:
+        return f"{hosts} on {runs}: {g.note or 'not in the git mirror'}"
+    parts = []
+    if g.commits_total:
+        parts.append(_plural(g.commits_total, "commit") + " going out")
+    if g.back_total:
+        parts.append(_plural(g.back_total, "commit") + " taken back")
+    parts.append(f"{_plural(g.files_total, 'file')} +{g.added} −{g.removed}")
+    named = g.release and g.base and not g.release.endswith(g.base[:7])
+    base = f" ({g.base[:7]})" if named else ""  # a release id already ends with its sha
+    return f"{hosts} on {runs}{base}: " + ", ".join(parts) + (f"  [{g.note}]" if g.note else "")
+
+
+def outgoing_card(
+    changes: Outgoing | dict[str, Any], key: str = "release"
+) -> list[tuple[str, str]]:
+    """What goes out as (role, line) pairs (roles: :data:`CARD_ROLES`): a title, the
+    no-op warning when every host already runs the target, then per group of hosts
+    (by the commit they run) its hosts, the commits going out (short sha, date,
+    author, subject), those taken back, and the files with lines added and removed;
+    what the card left out is counted ("… and 18 more commits")."""
+    card = changes if isinstance(changes, Outgoing) else Outgoing.from_json(changes)
+    where = "" if key in ("", "release") else f" at {key.rsplit('/', 1)[-1]}"
+    out: list[tuple[str, str]] = []
+    target = f"{card.target[:7]} {card.subject}".strip() or "?"
+    out.append(("title", f"what goes out{where} to {_plural(card.hosts, 'host')}: {target}"))
+    if card.error:
+        out.append(("warn", f"⚠ cannot tell what goes out: {card.error}"))
+        return out
+    if card.noop:
+        every = (
+            "the host already runs" if card.hosts == 1 else f"all {card.hosts} hosts already run"
+        )
+        out.append(("warn", f"⚠ no-op: {every} {card.target[:7]}; nothing new goes out"))
+    shown = sum(1 for g in card.groups if g.state != SAME) > 1 or card.noop
+    for g in card.groups:
+        if card.noop and g.state == SAME:
+            continue
+        out.append(("group", f"── {_group_head(g, card.target)}"))
+        if len(card.groups) > 1 or shown or g.host_count > 1:
+            out.append(("hosts", f"   {_hosts_text(g)}"))
+        if g.state in (AHEAD, DIVERGED, NONE, BEHIND):
+            out += [("commit", f"   {_commit_text(c)}") for c in g.commits]
+            if g.commits_total > len(g.commits):
+                out.append(("more", f"   … and {g.commits_total - len(g.commits)} more commits"))
+            if g.back:
+                out.append(("back", "   taken back:"))
+                out += [("back", f"   ↩ {_commit_text(c)}") for c in g.back]
+            if g.back_total > len(g.back):
+                out.append(("more", f"   … and {g.back_total - len(g.back)} more taken back"))
+            width = max([len(f"+{_counts(f.added)} −{_counts(f.removed)}") for f in g.files] + [0])
+            for f in g.files:
+                counts = f"+{_counts(f.added)} −{_counts(f.removed)}"
+                out.append(("file", f"   {counts:>{width}}  {f.path}"))
+            if g.files_total > len(g.files):
+                out.append(("more", f"   … and {g.files_total - len(g.files)} more files"))
+    if card.more_groups:
+        out.append(
+            (
+                "more",
+                f"── … and {_plural(card.more_groups, 'more group')} "
+                f"({_plural(card.more_hosts, 'host')}) on other commits",
+            )
+        )
+    return out
+
+
+def outgoing_lines(changes: Outgoing | dict[str, Any], key: str = "release") -> list[str]:
+    """:func:`outgoing_card` as plain lines (the headless printer, tail, dry run)."""
+    return [line for _, line in outgoing_card(changes, key)]
 
 
 # -- the plan, and the headless printer's columns -------------------------------------
@@ -322,6 +446,8 @@ def headless_lines(event: Event, *, duration: float | None = None) -> list[str]:
         return [f"gate {event.key}: waiting for approval"]
     if isinstance(event, Control):
         return [f"{event.action} by {event.by}" + (f" ({event.key})" if event.key else "")]
+    if isinstance(event, ChangesOutgoing):
+        return outgoing_lines(event.changes, event.key)
     if isinstance(event, DeployFinished):
         head, *rest = summary_lines(event.report)
         return [f"{event.status.upper()}: {head}", *rest]

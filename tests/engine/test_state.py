@@ -176,7 +176,9 @@ def test_snapshot_round_trip_keeps_statuses_counts_gates_logs_and_summary():
     state.apply(LogLine(D, key="release/wave-2/web2/upload", text="sent 1 MB", at=3.0))
     state.apply(GateWaiting(D, key="release/gate-1"))
     snap = json.loads(json.dumps(state.to_json()))
-    assert set(snap) == {"deploy_id", "plan", "finished", "gates", "logs", "maintenance"}
+    assert set(snap) == {
+        "deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"
+    }
     back = RunState.from_json(snap)
     assert back.deploy_id == D
     assert back.host_counts().as_dict() == {"ok": 1, "pending": 2}

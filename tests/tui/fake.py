@@ -25,6 +25,7 @@ from engine.events import (
     OK,
     RUNNING,
     SKIPPED,
+    ChangesOutgoing,
     Control,
     DeployFinished,
     DeployMeta,
@@ -187,6 +188,8 @@ class FakeRunner:
         started = self.clock()
         if not stopped:
             self._status("release", RUNNING)
+            if self.kind == "deploy":
+                self._outgoing("release", [h for wave in self.waves for h in wave], sha)
             for number, hosts in enumerate(self.waves, start=1):
                 wkey = f"release/wave-{number}"
                 if self._abort:
@@ -206,6 +209,8 @@ class FakeRunner:
                     break
                 if number in self.gates and number < len(self.waves):
                     gkey = f"release/gate-{number}"
+                    if self.kind == "deploy":
+                        self._outgoing(gkey, self.waves[number], sha)
                     self._emit(GateWaiting(self.deploy_id, key=gkey, at=self.clock()))
                     self._status(gkey, "waiting")
                     await self._approved.wait()
@@ -226,6 +231,37 @@ class FakeRunner:
         summary = report.to_json()
         self._emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=self.clock()))
         return FakeResult(status, report.exit_code or 0, summary)
+
+    def _outgoing(self, key: str, hosts: list[str], sha: str) -> None:
+        """What goes out, scripted: every host on the release before, two commits."""
+        commits = [
+            {
+                "sha": sha + "0" * 33,
+                "subject": "Tune the pool",
+                "author": "ada",
+                "date": "2026-11-24",
+            },
+            {"sha": "9" * 40, "subject": "Bump to 1.4.2", "author": "bob", "date": "2026-11-23"},
+        ]
+        group = {
+            "state": "ahead",
+            "base": "1" * 40,
+            "release": "20261120T101500Z-1111111",
+            "hosts": hosts[:12],
+            "host_count": len(hosts),
+            "commits": commits,
+            "commits_total": 2,
+            "files": [
+                {"path": "VERSION", "added": 1, "removed": 1},
+                {"path": "app/pool.py", "added": 12, "removed": 3},
+            ],
+            "files_total": 2,
+            "added": 13,
+            "removed": 4,
+        }
+        changes = {"target": sha + "0" * 33, "subject": "Tune the pool", "hosts": len(hosts)}
+        changes |= {"noop": False, "groups": [group]}
+        self._emit(ChangesOutgoing(self.deploy_id, key=key, changes=changes, at=self.clock()))
 
     def _cancel_rest(self) -> None:
         for node in list(self.plan):

@@ -112,7 +112,7 @@ async def test_gate_on_the_real_engine_waits_then_approve_or_abort(
     fleet, sample_repo: Path, tmp_path: Path, key: str, code: int
 ) -> None:
     """``approve = true``: the engine stops after the canary; the tree shows the gate
-    waiting and the next wave pending; g lets it go on, a (confirmed) stops it."""
+    waiting and the next wave pending; g (confirmed) lets it go on, a (confirmed) stops it."""
     config = load_config(
         fleet.write_config(
             tmp_path / "shipdeck.toml", repo=sample_repo, batches=["1", "100%"], approve=True
@@ -133,9 +133,8 @@ async def test_gate_on_the_real_engine_waits_then_approve_or_abort(
         assert label(app, "release/wave-2").startswith("○")
         assert "press g to approve" in label(app, "release/gate-1")
         await pilot.press(key)
-        if key == "a":
-            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))  # g: the gate dialog
+        await pilot.press("enter")
         await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
         assert app.last_exit == code, app.model.finished
         n = len(fleet.hosts)

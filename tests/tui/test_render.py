@@ -196,3 +196,77 @@ def test_control_notes() -> None:
     assert control_note(Control(D, action="approve", key="release/gate-1")) == (
         "approved release/gate-1"
     )
+
+
+def _card(**over) -> dict:
+    group = {
+        "state": "ahead",
+        "base": "1" * 40,
+        "release": "20261120T101500Z-1111111",
+        "hosts": ["web1", "web2"],
+        "host_count": 5,
+        "commits": [
+            {
+                "sha": "3f2a9c1" + "0" * 33,
+                "subject": "Tune the pool",
+                "author": "ada",
+                "date": "2026-11-24T15:35:00+00:00",
+            },
+        ],
+        "commits_total": 4,
+        "files": [
+            {"path": "app/pool.py", "added": 12, "removed": 3},
+            {"path": "logo.png", "added": None, "removed": None},
+        ],
+        "files_total": 2,
+        "added": 12,
+        "removed": 3,
+    }
+    return {
+        "target": "3f2a9c1" + "0" * 33,
+        "subject": "Tune the pool",
+        "hosts": 5,
+        "groups": [group],
+        **over,
+    }
+
+
+def test_what_goes_out_in_words_for_tail_headless_and_transcripts() -> None:
+    from engine.events import ChangesOutgoing
+
+    event = ChangesOutgoing(D, key="release/gate-1", changes=_card(), at=1.0)
+    expected = [
+        "what goes out at gate-1 to 5 hosts: 3f2a9c1 Tune the pool",
+        "── 5 hosts on 20261120T101500Z-1111111: 4 commits going out, 2 files +12 −3",
+        "   web1, web2, … +3",
+        "   3f2a9c1  2026-11-24  ada  Tune the pool",
+        "   … and 3 more commits",
+        "      +12 −3  app/pool.py",
+        "   +bin −bin  logo.png",
+    ]
+    assert event_lines(event) == headless_lines(event) == expected
+    stamp, *rest = transcript_lines(event.dumps())
+    assert stamp.endswith(expected[0]) and rest == expected[1:]
+    out = io.StringIO()
+    printer = HeadlessPrinter(out)
+    printer(build_plan(D, [["web1"]]).to_event())
+    printer(event)
+    assert out.getvalue().splitlines()[1:] == expected
+
+
+def test_a_no_op_and_an_unreadable_card_say_so() -> None:
+    same = {"state": "same", "base": "3f2a9c1" + "0" * 33, "hosts": ["web1"], "host_count": 1}
+    noop = _card(hosts=1, groups=[same], noop=True)
+    assert event_lines_of(noop)[1] == (
+        "⚠ no-op: the host already runs 3f2a9c1; nothing new goes out"
+    )
+    assert event_lines_of({"hosts": 2, "error": "no git mirror at /x"})[1] == (
+        "⚠ cannot tell what goes out: no git mirror at /x"
+    )
+    assert event_lines_of("not a card")[1].startswith("⚠ cannot tell what goes out")
+
+
+def event_lines_of(changes) -> list[str]:
+    from engine.events import ChangesOutgoing
+
+    return event_lines(ChangesOutgoing(D, key="release", changes=changes))

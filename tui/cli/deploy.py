@@ -148,7 +148,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from engine.deploy import Deployment
     from engine.preflight import preflight
-    from tui.render import render_tree
+    from tui.render import outgoing_lines, render_tree
 
     d = Deployment(config, ref=args.ref, hosts=args.hosts, auto_approve=args.yes)
     for line in render_tree(d.plan, collapse_steps=True):
@@ -161,11 +161,19 @@ async def _dry_run(config: Any, args: argparse.Namespace) -> int:
     if args.no_connect:
         return ExitCode.OK
     report = await preflight(config, d.selected, ref=d.ref, prompter=prompter())
+    card = await _dry_run_outgoing(config, report)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        data = report.to_json()
+        if card is not None:
+            data["outgoing"] = card.to_json()
+        print(json.dumps(data, indent=2))
     else:
         for line in report.lines():
             print(line)
+        if card is not None:
+            print()
+            for line in outgoing_lines(card):
+                print(line)
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
@@ -179,6 +187,20 @@ def _frozen_now(config: Any) -> str:
     if hit is None:
         return ""
     return f"frozen: a deploy now is refused ({hit.text()}; {hit.until_text()}) unless --override-freeze"
+async def _dry_run_outgoing(config: Any, report: Any) -> Any:
+    """What goes out, against the current release the preflight read on each host
+    (None when the target could not be resolved: the report says why)."""
+    from engine import git as gitmod
+    from engine.outgoing import Running, outgoing
+
+    if not report.target_sha:
+        return None
+    mirror = gitmod.mirror_path(gitmod.normalise_repo(config.project.repo, config.base_dir))
+    running = [
+        Running.of_release(h.host, h.current, error="" if h.auth else h.error or "not reached")
+        for h in report.hosts
+    ]
+    return await outgoing(mirror, report.target_sha, running)
 
 
 # -- rollback ---------------------------------------------------------------------

@@ -1,28 +1,133 @@
-"""Small modals: confirm, filter, host key, password, rollback chooser; and the
-engine's Prompter, answered by them."""
+"""Small modals: confirm (with what goes out, when there is a card to show), filter,
+host key, password, rollback chooser; and the engine's Prompter, answered by them."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui.render import outgoing_card
 from tui.widgets.inputs import blinking
 
 if TYPE_CHECKING:
     from tui.app import ShipdeckApp
 
 
+#: How each role of a card's lines (tui.render.CARD_ROLES) is styled.
+CARD_STYLES = {
+    "title": "bold",
+    "warn": "bold black on yellow",
+    "group": "bold cyan",
+    "hosts": "dim",
+    "back": "magenta",
+    "more": "dim italic",
+    "note": "red",
+}
+_COMMIT = re.compile(r"^(\s+(?:↩ )?)([0-9a-f]{7})(  \S*  )")
+_FILE = re.compile(r"^(\s+)(\+\S+)( )(−\S+)")
+
+
+def card_text(changes: dict[str, Any] | None, key: str = "release") -> Text:
+    """What goes out (:func:`tui.render.outgoing_card`) as styled text: the no-op
+    warning stands out, shas in yellow, lines added in green and removed in red."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if changes is None:
+        text.append("reading what each host runs…", style="dim italic")
+        return text
+    for i, (role, line) in enumerate(outgoing_card(changes, key)):
+        if i:
+            text.append("\n")
+        if role in ("commit", "back") and (m := _COMMIT.match(line)):
+            style = CARD_STYLES.get(role, "")
+            text.append(m.group(1), style=style)
+            text.append(m.group(2), style="yellow")
+            text.append(m.group(3), style="dim")
+            text.append(line[m.end() :], style=style)
+        elif role == "file" and (m := _FILE.match(line)):
+            text.append(m.group(1))
+            text.append(m.group(2), style="green")
+            text.append(m.group(3))
+            text.append(m.group(4), style="red")
+            text.append(line[m.end() :])
+        else:
+            text.append(line, style=CARD_STYLES.get(role, ""))
+    return text
+
+
+class OutgoingCard(VerticalScroll):
+    """What goes out, read from ``source()`` (a card's dict, or None while it is being
+    worked out) and redrawn when that changes; scrolls when it is long."""
+
+    DEFAULT_CSS = """
+    OutgoingCard { height: auto; max-height: 40vh; margin-bottom: 1;
+                   border-top: solid $panel-lighten-2; }
+    OutgoingCard > Static { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
+    def __init__(
+        self, source: Callable[[], dict[str, Any] | None], key: str = "release", **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.source = source
+        self.key = key
+        self.shown: Any = ()  # the card last drawn (compared by identity)
+
+    def compose(self) -> ComposeResult:
+        yield Static(card_text(None), id="outgoing-text")
+
+    def on_mount(self) -> None:
+        self.refresh_card()
+        self.set_interval(0.2, self.refresh_card)
+
+    def refresh_card(self) -> None:
+        changes = self.source()
+        if changes is self.shown:
+            return
+        self.shown = changes
+        self.query_one("#outgoing-text", Static).update(card_text(changes, self.key))
+
+    @property
+    def lines(self) -> list[str]:
+        """The card as it is shown now, as plain lines (what a person reads)."""
+        return card_text(self.shown if self.shown != () else None, self.key).plain.split("\n")
+
+
+def gate_body(plan: Any, gate: str) -> Text:
+    """What approving ``gate`` starts: the waves it lets run and their hosts."""
+    from engine.outgoing import waves_after_gate
+
+    text = Text()
+    waves = waves_after_gate(plan, gate)
+    node = plan.nodes.get(gate)
+    text.append(f"{node.label if node else gate}: ", style="bold")
+    if not waves:
+        text.append("approving lets the deploy go on.")
+        return text
+    text.append("approving starts\n")
+    for wave in waves:
+        names = [n.label for n in plan.kids(wave.key) if n.kind == "host"]
+        shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")
+        text.append(f"  {wave.label}: ", style="cyan")
+        text.append(f"{shown}\n")
+    text.append("Enter approves · Esc cancels", style="bold")
+    return text
+
+
 class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; Enter confirms, Esc cancels."""
+    """A yes/no question; Enter confirms, Esc cancels. With ``outgoing`` (a callable
+    returning a what-goes-out card's dict, or None until it is known), the card is
+    shown under the question and follows it as it arrives."""
 
     BINDINGS = [
         Binding("enter", "confirm", "Confirm", id="confirm.yes", priority=True),
@@ -30,18 +135,31 @@ class ConfirmScreen(ModalScreen[bool]):
     ]
 
     def __init__(
-        self, title: str, body: Text | str, confirm: str = "Confirm", *, danger: bool = False
+        self,
+        title: str,
+        body: Text | str,
+        confirm: str = "Confirm",
+        *,
+        danger: bool = False,
+        outgoing: Callable[[], dict[str, Any] | None] | None = None,
+        outgoing_key: str = "release",
     ) -> None:
         super().__init__(classes="modal")
         self.title_text = title
         self.body = body
         self.confirm_label = confirm
         self.danger = danger
+        self.outgoing = outgoing
+        self.outgoing_key = outgoing_key
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog" + (" -danger" if self.danger else "")):
+        with Vertical(classes="dialog" + (" -danger" if self.danger else "")) as dialog:
+            if self.outgoing is not None:
+                dialog.styles.width = 100  # commit lines are long
             yield Static(self.title_text, classes="dialog-title")
             yield Static(self.body, classes="dialog-body")
+            if self.outgoing is not None:
+                yield OutgoingCard(self.outgoing, self.outgoing_key, id="outgoing")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(
                     f"{self.confirm_label} ⏎",
