@@ -219,7 +219,7 @@ class Deployment(Run):
         try:
             # every host's lock first; if that stops, the waves only close the hosts
             await self._lock_all(connector, pkg.sha256)
-            if not self._stopping():  # what goes out, against what each host runs now
+            if not self.stopping:  # what goes out, against what each host runs now
                 await outgoing.announce(self, "release", self._to_release())
             await self._run_once(release)
             await self._run_waves(lambda hr: hr.deploy(release))

@@ -30,8 +30,8 @@ async def test_alias_runs_its_command_line(sshd_fleet, sample_repo, tmp_path) ->
 
     # the default config in the working directory, and --help lists the aliases
     (tmp_path / "shipdeck.toml").write_text(config.read_text())
-    code, out, _ = await shipdeck("console", cwd=tmp_path)
-    assert code == 0 and f"{h1.spec} | console on" in out
+    code, out, err = await shipdeck("console", cwd=tmp_path)
+    assert code == 0 and f"{h1.spec} | console on" in out, out + err
     code, out, _ = await shipdeck("--help", cwd=tmp_path)
     assert code == 0
     assert "aliases (from shipdeck.toml):" in out
