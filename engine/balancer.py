@@ -1,6 +1,6 @@
 """Taking a host out of rotation before its switch and putting it back once healthy.
 
-The ``[balancer]`` section (its keys are declared here, read by :mod:`engine.config`)
+The ``[balancer]`` section (its keys in :mod:`engine.balancerconfig`)
 names a balancer the run drives over its own connection, opened once per run: the
 built-in HAProxy adapter speaks HAProxy's runtime API on its admin socket, on the
 balancer host over SSH or on this machine (``host = "local"``). ``deploy.drain`` and
@@ -25,12 +25,12 @@ import io
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from engine.config import HostSpec, key, parse_host
+from engine.balancerconfig import LOCAL
 from engine.errors import Interrupted, StepFailed
 from engine.events import MaintenanceChanged
+from engine.hosts import HostSpec, parse_host
 from engine.remote.hooks import client_timeout, failure_line, hooks_script
 from engine.session import CommandTimeout, Host, SSHError, q
 
@@ -38,59 +38,9 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.ssh import Connector
 
-LOCAL = "local"
-KINDS = ("haproxy", "hooks")
+
 #: seconds between two ``show stat`` reads while a drained server's sessions end
 POLL = 0.1
-
-
-def _balancer_host(value: str) -> str:
-    if value != LOCAL:
-        parse_host(value)
-    return value
-
-
-def _not_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _server_name(value: str) -> str:
-    _not_empty(value)
-    try:
-        value.format(name="h", host="h")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(
-            f"{value!r}: only {{name}} and {{host}} may be filled in ({exc})"
-        ) from None
-    return value
-
-
-_HOST = '`host`, `user@host:port`, a [hosts] entry or an ssh-config alias; `"local"`: this machine'
-_SERVER = "HAProxy server name per host; `{name}`: the host's entry, `{host}`: its address"
-_KIND = "`hooks`: only `deploy.drain`/`deploy.undrain` (run on `host`)"
-
-
-@dataclass(frozen=True, kw_only=True)
-class BalancerConfig:
-    """``[balancer]``: where a host is taken out of rotation and put back."""
-
-    kind: str = key("haproxy", _KIND, choices=KINDS)
-    host: str = key(
-        LOCAL, "where the admin socket (and the hooks) are: " + _HOST, check=_balancer_host
-    )
-    socket: str = key(
-        "/run/haproxy/admin.sock", "HAProxy's `stats socket ... level admin`", check=_not_empty
-    )
-    backend: str = key(..., "HAProxy backend of the hosts", check=_not_empty)
-    server: str = key("{name}", _SERVER, check=_server_name)
-    drain_timeout: float = key(
-        30.0, "seconds a drained server has for its sessions to reach 0", min=0
-    )
-    drain_timeout_ok: bool = key(
-        False, "`true`: a drain that times out goes on; else the host fails"
-    )
 
 
 def drains(config: Config) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import environments
+from engine.balancerconfig import BalancerConfig
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
 from engine.freeze import FreezeWindow
@@ -167,12 +168,23 @@ class DeployConfig:
     lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
     drain: tuple[str, ...] = key((), "hooks taking a host out of rotation (see [balancer])")
     undrain: tuple[str, ...] = key((), "hooks putting a healthy host back in rotation")
-    maintenance_on: tuple[str, ...] = key((), "hooks `shipdeck maintenance on` runs (where drain hooks run)")
+    maintenance_on: tuple[str, ...] = key(
+        (), "hooks `shipdeck maintenance on` runs (where drain hooks run)"
+    )
     maintenance_off: tuple[str, ...] = key((), "hooks `shipdeck maintenance off` runs")
-    max_unavailable: str | None = key(None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit")
-    once: tuple[str, ...] = key((), "run on one host once every host is unpacked, before any is activated (cwd: the release)")
+    max_unavailable: str | None = key(
+        None, _UNAVAILABLE, accepts=(int,), check=_size, shown="no limit"
+    )
+    once: tuple[str, ...] = key(
+        (),
+        "run on one host once every host is unpacked, before any is activated (cwd: the release)",
+    )
     once_host: str | None = key(None, "the host `once` runs on", shown="first of the first wave")
-    confirm_exec: str = key("none", "`typed`: `shipdeck exec` asks to type the host count (or `--yes`)", choices=("none", "typed"))
+    confirm_exec: str = key(
+        "none",
+        "`typed`: `shipdeck exec` asks to type the host count (or `--yes`)",
+        choices=("none", "typed"),
+    )
 
 
 _SSH = "ssh config"
@@ -205,8 +217,15 @@ class SshConfig:
     max_sessions: int = key(8, _MAX_SESSIONS, min=1)
     connect_timeout: float = key(10.0, "seconds to connect and log in", min=0.1)
     command_timeout: float = key(600.0, "seconds a remote command may run")
-    keepalive: float | None = key(None, "seconds between keepalives", min=0.1, shown="`dead_after`/4")
-    dead_after: float = key(20.0, _DEAD_AFTER, min=0.4, derive=lambda given: 4 * given["keepalive"] if "keepalive" in given else None)
+    keepalive: float | None = key(
+        None, "seconds between keepalives", min=0.1, shown="`dead_after`/4"
+    )
+    dead_after: float = key(
+        20.0,
+        _DEAD_AFTER,
+        min=0.4,
+        derive=lambda given: 4 * given["keepalive"] if "keepalive" in given else None,
+    )
     max_handshakes: int = key(64, "handshakes in flight over the whole fleet", min=1)
     passphrase_env: str | None = key(None, _PASSPHRASE)
     upload_stall: float = key(30.0, _STALL, min=0.1)
@@ -235,9 +254,12 @@ class Config:
         ..., "`host`, `host:port`, `user@host:port` or an ssh-config alias", read=read_hosts
     )
     relay: RelayConfig | None = None
-    balancer: _balancer.BalancerConfig | None = None
+    balancer: BalancerConfig | None = None
     freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
-    aliases: dict[str, str] | None = key(None, '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)')
+    aliases: dict[str, str] | None = key(
+        None,
+        '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)',
+    )
 
     @property
     def base_dir(self) -> Path:
@@ -300,7 +322,10 @@ def parse_config(
     envs = environments.environments(r, data, names)
     chosen = environments.choose(r, envs, env, env_source)
     if chosen is not None:
-        kinds = {s.name: "tables" if s.tables else "whole" if s.meta("read") else "table" for s in sections}
+        kinds = {
+            s.name: "tables" if s.tables else "whole" if s.meta("read") else "table"
+            for s in sections
+        }
         data, moved = environments.overlay(data, envs[chosen], chosen, kinds)
         r = Reader(path, text, moved)
     try:
@@ -308,7 +333,9 @@ def parse_config(
     except ConfigError as exc:
         if chosen is None or exc.key.lstrip("[").startswith(f"{environments.TABLE}."):
             raise
-        raise ConfigError(exc.path, f"{exc.message} (environment {chosen!r})", key=exc.key, line=exc.line) from None
+        raise ConfigError(
+            exc.path, f"{exc.message} (environment {chosen!r})", key=exc.key, line=exc.line
+        ) from None
     return Config(path=path, env=chosen, **parts)
 
 
@@ -317,7 +344,9 @@ def _sections() -> tuple[Any, ...]:
     return keys(Config)[2:]
 
 
-def split_waves(hosts: list[HostSpec], batches: tuple[str, ...] | list[str]) -> list[list[HostSpec]]:
+def split_waves(
+    hosts: list[HostSpec], batches: tuple[str, ...] | list[str]
+) -> list[list[HostSpec]]:
     """Split hosts into waves: each entry a count or a % of all hosts (rounded up),
     in config order; the last wave takes every host left. Empty waves are dropped."""
     total = len(hosts)
@@ -348,8 +377,6 @@ def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|", *table_rows(_sections()), *_ENV_ROWS]
     return "\n".join(rows) + "\n"
 
-
-from engine import balancer as _balancer  # noqa: E402  [balancer]'s keys, declared with key()
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--markdown"]:
