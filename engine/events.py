@@ -29,6 +29,17 @@ SKIPPED = "skipped"
 CANCELLED = "cancelled"
 
 STATUSES = (PENDING, RUNNING, WAITING, OK, FAILED, SKIPPED, CANCELLED)
+
+# what goes out (ChangesOutgoing): how a group of hosts stands against the target
+AHEAD = "ahead"  # the target has commits these hosts do not run: they go out
+SAME = "same"  # these hosts already run the target
+BEHIND = "behind"  # the target is older: commits are taken back
+DIVERGED = "diverged"  # both: commits go out and others are taken back
+NONE = "none"  # no release on these hosts yet: everything goes out
+UNKNOWN = "unknown"  # the commit they run is not in the mirror
+UNREAD = "unread"  # the host could not be read
+OUTGOING_STATES = (AHEAD, SAME, BEHIND, DIVERGED, NONE, UNKNOWN, UNREAD)
+
 DONE_STATUSES = frozenset({OK, FAILED, SKIPPED, CANCELLED})
 
 

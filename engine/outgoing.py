@@ -26,17 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("shipdeck.engine")
+from engine.events import (  # how a group of hosts stands against the target
+    AHEAD,
+    BEHIND,
+    DIVERGED,
+    NONE,
+    SAME,
+    UNKNOWN,
+    UNREAD,
+)
+from engine.events import OUTGOING_STATES as STATES
 
-# how a group of hosts stands against the target
-AHEAD = "ahead"  # the target has commits these hosts do not run: they go out
-SAME = "same"  # these hosts already run the target
-BEHIND = "behind"  # the target is older: commits are taken back
-DIVERGED = "diverged"  # both: commits go out and others are taken back
-NONE = "none"  # no release on these hosts yet: everything goes out
-UNKNOWN = "unknown"  # the commit they run is not in the mirror
-UNREAD = "unread"  # the host could not be read
-STATES = (AHEAD, SAME, BEHIND, DIVERGED, NONE, UNKNOWN, UNREAD)
+log = logging.getLogger("shipdeck.engine")
 
 
 @dataclass(frozen=True, slots=True)

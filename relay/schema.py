@@ -21,8 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.events import EVENT_TYPES, SCHEMA_VERSION, STATUSES, Event, PlanReady
-from engine.outgoing import STATES as OUTGOING_STATES
+from engine.events import (
+    EVENT_TYPES,
+    OUTGOING_STATES,
+    SCHEMA_VERSION,
+    STATUSES,
+    Event,
+    PlanReady,
+)
 from engine.plan import Node
 from relay.protocol import MAX_KEY_CHARS, MAX_PLAN_NODES
 
