@@ -317,40 +317,7 @@ def compute(
             out.subject = _cut(repo.commit(full).summary, limits.chars)
         except (ValueError, gitmod.git.GitCommandError):
             pass
-        groups: dict[tuple[str, str], Group] = {}
-        resolved: dict[str, str] = {}  # one git call per distinct commit, not per host
-        for r in running:
-            if r.error or not r.sha:
-                base = ""
-            elif r.sha in resolved:
-                base = resolved[r.sha]
-            else:
-                base = resolved[r.sha] = gitmod.verify_commit(repo, r.sha) or ""
-            state = (
-                UNREAD
-                if r.error
-                else NONE
-                if not r.sha
-                else UNKNOWN
-                if not base
-                else SAME
-                if base == full
-                else AHEAD
-            )
-            key = (state, base or (r.sha if state == UNKNOWN else ""))
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = Group(state=state, base=key[1], release=r.release)
-                if state == UNREAD:
-                    g.note = _cut(r.error, limits.chars)
-                elif state == UNKNOWN:
-                    g.note = f"{r.sha[:12]} is not in the git mirror"
-            g.host_count += 1
-            if len(g.hosts) < limits.host_names:
-                g.hosts.append(r.host)
-        order = list(groups.values())
-        # what changes first, the most hosts first; hosts already on the target last
-        order.sort(key=lambda g: (g.state == SAME, -g.host_count))
+        order = _group_hosts(repo, full, running, limits)
         for g in order[: limits.groups]:
             try:
                 _fill(repo, g, full, limits)
@@ -361,6 +328,46 @@ def compute(
         out.more_groups = len(hidden)
         out.more_hosts = sum(g.host_count for g in hidden)
     return out
+
+
+def _state(r: Running, base: str, target: str) -> str:
+    """How a host stands against ``target``, from the commit it runs (``base``: that
+    commit as the mirror knows it, "" when it does not)."""
+    if r.error:
+        return UNREAD
+    if not r.sha:
+        return NONE
+    if not base:
+        return UNKNOWN
+    return SAME if base == target else AHEAD
+
+
+def _group_hosts(repo: Any, target: str, running: Sequence[Running], limits: Limits) -> list[Group]:
+    """The hosts grouped by how they stand and the commit they run: what changes
+    first, the most hosts first; hosts already on the target last."""
+    from engine import git as gitmod
+
+    groups: dict[tuple[str, str], Group] = {}
+    resolved: dict[str, str] = {}  # one git call per distinct commit, not per host
+    for r in running:
+        base = ""
+        if r.sha and not r.error:
+            if r.sha not in resolved:
+                resolved[r.sha] = gitmod.verify_commit(repo, r.sha) or ""
+            base = resolved[r.sha]
+        state = _state(r, base, target)
+        key = (state, base or (r.sha if state == UNKNOWN else ""))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = Group(state=state, base=key[1], release=r.release)
+            if state == UNREAD:
+                g.note = _cut(r.error, limits.chars)
+            elif state == UNKNOWN:
+                g.note = f"{r.sha[:12]} is not in the git mirror"
+        g.host_count += 1
+        if len(g.hosts) < limits.host_names:
+            g.hosts.append(r.host)
+    return sorted(groups.values(), key=lambda g: (g.state == SAME, -g.host_count))
 
 
 def _fill(repo: Any, g: Group, target: str, limits: Limits) -> None:

@@ -200,6 +200,8 @@ def _maintenance_words(event: MaintenanceChanged) -> list[str]:
         if event.on is True
         else maintenance_text(event)
     ]
+
+
 def _outgoing_words(event: ChangesOutgoing) -> list[str]:
     return outgoing_lines(event.changes, event.key)
 
@@ -312,6 +314,41 @@ def _group_head(g: Group, target: str) -> str:
     return f"{hosts} on {runs}{base}: " + ", ".join(parts) + (f"  [{g.note}]" if g.note else "")
 
 
+def _card_head(card: Outgoing, key: str) -> list[tuple[str, str]]:
+    """The card's title, then why it cannot tell or the no-op warning."""
+    where = "" if key in ("", "release") else f" at {key.rsplit('/', 1)[-1]}"
+    target = f"{card.target[:7]} {card.subject}".strip() or "?"
+    out = [("title", f"what goes out{where} to {_plural(card.hosts, 'host')}: {target}")]
+    if card.error:
+        out.append(("warn", f"⚠ cannot tell what goes out: {card.error}"))
+    elif card.noop:
+        every = (
+            "the host already runs" if card.hosts == 1 else f"all {card.hosts} hosts already run"
+        )
+        out.append(("warn", f"⚠ no-op: {every} {card.target[:7]}; nothing new goes out"))
+    return out
+
+
+def _more(shown: int, total: int, what: str) -> list[tuple[str, str]]:
+    """``… and 18 more commits`` when the card left some out."""
+    return [("more", f"   … and {total - shown} more {what}")] if total > shown else []
+
+
+def _group_changes(g: Group) -> list[tuple[str, str]]:
+    """A group's commits going out, those taken back and its files (+/−)."""
+    out = [("commit", f"   {_commit_text(c)}") for c in g.commits]
+    out += _more(len(g.commits), g.commits_total, "commits")
+    if g.back:
+        out.append(("back", "   taken back:"))
+        out += [("back", f"   ↩ {_commit_text(c)}") for c in g.back]
+    out += _more(len(g.back), g.back_total, "taken back")
+    counts = [f"+{_counts(f.added)} −{_counts(f.removed)}" for f in g.files]
+    width = max(map(len, counts), default=0)
+    out += [("file", f"   {c:>{width}}  {f.path}") for c, f in zip(counts, g.files, strict=True)]
+    out += _more(len(g.files), g.files_total, "files")
+    return out
+
+
 def outgoing_card(
     changes: Outgoing | dict[str, Any], key: str = "release"
 ) -> list[tuple[str, str]]:
@@ -321,18 +358,9 @@ def outgoing_card(
     author, subject), those taken back, and the files with lines added and removed;
     what the card left out is counted ("… and 18 more commits")."""
     card = changes if isinstance(changes, Outgoing) else Outgoing.from_json(changes)
-    where = "" if key in ("", "release") else f" at {key.rsplit('/', 1)[-1]}"
-    out: list[tuple[str, str]] = []
-    target = f"{card.target[:7]} {card.subject}".strip() or "?"
-    out.append(("title", f"what goes out{where} to {_plural(card.hosts, 'host')}: {target}"))
+    out = _card_head(card, key)
     if card.error:
-        out.append(("warn", f"⚠ cannot tell what goes out: {card.error}"))
         return out
-    if card.noop:
-        every = (
-            "the host already runs" if card.hosts == 1 else f"all {card.hosts} hosts already run"
-        )
-        out.append(("warn", f"⚠ no-op: {every} {card.target[:7]}; nothing new goes out"))
     shown = sum(1 for g in card.groups if g.state != SAME) > 1 or card.noop
     for g in card.groups:
         if card.noop and g.state == SAME:
@@ -341,28 +369,10 @@ def outgoing_card(
         if len(card.groups) > 1 or shown or g.host_count > 1:
             out.append(("hosts", f"   {_hosts_text(g)}"))
         if g.state in (AHEAD, DIVERGED, NONE, BEHIND):
-            out += [("commit", f"   {_commit_text(c)}") for c in g.commits]
-            if g.commits_total > len(g.commits):
-                out.append(("more", f"   … and {g.commits_total - len(g.commits)} more commits"))
-            if g.back:
-                out.append(("back", "   taken back:"))
-                out += [("back", f"   ↩ {_commit_text(c)}") for c in g.back]
-            if g.back_total > len(g.back):
-                out.append(("more", f"   … and {g.back_total - len(g.back)} more taken back"))
-            width = max([len(f"+{_counts(f.added)} −{_counts(f.removed)}") for f in g.files] + [0])
-            for f in g.files:
-                counts = f"+{_counts(f.added)} −{_counts(f.removed)}"
-                out.append(("file", f"   {counts:>{width}}  {f.path}"))
-            if g.files_total > len(g.files):
-                out.append(("more", f"   … and {g.files_total - len(g.files)} more files"))
+            out += _group_changes(g)
     if card.more_groups:
-        out.append(
-            (
-                "more",
-                f"── … and {_plural(card.more_groups, 'more group')} "
-                f"({_plural(card.more_hosts, 'host')}) on other commits",
-            )
-        )
+        others = f"({_plural(card.more_hosts, 'host')}) on other commits"
+        out.append(("more", f"── … and {_plural(card.more_groups, 'more group')} {others}"))
     return out
 
 
