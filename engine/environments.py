@@ -32,7 +32,9 @@ TABLE = "env"
 DEFAULT = "default"
 
 
-def environments(r: Reader, data: Mapping[str, Any], sections: list[str]) -> dict[str, dict[str, Any]]:
+def environments(
+    r: Reader, data: Mapping[str, Any], sections: list[str]
+) -> dict[str, dict[str, Any]]:
     """The ``[env.<name>]`` tables of ``data``, checked: each a table of known sections
     (or ``default = true|false``). Raises :class:`ConfigError` naming the table and line."""
     envs = data.get(TABLE)
@@ -41,7 +43,12 @@ def environments(r: Reader, data: Mapping[str, Any], sections: list[str]) -> dic
     if not isinstance(envs, dict) or not all(isinstance(v, dict) for v in envs.values()):
         raise r.error((TABLE,), None, "expected [env.<name>] tables, e.g. [env.production.deploy]")
     for name, table in envs.items():
-        r.unknown((TABLE, name), {k: v for k, v in table.items() if k != DEFAULT}, sections, f"[{TABLE}.{name}.{{}}]")
+        r.unknown(
+            (TABLE, name),
+            {k: v for k, v in table.items() if k != DEFAULT},
+            sections,
+            f"[{TABLE}.{name}.{{}}]",
+        )
         if DEFAULT in table and not isinstance(table[DEFAULT], bool):
             got = f"got {type(table[DEFAULT]).__name__} {table[DEFAULT]!r}"
             raise r.error((TABLE, name), DEFAULT, f"expected true or false, {got}")
@@ -68,7 +75,9 @@ def choose(
         raise ConfigError(r.path, msg, key=f"{source} {asked}")
     defaults = [n for n in names if envs[n].get(DEFAULT) is True]
     if len(defaults) > 1:
-        msg = f"environments {', '.join(map(repr, defaults))} are all marked default = true; mark one"
+        msg = (
+            f"environments {', '.join(map(repr, defaults))} are all marked default = true; mark one"
+        )
         raise r.error((TABLE, defaults[1]), DEFAULT, msg)
     if defaults:
         return defaults[0]
@@ -93,21 +102,31 @@ def overlay(
     out = {k: v for k, v in data.items() if k != TABLE}
     moved: dict[Where, Where] = {}
     for section, value in env.items():
-        if section == DEFAULT:
-            continue
-        kind = kinds.get(section, "whole")
-        here: Where = (TABLE, name, section)
-        top = out.get(section)
-        if kind == "tables" and isinstance(value, list):
-            start = len(top) if isinstance(top, list) else 0
-            out[section] = [*(top if isinstance(top, list) else []), *value]
-            moved.update({(section, start + i): (*here, i) for i in range(len(value))})
-        elif kind == "table" and isinstance(value, dict) and isinstance(top, dict | None):
-            out[section] = {**(top or {}), **value}
-            moved[(section,)] = here  # a missing key: named in the environment's table
-            moved.update({(section, k): (section, k) for k in top or {}})
-            moved.update({(section, k): (*here, k) for k in value})
-        else:
-            out[section] = value
-            moved[(section,)] = here
+        if section != DEFAULT:
+            _lay(out, moved, section, value, (TABLE, name, section), kinds.get(section, "whole"))
     return out, moved
+
+
+def _lay(
+    out: dict[str, Any],
+    moved: dict[Where, Where],
+    section: str,
+    value: Any,
+    here: Where,
+    kind: str,
+) -> None:
+    """One section of an environment laid over the top level's (``out``): entries of
+    an array of tables added, a table's keys overridden, anything else replaced."""
+    top = out.get(section)
+    if kind == "tables" and isinstance(value, list):
+        start = len(top) if isinstance(top, list) else 0
+        out[section] = [*(top if isinstance(top, list) else []), *value]
+        moved.update({(section, start + i): (*here, i) for i in range(len(value))})
+    elif kind == "table" and isinstance(value, dict) and isinstance(top, dict | None):
+        out[section] = {**(top or {}), **value}
+        moved[(section,)] = here  # a missing key: named in the environment's table
+        moved.update({(section, k): (section, k) for k in top or {}})
+        moved.update({(section, k): (*here, k) for k in value})
+    else:
+        out[section] = value
+        moved[(section,)] = here

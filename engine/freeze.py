@@ -88,6 +88,15 @@ class FreezeWindow:
         """Raises ValueError for a window that is neither one-off nor weekly, or both,
         or that ends before it starts."""
         object.__setattr__(self, "days", tuple(d.strip().lower()[:3] for d in self.days))
+        self._check_kind()
+        if self.after and self.after == self.before:
+            raise ValueError(f"after and before are both {self.after}: an empty window")
+        start, end = self.span()
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"until ({self.until}) is not after from ({self.from_})")
+
+    def _check_kind(self) -> None:
+        """One-off (from/until) or weekly (days, after/before), never both nor neither."""
         one_off = self.from_ is not None or self.until is not None
         if one_off and (self.days or self.after or self.before):
             raise ValueError("from/until and days/after/before: a window is one-off or weekly, not both")
@@ -95,11 +104,6 @@ class FreezeWindow:
             if self.after or self.before:
                 raise ValueError('after/before need days (e.g. days = ["fri"])')
             raise ValueError('expected from and/or until, or days (a weekly window, e.g. days = ["fri"])')
-        if self.after and self.after == self.before:
-            raise ValueError(f"after and before are both {self.after}: an empty window")
-        start, end = self.span()
-        if start is not None and end is not None and end <= start:
-            raise ValueError(f"until ({self.until}) is not after from ({self.from_})")
 
     @property
     def zone(self) -> ZoneInfo:

@@ -164,11 +164,7 @@ async def _switch_servers(
             key="balancer.backend",
         )
     done.before = {name: stat.status for name, stat in servers.items()}
-    was_out: set[str] = set()
-    if previous is not None and previous.get("on"):  # out before the first on
-        was_out = {str(n) for n in (previous.get("summary") or {}).get("out_before") or ()}
-    elif on:
-        was_out = {name for name, stat in servers.items() if in_maint(stat.status)}
+    was_out = _out_before(servers, on, previous)
     if on:
         done.out_before = sorted(was_out)
     for name, stat in servers.items():
@@ -180,6 +176,19 @@ async def _switch_servers(
                 continue
             await balancer.set_state(name, "ready")
     done.after = {name: stat.status for name, stat in (await balancer.servers()).items()}
+
+
+def _out_before(
+    servers: dict[str, ServerStat], on: bool, previous: dict[str, Any] | None
+) -> set[str]:
+    """The servers that were out of rotation before maintenance was first switched on
+    (they stay out when it is switched off): from the record of that first ``on`` when
+    there is one, else those in MAINT now (when switching on)."""
+    if previous is not None and previous.get("on"):
+        return {str(n) for n in (previous.get("summary") or {}).get("out_before") or ()}
+    if on:
+        return {name for name, stat in servers.items() if in_maint(stat.status)}
+    return set()
 
 
 async def find(
