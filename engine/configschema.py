@@ -345,11 +345,7 @@ class Reader:
         if given is None and s.required:
             raise ConfigError(self.path, f"missing section [{s.name}]", key=f"[{s.name}]")
         if s.tables:
-            if given is None:
-                return s.field.default
-            if not isinstance(given, list) or not all(isinstance(g, dict) for g in given):
-                raise self.error(at, None, f"expected [[{s.name}]] tables")
-            return tuple(self.table((s.name, i), s.tables, g) for i, g in enumerate(given))
+            return self._tables(at, s, given)
         if not s.table:
             return given if given is not None else s.field.default
         if given is not None and not isinstance(given, dict):
@@ -357,6 +353,14 @@ class Reader:
         if not given and s.field.default is None:
             return None
         return self.table(at, s.table, given or {})
+
+    def _tables(self, at: Where, s: _Key, given: Any) -> Any:
+        """An array of tables (``[[freeze]]``): each entry read as one table."""
+        if given is None:
+            return s.field.default
+        if not isinstance(given, list) or not all(isinstance(g, dict) for g in given):
+            raise self.error(at, None, f"expected [[{s.name}]] tables")
+        return tuple(self.table((s.name, i), s.tables, g) for i, g in enumerate(given))
 
     def unknown(self, at: Where, given: Mapping[str, Any], known: list[str], what: str) -> None:
         """Raise for the first name of ``given`` not in ``known`` (a table, an
