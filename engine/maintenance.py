@@ -211,13 +211,18 @@ async def find(
         return _from_servers(config, servers, record, deploy_id)
     if record is None or not record["on"] or not configured(config):
         return None
+    return _recorded(deploy_id, record, f"recorded in history ({record['id']})")
+
+
+def _recorded(deploy_id: str, record: dict[str, Any], where: str) -> MaintenanceChanged:
+    """Maintenance on as history's latest record of it says (who, why, since when)."""
     return MaintenanceChanged(
         deploy_id,
         on=True,
         by=str(record.get("operator") or ""),
         message=record["message"],
         at=float(record.get("started") or 0.0),
-        where=f"recorded in history ({record['id']})",
+        where=where,
     )
 
 
@@ -232,14 +237,7 @@ def _from_servers(
     assert config.balancer is not None
     where = f"{config.balancer.backend}: {len(servers)}/{len(servers)} servers in MAINT"
     if record is not None and record["on"]:
-        return MaintenanceChanged(
-            deploy_id,
-            on=True,
-            by=str(record.get("operator") or ""),
-            message=record["message"],
-            at=float(record.get("started") or 0.0),
-            where=where,
-        )
+        return _recorded(deploy_id, record, where)
     return MaintenanceChanged(
         deploy_id, on=True, where=where + " (not set with shipdeck maintenance here)"
     )
