@@ -71,6 +71,13 @@ ACTIONS: tuple[Action, ...] = (
         footer=WIDE,
         display="/",
     ),
+    Action(
+        "fleet_log",
+        "L",
+        "Fleet log",
+        "merged fleet log (again: the selected node's log): / filter, s search, n N, m mark, t times",
+        footer=WIDE,
+    ),
     Action("follow", "f", "Follow", "follow: keep the cursor on what is running", footer=WIDE),
     Action("focus_chat", "c", "Chat", "chat: type, Enter sends; Esc returns to the tree"),
     Action(
@@ -108,6 +115,16 @@ NAVIGATION: tuple[tuple[str, str], ...] = (
     ("enter  space", "open or close"),
     ("tab", "next pane (tree, log, chat)"),
     ("ctrl+p", "command palette: every action, searchable"),
+)
+
+#: the merged fleet log's own keys, when it has the focus (help and README only;
+#: bound in tui/widgets/fleet_log.py)
+FLEET_LOG: tuple[tuple[str, str], ...] = (
+    ("/", "fleet log: filter by host glob and/or status (failed alone: failed hosts)"),
+    ("s", "fleet log: search, highlighted; n next, N previous"),
+    ("m", "fleet log: insert a timestamped mark"),
+    ("t", "fleet log: timestamps on or off"),
+    ("end  G", "fleet log: back to the tail, following it (scrolling up stops following)"),
 )
 
 
@@ -153,4 +170,4 @@ def bindings() -> list[Binding]:
 def key_table(mode: str = OPERATOR) -> list[tuple[str, str]]:
     """(keys, what) rows for the help screen and the README."""
     rows = [(a.key_text(), a.explain(mode)) for a in for_mode(mode) if a.keys]
-    return rows + list(NAVIGATION)
+    return rows + list(NAVIGATION) + list(FLEET_LOG)

@@ -23,12 +23,14 @@ from tui.app_actions import DeckActions
 from tui.backend import default_operator
 from tui.chat import ChatBackend
 from tui.commands import DeckCommands
+from tui.fleetlines import FleetLines, StatusOf
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
-from tui.model import DeckModel
+from tui.model import DeckModel, LogEntry
 from tui.render import control_note, maintenance_text
 from tui.screens.main import MainScreen
 from tui.screens.modals import TuiPrompter
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.fleet_log import FleetLogPane
 from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
@@ -65,6 +67,10 @@ class ShipdeckApp(DeckActions, App[int]):
         self.watch_room = watch
         self.start_message = start_message
         self.model = DeckModel(clock=clock)
+        #: the merged fleet log's ring (every host's lines, bounded)
+        self.fleet_lines = FleetLines()
+        #: node key -> (host, step) tags of the merged log, for the current plan
+        self._tags: dict[str, tuple[str, str]] = {}
         self.prompter = TuiPrompter(self)
         self.runner: Any = None
         self.runner_used = False
@@ -113,6 +119,47 @@ class ShipdeckApp(DeckActions, App[int]):
     @property
     def chat_pane(self) -> ChatPane:
         return self.main.chat_pane_w
+
+    @property
+    def fleet_pane(self) -> FleetLogPane:
+        return self.main.fleet_pane_w
+
+    @property
+    def fleet_shown(self) -> bool:
+        """Whether the merged fleet log is shown (in the per-node log's place)."""
+        return self.is_mounted_main and self.main.has_class("-fleet")
+
+    def host_status_lookup(self) -> StatusOf:
+        """host name -> its status now, in the shown run (the fleet log's status filter)."""
+        status = {h.label: h.status for h in self.model.plan.hosts()}
+        return status.get
+
+    def _tag(self, key: str) -> tuple[str, str]:
+        """(host, step) of a log line's node: a step's host and name, a host's name,
+        a stage's name as the step."""
+        tag = self._tags.get(key)
+        if tag is None:
+            plan = self.model.plan
+            node = plan.nodes.get(key)
+            if node is None:
+                tag = (key, "")
+            elif node.kind == "host":
+                tag = (node.label, "")
+            elif node.kind == "step" and node.parent in plan.nodes:
+                tag = (plan.nodes[node.parent].label, node.label)
+            else:
+                tag = ("", node.label)
+            if len(self._tags) > 50_000:
+                self._tags.clear()
+            self._tags[key] = tag
+        return tag
+
+    def fleet_add(self, entries: list[LogEntry]) -> None:
+        """A flush's log lines into the merged fleet log (kept when it is hidden)."""
+        if not entries:
+            return
+        tag = self._tag
+        self.fleet_pane.append((*tag(e.key), e.stream, e.text, e.at) for e in entries)
 
     def on_mount(self) -> None:
         self.main = MainScreen(self)
@@ -268,6 +315,7 @@ class ShipdeckApp(DeckActions, App[int]):
             batch = model.apply_pending()
             tree = self.tree
             if batch.plan_changed:
+                self._tags.clear()
                 self._apply_filter(rebuild=False)
                 tree.rebuild()
                 self.log_pane.show(tree.selected_key)
@@ -275,6 +323,7 @@ class ShipdeckApp(DeckActions, App[int]):
                 self._follow()
             tree.relabel_visible()
             self.log_pane.add(batch.lines)
+            self.fleet_add(batch.lines)
             if self.log_pane.key in batch.dirty:
                 self.log_pane.refresh_title()
             for gate in batch.gates:
@@ -312,6 +361,7 @@ class ShipdeckApp(DeckActions, App[int]):
             if keep != self.tree.host_filter:
                 self.tree.host_filter = keep
                 self.tree.rebuild()
+        self.fleet_pane.refilter()
         with self.batch_update():
             self.tree.relabel_visible(running_too=True)
             self.update_header()
@@ -348,7 +398,9 @@ class ShipdeckApp(DeckActions, App[int]):
         return HeaderFacts(
             operator=str(meta.get("operator") or self.operator),
             project=project,
-            env=str(meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""),
+            env=str(
+                meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""
+            ),
             ref=ref,
             sha=str(meta.get("sha") or ""),
             release_id=str(meta.get("release_id") or ""),

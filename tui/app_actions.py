@@ -56,6 +56,9 @@ class DeckActions:
     start_runner: Callable[[], None]
     update_header: Callable[[], None]
     _follow: Callable[[], None]
+    main: Any
+    fleet_pane: Any
+    fleet_shown: bool
 
     def _plan_summary(self, title: str) -> Text:
         model = self.model
@@ -287,6 +290,22 @@ class DeckActions:
             "follow on: the cursor tracks what is running" if self.following else "follow off"
         )
         self.update_header()
+
+    def action_fleet_log(self) -> None:
+        """Show the merged fleet log in the per-node log's place (focused), or back."""
+        self.show_fleet_log(not self.fleet_shown)
+
+    def show_fleet_log(self, show: bool = True, *, focus: bool = True) -> None:
+        main = self.main
+        main.set_class(show, "-fleet")
+        if show:
+            pane = self.fleet_pane
+            pane.log.reset()
+            pane.update_title()
+            if focus:
+                pane.log.focus()
+        elif focus:
+            self.tree.focus()
 
     def action_focus_chat(self) -> None:
         if self.chat is None:
