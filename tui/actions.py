@@ -88,6 +88,14 @@ ACTIONS: tuple[Action, ...] = (
         frozenset({OPERATOR}),
         footer=WIDE,
     ),
+    Action(
+        "status",
+        "v",
+        "Fleet status",
+        "fleet status: which release runs where (read-only), drift highlighted",
+        frozenset({OPERATOR}),
+        footer=WIDE,
+    ),
     Action("help", "question_mark", "Help", "this help: keys and glyphs", display="?"),
     Action(
         "quit_safely",

@@ -18,6 +18,7 @@ from engine.events import FAILED
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen, gate_body
+from tui.screens.status import StatusScreen
 
 if TYPE_CHECKING:
     from tui.chat import ChatBackend
@@ -335,6 +336,14 @@ class DeckActions:
             self.notify("no history here (watching a relay room)")
             return
         self.push_screen(HistoryScreen(history))
+
+    def action_status(self) -> None:
+        read = getattr(self.backend, "fleet_status", None)
+        if read is None:
+            self.notify("no fleet to read here (watching a relay room)")
+            return
+        hosts = len(self.model.plan.hosts())
+        self.push_screen(StatusScreen(lambda: read(self.prompter), hosts))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.mode))

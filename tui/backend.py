@@ -33,6 +33,7 @@ class DeckBackend(Protocol):
     def new_rollback(self, to: str | None, prompter) -> Runner: ...
     def releases(self) -> list[str]: ...
     async def probe_releases(self, prompter) -> Any: ...
+    async def fleet_status(self, prompter) -> Any: ...
     def history(self) -> Any | None: ...
 
 
@@ -96,17 +97,23 @@ class EngineBackend:
     def releases(self) -> list[str]:
         return list(self.history().releases(self.project))
 
+    async def fleet_status(self, prompter=None):
+        """The selected hosts' version map (read-only: :func:`engine.fleetstatus.fleet_status`)."""
+        from engine.fleetstatus import fleet_status
+
+        return await fleet_status(self.config, self.config.select_hosts(self.hosts), prompter)
+
     async def probe_releases(self, prompter=None):
-        """The rollback picker's choices: each selected host's releases (over SSH),
-        merged; commit subjects from the local git mirror when it has them."""
+        """The rollback picker's choices, from the fleet's version map (a release is
+        offered when every selected host has it); commit subjects from the local git
+        mirror when it has them."""
         import asyncio
 
-        from engine.releases import choices, probe
-
-        result = await probe(self.config, self.hosts, prompter)
+        status = await self.fleet_status(prompter)
+        result = status.releases()
         shas = {r.sha for h in result.hosts for r in h.revisions if r.sha}
         subjects = await asyncio.to_thread(self._subjects, sorted(shas)[:50])
-        return choices(result, subjects)
+        return status.rollback_choices(subjects)
 
     def _subjects(self, shas: list[str]) -> dict[str, str]:
         try:

@@ -442,7 +442,9 @@ class FakeBackend:
         releases: list[str] | None = None,
         project: str = "web",
         ref: str = "main",
+        drifted: set[str] | frozenset[str] = frozenset(),
     ) -> None:
+        self.drifted = set(drifted)
         self.hosts = (
             [f"web{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         )
@@ -501,10 +503,12 @@ class FakeBackend:
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
 
-    async def probe_releases(self, prompter=None):
-        """Like the engine's probe: every host has the releases deployed ok, except
-        the oldest, which cleanup removed from all hosts but the first."""
-        from engine.releases import HostReleases, ProbeResult, Revision, choices
+    async def fleet_status(self, prompter=None):
+        """Like the engine's version map: every host has the releases deployed ok,
+        except the oldest, which cleanup removed from all hosts but the first; every
+        host runs the newest, except the ``drifted`` ones, still on the one before."""
+        from engine.fleetstatus import FleetStatus, HostStatus, mark_drift
+        from engine.releases import Revision
 
         ids = self.releases()
         when = {
@@ -517,11 +521,32 @@ class FakeBackend:
         hosts = []
         for i, name in enumerate(self.hosts):
             have = tuple(ids if i == 0 else ids[:-1])
-            hosts.append(HostReleases(name, ids[0] if ids else "", have, revisions))
-        subjects = {
-            rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)
-        }
-        return choices(ProbeResult(hosts), subjects)
+            current = ids[1] if name in self.drifted and len(ids) > 1 else (ids[0] if ids else "")
+            rev = next((r for r in revisions if r.release == current), None)
+            hosts.append(
+                HostStatus(
+                    name,
+                    current=current,
+                    sha=rev.sha if rev else "",
+                    subject=self._subjects().get(rev.sha, "") if rev else "",
+                    deployed_by=rev.operator if rev else "",
+                    deployed_at=rev.at if rev else "",
+                    kind="deploy",
+                    releases_kept=len(have),
+                    releases=have,
+                    revisions=revisions,
+                )
+            )
+        return FleetStatus(hosts, mark_drift(hosts))
+
+    def _subjects(self) -> dict[str, str]:
+        ids = self.releases()
+        return {rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)}
+
+    async def probe_releases(self, prompter=None):
+        """The picker's choices from the version map, as the engine's backend does."""
+        status = await self.fleet_status(prompter)
+        return status.rollback_choices(self._subjects())
 
     def history(self) -> FakeHistory:
         return self._history
