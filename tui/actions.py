@@ -89,12 +89,20 @@ ACTIONS: tuple[Action, ...] = (
         footer=WIDE,
     ),
     Action(
+        "exec",
+        "x",
+        "Exec",
+        "run a command on the selected hosts: a dialog, a confirmation naming the host count",
+        frozenset({OPERATOR}),
+        footer=None,
+    ),
+    Action(
         "status",
         "v",
         "Fleet status",
         "fleet status: which release runs where (read-only), drift highlighted",
         frozenset({OPERATOR}),
-        footer=WIDE,
+        footer=None,
     ),
     Action("help", "question_mark", "Help", "this help: keys and glyphs", display="?"),
     Action(
@@ -128,11 +136,7 @@ NAVIGATION: tuple[tuple[str, str], ...] = (
 #: the merged fleet log's own keys, when it has the focus (help and README only;
 #: bound in tui/widgets/fleet_log.py)
 FLEET_LOG: tuple[tuple[str, str], ...] = (
-    ("/", "fleet log: filter by host glob and/or status (failed alone: failed hosts)"),
-    ("s", "fleet log: search, highlighted; n next, N previous"),
-    ("m", "fleet log: insert a timestamped mark"),
-    ("t", "fleet log: timestamps on or off"),
-    ("end  G", "fleet log: back to the tail, following it (scrolling up stops following)"),
+    ("/ s n N m t end", "in the fleet log: filter, search, next, previous, mark, times, follow"),
 )
 
 
@@ -142,7 +146,7 @@ def for_mode(mode: str) -> list[Action]:
 
 
 #: actions a relay ``observer`` may not use (the relay refuses them anyway)
-OPERATOR_ONLY = frozenset({"deploy", "abort", "rollback", "approve"})
+OPERATOR_ONLY = frozenset({"deploy", "abort", "rollback", "approve", "exec"})
 
 
 def role_allows(action_id: str, role: str) -> bool:

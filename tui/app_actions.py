@@ -9,12 +9,14 @@ declared below.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.widgets import Input
 
 from engine.events import FAILED
+from tui.screens.exec import ExecScreen, TypedConfirmScreen, hosts_text
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen, gate_body
@@ -102,7 +104,7 @@ class DeckActions:
         if (
             self.runner is not None
             and not self.runner_used
-            and self.model.meta.get("kind") == "rollback"
+            and self.model.meta.get("kind") != "deploy"
         ):
             self.runner = None
         if not self._ready_runner(lambda: self.backend.new_deploy(self.prompter)):
@@ -336,6 +338,61 @@ class DeckActions:
             self.notify("no history here (watching a relay room)")
             return
         self.push_screen(HistoryScreen(history))
+
+    def action_exec(self) -> None:
+        """A command on the selected hosts: typed in a dialog, confirmed naming the
+        host count (typed too when deploy.confirm_exec = "typed"), drawn as a tree."""
+        backend = self.backend
+        if backend is None or getattr(backend, "read_only", False):
+            self.notify("watching a relay room: cannot run commands from here", severity="warning")
+            return
+        if self.deploying:
+            self.notify("wait for the running deploy to finish first", severity="warning")
+            return
+        if getattr(backend, "new_exec", None) is None:
+            self.notify("no engine here to run commands with", severity="warning")
+            return
+        try:
+            hosts = list(backend.exec_hosts())
+        except Exception as exc:
+            self.notify(str(exc) or type(exc).__name__, title="cannot exec", severity="error")
+            return
+        n = len(hosts)
+
+        def run(command: str) -> None:
+            if self.prepare(lambda: backend.new_exec(command, self.prompter)):
+                self.start_runner()
+
+        def typed(command: str, yes: bool | None) -> None:
+            if yes:
+                run(command)
+
+        def confirmed(command: str, yes: bool | None) -> None:
+            if not yes:
+                return
+            if getattr(backend, "confirm_exec", "") == "typed":
+                self.push_screen(
+                    TypedConfirmScreen(command, n, cursor_blink=self.cursor_blink),
+                    partial(typed, command),
+                )
+            else:
+                run(command)
+
+        def chosen(command: str | None) -> None:
+            if not command:
+                return
+            body = Text()
+            body.append(f"{command}\n", style="bold")
+            body.append(f"on {n} host(s): ", style="bold")
+            body.append(hosts_text(hosts))
+            body.append("\nin current · waves and deploy.max_fail apply", style="dim")
+            body.append("\n\nEnter runs · Esc cancels", style="bold")
+            self.push_screen(
+                ConfirmScreen(f"Run on {n} host(s)?", body, f"Run on {n}", danger=True),
+                partial(confirmed, command),
+            )
+
+        self.push_screen(ExecScreen(hosts, cursor_blink=self.cursor_blink), chosen)
 
     def action_status(self) -> None:
         read = getattr(self.backend, "fleet_status", None)

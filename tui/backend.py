@@ -31,6 +31,8 @@ class DeckBackend(Protocol):
 
     def new_deploy(self, prompter) -> Runner: ...
     def new_rollback(self, to: str | None, prompter) -> Runner: ...
+    def new_exec(self, command: str, prompter) -> Runner: ...
+    def exec_hosts(self) -> list[str]: ...
     def releases(self) -> list[str]: ...
     async def probe_releases(self, prompter) -> Any: ...
     async def fleet_status(self, prompter) -> Any: ...
@@ -96,6 +98,28 @@ class EngineBackend:
 
     def releases(self) -> list[str]:
         return list(self.history().releases(self.project))
+
+    @property
+    def confirm_exec(self) -> str:
+        """``typed`` when an exec needs the host count typed (deploy.confirm_exec)."""
+        return str(self.config.deploy.confirm_exec or "")
+
+    def exec_hosts(self) -> list[str]:
+        """The names of the hosts an exec runs on (the selected ones)."""
+        return [spec.name for spec in self.config.select_hosts(self.hosts)]
+
+    def new_exec(self, command: str, prompter):
+        """An exec of ``command`` on the selected hosts, recorded in history."""
+        from engine.fleetexec import ExecRunner
+
+        return ExecRunner(
+            self.config,
+            self.config.select_hosts(self.hosts),
+            command,
+            operator=self.operator,
+            prompter=prompter,
+            history=self.history(),
+        )
 
     async def fleet_status(self, prompter=None):
         """The selected hosts' version map (read-only: :func:`engine.fleetstatus.fleet_status`)."""

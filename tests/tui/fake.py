@@ -423,6 +423,69 @@ class FakeHistory:
         ]
 
 
+class FakeExecRunner:
+    """An exec as :func:`engine.fleetexec.run_exec` plays it (its plan, a running and
+    an outcome status per host, one output line each), with no hosts: ``failing``
+    hosts exit 1."""
+
+    def __init__(self, hosts: list[str], command: str, *, failing=frozenset(), clock=None):
+        from engine.fleetexec import exec_plan
+
+        self.clock = clock or FakeClock()
+        self.deploy_id = "exec-0001"
+        self.command = command
+        self.failing = set(failing)
+        self.specs = [HostSpec(name=h, host=h) for h in hosts]
+        self.waves, labels, _ = wave_plan(
+            self.specs, DeployConfig(path="/srv/app", batches=("100%",))
+        )
+        self.plan = exec_plan(self.deploy_id, self.waves, command, labels=labels)
+        self.subscribers: list = []
+
+    def subscribe(self, callback) -> None:
+        self.subscribers.append(callback)
+
+    def _emit(self, event) -> None:
+        for callback in self.subscribers:
+            callback(event)
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        pass
+
+    async def run(self) -> FakeResult:
+        from engine.plan import host_key
+
+        now, did = self.clock, self.deploy_id
+        self._emit(self.plan.to_event())
+        self._emit(NodeStatus(did, key="release", status=RUNNING, at=now()))
+        failed = {}
+        for number, wave in enumerate(self.waves, 1):
+            self._emit(NodeStatus(did, key=f"release/wave-{number}", status=RUNNING, at=now()))
+            for spec in wave:
+                key = host_key(number, spec.name)
+                code = 1 if spec.name in self.failing else 0
+                self._emit(NodeStatus(did, key=key, status=RUNNING, at=now()))
+                self._emit(LogLine(did, key=key, text=f"{spec.name}: up 3 days", at=now()))
+                status = FAILED if code else OK
+                detail = f"exit {code} in 0.0s"
+                if code:
+                    failed[spec.name] = detail
+                self._emit(NodeStatus(did, key=key, status=status, at=now(), detail=detail))
+                await asyncio.sleep(0)
+            self._emit(NodeStatus(did, key=f"release/wave-{number}", status=OK, at=now()))
+        status = FAILED if failed else OK
+        self._emit(NodeStatus(did, key="release", status=status, at=now()))
+        summary = Summary(
+            hosts=len(self.specs),
+            ok=len(self.specs) - len(failed),
+            failed=len(failed),
+            failures=failed,
+            exit_code=1 if failed else 0,
+        ).to_json()
+        self._emit(DeployFinished(did, status=status, summary=summary, at=now()))
+        return FakeResult(status, 1 if failed else 0, summary)
+
+
 class FakeBackend:
     """A :class:`tui.backend.DeckBackend` made of :class:`FakeRunner` s."""
 
@@ -443,8 +506,11 @@ class FakeBackend:
         project: str = "web",
         ref: str = "main",
         drifted: set[str] | frozenset[str] = frozenset(),
+        confirm_exec: str = "",
     ) -> None:
         self.drifted = set(drifted)
+        self.confirm_exec = confirm_exec
+        self.execs: list[FakeExecRunner] = []
         self.hosts = (
             [f"web{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         )
@@ -502,6 +568,14 @@ class FakeBackend:
 
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
+
+    def exec_hosts(self) -> list[str]:
+        return list(self.hosts)
+
+    def new_exec(self, command: str, prompter) -> FakeExecRunner:
+        runner = FakeExecRunner(self.hosts, command, failing=self.failing, clock=self.clock)
+        self.execs.append(runner)
+        return runner
 
     async def fleet_status(self, prompter=None):
         """Like the engine's version map: every host has the releases deployed ok,
