@@ -115,6 +115,14 @@ ACTIONS: tuple[Action, ...] = (
     Action(
         "focus_tree", "escape", "Stage tree", "back to the stage tree", footer=None, display="esc"
     ),
+    Action(
+        "logs",
+        "",
+        "Tail a log file",
+        "tail a file on every selected host into the fleet log, merged (q stops)",
+        frozenset({OPERATOR}),
+        footer=None,
+    ),
     Action("clear_filter", "", "Clear host filter", "show every host again", footer=None),
     Action(
         "expand_failed", "", "Show failed hosts", "move to each failed host's step", footer=None

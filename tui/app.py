@@ -8,6 +8,7 @@ Events from the engine (or a relay, or a scripted source) are buffered in a plai
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,9 @@ from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_lin
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
 
+#: tail lines kept between two flushes (a burst beyond it keeps the newest)
+TAIL_PENDING = 20_000
+
 
 class ShipdeckApp(DeckActions, App[int]):
     """Drives one backend (engine, fake) or watches a relay room (``backend=None``)."""
@@ -56,6 +60,7 @@ class ShipdeckApp(DeckActions, App[int]):
         cursor_blink: bool = True,
         watch: str | None = None,
         start_message: str | None = None,
+        tail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -69,6 +74,14 @@ class ShipdeckApp(DeckActions, App[int]):
         self.model = DeckModel(clock=clock)
         #: the merged fleet log's ring (every host's lines, bounded)
         self.fleet_lines = FleetLines()
+        #: a tail's lines (shipdeck logs) waiting for the next flush, bounded
+        self.tail_pending: deque[tuple[str, str, str, str, float]] = deque(maxlen=TAIL_PENDING)
+        self.tail_worker: Worker | None = None
+        #: hosts whose tail is disconnected now (the engine reconnects them)
+        self.tail_down: set[str] = set()
+        #: started by ``shipdeck logs``: q quits (stopping the tail)
+        self.tail_only = tail is not None
+        self._start_tail = tail
         #: node key -> (host, step) tags of the merged log, for the current plan
         self._tags: dict[str, tuple[str, str]] = {}
         self.prompter = TuiPrompter(self)
@@ -166,7 +179,11 @@ class ShipdeckApp(DeckActions, App[int]):
         self.push_screen(self.main)
         self.set_interval(self.flush_interval, self.flush, name="flush")
         self.set_interval(1.0, self.tick, name="tick")
-        if self.backend is not None and not getattr(self.backend, "read_only", False):
+        if (
+            self.backend is not None
+            and not getattr(self.backend, "read_only", False)
+            and not self.tail_only  # shipdeck logs: no deploy planned until d
+        ):
             self.prepare(lambda: self.backend.new_deploy(self.prompter))
         if self.watcher is not None:  # a spectator: the room's deploy events feed the tree
             self.run_worker(
@@ -188,6 +205,8 @@ class ShipdeckApp(DeckActions, App[int]):
             self.chat_pane.add_system(self.start_message)
         self.update_header()
         self.painted = True
+        if self._start_tail is not None:  # shipdeck logs at a terminal
+            self.start_tail(**self._start_tail)
 
     # -- runners ------------------------------------------------------------------
 
@@ -308,6 +327,11 @@ class ShipdeckApp(DeckActions, App[int]):
     def flush(self) -> None:
         """Apply buffered events; relabel visible dirty nodes; append log lines."""
         model = self.model
+        if self.tail_pending and self.is_mounted_main:
+            lines = list(self.tail_pending)
+            self.tail_pending.clear()
+            self.fleet_pane.append(lines)
+            self.fleet_pane.set_down(self.tail_down)
         if not model.pending or not self.is_mounted_main:
             return
         self.flushes += 1

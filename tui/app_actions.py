@@ -8,6 +8,7 @@ declared below.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,8 @@ from rich.text import Text
 from textual.widgets import Input
 
 from engine.events import FAILED
-from tui.screens.exec import ExecScreen, TypedConfirmScreen, hosts_text
+from tui.fleetlines import NOTE
+from tui.screens.exec import ExecScreen, LogsScreen, TypedConfirmScreen, hosts_text
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen, gate_body
@@ -60,6 +62,12 @@ class DeckActions:
     update_header: Callable[[], None]
     _follow: Callable[[], None]
     main: Any
+    clock: Callable[[], float]
+    tail_worker: Any
+    tail_pending: Any
+    tail_down: set[str]
+    tail_only: bool
+    fleet_lines: Any
     fleet_pane: Any
     fleet_shown: bool
 
@@ -394,6 +402,88 @@ class DeckActions:
 
         self.push_screen(ExecScreen(hosts, cursor_blink=self.cursor_blink), chosen)
 
+    # -- logs -------------------------------------------------------------------
+
+    def action_logs(self) -> None:
+        """``shipdeck logs`` from the palette: a file and a filter, then followed."""
+        if getattr(self.backend, "tail", None) is None:
+            self.notify("no fleet to read here (watching a relay room)")
+            return
+        try:
+            hosts = len(self.backend.exec_hosts())
+        except Exception:
+            hosts = len(self.model.plan.hosts())
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer:
+                path, grep = answer
+                self.start_tail(path, grep=grep or None)
+
+        self.push_screen(LogsScreen(hosts, cursor_blink=self.cursor_blink), chosen)
+
+    @property
+    def tailing(self) -> bool:
+        worker = self.tail_worker
+        return worker is not None and not worker.is_finished
+
+    def start_tail(
+        self, path: str, *, lines: int = 10, follow: bool = True, grep: str | None = None
+    ) -> bool:
+        """Tail ``path`` on the selected hosts into the fleet log (shown); a host that
+        disconnects is marked (and reconnected by the engine). Whether it started."""
+        tail = getattr(self.backend, "tail", None)
+        if tail is None:
+            self.notify("no fleet to read here (watching a relay room)")
+            return False
+        if self.tailing:
+            self.notify("already tailing: q stops it first", severity="warning")
+            return False
+        try:
+            pattern = re.compile(grep) if grep else None
+        except re.error as exc:
+            self.notify(f"--grep {grep!r}: {exc}", title="logs", severity="error")
+            return False
+        pending, clock, down = self.tail_pending, self.clock, self.tail_down
+        down.clear()
+
+        def on_line(host: str, stream: str, text: str) -> None:
+            if pattern is None or pattern.search(text):
+                pending.append((host, "log", stream, text, clock()))
+
+        def on_note(host: str, text: str) -> None:
+            if text.startswith("disconnected"):
+                down.add(host)
+            elif text == "reconnected":
+                down.discard(host)
+            pending.append((host, "log", NOTE, text, clock()))
+
+        async def run() -> None:
+            failed = await tail(
+                path, lines=lines, follow=follow, on_line=on_line, on_note=on_note,
+                prompter=self.prompter,
+            )  # fmt: skip
+            for host, why in failed.items():
+                pending.append((host, "log", NOTE, f"cannot read {path}: {why}", clock()))
+            if failed:
+                self.notify(
+                    f"{len(failed)} host(s) could not read {path}", title="logs", severity="warning"
+                )
+
+        what = f"logs {path}" + (f" /{grep}/" if grep else "")
+        self.fleet_pane.source = what
+        self.fleet_lines.mark(clock(), what)
+        self.show_fleet_log(True)
+        self.tail_worker = self.run_worker(run(), group="tail", name=what, exit_on_error=False)
+        self.notify(f"{what}: q stops", title="logs", timeout=4)
+        return True
+
+    def stop_tail(self) -> None:
+        worker = self.tail_worker
+        if worker is not None and not worker.is_finished:
+            worker.cancel()
+            self.notify(f"stopped: {worker.name}", title="logs", timeout=4)
+        self.tail_down.clear()
+
     def action_status(self) -> None:
         read = getattr(self.backend, "fleet_status", None)
         if read is None:
@@ -406,6 +496,9 @@ class DeckActions:
         self.push_screen(HelpScreen(self.mode))
 
     def action_quit_safely(self) -> None:
+        if self.tailing and not self.tail_only:  # q stops a tail first
+            self.stop_tail()
+            return
         if not self.deploying:
             self.exit(self.last_exit if self.last_exit is not None else 0)
             return

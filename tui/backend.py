@@ -9,6 +9,7 @@ No textual here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from engine.operator import default_operator
@@ -120,6 +121,25 @@ class EngineBackend:
             prompter=prompter,
             history=self.history(),
         )
+
+    async def tail(
+        self,
+        path: str,
+        *,
+        lines: int,
+        follow: bool,
+        on_line: Callable[[str, str, str], None],
+        on_note: Callable[[str, str], None],
+        prompter: Any = None,
+    ) -> dict[str, str]:
+        """``shipdeck logs`` on the selected hosts (:func:`engine.fleetlogs.tail_fleet`):
+        host -> why, for hosts whose file could not be read."""
+        from engine.fleetlogs import tail_fleet
+
+        return await tail_fleet(
+            self.config, self.config.select_hosts(self.hosts), path, lines=lines,
+            follow=follow, on_line=on_line, on_note=on_note, prompter=prompter,
+        )  # fmt: skip
 
     async def fleet_status(self, prompter=None):
         """The selected hosts' version map (read-only: :func:`engine.fleetstatus.fleet_status`)."""

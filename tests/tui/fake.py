@@ -577,6 +577,26 @@ class FakeBackend:
         self.execs.append(runner)
         return runner
 
+    async def tail(self, path, *, lines, follow, on_line, on_note, prompter=None):
+        """Like the engine's tail: ``lines`` lines per host, then (following) the first
+        host disconnects and is reconnected, a line each, and it waits to be stopped;
+        a path with "missing" in it cannot be read."""
+        if "missing" in path:
+            return {h: f"tail: {path}: No such file or directory" for h in self.hosts}
+        for n in range(lines):
+            for host in self.hosts:
+                on_line(host, "stdout", f"line {n}")
+        if not follow:
+            return {}
+        first = self.hosts[0]
+        on_note(first, "disconnected (connection lost); reconnecting")
+        self.tail_gate = asyncio.Event()
+        await self.tail_gate.wait()  # the test lets it reconnect
+        on_note(first, "reconnected")
+        on_line(first, "stdout", "after the reconnect")
+        await asyncio.Event().wait()  # until stopped
+        return {}
+
     async def fleet_status(self, prompter=None):
         """Like the engine's version map: every host has the releases deployed ok,
         except the oldest, which cleanup removed from all hosts but the first; every

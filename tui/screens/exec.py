@@ -92,3 +92,43 @@ class TypedConfirmScreen(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class LogsScreen(ModalScreen["tuple[str, str] | None"]):
+    """``shipdeck logs`` from the palette: the file (relative to deploy.path) and an
+    optional regular expression; the tail follows into the fleet log until ``q``."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="logs.cancel")]
+
+    def __init__(self, hosts: int, *, cursor_blink: bool = True) -> None:
+        super().__init__(classes="modal")
+        self.hosts = hosts
+        self.cursor_blink = cursor_blink
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog -wide"):
+            yield Static(f"Tail a file on {self.hosts} host(s)", classes="dialog-title")
+            yield Static(
+                "relative to deploy.path (shared/log/app.log), ~/..., or absolute;"
+                " followed into the fleet log until q",
+                classes="dialog-body",
+            )
+            yield blinking(self.cursor_blink, placeholder="shared/log/app.log", id="logs-path")
+            yield blinking(
+                self.cursor_blink, placeholder="only lines matching (a regular expression)",
+                id="logs-grep",
+            )  # fmt: skip
+            yield Static("Enter follows · Esc cancels", classes="dialog-hint")
+
+    @on(Input.Submitted)
+    def _submit(self, event: Input.Submitted) -> None:
+        event.stop()
+        path = self.query_one("#logs-path", Input).value.strip()
+        if not path:
+            self.query_one("#logs-path", Input).focus()
+            self.notify("which file?", severity="warning", timeout=3)
+            return
+        self.dismiss((path, self.query_one("#logs-grep", Input).value.strip()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -58,8 +58,17 @@ def clock_text(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
-def line_text(line: FleetLine, *, stamps: bool, search: str = "", current: bool = False) -> Text:
-    """One merged line as drawn: ``[time] host step ! text`` (a mark: a divider)."""
+def line_text(
+    line: FleetLine,
+    *,
+    stamps: bool,
+    search: str = "",
+    current: bool = False,
+    host_width: int = HOST_WIDTH,
+    step_width: int = STEP_WIDTH,
+) -> Text:
+    """One merged line as drawn: ``[time] host step ! text`` (a mark: a divider); the
+    host and step columns are as wide as the widest seen, up to their maximum."""
     text = Text(no_wrap=True, end="")
     if line.stream == MARK:
         label = f" mark {clock_text(line.at)} {line.text} ".replace("  ", " ")
@@ -67,11 +76,11 @@ def line_text(line: FleetLine, *, stamps: bool, search: str = "", current: bool 
         return text
     if stamps:
         text.append(clock_text(line.at) + " ", style="dim")
-    if line.host:
-        host = line.host if len(line.host) <= HOST_WIDTH else line.host[: HOST_WIDTH - 1] + "…"
-        text.append(f"{host:<{HOST_WIDTH}} ", style=f"bold {host_colour(line.host)}")
-    step = line.step[:STEP_WIDTH]
-    text.append(f"{step:<{STEP_WIDTH}} ", style="dim")
+    if host_width:
+        host = line.host if len(line.host) <= host_width else line.host[: host_width - 1] + "…"
+        text.append(f"{host:<{host_width}} ", style=f"bold {host_colour(line.host)}")
+    if step_width:
+        text.append(f"{line.step[:step_width]:<{step_width}} ", style="dim")
     if line.stream == "stderr":
         text.append("! ", style="bold red")
     elif line.stream == NOTE:
@@ -121,13 +130,22 @@ class FleetLog(ScrollView, can_focus=True):
         #: the seq of the line the last find landed on (drawn brighter)
         self.current: int | None = None
         self._cache: LRUCache[tuple[int, bool, str, bool], Strip] = LRUCache(1024)
+        #: the host and step columns' widths: the widest seen, up to their maximum
+        self.host_width = 0
+        self.step_width = 0
 
     # -- content ------------------------------------------------------------------
 
     def append(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
         """Append lines ``(host, step, stream, text, at)`` (one flush's worth)."""
+        items = list(items)
         if not self.lines.extend(items):
             return
+        host_width = min(HOST_WIDTH, max(self.host_width, *(len(i[0]) for i in items)))
+        step_width = min(STEP_WIDTH, max(self.step_width, *(len(i[1]) for i in items)))
+        if (host_width, step_width) != (self.host_width, self.step_width):
+            self.host_width, self.step_width = host_width, step_width
+            self._cache.clear()
         self._resized(self.lines.dropped_shown)
 
     def _resized(self, dropped: int = 0) -> None:
@@ -172,7 +190,14 @@ class FleetLog(ScrollView, can_focus=True):
         key = (line.seq, self.stamps, search, current)
         strip = self._cache.get(key)
         if strip is None:
-            text = line_text(line, stamps=self.stamps, search=search, current=current)
+            text = line_text(
+                line,
+                stamps=self.stamps,
+                search=search,
+                current=current,
+                host_width=self.host_width,
+                step_width=self.step_width,
+            )
             segments = list(text.render(self.app.console))
             strip = Strip(segments, text.cell_len)
             self._cache[key] = strip
@@ -291,6 +316,8 @@ class FleetLogPane(Vertical):
         self.cursor_blink = cursor_blink
         self.prompting: str | None = None
         self.source = "deploy"
+        #: hosts whose tail is disconnected now (named in the title)
+        self.down: tuple[str, ...] = ()
         self._title = ""
 
     def compose(self) -> ComposeResult:
@@ -310,6 +337,12 @@ class FleetLogPane(Vertical):
     def append(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
         self.log.append(items)
         self.update_title()
+
+    def set_down(self, hosts: set[str]) -> None:
+        down = tuple(sorted(hosts))
+        if down != self.down:
+            self.down = down
+            self.update_title()
 
     def refilter(self) -> None:
         """Once a second: hosts' statuses moved on (a ``failed`` filter grows)."""
@@ -345,6 +378,9 @@ class FleetLogPane(Vertical):
         (what narrows the view first: the title is cut at the pane's width)."""
         lines, log = self.lines, self.log
         parts = [f"fleet · {self.source}"]
+        if self.down:
+            more = f" +{len(self.down) - 3}" if len(self.down) > 3 else ""
+            parts.append(f"disconnected: {', '.join(self.down[:3])}{more}")
         if lines.filtered:
             parts.append(f"filter {lines.filter.text}")
         if lines.search:
