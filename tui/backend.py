@@ -105,22 +105,36 @@ class EngineBackend:
         """``typed`` when an exec needs the host count typed (deploy.confirm_exec)."""
         return str(self.config.deploy.confirm_exec or "")
 
-    def exec_hosts(self) -> list[str]:
-        """The names of the hosts an exec runs on (the selected ones)."""
-        return [spec.name for spec in self.config.select_hosts(self.hosts)]
+    def exec_hosts(self, hosts: str | None = None) -> list[str]:
+        """The names of the hosts an exec runs on (the selected ones, or ``hosts``'s).
+        Raises ConfigError for a pattern that selects none."""
+        return [spec.name for spec in self.config.select_hosts(hosts or self.hosts)]
 
-    def new_exec(self, command: str, prompter):
-        """An exec of ``command`` on the selected hosts, recorded in history."""
+    def new_exec(self, command: str, prompter, *, hosts: str | None = None, cwd: str | None = None):
+        """An exec of ``command`` on the selected hosts (or ``hosts``'s), in ``cwd``
+        (default current), recorded in history."""
         from engine.fleetexec import ExecRunner
 
         return ExecRunner(
             self.config,
-            self.config.select_hosts(self.hosts),
+            self.config.select_hosts(hosts or self.hosts),
             command,
             operator=self.operator,
+            cwd=cwd,
             prompter=prompter,
             history=self.history(),
         )
+
+    def aliases(self) -> dict[str, list[str]]:
+        """The config's ``[aliases]``: name -> the words of its command line. Raises
+        ConfigError (an AliasError) for aliases ``shipdeck`` refuses."""
+        from tui.cli import build_parser
+        from tui.cli.aliases import commands, read_aliases
+
+        if not self.config.aliases:
+            return {}
+        env = getattr(self.config, "env", None) or None
+        return read_aliases(self.config.path, commands(build_parser()), env)
 
     async def tail(
         self,
@@ -131,21 +145,25 @@ class EngineBackend:
         on_line: Callable[[str, str, str], None],
         on_note: Callable[[str, str], None],
         prompter: Any = None,
+        hosts: str | None = None,
     ) -> dict[str, str]:
-        """``shipdeck logs`` on the selected hosts (:func:`engine.fleetlogs.tail_fleet`):
-        host -> why, for hosts whose file could not be read."""
+        """``shipdeck logs`` on the selected hosts (or ``hosts``'s:
+        :func:`engine.fleetlogs.tail_fleet`): host -> why, for hosts whose file could
+        not be read."""
         from engine.fleetlogs import tail_fleet
 
         return await tail_fleet(
-            self.config, self.config.select_hosts(self.hosts), path, lines=lines,
+            self.config, self.config.select_hosts(hosts or self.hosts), path, lines=lines,
             follow=follow, on_line=on_line, on_note=on_note, prompter=prompter,
         )  # fmt: skip
 
-    async def fleet_status(self, prompter=None):
-        """The selected hosts' version map (read-only: :func:`engine.fleetstatus.fleet_status`)."""
+    async def fleet_status(self, prompter=None, *, hosts: str | None = None):
+        """The selected hosts' (or ``hosts``'s) version map (read-only:
+        :func:`engine.fleetstatus.fleet_status`)."""
         from engine.fleetstatus import fleet_status
 
-        return await fleet_status(self.config, self.config.select_hosts(self.hosts), prompter)
+        specs = self.config.select_hosts(hosts or self.hosts)
+        return await fleet_status(self.config, specs, prompter)
 
     async def probe_releases(self, prompter=None):
         """The rollback picker's choices, from the fleet's version map (a release is

@@ -507,7 +507,9 @@ class FakeBackend:
         ref: str = "main",
         drifted: set[str] | frozenset[str] = frozenset(),
         confirm_exec: str = "",
+        aliases: dict[str, str] | None = None,
     ) -> None:
+        self._aliases = dict(aliases or {})
         self.drifted = set(drifted)
         self.confirm_exec = confirm_exec
         self.execs: list[FakeExecRunner] = []
@@ -569,15 +571,23 @@ class FakeBackend:
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
 
-    def exec_hosts(self) -> list[str]:
-        return list(self.hosts)
+    def exec_hosts(self, hosts: str | None = None) -> list[str]:
+        import fnmatch
 
-    def new_exec(self, command: str, prompter) -> FakeExecRunner:
-        runner = FakeExecRunner(self.hosts, command, failing=self.failing, clock=self.clock)
+        return [h for h in self.hosts if not hosts or fnmatch.fnmatchcase(h, hosts)]
+
+    def new_exec(self, command: str, prompter, *, hosts=None, cwd=None) -> FakeExecRunner:
+        names = self.exec_hosts(hosts)
+        runner = FakeExecRunner(names, command, failing=self.failing, clock=self.clock)
         self.execs.append(runner)
         return runner
 
-    async def tail(self, path, *, lines, follow, on_line, on_note, prompter=None):
+    def aliases(self) -> dict[str, list[str]]:
+        import shlex
+
+        return {name: shlex.split(line) for name, line in self._aliases.items()}
+
+    async def tail(self, path, *, lines, follow, on_line, on_note, prompter=None, hosts=None):
         """Like the engine's tail: ``lines`` lines per host, then (following) the first
         host disconnects and is reconnected, a line each, and it waits to be stopped;
         a path with "missing" in it cannot be read."""
@@ -597,7 +607,7 @@ class FakeBackend:
         await asyncio.Event().wait()  # until stopped
         return {}
 
-    async def fleet_status(self, prompter=None):
+    async def fleet_status(self, prompter=None, *, hosts=None):
         """Like the engine's version map: every host has the releases deployed ok,
         except the oldest, which cleanup removed from all hosts but the first; every
         host runs the newest, except the ``drifted`` ones, still on the one before."""
@@ -613,7 +623,7 @@ class FakeBackend:
             for rid in reversed(ids)
         )
         hosts = []
-        for i, name in enumerate(self.hosts):
+        for i, name in enumerate(self.exec_hosts(hosts)):
             have = tuple(ids if i == 0 else ids[:-1])
             current = ids[1] if name in self.drifted and len(ids) > 1 else (ids[0] if ids else "")
             rev = next((r for r in revisions if r.release == current), None)
