@@ -167,6 +167,16 @@ class ShipdeckApp(DeckActions, App[int]):
             self._tags[key] = tag
         return tag
 
+    def _fleet_source(self) -> None:
+        """The fleet log's title names the run its lines now come from."""
+        meta = self.model.meta
+        kind = str(meta.get("kind") or "deploy")
+        command = str(meta.get("command") or "")
+        source = f"{kind}: {command}" if command else kind
+        if not self.tailing and self.fleet_pane.source != source:
+            self.fleet_pane.source = source[:60]
+            self.fleet_pane.update_title()
+
     def fleet_add(self, entries: list[LogEntry]) -> None:
         """A flush's log lines into the merged fleet log (kept when it is hidden)."""
         if not entries:
@@ -340,6 +350,7 @@ class ShipdeckApp(DeckActions, App[int]):
             tree = self.tree
             if batch.plan_changed:
                 self._tags.clear()
+                self._fleet_source()
                 self._apply_filter(rebuild=False)
                 tree.rebuild()
                 self.log_pane.show(tree.selected_key)

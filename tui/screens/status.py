@@ -67,7 +67,7 @@ def host_row(h: Any) -> tuple[Text, ...]:
         Text(_cut(h.host, 30), style=style),
         Text(_cut(h.current or "(none)", 26), style=style),
         Text(h.sha[:7]),
-        Text(_cut(h.deployed_at.replace("T", " ").rstrip("Z"), 16)),
+        Text(_cut(h.deployed_at.replace("T", " ").rstrip("Z"), 19)),
         Text(_cut(h.deployed_by, 16)),
         Text(str(h.releases_kept)),
         Text(_cut(lock, 30), style="" if h.lock == "free" else "yellow"),
