@@ -208,8 +208,10 @@ class FleetLog(ScrollView, can_focus=True):
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         # scrolled up by hand: stop following; back at the end: follow again
-        self.follow = new >= self.max_scroll_y
-        self.post_message(FleetLog.Moved())
+        follow = new >= self.max_scroll_y
+        if follow != self.follow:
+            self.follow = follow
+            self.post_message(FleetLog.Moved())
 
     def action_follow(self) -> None:
         self.follow = True
@@ -319,6 +321,7 @@ class FleetLogPane(Vertical):
         #: hosts whose tail is disconnected now (named in the title)
         self.down: tuple[str, ...] = ()
         self._title = ""
+        self._titled = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static("fleet log", id="fleet-title")
@@ -336,7 +339,7 @@ class FleetLogPane(Vertical):
 
     def append(self, items: Iterable[tuple[str, str, str, str, float]]) -> None:
         self.log.append(items)
-        self.update_title()
+        self.update_title(count_only=True)
 
     def set_down(self, hosts: set[str]) -> None:
         down = tuple(sorted(hosts))
@@ -373,9 +376,13 @@ class FleetLogPane(Vertical):
         log.refresh()
         self.update_title()
 
-    def update_title(self) -> None:
+    def update_title(self, *, count_only: bool = False) -> None:
         """``fleet · <source> · filter … · /search/ n · following|paused · N lines``
-        (what narrows the view first: the title is cut at the pane's width)."""
+        (what narrows the view first: the title is cut at the pane's width). When only
+        the line count moved (``count_only``: a flush), at most once a second."""
+        now = time.monotonic()
+        if count_only and now - self._titled < 1.0:
+            return
         lines, log = self.lines, self.log
         parts = [f"fleet · {self.source}"]
         if self.down:
@@ -390,9 +397,11 @@ class FleetLogPane(Vertical):
             parts.append("times")
         parts.append(f"{len(lines.shown)} lines")
         title = " · ".join(parts)
+        self._titled = now
         if title != self._title:
             self._title = title
-            self.query_one("#fleet-title", Static).update(Text(title, style="bold"))
+            # one line, always: no layout pass (a flush must not lay out the screen)
+            self.query_one("#fleet-title", Static).update(Text(title, style="bold"), layout=False)
 
     @on(FleetLog.Moved)
     def _moved(self) -> None:
