@@ -272,7 +272,8 @@ def transcript_lines(raw: str) -> list[str]:
 CARD_ROLES = ("title", "warn", "group", "hosts", "commit", "back", "file", "more", "note")
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 wave``, ``2 waves``: a count and its word."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -291,13 +292,13 @@ def _counts(n: int | None) -> str:
 
 
 def _group_head(g: Group, target: str) -> str:
-    hosts = _plural(g.host_count, "host")
+    hosts = plural(g.host_count, "host")
     runs = g.release or g.base[:7]
     if g.state == SAME:
         return f"{hosts} already on {target[:7]}: nothing new"
     if g.state == NONE:
         return (
-            f"{hosts} with no release yet: the first release, {_plural(g.commits_total, 'commit')}"
+            f"{hosts} with no release yet: the first release, {plural(g.commits_total, 'commit')}"
         )
     if g.state == UNREAD:
         return f"{hosts} could not be read: {g.note}"
@@ -305,10 +306,10 @@ def _group_head(g: Group, target: str) -> str:
         return f"{hosts} on {runs}: {g.note or 'not in the git mirror'}"
     parts = []
     if g.commits_total:
-        parts.append(_plural(g.commits_total, "commit") + " going out")
+        parts.append(plural(g.commits_total, "commit") + " going out")
     if g.back_total:
-        parts.append(_plural(g.back_total, "commit") + " taken back")
-    parts.append(f"{_plural(g.files_total, 'file')} +{g.added} −{g.removed}")
+        parts.append(plural(g.back_total, "commit") + " taken back")
+    parts.append(f"{plural(g.files_total, 'file')} +{g.added} −{g.removed}")
     named = g.release and g.base and not g.release.endswith(g.base[:7])
     base = f" ({g.base[:7]})" if named else ""  # a release id already ends with its sha
     return f"{hosts} on {runs}{base}: " + ", ".join(parts) + (f"  [{g.note}]" if g.note else "")
@@ -318,7 +319,7 @@ def _card_head(card: Outgoing, key: str) -> list[tuple[str, str]]:
     """The card's title, then why it cannot tell or the no-op warning."""
     where = "" if key in ("", "release") else f" at {key.rsplit('/', 1)[-1]}"
     target = f"{card.target[:7]} {card.subject}".strip() or "?"
-    out = [("title", f"what goes out{where} to {_plural(card.hosts, 'host')}: {target}")]
+    out = [("title", f"what goes out{where} to {plural(card.hosts, 'host')}: {target}")]
     if card.error:
         out.append(("warn", f"⚠ cannot tell what goes out: {card.error}"))
     elif card.noop:
@@ -371,8 +372,8 @@ def outgoing_card(
         if g.state in (AHEAD, DIVERGED, NONE, BEHIND):
             out += _group_changes(g)
     if card.more_groups:
-        others = f"({_plural(card.more_hosts, 'host')}) on other commits"
-        out.append(("more", f"── … and {_plural(card.more_groups, 'more group')} {others}"))
+        others = f"({plural(card.more_hosts, 'host')}) on other commits"
+        out.append(("more", f"── … and {plural(card.more_groups, 'more group')} {others}"))
     return out
 
 
