@@ -126,8 +126,38 @@ def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
         lines.append(f"  stopped: {s.reason}")
     if s.relay:
         lines.append(f"  relay: {s.relay}")
+    if s.wire:
+        lines.append(f"  wire: {wire_text(s.wire)}")
     lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
     return lines
+
+
+def wire_text(wire: dict[str, Any]) -> str:
+    """A summary's wire counter as words: ``13 round trips per host (median; max 15,
+    handshake 8), 1.2 MiB out, 84.0 KiB in``. Fields that are missing or not numbers
+    are left out."""
+
+    def num(key: str) -> float | None:
+        v = wire.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    parts = []
+    median, most, shake = (
+        num("round_trips_median"),
+        num("round_trips_max"),
+        num("handshake_round_trips_median"),
+    )
+    if median is not None:
+        extra = [f"max {most:g}"] if most is not None else []
+        extra += [f"handshake {shake:g}"] if shake is not None else []
+        parts.append(
+            f"{median:g} round trips per host" + (f" (median; {', '.join(extra)})" if extra else "")
+        )
+    for key, way in (("bytes_out", "out"), ("bytes_in", "in")):
+        n = num(key)
+        if n is not None:
+            parts.append(f"{fmt_bytes(int(n))} {way}")
+    return ", ".join(parts)
 
 
 # -- one line per event ---------------------------------------------------------------
