@@ -126,9 +126,9 @@ def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
         lines.append(f"  stopped: {s.reason}")
     if s.relay:
         lines.append(f"  relay: {s.relay}")
-    if s.wire:
-        lines.append(f"  wire: {wire_text(s.wire)}")
     lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
+    if s.wire:  # a debug counter: last
+        lines.append(f"  wire: {wire_text(s.wire)}")
     return lines
 
 

@@ -294,8 +294,8 @@ def test_the_wire_counter_reads_as_round_trips_and_bytes() -> None:
         wire_text(wire)
         == "13 round trips per host (median; max 15, handshake 8), 878.9KB out, 62.5KB in"
     )
-    lines = summary_lines(Summary(hosts=3, ok=3, exit_code=0, wire=wire))
-    assert lines[1] == "  wire: " + wire_text(wire)
+    lines = summary_lines(Summary(hosts=3, ok=2, failed=1, failures={"web3": "down"}, wire=wire))
+    assert lines[1:] == ["  ✗ web3: down", "  wire: " + wire_text(wire)]  # the counter last
     # read back from its JSON as any summary is; a wire that is not numbers says less
     assert Summary.from_json(Summary(wire=wire).to_json()).wire == wire
     assert wire_text({"round_trips_median": "x", "bytes_out": 2048}) == "2.0KB out"
