@@ -41,7 +41,7 @@ class HostPhase(HostLock):
         StepFailed (a step failed, or the script timed out), ConnectionLost,
         Interrupted (an abort signalled a running hook or health check) or Aborted
         (an abort stopped the upload)."""
-        watch = _PhaseWatch(self, keep_running, upload, done)
+        watch = _PhaseWatch(self, keep_running, upload, done, [name for name, _ in steps])
         run = asyncio.ensure_future(
             self.host.run(
                 phase_script(steps, stdin_step="upload" if upload is not None else None),
@@ -61,6 +61,9 @@ class HostPhase(HostLock):
                 raise Interrupted(f"{interrupted} {reason}")
             res = await run
         except (CommandTimeout, SSHError) as exc:
+            if watch.nothing_to_stop and self.run.aborting:
+                return  # an abort's signal ended the session after its last hook: the
+                # steps that ended are in ``done``, the caller finishes the rest
             key = watch.current_key
             if key != self.key and key in self.run.plan:
                 self.run.status(key, FAILED, str(exc))
@@ -69,7 +72,7 @@ class HostPhase(HostLock):
             raise StepFailed(str(exc)) from None
         if watch.failed:
             raise StepFailed(watch.failed[0])
-        if not res.ok and not watch.soft:
+        if not res.ok and not watch.soft and not (watch.nothing_to_stop and self.run.aborting):
             raise StepFailed(
                 f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
             )
@@ -94,8 +97,12 @@ class HostPhase(HostLock):
                 if step in KILLABLE:
                     await self.host.interrupt()
                     await asyncio.wait({run}, timeout=5)
-                    if step in watch.succeeded and _ran_out(run):
-                        return ""  # it ended before the signal: the phase ran to its end
+                    if watch.nothing_to_stop or (step in watch.succeeded and _ran_out(run)):
+                        # the hook or check ended before the signal: only short steps
+                        # were left (cleanup, revisions.log, unlock), and a host that
+                        # is switched and healthy is not undone, however the signal
+                        # ended the session
+                        return ""
                     run.cancel()
                     return step
                 # a short step runs: wait for it, or for the next step to start
@@ -131,8 +138,10 @@ class _PhaseWatch:
         keep_running: set[str] | frozenset[str],
         upload: Package | None,
         done: set[str] | None,
+        names: list[str] | None = None,
     ) -> None:
         self.hr = hr
+        self.names = names or []  # the phase's steps, in order
         self.run = hr.run
         self.reader = PhaseReader()
         self.keep_running = keep_running
@@ -144,6 +153,12 @@ class _PhaseWatch:
         self.stepped = asyncio.Event()  # a step started (an abort waits for a killable one)
         self._upload_started = time.monotonic()
         self._progress_at = 0.0
+
+    @property
+    def nothing_to_stop(self) -> bool:
+        """Every step an abort stops (:data:`KILLABLE`) of the phase ended with exit 0."""
+        killable = [n for n in self.names if n in KILLABLE]
+        return bool(killable) and all(n in self.succeeded for n in killable)
 
     @property
     def current_key(self) -> str:
