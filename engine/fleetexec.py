@@ -13,9 +13,9 @@ the one reducer (:class:`engine.state.RunState`): events (the one vocabulary:
 :class:`~engine.events.PlanReady` first, then :class:`~engine.events.NodeStatus` of
 the run, waves and hosts, each host's output as :class:`~engine.events.LogLine`, and
 :class:`~engine.events.DeployFinished`) go to ``emit``, which the headless printer,
-the history transcript and the TUI share. A host node's detail is its exit status
-and duration. :class:`ExecRunner` is the run as the TUI drives it (plan first, then
-``run()``, ``abort()``).
+the history transcript and the TUI share. A host node's detail is its exit status (how long it ran is the
+times of its events). :class:`ExecRunner` is the run as the TUI drives it (plan
+first, then ``run()``, ``abort()``).
 """
 
 from __future__ import annotations
@@ -202,12 +202,21 @@ class ExecRunner:
                 record(self.history, self.deploy_id, self.command, self.cwd, result)
 
 
-def host_detail(h: HostRun) -> str:
-    """A host's outcome in words: the error, ``not run``, or ``exit N in 1.2s``."""
+def host_outcome(h: HostRun) -> str:
+    """A host's outcome as its node's detail: the error, ``not run``, or ``exit N``
+    (how long it took is the node's own: its running and done events' times)."""
     if h.error:
         return h.error
     if h.exit_status is None:
         return "not run"
+    return f"exit {h.exit_status}"
+
+
+def host_detail(h: HostRun) -> str:
+    """A host's outcome in words where nothing else says how long it took (history,
+    the failure budget): the error, ``not run``, or ``exit N in 1.2s``."""
+    if h.error or h.exit_status is None:
+        return host_outcome(h)
     return f"exit {h.exit_status} in {h.duration:.1f}s"
 
 
@@ -283,7 +292,7 @@ async def run_exec(
         run.status = OK if run.exit_status == 0 else FAILED
         if run.status == FAILED:
             budget.fail(spec.name, host_detail(run))
-        status(key, run.status, host_detail(run))
+        status(key, run.status, host_outcome(run))
 
     emit(plan.to_event())
     status("release", RUNNING)

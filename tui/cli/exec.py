@@ -114,6 +114,15 @@ def line_text(host: str, stream: str, text: str) -> str:
     return f"{host} {mark} {text.translate(_CONTROL)}"
 
 
+def outcome(node: Any, event: Any) -> str:
+    """A host's outcome as printed: ``exit 0 in 1.2s`` (the duration from its
+    node's times), else the event's detail (why it did not run) or status."""
+    detail = event.detail or event.status
+    if detail.startswith("exit ") and node.started is not None and node.ended is not None:
+        detail += f" in {max(0.0, node.ended - node.started):.1f}s"
+    return detail
+
+
 class _Printer:
     """Prints the exec's events (text or JSON lines) and writes its transcript. Text:
     each output line tagged with its host, each host's outcome, the summary (the
@@ -152,7 +161,7 @@ class _Printer:
             if node is None or node.kind != "host" or event.status == "running":
                 return
             glyph = {"ok": "✓", "failed": "✗"}.get(event.status, "-")
-            sys.stdout.write(f"{glyph} {node.label}: {event.detail or event.status}\n")
+            sys.stdout.write(f"{glyph} {node.label}: {outcome(node, event)}\n")
         elif event.type == "finished":
             s = event.report
             why = f" ({s.reason})" if s.reason else ""
