@@ -40,7 +40,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batches", nargs="+", metavar="SIZE", help="wave sizes: counts or %%")
     p.add_argument("--json", action="store_true", help="every event as one JSON line")
     p.add_argument("--yes", "-y", action="store_true", help='skip deploy.confirm_exec = "typed"')
-    p.add_argument("command", nargs="*", metavar="COMMAND", help="after --: the command line")
+    p.add_argument(  # its own dest: "command" is the subcommand's name (``shipdeck exec``)
+        "command_line", nargs="*", metavar="COMMAND", help="after --: the command line"
+    )
     p.set_defaults(func=cmd_exec)
 
 
@@ -48,7 +50,7 @@ def _checked(args: argparse.Namespace) -> str | None:
     """The command line, or None after saying on stderr what is wrong."""
     from engine.config import parse_size
 
-    words = list(args.command)
+    words = list(args.command_line)
     if words[:1] == ["--"]:
         words = words[1:]
     if not " ".join(words).strip():
