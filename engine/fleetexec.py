@@ -124,9 +124,10 @@ def exec_plan(
 
 
 class ExecRunner:
-    """One exec as the TUI drives a run: ``plan`` before it starts, ``subscribe``,
-    ``await run()`` (an :class:`ExecResult` with ``status``), ``abort()`` (the waves
-    not started are skipped; running hosts finish)."""
+    """One exec as the TUI drives a run: ``plan`` before it starts, ``subscribe``
+    (and ``unsubscribe``), ``await run()`` (an :class:`ExecResult` with ``status``),
+    ``abort()`` (the waves not started are skipped; running hosts finish); linked to
+    a relay room like a deploy (:func:`relay.publish.link_deployment`)."""
 
     def __init__(
         self,
@@ -163,6 +164,14 @@ class ExecRunner:
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[Event], None]) -> None:
+        """Stop calling ``callback`` (a relay room's link, when the run is over)."""
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def approve(self, by: str = "", key: str | None = None) -> None:
+        """An exec has no gates: a room's approval changes nothing."""
 
     def _emit(self, event: Event) -> None:
         for callback in self._subscribers:

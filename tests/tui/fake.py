@@ -451,11 +451,18 @@ class FakeExecRunner:
     def subscribe(self, callback) -> None:
         self.subscribers.append(callback)
 
+    def unsubscribe(self, callback) -> None:
+        if callback in self.subscribers:
+            self.subscribers.remove(callback)
+
     def _emit(self, event) -> None:
         for callback in self.subscribers:
             callback(event)
 
     def abort(self, by: str = "", reason: str = "") -> None:
+        pass
+
+    def approve(self, by: str = "", key: str | None = None) -> None:
         pass
 
     async def run(self) -> FakeResult:
