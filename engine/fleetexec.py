@@ -13,9 +13,9 @@ the one reducer (:class:`engine.state.RunState`): events (the one vocabulary:
 :class:`~engine.events.PlanReady` first, then :class:`~engine.events.NodeStatus` of
 the run, waves and hosts, each host's output as :class:`~engine.events.LogLine`, and
 :class:`~engine.events.DeployFinished`) go to ``emit``, which the headless printer,
-the history transcript and the TUI share. A host node's detail is its exit status
-and duration. :class:`ExecRunner` is the run as the TUI drives it (plan first, then
-``run()``, ``abort()``).
+the history transcript and the TUI share. A host node's detail is its exit status (how long it ran is the
+times of its events). :class:`ExecRunner` is the run as the TUI drives it (plan
+first, then ``run()``, ``abort()``).
 """
 
 from __future__ import annotations
@@ -124,9 +124,10 @@ def exec_plan(
 
 
 class ExecRunner:
-    """One exec as the TUI drives a run: ``plan`` before it starts, ``subscribe``,
-    ``await run()`` (an :class:`ExecResult` with ``status``), ``abort()`` (the waves
-    not started are skipped; running hosts finish)."""
+    """One exec as the TUI drives a run: ``plan`` before it starts, ``subscribe``
+    (and ``unsubscribe``), ``await run()`` (an :class:`ExecResult` with ``status``),
+    ``abort()`` (the waves not started are skipped; running hosts finish); linked to
+    a relay room like a deploy (:func:`relay.publish.link_deployment`)."""
 
     def __init__(
         self,
@@ -163,6 +164,14 @@ class ExecRunner:
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[Event], None]) -> None:
+        """Stop calling ``callback`` (a relay room's link, when the run is over)."""
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def approve(self, by: str = "", key: str | None = None) -> None:
+        """An exec has no gates: a room's approval changes nothing."""
 
     def _emit(self, event: Event) -> None:
         for callback in self._subscribers:
@@ -202,12 +211,21 @@ class ExecRunner:
                 record(self.history, self.deploy_id, self.command, self.cwd, result)
 
 
-def host_detail(h: HostRun) -> str:
-    """A host's outcome in words: the error, ``not run``, or ``exit N in 1.2s``."""
+def host_outcome(h: HostRun) -> str:
+    """A host's outcome as its node's detail: the error, ``not run``, or ``exit N``
+    (how long it took is the node's own: its running and done events' times)."""
     if h.error:
         return h.error
     if h.exit_status is None:
         return "not run"
+    return f"exit {h.exit_status}"
+
+
+def host_detail(h: HostRun) -> str:
+    """A host's outcome in words where nothing else says how long it took (history,
+    the failure budget): the error, ``not run``, or ``exit N in 1.2s``."""
+    if h.error or h.exit_status is None:
+        return host_outcome(h)
     return f"exit {h.exit_status} in {h.duration:.1f}s"
 
 
@@ -283,7 +301,7 @@ async def run_exec(
         run.status = OK if run.exit_status == 0 else FAILED
         if run.status == FAILED:
             budget.fail(spec.name, host_detail(run))
-        status(key, run.status, host_detail(run))
+        status(key, run.status, host_outcome(run))
 
     emit(plan.to_event())
     status("release", RUNNING)

@@ -307,24 +307,48 @@ _APP_SH = """#!/bin/sh
 echo "sample app $(cat "$(dirname "$0")/VERSION")"
 """
 
-_RESTART = """#!/bin/sh
-# 'Restart' the sample app: record the running version.
-echo "restarted $(cat VERSION)"
-cat VERSION > "$HOME/RUNNING"
+# The sample app's log: log/ is a shared entry in the configs written here, so this
+# is <deploy.path>/shared/log/app.log (what `shipdeck logs shared/log/app.log` tails).
+# Writing it never fails the hook or the check.
+_APP_LOG = """
+applog() {
+  mkdir -p log 2>/dev/null
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*" 2>/dev/null >> log/app.log
+  return 0
+}
 """
 
-_HEALTH = """#!/bin/sh
+_RESTART = (
+    """#!/bin/sh
+# 'Restart' the sample app: record the running version; say so in its log.
+"""
+    + _APP_LOG
+    + """
+echo "restarted $(cat VERSION)"
+cat VERSION > "$HOME/RUNNING" || exit 1
+applog "sample app $(cat VERSION) started (release ${SHIPDECK_RELEASE:-unknown})"
+"""
+)
+
+_HEALTH = (
+    """#!/bin/sh
 # Healthy unless $HOME/FAIL_HEALTH exists and is empty or names this VERSION.
+"""
+    + _APP_LOG
+    + """
 v=$(cat VERSION)
 if [ -f "$HOME/FAIL_HEALTH" ]; then
   f=$(cat "$HOME/FAIL_HEALTH")
   if [ -z "$f" ] || [ "$f" = "$v" ]; then
     echo "unhealthy: version $v is failing on this host" >&2
+    applog "GET /health 503: version $v is failing on this host"
     exit 1
   fi
 fi
 echo "healthy: $v"
+applog "GET /health 200: $v"
 """
+)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -343,7 +367,8 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def make_sample_repo(path: Path | str, version: str = "1.0.0") -> Path:
-    """Create a tiny app repo (VERSION, build.sh, bin/restart, bin/health) on branch main."""
+    """Create a tiny app repo (VERSION, build.sh, bin/restart, bin/health) on branch main;
+    restart and health append to the app's log, log/app.log."""
     repo = Path(path)
     repo.mkdir(parents=True, exist_ok=True)
     _git(repo, "init", "-q", "-b", "main")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from engine.events import ChatLine, Event, PlanReady
 from engine.state import RunState
 from relay.client import LeaseHeld, RelayClient, RelayError
-from relay.protocol import Snapshot, events_of
+from relay.protocol import MAX_REASON_CHARS, Snapshot, events_of
 
 Detach = Callable[[], Any]
 
@@ -66,6 +66,9 @@ def _token(config: Any, token: str | None = None) -> str | None:
 def _reason(run: Any) -> str:
     meta = getattr(getattr(run, "plan", None), "meta", {}) or {}
     what = meta.get("kind", "deploy")
+    if what == "exec":  # what runs, not a ref: exec web: uptime
+        command = " ".join(str(meta.get("command", "")).split())
+        return f"exec {meta.get('project', '')}: {command}"[:MAX_REASON_CHARS]
     return f"{what} {meta.get('project', '')}@{meta.get('ref') or meta.get('release_id') or ''}".strip()
 
 

@@ -45,11 +45,10 @@ def alias_action(name: str, words: list[str]) -> AliasAction:
     except SystemExit:
         why = stderr.getvalue().strip().splitlines()
         return AliasAction(name, tuple(words), error=(why[-1] if why else "does not parse"))
-    # by the function it runs: exec's own positional COMMAND shares the name ``command``
-    command = getattr(getattr(args, "func", None), "__name__", "").removeprefix("cmd_")
+    command = getattr(args, "command", None)
     hosts = getattr(args, "hosts", None)
     if command == "exec":
-        line = list(args.command)
+        line = list(args.command_line)
         if line[:1] == ["--"]:
             line = line[1:]
         return AliasAction(

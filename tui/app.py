@@ -455,6 +455,8 @@ class ShipdeckApp(DeckActions, App[int]):
             relay=self.relay_status if watched else None,
             presence=tuple(self.presence),
             kind=meta.get("kind", "deploy"),
+            command=str(meta.get("command") or ""),
+            cwd=str(meta.get("cwd") or ""),
             finished=finished.status if finished is not None else None,
             exit_code=self.last_exit if exit_code is None else exit_code,
             running=self.deploying or model.running,

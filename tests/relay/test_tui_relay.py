@@ -122,6 +122,36 @@ async def test_deploying_tui_publishes_and_chats(relay, fleet, fleet_config, tmp
     assert events[0]["type"] == "plan" and events[-1]["type"] == "finished"
 
 
+async def test_an_exec_from_the_tui_is_published_and_gives_the_lock_back(
+    relay, fleet, fleet_config, tmp_path
+) -> None:
+    from relay.publish import tui_chat_backend
+    from tui.screens.exec import ExecScreen
+
+    config = relay_config(fleet_config, relay)
+    assert (await Deployment(config, operator="alice").run()).exit_code == 0
+    chat = tui_chat_backend(relay.url, "web", token=TOKENS["alice"], operator="alice")
+    backend = EngineBackend(config, operator="alice", history_path=tmp_path / "h.db")
+    app = ShipdeckApp(backend, chat=chat, operator="alice", cursor_blink=False)
+    bob, col = await relay.client("bob")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.relay_status == "connected", timeout=10)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ExecScreen))
+        await pilot.press(*"uptime", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == 0
+        assert not [n.message for n in app._notifications if n.severity == "error"]
+        await col.wait(lambda c: [f["op"] for f in c.of("lock")][-1:] == ["released"])
+    assert col.of("lock")[0]["op"] == "acquired"
+    assert col.of("lock")[0]["holder"]["reason"] == "exec demo: uptime"
+    events = [e for f in col.of("event") for e in f["events"]]
+    assert events[0]["type"] == "plan" and events[-1]["type"] == "finished"
+    assert events[0]["meta"]["kind"] == "exec"
+
+
 async def test_watch_tui_sees_the_tree_and_aborts_the_deploy(relay, fleet, fleet_config) -> None:
     from relay.publish import tui_watch
 

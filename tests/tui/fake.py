@@ -451,11 +451,18 @@ class FakeExecRunner:
     def subscribe(self, callback) -> None:
         self.subscribers.append(callback)
 
+    def unsubscribe(self, callback) -> None:
+        if callback in self.subscribers:
+            self.subscribers.remove(callback)
+
     def _emit(self, event) -> None:
         for callback in self.subscribers:
             callback(event)
 
     def abort(self, by: str = "", reason: str = "") -> None:
+        pass
+
+    def approve(self, by: str = "", key: str | None = None) -> None:
         pass
 
     async def run(self) -> FakeResult:
@@ -473,9 +480,9 @@ class FakeExecRunner:
                 self._emit(NodeStatus(did, key=key, status=RUNNING, at=now()))
                 self._emit(LogLine(did, key=key, text=f"{spec.name}: up 3 days", at=now()))
                 status = FAILED if code else OK
-                detail = f"exit {code} in 0.0s"
+                detail = f"exit {code}"  # the duration is the node's times
                 if code:
-                    failed[spec.name] = detail
+                    failed[spec.name] = f"{detail} in 0.0s"  # as the failure budget has it
                 self._emit(NodeStatus(did, key=key, status=status, at=now(), detail=detail))
                 await asyncio.sleep(0)
             self._emit(NodeStatus(did, key=f"release/wave-{number}", status=OK, at=now()))

@@ -98,3 +98,11 @@ def test_what_an_alias_does_in_the_tui() -> None:
     assert (ex.kind, ex.hosts, ex.cwd, ex.command) == ("exec", "web1", "shared", "ls -l")
     assert alias_action("h", ["history"]).kind == "command"
     assert alias_action("bad", ["exec", "--parallel", "x"]).error
+
+
+def test_exec_parses_its_command_line_apart_from_the_subcommands_name() -> None:
+    from tui.cli import build_parser
+
+    args = build_parser().parse_args(["exec", "--hosts", "web1", "--", "uptime", "-p"])
+    assert args.command == "exec"
+    assert args.command_line == ["uptime", "-p"]

@@ -58,3 +58,50 @@ async def test_demo_deploy_and_rollback_leave_nothing_in_the_operators_state(
     assert list((root / "state" / "shipdeck" / "transcripts").glob("*.jsonl"))
     assert (root / "cache" / "shipdeck").exists()  # git mirror and packages: the demo's own
     assert os.environ["XDG_STATE_HOME"] == str(operator_state)  # restored
+
+
+async def test_tailing_the_demo_apps_log_shows_its_restarts(tmp_path: Path) -> None:
+    """The palette's Tail a log file on shared/log/app.log: what the sample app wrote
+    when release 1.0.0 started, then 1.1.0's start and health check as d deploys it."""
+    from textual.command import CommandPalette
+
+    from tests.tui.conftest import screen_lines
+    from tui.screens.exec import LogsScreen
+
+    root = tmp_path / "demo"
+    root.mkdir()
+
+    def row_with(app, host: str, words: str) -> bool:
+        return any(host in r and words in r.partition(host)[2] for r in screen_lines(app))
+
+    async def drive(app, pilot) -> None:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"tail a log")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogsScreen))
+        await pilot.press(*"shared/log/app.log", "enter")
+        await until(pilot, lambda: app.tailing and app.fleet_shown)
+        for host in ("host1", "host2"):
+            await until(
+                pilot, lambda host=host: row_with(app, host, "sample app 1.0.0 started"), timeout=20
+            )
+        assert "cannot read" not in "\n".join(screen_lines(app))
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        for host in ("host1", "host2"):
+            await until(
+                pilot, lambda host=host: row_with(app, host, "sample app 1.1.0 started"), timeout=20
+            )
+            await until(
+                pilot, lambda host=host: row_with(app, host, "GET /health 200: 1.1.0"), timeout=20
+            )
+        await pilot.press("q")  # the tail
+        await until(pilot, lambda: not app.tailing)
+        await pilot.press("q")
+
+    with own_state(root):
+        await _demo(2, root, False, False, False, drive=drive)

@@ -82,3 +82,18 @@ async def test_escape_at_the_typed_confirmation_runs_nothing() -> None:
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.main)
         assert not app.backend.execs and app.model.meta.get("kind") != "exec"
+
+
+async def test_the_header_names_the_command_and_its_hosts_not_a_ref() -> None:
+    app = make_app(hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.painted)
+        assert "main → " in screen_lines(app)[0]  # the deploy planned at start
+        await pilot.press("x", *"uptime", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit == 0, what="the exec's end")
+        await until(pilot, lambda: "exec ok" in screen_lines(app)[1], what="the header's end")
+        identity = screen_lines(app)[0]
+        assert "exec: uptime on 3 hosts" in identity
+        assert "→" not in identity and "main" not in identity

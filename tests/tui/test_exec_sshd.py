@@ -4,6 +4,8 @@ history and revisions.log."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from engine.config import load_config
@@ -44,8 +46,12 @@ async def test_exec_from_the_dialog_on_real_hosts(sshd_fleet, sample_repo, tmp_p
         assert app.last_exit == 1 and app.model.meta["kind"] == "exec"
         by_name = {h.label: h.key for h in app.model.plan.hosts()}
         assert label(app, by_name[h2.spec]).startswith(f"✗ {h2.spec}")
-        assert "exit 4 in" in label(app, by_name[h2.spec])
-        assert "exit 0 in" in label(app, by_name[h1.spec])
+        assert re.fullmatch(
+            rf"✗ {re.escape(h2.spec)}  \d+\.\ds  exit 4", label(app, by_name[h2.spec])
+        )
+        assert re.fullmatch(
+            rf"✓ {re.escape(h1.spec)}  \d+\.\ds  exit 0", label(app, by_name[h1.spec])
+        )
         assert {line.host for line in app.fleet_lines.lines if line.text == "up"} == {
             h.spec for h in fleet.hosts
         }

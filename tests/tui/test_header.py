@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from engine.events import MaintenanceChanged
 from engine.state import Counts
-from tui.widgets.header import HeaderFacts, identity_line, relay_text, run_text, state_line
+from tui.widgets.header import (
+    HeaderFacts,
+    exec_text,
+    identity_line,
+    relay_text,
+    run_text,
+    state_line,
+)
 
 
 def styles_of(text) -> dict[str, str]:
@@ -87,3 +94,16 @@ def test_identity_names_the_environment_after_the_project():
     line = identity_line(HeaderFacts(operator="al", project="web", env="production", ref="main"))
     assert line.plain == "⛴ shipdeck  web  [production]  main → ?  @al  relay not configured"
     assert styles_of(line)["[production]"] == "bold magenta"
+
+
+def test_an_exec_names_its_command_and_hosts_instead_of_a_ref():
+    facts = HeaderFacts(
+        operator="al", project="web", ref="main", kind="exec", command="uptime",
+        cwd="current", totals=Counts(ok=4, failed=1),
+    )  # fmt: skip
+    assert identity_line(facts).plain == (
+        "⛴ shipdeck  web  exec: uptime on 5 hosts  @al  relay not configured"
+    )
+    one = HeaderFacts(operator="al", kind="exec", command="ls  -l " + "x" * 80, cwd="shared",
+                      totals=Counts(pending=1))  # fmt: skip
+    assert exec_text(one).plain == "exec: ls -l " + "x" * 33 + "… on 1 host in shared"

@@ -221,10 +221,41 @@ async def test_status_shows_the_drifted_host_and_exec_runs_on_every_host(
         await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
         assert app.last_exit == 0 and app.model.meta["kind"] == "exec"
         for h in app.model.plan.hosts():
-            assert label(app, h.key).startswith(f"✓ {h.label}") and "exit 0 in" in label(app, h.key)
+            assert re.fullmatch(rf"✓ {h.label}  \d+\.\ds  exit 0", label(app, h.key))
         await pilot.press("L")
         await until(pilot, lambda: app.fleet_shown)
         lines = [line for line in app.fleet_lines.shown if "up from" in line.text]
         assert {line.host for line in lines} == {h.label for h in app.model.plan.hosts()}
         row = backend.history().list(1)[0]
         assert row["kind"] == "exec" and row["status"] == "ok"
+
+
+async def test_an_exec_host_shows_its_duration_once(fleet, sample_repo, tmp_path) -> None:
+    """In the tree (``host1  0.2s  exit 0``) and in shipdeck exec's text output
+    (``✓ host1: exit 0 in 0.2s``)."""
+    from engine.deploy import Deployment
+    from tests.tui.cli.helpers import shipdeck
+    from tui.screens.exec import ExecScreen
+
+    path = fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo)
+    assert (await Deployment(load_config(path), operator="tester").run()).exit_code == 0
+    backend = EngineBackend(load_config(path), operator="tester", history_path=tmp_path / "h.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ExecScreen))
+        await pilot.press(*"true", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        app.flush()
+        app.tree.relabel_visible()
+        await until(pilot, lambda: any("host1" in r and "exit 0" in r for r in screen_lines(app)))
+        for h in fleet.hosts:
+            row = next(r for r in screen_lines(app) if f" {h.name} " in r and "exit 0" in r)
+            assert re.search(rf"✓ {h.name}  \d+\.\ds  exit 0 *(│|$)", row), row
+    code, out, err = await shipdeck("exec", "-c", str(path), "--", "true")
+    assert code == 0, out + err
+    for h in fleet.hosts:
+        assert re.search(rf"^✓ {h.name}: exit 0 in \d+\.\ds$", out, re.M), out

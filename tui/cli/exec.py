@@ -40,7 +40,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batches", nargs="+", metavar="SIZE", help="wave sizes: counts or %%")
     p.add_argument("--json", action="store_true", help="every event as one JSON line")
     p.add_argument("--yes", "-y", action="store_true", help='skip deploy.confirm_exec = "typed"')
-    p.add_argument("command", nargs="*", metavar="COMMAND", help="after --: the command line")
+    p.add_argument(  # its own dest: "command" is the subcommand's name (``shipdeck exec``)
+        "command_line", nargs="*", metavar="COMMAND", help="after --: the command line"
+    )
     p.set_defaults(func=cmd_exec)
 
 
@@ -48,7 +50,7 @@ def _checked(args: argparse.Namespace) -> str | None:
     """The command line, or None after saying on stderr what is wrong."""
     from engine.config import parse_size
 
-    words = list(args.command)
+    words = list(args.command_line)
     if words[:1] == ["--"]:
         words = words[1:]
     if not " ".join(words).strip():
@@ -114,6 +116,15 @@ def line_text(host: str, stream: str, text: str) -> str:
     return f"{host} {mark} {text.translate(_CONTROL)}"
 
 
+def outcome(node: Any, event: Any) -> str:
+    """A host's outcome as printed: ``exit 0 in 1.2s`` (the duration from its
+    node's times), else the event's detail (why it did not run) or status."""
+    detail = event.detail or event.status
+    if detail.startswith("exit ") and node.started is not None and node.ended is not None:
+        detail += f" in {max(0.0, node.ended - node.started):.1f}s"
+    return detail
+
+
 class _Printer:
     """Prints the exec's events (text or JSON lines) and writes its transcript. Text:
     each output line tagged with its host, each host's outcome, the summary (the
@@ -152,7 +163,7 @@ class _Printer:
             if node is None or node.kind != "host" or event.status == "running":
                 return
             glyph = {"ok": "✓", "failed": "✗"}.get(event.status, "-")
-            sys.stdout.write(f"{glyph} {node.label}: {event.detail or event.status}\n")
+            sys.stdout.write(f"{glyph} {node.label}: {outcome(node, event)}\n")
         elif event.type == "finished":
             s = event.report
             why = f" ({s.reason})" if s.reason else ""

@@ -1,4 +1,5 @@
-"""Two-line header: who/what (project, ref → sha, release, operator, relay) and state.
+"""Two-line header: who/what (project, ref → sha and release, or an exec's command
+and hosts; operator, relay) and state.
 
 The app gathers what the header says into a plain :class:`HeaderFacts`;
 :func:`identity_line` and :func:`state_line` turn it into the two lines (pure
@@ -15,7 +16,10 @@ from textual.widgets import Static
 from engine.events import RUNNING, MaintenanceChanged
 from engine.state import Counts
 from tui.labels import GLYPH, STYLE, counts_text, fmt_duration
-from tui.render import MAINTENANCE_MARK, glyph
+from tui.render import MAINTENANCE_MARK, glyph, plural
+
+#: an exec's command as the header shows it (the whole one is in the tree's root)
+COMMAND_CHARS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,9 @@ class HeaderFacts:
     #: operators in the relay room
     presence: tuple[str, ...] = ()
     kind: str = "deploy"
+    #: an exec's command line and where it runs (kind exec; "current" is not named)
+    command: str = ""
+    cwd: str = ""
     #: how the run ended (``ok``, ``failed``, ``stopped``); None while it has not
     finished: str | None = None
     exit_code: int | None = None
@@ -53,7 +60,8 @@ class HeaderFacts:
 
 
 def identity_line(facts: HeaderFacts) -> Text:
-    """``⛴ shipdeck  web  [production]  main → 3f2a9c1  r42  @alice  relay ◉ connected · 2 here: …``."""
+    """``⛴ shipdeck  web  [production]  main → 3f2a9c1  r42  @alice  relay ◉ connected · 2 here: …``;
+    an exec names what runs where instead of a ref: ``exec: uptime on 5 hosts``."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("⛴ shipdeck", style="bold")
     if facts.project:
@@ -62,7 +70,10 @@ def identity_line(facts: HeaderFacts) -> Text:
     if facts.env:
         text.append("  ")
         text.append(f"[{facts.env}]", style="bold magenta")
-    if facts.ref:
+    if facts.kind == "exec":
+        text.append("  ")
+        text.append_text(exec_text(facts))
+    elif facts.ref:
         text.append(f"  {facts.ref}")
         sha = facts.sha
         text.append(f" → {sha[:7]}" if sha else " → ?", style="yellow" if sha else "dim")
@@ -72,6 +83,20 @@ def identity_line(facts: HeaderFacts) -> Text:
     text.append(f"@{facts.operator}", style="cyan")
     text.append("  relay ")
     text.append_text(relay_text(facts.relay, facts.presence))
+    return text
+
+
+def exec_text(facts: HeaderFacts) -> Text:
+    """``exec: uptime on 5 hosts in shared`` (a long command cut, with …)."""
+    command = " ".join(facts.command.split())
+    if len(command) > COMMAND_CHARS:
+        command = command[: COMMAND_CHARS - 1] + "…"
+    text = Text()
+    text.append(f"exec: {command}", style="bold")
+    if facts.totals is not None:
+        text.append(f" on {plural(facts.totals.total, 'host')}")
+    if facts.cwd and facts.cwd != "current":
+        text.append(f" in {facts.cwd}", style="dim")
     return text
 
 
