@@ -31,6 +31,7 @@ from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
 from engine.freeze import FreezeWindow
 from engine.hosts import HostSpec, parse_host, read_hosts, select
+from engine.notify import NotifyEntry
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -256,6 +257,7 @@ class Config:
     relay: RelayConfig | None = None
     balancer: BalancerConfig | None = None
     freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
+    notify: tuple[NotifyEntry, ...] = key((), "commands run on events (see Notifications)")
     aliases: dict[str, str] | None = key(
         None,
         '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)',

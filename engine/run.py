@@ -45,6 +45,7 @@ from engine.gates import Gates
 from engine.history import History, TranscriptWriter
 from engine.hostlock import Aborted, HostState
 from engine.hostrelease import HostRelease, Release
+from engine.notify import Notifier
 from engine.once import once_label, run_once
 from engine.operator import default_operator
 from engine.plan import Plan
@@ -139,6 +140,10 @@ class Run:
         )
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
+        #: runs the ``[[notify]]`` commands (None: the config has none)
+        self.notifier = Notifier.of(self)
+        if self.notifier is not None:
+            self.subscribe(self.notifier)
 
     # -- plan and events -----------------------------------------------------
 
@@ -387,6 +392,8 @@ class Run:
         )
         summary = report.to_json()
         self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
+        if self.notifier is not None:  # the last commands, each within its timeout
+            await self.notifier.drain()
         try:
             self.history.update(self.deploy_id, sha=sha, release_id=release_id)
             self.history.finish(self.deploy_id, status, code, summary, self._host_rows(release_id))
