@@ -19,6 +19,7 @@ from typing import Any
 from engine import build as buildmod
 from engine import git as gitmod
 from engine import outgoing
+from engine.approvals import ApprovalRefused
 from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
@@ -117,6 +118,12 @@ class Deployment(Run):
     def _build_plan(self) -> Plan:
         waves, labels, gates = wave_plan(self.selected, self.config.deploy)
         if self.auto_approve:
+            if gates and self.gates.rule.distinct:
+                rule = self.gates.rule
+                raise ApprovalRefused(
+                    f"--yes cannot approve the gates: {rule.text()} (four eyes) needs "
+                    f"{rule.needs()}; deploy without --yes and have them approve in the room"
+                )
             gates = set()
         plan = build_plan(
             self.deploy_id,

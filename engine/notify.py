@@ -70,7 +70,9 @@ class NotifyEntry:
 
     on: tuple[str, ...] = key(..., _ON, check=_on, each=_event_name)
     command: str = key(..., _COMMAND, check=_command)
-    timeout: float = key(10.0, "seconds the command may run; then it is killed and reported", min=0.1)
+    timeout: float = key(
+        10.0, "seconds the command may run; then it is killed and reported", min=0.1
+    )
 
 
 def notify_name(event: Event, seen_lock: bool = False) -> str | None:
@@ -174,9 +176,7 @@ class Notifier:
             return
         if proc.returncode != 0:
             tail = err.decode(errors="replace").strip()[-_STDERR_CHARS:]
-            self.report(
-                f"{what} failed (exit {proc.returncode})" + (f": {tail}" if tail else "")
-            )
+            self.report(f"{what} failed (exit {proc.returncode})" + (f": {tail}" if tail else ""))
 
 
 def _short(command: str) -> str:

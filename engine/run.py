@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.approvals import META_KEY as GATE_RULE_KEY
 from engine.balancer import Balancer
 from engine.config import Config, HostSpec, resolve_size
 from engine.errors import ConnectionLost, ExitCode, Interrupted, StepFailed
@@ -129,6 +130,10 @@ class Run:
         self.plan: Plan = self._build_plan()
         if config.env:  # the room, the transcript and the TUI header say which environment
             self.plan.meta["env"] = config.env
+        rule = self.gates.rule.to_meta()
+        if rule is not None and any(n.kind == "gate" for n in self.plan):
+            # the room's relay refuses what the rule does not count, as the engine does
+            self.plan.meta[GATE_RULE_KEY] = rule
         #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
         self.balancer = Balancer.of(
             config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
@@ -360,6 +365,8 @@ class Run:
             relay="skipped (--without-relay)" if self.without_relay else "",
         )
         assert summary.exit_code is not None
+        if self.gates.given:  # who approved each gate, and when (the history keeps it)
+            summary.extra["approvals"] = {k: list(v) for k, v in self.gates.given.items()}
         return status, summary.exit_code, summary
 
     def _host_rows(self, release_id: str) -> list[dict[str, Any]]:

@@ -129,9 +129,7 @@ async def test_failing_and_hanging_commands_are_reported_not_fatal(
 
 
 def test_notify_config_errors_name_file_line_and_key(tmp_path) -> None:
-    base = (
-        '[project]\nname = "p"\nrepo = "."\n[deploy]\npath = "app"\n[hosts]\nweb = ["a"]\n'
-    )
+    base = '[project]\nname = "p"\nrepo = "."\n[deploy]\npath = "app"\n[hosts]\nweb = ["a"]\n'
     with pytest.raises(ConfigError) as err:
         parse_config(base + '[[notify]]\non = ["gates"]\ncommand = "true"\n', "x.toml")
     text = str(err.value)
