@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import environments
+from engine.appsecrets import SecretsConfig
 from engine.balancerconfig import BalancerConfig
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
@@ -264,6 +265,7 @@ class Config:
     balancer: BalancerConfig | None = None
     freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
     notify: tuple[NotifyEntry, ...] = key((), "commands run on events (see Notifications)")
+    secrets: SecretsConfig | None = None
     aliases: dict[str, str] | None = key(
         None,
         '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)',

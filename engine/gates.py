@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ApprovalRefused", "ApprovalRule", "Gates", "gate_key"]
 
+
 def gate_key(index: int) -> str:
     """The plan key of the gate after wave ``index`` (from 1)."""
     return f"release/gate-{index}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.approvals import META_KEY as GATE_RULE_KEY
+from engine.appsecrets import EnvFile, Redactor
 from engine.balancer import Balancer
 from engine.config import Config, HostSpec, resolve_size
 from engine.errors import ConnectionLost, ExitCode, Interrupted, StepFailed
@@ -143,6 +144,11 @@ class Run:
         self.unavailable = (
             asyncio.Semaphore(max(1, resolve_size(limit, len(self.selected)))) if limit else None
         )
+        #: hides the app's secret values from every event (``[secrets]``; none until
+        #: the env file is made)
+        self.redactor = Redactor()
+        #: the app's env file, once made (``[secrets]``): each host gets it
+        self.env_file: EnvFile | None = None
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
         #: runs the ``[[notify]]`` commands (None: the config has none)
@@ -171,7 +177,13 @@ class Run:
         if callback in self._subscribers:
             self._subscribers.remove(callback)
 
+    def hide(self, values: tuple[str, ...]) -> None:
+        """Mask these values in every event from now on (the app's secrets)."""
+        self.redactor = Redactor((*self.redactor.values, *values))
+
     def emit(self, event: Event) -> None:
+        if self.redactor:  # nobody (transcript, room, terminal, notify) sees a secret
+            event = self.redactor.event(event)
         self.state.apply(event)
         for callback in list(self._subscribers):
             try:
@@ -359,7 +371,7 @@ class Run:
 
     def _summary(self, release_id: str) -> tuple[str, int, Summary]:
         status, summary = self.state.summarize(
-            reason=self.stop_reason,
+            reason=self.redactor.text(self.stop_reason),
             release_id=release_id,
             duration=round(time.time() - self.started_at, 3),
             relay="skipped (--without-relay)" if self.without_relay else "",

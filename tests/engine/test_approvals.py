@@ -52,7 +52,10 @@ def test_the_gate_waits_until_enough_distinct_approvals() -> None:
     assert state.waiting_gate == "release/gate-1"
     state.apply(Control("d1", action="approve", by="dave", key="release/gate-1", at=3.0))
     assert state.waiting_gate is None
-    assert state.approvals["release/gate-1"] == [{"by": "carol", "at": 2.0}, {"by": "dave", "at": 3.0}]
+    assert state.approvals["release/gate-1"] == [
+        {"by": "carol", "at": 2.0},
+        {"by": "dave", "at": 3.0},
+    ]
     back = RunState.from_json(state.to_json())
     assert back.approvals == state.approvals
     state.apply(NodeStatus("d1", key="release/gate-1", status="ok", at=3.0))
