@@ -33,7 +33,7 @@ from engine.configschema import key
 from engine.errors import ShipdeckError
 from engine.events import Event
 
-__all__ = ["MASK", "MIN_CHARS", "EnvFile", "Redactor", "SecretsConfig", "SecretsError", "produce"]
+__all__ = ["MASK", "MIN_CHARS", "EnvFile", "Redactor", "SecretsConfig", "SecretsError", "produce", "redactor_for"]
 
 #: what a secret value is replaced with
 MASK = "[secret]"
@@ -176,6 +176,15 @@ def _from_env(names: tuple[str, ...], environ: Mapping[str, str]) -> EnvFile:
     env_file = EnvFile.of(content)
     hidden = sorted(values | set(env_file.values), key=len, reverse=True)
     return dataclasses.replace(env_file, values=tuple(hidden))
+
+
+async def redactor_for(config: Any) -> Redactor:
+    """What ``shipdeck exec`` and ``logs`` mask in the hosts' output: the values of
+    the env file ``config``'s ``[secrets]`` makes (an empty redactor without one).
+    Raises :class:`SecretsError`."""
+    if getattr(config, "secrets", None) is None:
+        return Redactor()
+    return Redactor((await produce(config.secrets, config.base_dir)).values)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -242,6 +242,16 @@ async def test_a_team_deploys_to_production_under_its_rules(
         print(f"$ shipdeck show {deploy_id}\n" + "\n".join(out.splitlines()[:12]))
         assert code == 0 and "approved  release/gate-1 by carol at" in out
         assert "overridden by alice (admin): hotfix for the login outage" in out
+        # exec and logs show what the hosts print: the env file's values masked
+        code, out, err = await _shipdeck("exec", "-c", config, "--", "cat .env", env=env)
+        outputs["exec"] = out + err
+        assert code == 0, out + err
+        assert out.count("| DATABASE_URL=[secret]") == len(fleet.hosts)
+        code, out, err = await _shipdeck("logs", "-c", config, "shared/.env", env=env)
+        outputs["logs"] = out + err
+        assert code == 0, out + err
+        assert out.count("| DATABASE_URL=[secret]") == len(fleet.hosts)
+        print("$ shipdeck logs shared/.env\n" + out.splitlines()[0])
         code, out, err = await _shipdeck("tail", "--relay", url, "--room", ROOM, "--json", env=env)
         outputs["tail"] = out + err
         live_db = {p.name: p.read_bytes() for p in tmp_path.glob("relay.db*")}
