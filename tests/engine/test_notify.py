@@ -3,6 +3,7 @@ the event's JSON on stdin; their failures are reported and never fail a deploy."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -141,3 +142,33 @@ def test_notify_config_errors_name_file_line_and_key(tmp_path) -> None:
         base + '[[notify]]\non = ["gate", "lock"]\ncommand = "true"\ntimeout = 2\n', "x.toml"
     )
     assert config.notify[0].on == ("gate", "lock") and config.notify[0].timeout == 2
+
+
+async def test_lock_heard_once_when_another_deploy_holds_the_hosts(
+    fleet, sample_repo, tmp_path
+) -> None:
+    command, out = catcher(tmp_path)
+    path = with_notify(
+        fleet,
+        sample_repo,
+        tmp_path,
+        ["[[notify]]", 'on = ["lock"]', f"command = {json.dumps(command)}"],
+        batches=["1", "100%"],
+        approve=True,
+        lock_wait=1.5,
+    )
+    config = load_config(path)
+    first = Deployment(config, operator="alice")
+    at_gate = asyncio.Event()
+    first.subscribe(lambda e: at_gate.set() if isinstance(e, GateWaiting) else None)
+    running = asyncio.ensure_future(first.run())
+    await at_gate.wait()  # alice's deploy holds every host's lock at its gate
+    second = Deployment(config, operator="bob")
+    result = await second.run()
+    assert result.exit_code == 3  # gave up after lock_wait
+    first.approve(by="carol")
+    assert (await running).exit_code == 0
+    [message] = caught(out)  # once, however often it looked again
+    assert message["on"] == "lock" and message["operator"] == "bob"
+    assert message["event"]["status"] == "waiting" and message["event"]["key"].endswith("/lock")
+    assert "alice" in message["event"]["detail"]
