@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from engine import environments
+from engine.appsecrets import SecretsConfig
 from engine.balancerconfig import BalancerConfig
 from engine.configschema import Reader, key, keys, rule, table_rows
 from engine.errors import ConfigError
 from engine.freeze import FreezeWindow
 from engine.hosts import HostSpec, parse_host, read_hosts, select
+from engine.notify import NotifyEntry
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -105,6 +107,7 @@ _wave_number = rule(
     lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "expected a wave number >= 1, got {v!r}",
 )
+_at_most_100 = rule(lambda v: v <= 100, "expected at most 100 approvers, got {v}")
 _port = rule(lambda v: 0 < v < 65536, "expected a port 1-65535, got {v}")
 _ws_url = rule(lambda v: re.match(r"^wss?://", v), "expected a ws:// or wss:// URL, got {v!r}")
 _size = rule(parse_size, "")  # parse_size raises with its own message
@@ -140,6 +143,9 @@ _PARALLEL = """hosts in flight at once (handshakes stay capped per sshd by `ssh.
 WAN latency the wall time is round trips, so more in flight is faster (`bench/wan_fanout.py`)"""
 _BATCHES = "wave sizes: counts or % of selected hosts (rounded up); the last wave takes the rest"
 _APPROVE = "`true`: wait for approval after every wave but the last; or a list of wave numbers"
+_APPROVERS = """distinct operators whose approvals open a gate; 2 or more: none of them the
+deploying operator (four eyes; approvals come through the relay, see Four eyes)"""
+_DISTINCT = "`true`: a gate needs an approver who is not the deploying operator (see Four eyes)"
 _MAX_FAIL = "failed hosts allowed (count or %); one more stops the deploy"
 _SHARED = "paths linked from `<path>/shared/` into each release"
 _LOCK_WAIT = "seconds to wait for another deploy's host locks (0: stop at once, exit 3)"
@@ -164,6 +170,8 @@ class DeployConfig:
     hook_timeout: float = key(300.0, "seconds per hook", min=0.1)
     rollback_on_failure: bool = key(True, "roll an unhealthy host back")
     approve: bool | tuple[int, ...] = key(False, _APPROVE, each=_wave_number)
+    approvers: int = key(1, _APPROVERS, min=1, check=_at_most_100)
+    require_distinct_approver: bool = key(False, _DISTINCT)
     lock_wait: float = key(0.0, _LOCK_WAIT, min=0)
     lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
     drain: tuple[str, ...] = key((), "hooks taking a host out of rotation (see [balancer])")
@@ -256,6 +264,8 @@ class Config:
     relay: RelayConfig | None = None
     balancer: BalancerConfig | None = None
     freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
+    notify: tuple[NotifyEntry, ...] = key((), "commands run on events (see Notifications)")
+    secrets: SecretsConfig | None = None
     aliases: dict[str, str] | None = key(
         None,
         '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)',

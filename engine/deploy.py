@@ -19,10 +19,12 @@ from typing import Any
 from engine import build as buildmod
 from engine import git as gitmod
 from engine import outgoing
+from engine.approvals import ApprovalRefused
+from engine.appsecrets import SecretsError, produce
 from engine.balancer import drains
 from engine.config import Config
 from engine.errors import ConnectionLost, Interrupted, LockHeld, StepFailed
-from engine.events import CANCELLED, FAILED, PENDING, RUNNING, SKIPPED, ChangesOutgoing, now
+from engine.events import CANCELLED, FAILED, OK, PENDING, RUNNING, SKIPPED, ChangesOutgoing, now
 from engine.freeze import Override
 from engine.history import History
 from engine.hostlock import HostState
@@ -117,6 +119,12 @@ class Deployment(Run):
     def _build_plan(self) -> Plan:
         waves, labels, gates = wave_plan(self.selected, self.config.deploy)
         if self.auto_approve:
+            if gates and self.gates.rule.distinct:
+                rule = self.gates.rule
+                raise ApprovalRefused(
+                    f"--yes cannot approve the gates: {rule.text()} (four eyes) needs "
+                    f"{rule.needs()}; deploy without --yes and have them approve in the room"
+                )
             gates = set()
         plan = build_plan(
             self.deploy_id,
@@ -135,6 +143,7 @@ class Deployment(Run):
             wave_labels=labels,
             drain=drains(self.config),
             once=once_label(self.config, waves),
+            secrets=self.config.secrets is not None,
         )
         self._add_hosts(waves)
         return plan
@@ -157,7 +166,7 @@ class Deployment(Run):
         # maintenance mode, asked while fetch and build run; said before any host is touched
         maintenance = asyncio.ensure_future(announce(self))
         try:
-            prepared = await self.source.prepare()
+            prepared = await self._make_env_file() and await self.source.prepare()
             await maintenance
             if prepared:
                 await self._release(connector)
@@ -180,6 +189,25 @@ class Deployment(Run):
             if self.early_fetch is not None:
                 self.early_fetch.close()
             await connector.close()
+
+    async def _make_env_file(self) -> bool:
+        """The ``secrets`` stage: make the app's env file (``[secrets]``) before
+        anything else, its values hidden from every event from then on. False (the run
+        stops before anything changed) when it cannot be made."""
+        secrets = self.config.secrets
+        if secrets is None:
+            return True
+        self.status("secrets", RUNNING)
+        try:
+            env_file = await produce(secrets, self.config.base_dir)
+        except SecretsError as exc:
+            self.stop_reason = f"secrets: {exc}"
+            self.status("secrets", FAILED, str(exc))
+            return False
+        self.hide(env_file.values)
+        self.env_file = env_file
+        self.status("secrets", OK, f"{len(env_file.values)} value(s) hidden; goes to {secrets.path}")
+        return True
 
     def _preconnect(self, connector: Connector) -> None:
         """Open the first wave's first connections while fetch and build run: their

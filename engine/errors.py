@@ -19,6 +19,8 @@ The tree::
     │   ├── LockHeld          another deploy holds the host's lock (``stale_in``)
     │   ├── ConnectionLost    the connection broke while a remote script ran
     │   └── Interrupted       an abort signalled a running hook or health check
+    ├── ApprovalRefused       (engine.approvals) an approval the four-eyes rule does not
+    │                         count (the deployer's own, or a second by the same operator)
     ├── EventDecodeError      (engine.events) a line or dict is not an event; also ValueError
     ├── AmbiguousId           (engine.history) a deploy id prefix names several deploys
     │                         (``candidates``); also LookupError

@@ -1,16 +1,25 @@
-"""A run's approval gates: after a wave, the next one starts only once an operator
-approves (``deploy.gates``), or the run stops when an abort comes first.
+"""A run's approval gates: after a wave, the next one starts only once approved
+(``deploy.approve``), or the run stops when an abort comes first.
+
+Four eyes (:mod:`engine.approvals`): a gate may need several distinct approvers, none
+of them the deploying operator; an approval the rule does not count is refused
+(:class:`~engine.approvals.ApprovalRefused`) and the gate keeps waiting. Every
+approval counted is a ``control`` event (who, which gate, when): the transcript, the
+room and the history's summary (``approvals``) keep it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from engine.approvals import ApprovalRefused, ApprovalRule
 from engine.events import CANCELLED, OK, PENDING, SKIPPED, WAITING, Control, GateWaiting, now
 
 if TYPE_CHECKING:
     from engine.run import Run
+
+__all__ = ["ApprovalRefused", "ApprovalRule", "Gates", "gate_key"]
 
 
 def gate_key(index: int) -> str:
@@ -23,12 +32,18 @@ class Gates:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.rule = ApprovalRule.of(run.config.deploy)
         self._approvals: dict[str, asyncio.Event] = {}
+        #: who approved each gate, in order, with when (``{"by", "at"}``)
+        self.given: dict[str, list[dict[str, Any]]] = {}
         #: the key of the gate waiting for an approval, if one does
         self.waiting: str | None = None
 
     def approve(self, by: str = "", key: str | None = None) -> bool:
-        """Approve the waiting gate (or ``key``). Returns False if no gate waits."""
+        """Approve the waiting gate (or ``key``) as ``by`` (default: the deploying
+        operator). Returns False if no gate waits. Raises :class:`ApprovalRefused`
+        (said in the run's log too) when the rule does not count this approval; the
+        gate keeps waiting."""
         run = self.run
         key = key or self.waiting
         if key is None or key not in self._approvals:
@@ -36,9 +51,33 @@ class Gates:
         event = self._approvals[key]
         if event.is_set():
             return False
-        run.emit(Control(run.deploy_id, action="approve", by=by or run.operator, key=key, at=now()))
-        event.set()
+        by = by or run.operator
+        given = self.given.setdefault(key, [])
+        why = self.rule.refusal(run.operator, by, [g["by"] for g in given])
+        if why is not None:
+            if by == run.operator and not self.others_can_approve():
+                why += "; this run has no relay, so no other operator can approve it"
+            run.log(key, f"approval refused: {why}", "stderr")
+            raise ApprovalRefused(why)
+        at = now()
+        given.append({"by": by, "at": at})
+        run.emit(Control(run.deploy_id, action="approve", by=by, key=key, at=at))
+        if len(given) >= self.rule.count:
+            event.set()
+        else:
+            left = self.rule.count - len(given)
+            run.status(
+                key,
+                WAITING,
+                f"approved by {', '.join(g['by'] for g in given)}; {left} more "
+                f"({self.rule.text()})",
+            )
         return True
+
+    def others_can_approve(self) -> bool:
+        """Whether other operators can approve (through the configured relay)."""
+        run = self.run
+        return run.config.relay is not None and not run.without_relay
 
     def close(self, index: int, status: str) -> None:
         """Close the gate after wave ``index`` (if the plan has one still open)."""
@@ -56,7 +95,10 @@ class Gates:
             return
         approved = self._approvals.setdefault(key, asyncio.Event())
         self.waiting = key
-        run.status(key, WAITING, "waiting for approval")
+        waiting = "waiting for approval"
+        if self.rule != ApprovalRule():
+            waiting = f"waiting for {self.rule.needs()} ({self.rule.text()})"
+        run.status(key, WAITING, waiting)
         run.emit(GateWaiting(run.deploy_id, key=key, at=now()))
         aborted = asyncio.ensure_future(run.abort_event.wait())
         approval = asyncio.ensure_future(approved.wait())

@@ -24,6 +24,7 @@ from engine.session import (
     loader,
     one_line_sh,
     script_lines,
+    stdin_size,
 )
 
 __all__ = ["Host"]
@@ -192,14 +193,15 @@ class Host:
         *,
         on_line: LineHandler | None = None,
         timeout: float | None = None,
-        stdin_file: Path | None = None,
+        stdin_file: Path | bytes | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> CommandResult:
         """Run a command with POSIX sh on the host; stream its output lines to
         ``on_line``.
 
-        ``stdin_file`` is sent as the command's standard input, ending at its last byte
-        (with ``progress(done, total)`` calls): an upload. Raises CommandTimeout, or
+        ``stdin_file`` (a file, or bytes: never on the command line, where the host's
+        process list would show them) is sent as the command's standard input, ending
+        at its last byte (with ``progress(done, total)`` calls): an upload. Raises CommandTimeout, or
         SSHError (connection lost, the host stopped answering keepalives, or "upload
         stalled" when no byte moved for ``upload_stall`` seconds)."""
         try:
@@ -214,7 +216,7 @@ class Host:
         command: str,
         on_line: LineHandler | None,
         timeout: float,
-        stdin_file: Path | None,
+        stdin_file: Path | bytes | None,
         progress: Callable[[int, int], None] | None,
     ) -> CommandResult:
         if self.lost:
@@ -255,7 +257,7 @@ class Host:
         command: str,
         on_line: LineHandler | None,
         timeout: float,
-        stdin_file: Path,
+        stdin_file: Path | bytes,
         progress: Callable[[int, int], None] | None,
     ) -> CommandResult:
         """``command`` on the shell, the file's bytes following its lines (the shell
@@ -263,7 +265,7 @@ class Host:
         if every byte went out and the command's end came back; otherwise (a timeout,
         a cancel, a stall, a lost connection) it is dropped."""
         self.commands_run += 1
-        size = stdin_file.stat().st_size  # noqa: ASYNC240
+        size = stdin_size(stdin_file)
         n, body = script_lines(command)
         shell.begin(on_line)
         self._active.add(shell)
@@ -292,7 +294,7 @@ class Host:
         command: str,
         on_line: LineHandler | None,
         timeout: float,
-        stdin_file: Path,
+        stdin_file: Path | bytes,
         progress: Callable[[int, int], None] | None,
     ) -> CommandResult:
         self.commands_run += 1

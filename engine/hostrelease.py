@@ -17,6 +17,7 @@ from engine.errors import ConnectionLost, Interrupted, StepFailed
 from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
+from engine.remote.envfile import env_file_result, env_file_script
 from engine.remote.hooks import hooks_script
 from engine.remote.release import (
     activate_script,
@@ -105,8 +106,33 @@ class HostRelease(HostOutcome):
             )
         env = self._env = self.env(release.release_id, release.sha)
         self._remove = release.release_id
+        await self._write_env_file()
         await self._stage(release, env)
         self.staged = True
+
+    async def _write_env_file(self) -> None:
+        """The ``secrets`` step: the app's env file (``[secrets]``) to
+        ``<path>/<secrets.path>``, mode 0600, over this host's session, its bytes on
+        the command's stdin; only when the host's copy has another sha256. Before the
+        release is staged: a shared entry linking it, and ``before_activate``, find it
+        there. Raises StepFailed, SSHError."""
+        env_file, secrets = self.run.env_file, self.run.config.secrets
+        if env_file is None or secrets is None:
+            return
+        st = self.st
+        script = env_file_script(st.path, secrets.path, env_file.sha256)
+
+        async def write() -> str:
+            res = await self.host.run(
+                script, stdin_file=env_file.content, timeout=self.run.config.ssh.command_timeout
+            )
+            done = env_file_result(res.stdout)
+            if not res.ok or done is None:
+                why = (res.stderr or res.stdout).strip()[-300:] or f"exit {res.exit_status}"
+                raise StepFailed(f"could not write {secrets.path}: {why}")
+            return f"{secrets.path} {done} (0600)"
+
+        await self.run.step(f"{self.key}/secrets", write())
 
     async def unstage(self) -> None:
         """The run stops before any switch: drop the staged release, give the lock back."""

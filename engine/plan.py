@@ -207,19 +207,27 @@ def build_plan(
     with_source: bool = True,
     drain: bool = False,
     once: str = "",
+    secrets: bool = False,
 ) -> Plan:
     """Build the deploy tree: fetch, build, package, release -> waves -> hosts -> steps.
 
     ``gates`` lists the 1-based wave numbers followed by an approval gate; ``drain``
     adds each host's drain and undrain steps (:func:`drained`); ``once`` labels the
-    run-once stage (``release/once``, before the waves).
+    run-once stage (``release/once``, before the waves); ``secrets`` adds the
+    ``secrets`` stage (the env file made, after ``package``) and each host's
+    ``secrets`` step (it written, after ``lock``).
     """
     steps = drained(steps) if drain else steps
+    if secrets:
+        at = steps.index("lock") + 1 if "lock" in steps else 0
+        steps = (*steps[:at], "secrets", *steps[at:])
     plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
     if with_source:
         plan.add("fetch", "fetch", "stage")
         plan.add("build", "build", "stage")
         plan.add("package", "package", "stage")
+    if secrets:
+        plan.add("secrets", "secrets", "stage")
     plan.add("release", "release", "stage")
     if once:
         plan.add("release/once", once, "stage")

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.approvals import META_KEY as GATE_RULE_KEY
+from engine.appsecrets import EnvFile, Redactor
 from engine.balancer import Balancer
 from engine.config import Config, HostSpec, resolve_size
 from engine.errors import ConnectionLost, ExitCode, Interrupted, StepFailed
@@ -45,6 +47,7 @@ from engine.gates import Gates
 from engine.history import History, TranscriptWriter
 from engine.hostlock import Aborted, HostState
 from engine.hostrelease import HostRelease, Release
+from engine.notify import Notifier
 from engine.once import once_label, run_once
 from engine.operator import default_operator
 from engine.plan import Plan
@@ -131,6 +134,10 @@ class Run:
         self.plan: Plan = self._build_plan()
         if config.env:  # the room, the transcript and the TUI header say which environment
             self.plan.meta["env"] = config.env
+        rule = self.gates.rule.to_meta()
+        if rule is not None and any(n.kind == "gate" for n in self.plan):
+            # the room's relay refuses what the rule does not count, as the engine does
+            self.plan.meta[GATE_RULE_KEY] = rule
         #: takes hosts out of rotation and back (None: no balancer, no drain hooks)
         self.balancer = Balancer.of(
             config, lambda: Connector(config.ssh, config.base_dir, prompter=self.prompter)
@@ -140,8 +147,17 @@ class Run:
         self.unavailable = (
             asyncio.Semaphore(max(1, resolve_size(limit, len(self.selected)))) if limit else None
         )
+        #: hides the app's secret values from every event (``[secrets]``; none until
+        #: the env file is made)
+        self.redactor = Redactor()
+        #: the app's env file, once made (``[secrets]``): each host gets it
+        self.env_file: EnvFile | None = None
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
+        #: runs the ``[[notify]]`` commands (None: the config has none)
+        self.notifier = Notifier.of(self)
+        if self.notifier is not None:
+            self.subscribe(self.notifier)
 
     # -- plan and events -----------------------------------------------------
 
@@ -164,7 +180,13 @@ class Run:
         if callback in self._subscribers:
             self._subscribers.remove(callback)
 
+    def hide(self, values: tuple[str, ...]) -> None:
+        """Mask these values in every event from now on (the app's secrets)."""
+        self.redactor = Redactor((*self.redactor.values, *values))
+
     def emit(self, event: Event) -> None:
+        if self.redactor:  # nobody (transcript, room, terminal, notify) sees a secret
+            event = self.redactor.event(event)
         self.state.apply(event)
         for callback in list(self._subscribers):
             try:
@@ -352,13 +374,15 @@ class Run:
 
     def _summary(self, release_id: str) -> tuple[str, int, Summary]:
         status, summary = self.state.summarize(
-            reason=self.stop_reason,
+            reason=self.redactor.text(self.stop_reason),
             release_id=release_id,
             duration=round(time.time() - self.started_at, 3),
             relay="skipped (--without-relay)" if self.without_relay else "",
             wire=self.connector.wire_summary() if self.connector is not None else None,
         )
         assert summary.exit_code is not None
+        if self.gates.given:  # who approved each gate, and when (the history keeps it)
+            summary.extra["approvals"] = {k: list(v) for k, v in self.gates.given.items()}
         return status, summary.exit_code, summary
 
     def _host_rows(self, release_id: str) -> list[dict[str, Any]]:
@@ -391,6 +415,8 @@ class Run:
         )
         summary = report.to_json()
         self.emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=now()))
+        if self.notifier is not None:  # the last commands, each within its timeout
+            await self.notifier.drain()
         try:
             self.history.update(self.deploy_id, sha=sha, release_id=release_id)
             self.history.finish(self.deploy_id, status, code, summary, self._host_rows(release_id))

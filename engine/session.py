@@ -9,6 +9,7 @@ importable from here, as before)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import shlex
 from collections import deque
 from collections.abc import Callable
@@ -303,20 +304,26 @@ def one_line_sh(line: str) -> str:
     return f"exec /bin/sh -c '{line}'"
 
 
+def stdin_size(source: Path | bytes) -> int:
+    """Bytes a command's standard input (a file, or bytes in memory) holds."""
+    return len(source) if isinstance(source, bytes) else source.stat().st_size
+
+
 async def feed_file(
     stdin: Any,
-    path: Path,
+    path: Path | bytes,
     progress: Callable[[int, int], None] | None,
     stall: float = UPLOAD_STALL,
     total: int | None = None,
 ) -> None:
     """Stream a local file (in the page cache: 256 KiB reads do not stall the loop),
-    its first ``total`` bytes when given. Raises SSHError when the host takes no byte
-    for ``stall`` seconds."""
+    or bytes held in memory (never written to disk: an env file of secrets), its
+    first ``total`` bytes when given. Raises SSHError when the host takes no byte for
+    ``stall`` seconds."""
     if total is None:
-        total = path.stat().st_size  # noqa: ASYNC240
+        total = stdin_size(path)
     done = 0
-    with open(path, "rb") as f:  # noqa: ASYNC230
+    with io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb") as f:  # noqa: ASYNC230
         while done < total and (chunk := f.read(min(256 * 1024, total - done))):
             stdin.write(chunk)
             try:

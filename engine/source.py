@@ -63,6 +63,8 @@ def secret_env(config: Config) -> set[str]:
         names.add(config.ssh.passphrase_env)
     if config.relay is not None:
         names.add(config.relay.token_env)
+    if config.secrets is not None:  # the app's secrets are for the hosts, not the build
+        names.update(config.secrets.env)
     return names
 
 

@@ -17,6 +17,9 @@ What it keeps:
   hosts change, so nobody reads numbers back out of a display string.
 - ``current_step[host_key]``: the step a host is running now.
 - ``gates``: keys of gates waiting for an approval, oldest first.
+- ``approvals[gate]``: who approved each gate and when (``{"by", "at"}``, in order);
+  a gate stops waiting once the plan's rule (:class:`engine.gates.ApprovalRule`, in
+  its meta) has enough of them.
 - ``outgoing[key]``: what goes out (the changes of the last
   :class:`engine.events.ChangesOutgoing` for ``release`` or a gate), as its dict.
 - ``logs``: the newest log events (as their JSON dicts), bounded in lines and bytes
@@ -27,7 +30,8 @@ What it keeps:
   whichever deploy it came with; a new plan keeps it (``maintenance_on`` reads it).
 
 A snapshot is the state itself: :meth:`RunState.to_json` gives
-``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"}`` (the
+``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"}``,
+plus ``approvals`` once a gate has one (the
 relay protocol's
 ``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
 RunState, with no detour through synthetic events.
@@ -47,6 +51,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.approvals import ApprovalRule
 from engine.bounds import Bounds, cut_text, json_size, shrink_json
 from engine.errors import ExitCode
 from engine.events import (
@@ -87,6 +92,8 @@ EXIT_CODES = {
     "stopped": int(ExitCode.STOPPED),
 }
 _NOTHING: Touched = ()
+#: approvals kept per gate (a gate needs at most 100)
+_MAX_APPROVALS = 100
 
 
 # -- counts -----------------------------------------------------------------------
@@ -178,6 +185,8 @@ class RunState:
         self.counts: dict[str, Counts] = {}
         self.current_step: dict[str, str] = {}
         self.gates: dict[str, None] = {}
+        #: who approved each gate, and when: ``{"by", "at"}`` dicts, in order
+        self.approvals: dict[str, list[dict[str, Any]]] = {}
         self.outgoing: dict[str, dict[str, Any]] = {}
         self.finished: DeployFinished | None = None
         self._finished_json: dict[str, Any] | None = None
@@ -207,6 +216,7 @@ class RunState:
         }
         self.finished = None
         self._finished_json = None
+        self.approvals = {}
         self.outgoing = {}
         self.latest_running = None
         self.started = None
@@ -410,8 +420,19 @@ class RunState:
         return _NOTHING
 
     def _control(self, event: Control, data: dict[str, Any] | None) -> Touched:
-        if event.action == "approve" and self.gates:
-            self.gates.pop(event.key or self.waiting_gate or "", None)
+        if event.action != "approve":
+            return _NOTHING
+        key = event.key or self.waiting_gate or ""
+        if key not in self.plan:
+            return _NOTHING
+        given = self.approvals.setdefault(key, [])
+        if len(given) < _MAX_APPROVALS:
+            by = str(event.by)
+            if self.bounds is not None:
+                by = cut_text(by, self.bounds.label_chars)[0]
+            given.append({"by": by, "at": event.at})
+        if len(given) >= ApprovalRule.from_meta(self.plan.meta).count:
+            self.gates.pop(key, None)
         return _NOTHING
 
     def _maintenance(self, event: MaintenanceChanged) -> Touched:
@@ -482,7 +503,7 @@ class RunState:
         finished = self._finished_json
         if finished is None and self.finished is not None:
             finished = self.finished.to_json()
-        return {
+        data = {
             "deploy_id": self.plan.deploy_id,
             "plan": self.plan.snapshot().to_json(),
             "finished": finished,
@@ -491,6 +512,9 @@ class RunState:
             "maintenance": None if self.maintenance is None else self.maintenance.to_json(),
             "outgoing": dict(self.outgoing),
         }
+        if self.approvals:
+            data["approvals"] = {k: [dict(a) for a in v] for k, v in self.approvals.items()}
+        return data
 
     @classmethod
     def from_json(
@@ -524,6 +548,7 @@ class RunState:
             for key in data.get("gates") or ()
             if isinstance(key, str) and key in state.plan
         }
+        state._restore_approvals(data.get("approvals"))
         state._restore_finished(data.get("finished"))
         state._restore_maintenance(data.get("maintenance"))
         outgoing = data.get("outgoing")
@@ -531,6 +556,21 @@ class RunState:
             for key, changes in outgoing.items():
                 state._keep_outgoing(key, changes)
         return state
+
+    def _restore_approvals(self, saved: Any) -> None:
+        """A snapshot's approvals, those that read (gates of the plan, ``by`` a string)."""
+        if not isinstance(saved, dict):
+            return
+        for key, given in saved.items():
+            if key not in self.plan or not isinstance(given, list):
+                continue
+            kept = [
+                {"by": a["by"], "at": a.get("at") if isinstance(a.get("at"), (int, float)) else 0.0}
+                for a in given[:_MAX_APPROVALS]
+                if isinstance(a, dict) and isinstance(a.get("by"), str)
+            ]
+            if kept:
+                self.approvals[key] = kept
 
     def _restore_maintenance(self, saved: Any) -> None:
         """A snapshot's maintenance event, if it reads as one (else none)."""

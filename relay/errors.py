@@ -29,6 +29,7 @@ FINAL_ERRORS = frozenset(
         "not_lock_holder",
         "no_lock_holder",
         "forbidden",
+        "not_approver",
     }
 )
 

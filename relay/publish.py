@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from engine.approvals import ApprovalRefused
 from engine.events import ChatLine, Event, PlanReady
 from engine.state import RunState
 from relay.client import LeaseHeld, RelayClient, RelayError
@@ -43,7 +44,10 @@ def link_deployment(client: RelayClient, deployment: Any) -> Callable[[], None]:
         if frame.get("action") == "abort":
             deployment.abort(by=by)
         elif frame.get("action") == "approve":
-            deployment.approve(by=by, key=frame.get("key") or None)
+            try:
+                deployment.approve(by=by, key=frame.get("key") or None)
+            except ApprovalRefused:  # the run's log says why; the gate keeps waiting
+                pass
 
     deployment.subscribe(client.publish_event)
     client.add_listener(on_frame)

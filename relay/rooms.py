@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.approvals import ApprovalRule
 from engine.events import Event, EventDecodeError, MaintenanceChanged, PlanReady
 from engine.state import Bounds, RunState
 from relay.limits import Limits
@@ -415,6 +416,20 @@ class Room:
             log.exception("could not apply message %d of %s to the snapshot", rec.offset, self.name)
 
 
+def approval_refusal(room: Room, deployer: str, by: str, frame: dict[str, Any]) -> str | None:
+    """Why an ``approve`` control from ``by`` must not reach ``deployer``'s run, else
+    None: under the four-eyes rule the room's deploy carries (its plan's meta), the
+    deploying operator's own approval, or a second one by the same operator on a gate
+    (:meth:`engine.gates.ApprovalRule.refusal`, the engine's own words)."""
+    if frame.get("action") != "approve" or room.deploy is None:
+        return None
+    state = room.deploy
+    rule = ApprovalRule.from_meta(state.meta)
+    key = frame.get("key") or state.waiting_gate or ""
+    given = [a["by"] for a in state.approvals.get(key, [])]
+    return rule.refusal(deployer, by, given)
+
+
 def presence_frame(room: Room, op: str, peer: Peer) -> dict[str, Any]:
     """The ``presence`` frame telling a room that ``peer``'s operator came or went."""
     return {
@@ -505,6 +520,7 @@ __all__ = [
     "Peer",
     "Room",
     "Waiter",
+    "approval_refusal",
     "client_handle",
     "load_room",
     "now",

@@ -107,8 +107,12 @@ _EVENT_DOCS: dict[str, str] = {
     "progress": "Progress of a node (an upload's bytes).",
     "gate": "A gate is waiting for an operator's approval: a control frame with action"
     " 'approve' (and this key) sent to the room reaches the lease holder, whose engine"
-    " approves it and then emits a control event and the gate's status.",
-    "control": "An operator's abort or approve that the engine acted on, or a freeze"
+    " approves it and then emits a control event and the gate's status. Under the"
+    " four-eyes rule (the plan's meta 'approvers': {count, distinct}) the gate keeps"
+    " waiting until 'count' distinct operators other than the deployer approved; the"
+    " relay refuses the deployer's own approval and a repeated one ('not_approver').",
+    "control": "An operator's abort or approve that the engine acted on (every approval"
+    " counted is one, with who and when), or a freeze"
     " window overridden as the run started (action 'freeze_override', key: the window,"
     " reason: why).",
     "outgoing": "What goes out, against what each host runs now: the commits between"

@@ -53,7 +53,15 @@ from relay.protocol import (
 )
 from relay.redis_coordinator import coordinator_for
 from relay.registry import RoomRegistry
-from relay.rooms import Peer, Room, client_handle, peer_addr, resume_point, session_hash
+from relay.rooms import (
+    Peer,
+    Room,
+    approval_refusal,
+    client_handle,
+    peer_addr,
+    resume_point,
+    session_hash,
+)
 from relay.store import Record, RoomInfo, Store
 from relay.tokens import TokenTable
 
@@ -556,6 +564,10 @@ class Relay:
                 ),
                 counts=False,
             )
+            return
+        refused = approval_refusal(room, lease.operator, peer.operator, frame)
+        if refused is not None:
+            await self._reject(peer, ProtocolError("not_approver", refused, msg_id), counts=False)
             return
         body = {
             "action": frame["action"],

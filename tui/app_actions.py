@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 from textual.widgets import Input
 
+from engine.approvals import ApprovalRefused
 from engine.events import FAILED
 from tui.fleetlines import NOTE
 from tui.render import plural
@@ -139,7 +140,13 @@ class DeckActions:
         """A spectator's abort/approve: sent to the lock holder through the relay."""
 
         async def send() -> None:
-            await self.chat.control(action, key)  # type: ignore[union-attr]
+            from relay.errors import RelayError
+
+            try:
+                await self.chat.control(action, key)  # type: ignore[union-attr]
+            except RelayError as exc:  # refused by the relay: its words say why
+                self.notify(exc.message, title=f"{action} refused", severity="error")
+                return
             self.notify(f"{action} requested from the deploying operator")
 
         self.run_worker(send(), group="relay", name=f"request {action}", exit_on_error=False)
@@ -193,7 +200,11 @@ class DeckActions:
             return
 
         def go() -> None:
-            approve(by=self.operator, key=gate)
+            try:
+                approve(by=self.operator, key=gate)
+            except ApprovalRefused as exc:  # four eyes: the deployer's own does not count
+                self.notify(str(exc), title="approval refused", severity="error")
+                return
             self.notify(f"approved {gate}")
 
         self._confirm_gate(gate, go)

@@ -219,6 +219,59 @@ async def test_watchers_header_shows_maintenance_set_in_the_room(relay) -> None:
     await alice.release_lock()
 
 
+async def test_watch_tui_of_the_deployer_is_refused_its_own_four_eyes_gate(
+    relay, fleet, fleet_config
+) -> None:
+    """``deploy.approvers = 2``: alice watching her own deploy presses g; the relay
+    refuses it (a notice gives its reason) and the gate keeps waiting, until bob and
+    carol approve it."""
+    from relay.publish import tui_watch
+
+    config = relay_config(fleet_config, relay, batches=["1", "100%"], approve=True, approvers=2)
+    chat, watcher = tui_watch(relay.url, "web", token=TOKENS["alice"], operator="alice")
+    app = ShipdeckApp(None, chat=chat, operator="alice", watch="web", cursor_blink=False)
+    app.watcher = watcher
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(
+            pilot, lambda: app.relay_status == "connected", timeout=10, what="watcher connected"
+        )
+        os.environ["SHIPDECK_TOKEN"] = TOKENS["alice"]
+        try:
+            deployment = Deployment(config, operator="alice")
+            close = await attach(config, deployment)
+        finally:
+            del os.environ["SHIPDECK_TOKEN"]
+        run = asyncio.create_task(deployment.run())
+        await until(
+            pilot,
+            lambda: app.model.waiting_gate == "release/gate-1",
+            timeout=30,
+            what="gate in watcher",
+        )
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: any(n.title == "approve refused" for n in app._notifications),
+            what="the relay's refusal",
+        )
+        [refusal] = [n.message for n in app._notifications if n.title == "approve refused"]
+        assert "alice cannot approve their own deploy" in refusal
+        assert "deploy.approvers = 2" in refusal
+        assert deployment.waiting_gate == "release/gate-1"
+        for name in ("bob", "carol"):
+            other, _ = await relay.client(name)
+            await other.control("approve", "release/gate-1")
+        result = await asyncio.wait_for(run, 30)
+        await close()
+        assert result.exit_code == 0, result.summary
+        await until(
+            pilot, lambda: app.model.finished is not None, timeout=10, what="finished in watcher"
+        )
+        assert [a["by"] for a in app.model.state.approvals["release/gate-1"]] == ["bob", "carol"]
+
+
 async def test_an_idle_operators_header_follows_maintenance_set_in_the_room(
     relay, fleet, fleet_config, tmp_path
 ) -> None:

@@ -259,3 +259,47 @@ async def test_an_exec_host_shows_its_duration_once(fleet, sample_repo, tmp_path
     assert code == 0, out + err
     for h in fleet.hosts:
         assert re.search(rf"^✓ {h.name}: exit 0 in \d+\.\ds$", out, re.M), out
+
+
+async def test_the_deployer_cannot_approve_a_four_eyes_gate_from_the_tui(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    """``deploy.approvers = 2`` and no relay: g (confirmed) is refused with a notice
+    naming the rule; the gate keeps waiting, and the operator can only abort."""
+    config = load_config(
+        fleet.write_config(
+            tmp_path / "shipdeck.toml",
+            repo=sample_repo,
+            batches=["1", "100%"],
+            approve=True,
+            approvers=2,
+        )
+    )
+    backend = EngineBackend(config, operator="alice", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="alice", cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: app.model.waiting_gate == "release/gate-1", timeout=40, what="gate"
+        )
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(
+            pilot,
+            lambda: any("approval refused" in str(n.title) for n in app._notifications),
+            what="the refusal",
+        )
+        [refusal] = [n.message for n in app._notifications if n.title == "approval refused"]
+        assert "alice cannot approve their own deploy" in refusal
+        assert "deploy.approvers = 2" in refusal and "no relay" in refusal
+        assert app.model.waiting_gate == "release/gate-1" and app.deploying
+        assert "deploy.approvers = 2" in app.model.plan["release/gate-1"].detail
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == 3

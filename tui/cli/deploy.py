@@ -90,6 +90,7 @@ def add_parsers(sub: Any) -> None:
 def cmd_deploy(args: argparse.Namespace) -> int:
     import asyncio
 
+    from engine.approvals import ApprovalRefused
     from engine.config import ConfigError
     from engine.freeze import Frozen
 
@@ -137,7 +138,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             return asyncio.run(main())
         finally:
             early.close()
-    except ConfigError as exc:
+    except (ConfigError, ApprovalRefused) as exc:  # ApprovalRefused: --yes under four eyes
         err(str(exc))
         return ExitCode.USAGE
     except Frozen as exc:
@@ -343,8 +344,23 @@ def _gate_asker(run: Any) -> Callable[[Any], None]:
 
     tasks: list[asyncio.Task[None]] = []  # keeps the question alive while it waits
 
+    gates = getattr(run, "gates", None)
+    rule = getattr(gates, "rule", None)
+
     def on_gate(event: Any) -> None:
         if event.type != "gate":
+            return
+        if rule is not None and rule.distinct:  # four eyes: the deployer's own does not count
+            if gates.others_can_approve():
+                err(
+                    f"{event.key}: waiting for {rule.needs()} ({rule.text()}) in relay room"
+                    f" {run.config.relay.room}; {run.operator}'s own approval does not count"
+                )
+            else:
+                run.abort(
+                    reason=f"{event.key}: {rule.text()} (four eyes) needs {rule.needs()},"
+                    " and without a relay no other operator can approve"
+                )
             return
         if interactive():
 

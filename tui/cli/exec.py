@@ -178,22 +178,29 @@ class _Printer:
 
 
 async def _run(config: Any, specs: list[Any], command: str, args: argparse.Namespace) -> int:
+    from engine.appsecrets import SecretsError, redactor_for
     from engine.fleetexec import new_exec_id, record, run_exec
     from engine.history import History, TranscriptWriter
     from engine.operator import default_operator
 
+    try:  # the hosts' output may show the app's secrets: mask them like a deploy does
+        redact = await redactor_for(config)
+    except SecretsError as exc:
+        err(f"exec: {exc}; not running (its output could not be masked)")
+        return ExitCode.STOPPED
     exec_id, operator = new_exec_id(), default_operator()
     history = History()
     history.start(exec_id, "exec", config.project.name, "", operator, str(config.path))
     transcript = TranscriptWriter(history, exec_id)
     printer = _Printer(args.json, transcript)
+    emit = (lambda event: printer(redact.event(event))) if redact else printer
     if not args.json:
         where = args.cwd or "current"
         print(f"exec {command!r} on {len(specs)} host(s) in {where} ({exec_id})", flush=True)
     result = None
     try:
         result = await run_exec(
-            config, specs, command, emit=printer, exec_id=exec_id, operator=operator,
+            config, specs, command, emit=emit, exec_id=exec_id, operator=operator,
             cwd=args.cwd, parallel=args.parallel,
             batches=tuple(args.batches) if args.batches else None, prompter=prompter(),
         )  # fmt: skip

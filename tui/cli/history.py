@@ -116,6 +116,12 @@ def _print_run(r: dict[str, Any]) -> None:
             f"  freeze    {override.get('window')!r} overridden by {override.get('by')}{role}:"
             f" {override.get('override_reason')}"
         )
+    for gate, given in (summary.get("approvals") or {}).items():
+        if isinstance(given, list):
+            who = ", ".join(
+                f"{a.get('by')} at {_when(a.get('at'))}" for a in given if isinstance(a, dict)
+            )
+            print(f"  approved  {gate} by {who}")
     from tui.render import glyph
 
     print("  hosts:")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import ExitCode
@@ -48,6 +49,8 @@ class _Out:
 
     def __init__(self, pattern: re.Pattern[str] | None) -> None:
         self.pattern = pattern
+        #: masks the app's secrets ([secrets]) in what the hosts print
+        self.redact: Callable[[str], str] = str
         self.gone = False
         self.task: Any = None  # the tail, ended when stdout's reader goes away
 
@@ -56,7 +59,7 @@ class _Out:
             return
         from tui.cli.exec import line_text
 
-        self._write(line_text(host, stream, text))
+        self._write(line_text(host, stream, self.redact(text)))
 
     def note(self, host: str, text: str) -> None:
         self._write(f"{host} ~ {text}")
@@ -81,6 +84,7 @@ class _Out:
 def cmd_logs(args: argparse.Namespace) -> int:
     import asyncio
 
+    from engine.appsecrets import SecretsError, redactor_for
     from engine.config import ConfigError
     from engine.fleetlogs import tail_fleet
     from engine.remote.tail import file_sh
@@ -104,8 +108,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return _tui(config, args)
     out = _Out(pattern)
 
-    async def go() -> dict[str, str]:
+    async def go() -> dict[str, str] | None:
         out.task = asyncio.current_task()
+        try:
+            out.redact = (await redactor_for(config)).text
+        except SecretsError as exc:
+            err(f"logs: {exc}; not tailing (the lines could not be masked)")
+            return None
         return await tail_fleet(
             config, specs, args.path, lines=args.lines, follow=args.follow,
             on_line=out.line, on_note=out.note, prompter=prompter(),
@@ -117,6 +126,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return ExitCode.PIPE if out.gone else ExitCode.OK
     except asyncio.CancelledError:
         return ExitCode.PIPE
+    if failed is None:
+        return ExitCode.STOPPED
     if out.gone:
         return ExitCode.PIPE
     for host, why in failed.items():

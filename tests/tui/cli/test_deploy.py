@@ -181,3 +181,20 @@ async def test_ctrl_c_at_the_interactive_gate_prompt_exits(tmp_path, sample_repo
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_four_eyes_without_a_relay_stops_at_the_gate_and_refuses_yes(
+    fleet, fleet_config
+) -> None:
+    config = fleet_config(batches=["1", "100%"], approve=True, approvers=2)
+    code, out, err = await shipdeck("deploy", "-c", str(config.path), "--headless", "--yes")
+    assert code == 2
+    assert "--yes cannot approve the gates: deploy.approvers = 2 (four eyes)" in err
+    assert not (fleet.host("host1").home / "app" / "current").exists()
+    code, out, err = await shipdeck("deploy", "-c", str(config.path), "--headless")
+    assert code == 3, out + err
+    assert "deploy.approvers = 2 (four eyes) needs 2 approvals from operators other than" in out + err
+    assert "without a relay no other operator can approve" in out + err
+    # the canary went out; the rest waited for approvals that could not come
+    assert (fleet.host("host1").home / "app" / "current").exists()
+    assert not (fleet.host("host3").home / "app" / "current").exists()
