@@ -53,6 +53,7 @@ from engine.remote.shell import utc_stamp
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
 from engine.state import RunState
 from engine.strategy import Budget
+from engine.upload import Transfers
 from engine.waves import run_waves
 
 log = logging.getLogger("shipdeck.engine")
@@ -139,6 +140,8 @@ class Run:
         )
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
+        #: how the artifact gets to each host (patches made once, sites' copies)
+        self.transfers = Transfers()
 
     # -- plan and events -----------------------------------------------------
 

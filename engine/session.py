@@ -309,14 +309,16 @@ async def feed_file(
     progress: Callable[[int, int], None] | None,
     stall: float = UPLOAD_STALL,
     total: int | None = None,
+    offset: int = 0,
 ) -> None:
-    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop),
-    its first ``total`` bytes when given. Raises SSHError when the host takes no byte
-    for ``stall`` seconds."""
+    """Stream a local file (in the page cache: 256 KiB reads do not stall the loop)
+    from byte ``offset``, ``total`` bytes when given (else to its end). Raises
+    SSHError when the host takes no byte for ``stall`` seconds."""
     if total is None:
-        total = path.stat().st_size  # noqa: ASYNC240
+        total = path.stat().st_size - offset  # noqa: ASYNC240
     done = 0
     with open(path, "rb") as f:  # noqa: ASYNC230
+        f.seek(offset)
         while done < total and (chunk := f.read(min(256 * 1024, total - done))):
             stdin.write(chunk)
             try:
