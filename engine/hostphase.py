@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 #: steps an abort stops while they run (their remote processes are signalled); any
 #: other step (unpack, activate, cleanup, finish) is short and finishes first
-KILLABLE = frozenset({"upload", "before", "restart", "health"})
+KILLABLE = frozenset({"upload", "peer", "before", "restart", "health"})
 
 
 class HostPhase(HostLock):

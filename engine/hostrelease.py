@@ -19,6 +19,7 @@ from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED, Transfer
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
 from engine.hostphase import transfer_text
+from engine.peer import copy_from_peer
 from engine.remote.hooks import hooks_script
 from engine.remote.release import (
     activate_script,
@@ -161,6 +162,9 @@ class HostRelease(HostOutcome):
                 await self._upload(pkg)
             else:
                 self._status("upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+                site = self.run.transfers.site(st.name, self.host.jump)
+                if site is not None:
+                    await site.holds(self.key)
         except Interrupted:
             raise Aborted() from None  # nothing live changed
         except StepFailed as exc:
@@ -187,7 +191,56 @@ class HostRelease(HostOutcome):
             raise Aborted() from None  # nothing live changed
 
     async def _upload(self, pkg: Package) -> None:
-        """Get the artifact onto the host the cheapest way it allows (see
+        """Get the artifact onto the host: from a host of its site that has it (see
+        :class:`engine.upload.Site`), else through shipdeck's link; a copy that
+        fails falls back to the link."""
+        site = self.run.transfers.site(self.st.name, self.host.jump)
+        if site is None:
+            await self._send(pkg)
+            return
+        source = await site.source_for(self.key, lambda: self.run.aborting)
+        if source is not None:
+            src = self.run.hosts[source]
+            self._status("upload", RUNNING, f"from {src.st.name}")
+            started = time.monotonic()
+            ok: bool | None = None
+            try:
+                await copy_from_peer(self, src, pkg)
+                ok = True
+            except StepFailed as exc:
+                ok = False
+                self.run.log(
+                    f"{self.key}/upload",
+                    f"copy from {src.st.name} failed: {exc}; uploading directly",
+                    "stderr",
+                )
+            finally:
+                await site.copied(self.key, source, ok)
+            if ok:
+                secs = time.monotonic() - started
+                detail = transfer_text("peer", 0, pkg.size, secs, src.st.name)
+                self._status("upload", OK, detail)
+                self.run.emit(
+                    Transfer(
+                        self.run.deploy_id,
+                        key=f"{self.key}/upload",
+                        mode="peer",
+                        total=pkg.size,
+                        seconds=round(secs, 3),
+                        source=src.st.name,
+                    )
+                )
+                return
+            await site.seed()
+        done = False
+        try:
+            await self._send(pkg)
+            done = True
+        finally:
+            await site.seeded(self.key, done)
+
+    async def _send(self, pkg: Package) -> None:
+        """Send the artifact the cheapest way the host allows (see
         :mod:`engine.upload`): each attempt but the last (the whole artifact) runs as
         a step outside the tree, so a delta the host cannot use falls through to the
         next attempt without showing a failure. Emits a Transfer event at the end."""

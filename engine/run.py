@@ -141,7 +141,7 @@ class Run:
         #: the run's state, from its own events (the one reducer every follower uses)
         self.state = RunState(self.plan)
         #: how the artifact gets to each host (patches made once, sites' copies)
-        self.transfers = Transfers()
+        self.transfers = Transfers(config)
 
     # -- plan and events -----------------------------------------------------
 

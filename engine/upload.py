@@ -22,7 +22,11 @@ are older, less often installed and, for bsdiff, quadratic in memory; rsync's
 algorithm needs rsync on both ends and one round of signatures per host.
 
 A :class:`Transfers` belongs to one run: it makes each patch once, whatever the
-number of hosts, and counts the bytes every host was sent.
+number of hosts, and groups the hosts into sites (:class:`Site`): the hosts of
+``[sites]``, else those behind one ``ssh.jump``. In a site only one host at a time
+gets the artifact through shipdeck's link; the others copy it from a host of the
+site that has it (:mod:`engine.peer`), each host serving at most
+``deploy.peer_fanout`` of them, so the copies spread as a tree.
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.build import find_package
+from engine.hostlock import Aborted
+from engine.hosts import select
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.build import Package
+    from engine.config import Config
     from engine.hostlock import HostState
 
 #: zstd's ``--patch-from`` takes a base of at most 2 GiB
@@ -110,11 +119,115 @@ async def make_patch(pkg: Package, base: Path) -> Path | None:
     return out
 
 
-class Transfers:
-    """One run's uploads: the patches it made and the bytes each host was sent."""
+class Site:
+    """The hosts of one network: who has the artifact (and how many copies each has
+    served), who is getting it through shipdeck's link now."""
+
+    def __init__(self, name: str, fanout: int) -> None:
+        self.name = name
+        self.fanout = fanout
+        #: host key -> copies it serves or served; only hosts that have the artifact
+        self.have: dict[str, int] = {}
+        self.seeding = 0  # hosts getting it through the link now
+        self._changed = asyncio.Condition()
+
+    async def source_for(self, key: str, aborting: Callable[[], bool]) -> str | None:
+        """A host of the site to copy from (one of its ``fanout`` slots is taken), or
+        None: ``key`` gets the artifact through the link (counted as seeding until
+        :meth:`seeded`). Waits while another host of the site is getting it through
+        the link, or every holder's slots are taken; raises Aborted if the run is
+        aborting meanwhile."""
+        async with self._changed:
+            while True:
+                if aborting():
+                    raise Aborted()
+                free = [k for k, n in self.have.items() if n < self.fanout and k != key]
+                if free:
+                    src = min(free, key=lambda k: self.have[k])
+                    self.have[src] += 1
+                    return src
+                if not self.have and not self.seeding:
+                    self.seeding += 1
+                    return None
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                except TimeoutError:
+                    pass
+
+    async def seed(self) -> None:
+        """``key`` goes through the link after all (its copy failed)."""
+        async with self._changed:
+            self.seeding += 1
+
+    async def seeded(self, key: str, ok: bool) -> None:
+        """A host that went through the link is done (``ok``: it has the artifact)."""
+        async with self._changed:
+            self.seeding -= 1
+            if ok:
+                self.have.setdefault(key, 0)
+            self._changed.notify_all()
+
+    async def copied(self, key: str, source: str, ok: bool | None) -> None:
+        """A copy from ``source`` ended: ``ok`` (``key`` has it now), False (the
+        source is not used again) or None (stopped: the slot is given back)."""
+        async with self._changed:
+            if ok:
+                self.have.setdefault(key, 0)
+            elif ok is False:
+                self.have.pop(source, None)
+            elif source in self.have:
+                self.have[source] -= 1
+            self._changed.notify_all()
+
+    async def holds(self, key: str) -> None:
+        """``key`` had the artifact already: it can serve it."""
+        async with self._changed:
+            self.have.setdefault(key, 0)
+            self._changed.notify_all()
+
+
+class Grants:
+    """The one-time keys a serving host holds now (:mod:`engine.peer`), and what the
+    first of them created there (``dir``, ``file`` or nothing): the last revoke
+    removes it."""
 
     def __init__(self) -> None:
+        self.open = 0
+        self.created = ""
+
+
+class Transfers:
+    """One run's uploads: the patches it made, its sites."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config
         self._patches: dict[tuple[str, str], asyncio.Future[Path | None]] = {}
+        self._sites: dict[str, Site] = {}
+        self._site_of: dict[str, str] | None = None
+        #: per serving host's key: the one-time keys it holds now
+        self.grants: dict[str, Grants] = {}
+
+    def site(self, name: str, jump: str | None) -> Site | None:
+        """The site of host ``name`` (reached through ``jump``): its ``[sites]``
+        entry, else one site per jump chain; None: no copies between hosts."""
+        c = self.config
+        if c is None or c.deploy.peer_fanout <= 0:
+            return None
+        if self._site_of is None:
+            self._site_of = {}
+            for site, patterns in (c.sites or {}).items():
+                try:
+                    hosts = select(c.all_hosts(), ",".join(patterns))
+                except ValueError:
+                    continue
+                for h in hosts:
+                    self._site_of.setdefault(h.name, site)
+        key = self._site_of.get(name) or (f"behind {jump}" if jump else None)
+        if key is None:
+            return None
+        if key not in self._sites:
+            self._sites[key] = Site(key, c.deploy.peer_fanout)
+        return self._sites[key]
 
     async def patch(self, pkg: Package, base_sha: str) -> Path | None:
         """The patch from the artifact ``base_sha`` to ``pkg`` (made once per run)."""

@@ -169,6 +169,8 @@ def cleanup_script(
         + [
             f"cd {q(path)} || exit 0",
             'for f in .current.tmp.*; do [ -L "$f" ] || [ -e "$f" ] || continue; rm -f "$f" && echo "removed $f"; done',
+            # a peer copy's key folder (engine.remote.peer) left by a killed copy
+            'for f in .shipdeck-peer.*; do [ -e "$f" ] || continue; rm -rf "$f" && echo "removed $f"; done',
             'for f in artifacts/*.part; do [ -e "$f" ] || continue; '
             f'[ "$f" = {q(f"artifacts/{artifact}.tar.part")} ] && continue; '
             'rm -f "$f" && echo "removed upload ${f#artifacts/}"; done',

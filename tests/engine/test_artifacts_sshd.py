@@ -210,3 +210,80 @@ async def test_resume_after_a_killed_upload(sshd_fleet, sample_repo, tmp_path) -
     assert sha256(art) == art.name.removesuffix(".tar")
     assert not list(arts.glob("*.part"))
     assert current_version(h.home / "app") == "1.0.0"
+
+
+def leftovers(fleet) -> list[str]:
+    """What a peer copy could leave on a host: a key folder, a key line, a .part."""
+    found = []
+    for h in fleet.hosts:
+        app = h.home / "app"
+        found += [str(p) for p in app.glob(".shipdeck-peer.*")]
+        found += [str(p) for p in (app / "artifacts").glob("*.part")]
+        keys = h.home / ".ssh" / "authorized_keys"
+        if keys.exists() and "shipdeck-peer" in keys.read_text():
+            found.append(str(keys))
+        if (h.home / ".ssh").exists():
+            found.append(str(h.home / ".ssh"))
+    return found
+
+
+async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """Through a bastion (behind a counting proxy), one host gets the artifact from
+    shipdeck and the others copy it from each other, none serving more than 3; a
+    one-file change then crosses the link as one delta."""
+    fleet = sshd_fleet(6, bastion=True, user_keys=True)
+    add_data(sample_repo, files=4)
+    with ThrottledProxy("127.0.0.1", fleet.bastion.port) as link:
+        jump = _through(fleet, link)
+        cfg = write_config(tmp_path / "s.toml", fleet, sample_repo, ssh_jump=f'"{jump}"')
+        config = load_config(cfg)
+        result, rec, _ = await run(config)
+        assert result.exit_code == 0, result.summary
+        first = link.bytes_up
+        ts = transfers(rec)
+        modes = sorted(t.mode for t in ts.values())
+        assert modes == ["full"] + ["peer"] * 5, modes
+        size = next(iter(ts.values())).total
+        assert first < 1.3 * size, (first, size)  # not 6 x the artifact
+        served = [t.source for t in ts.values() if t.mode == "peer"]
+        assert max(served.count(s) for s in set(served)) <= 3, served
+        # the tree says where each host's artifact came from
+        details = [
+            e.detail for e in rec.of("status") if e.key.endswith("/upload") and e.status == "ok"
+        ]
+        assert sum(d.startswith("peer from ") for d in details) == 5, details
+        summary = result.summary["transfer"]
+        assert summary["peer"] == 5 and summary["jump"] == summary["sent"] < 1.1 * size
+
+        link.reset()
+        change_blob(sample_repo, 2)
+        result, rec, _ = await run(config)
+        assert result.exit_code == 0, result.summary
+        modes = sorted(t.mode for t in transfers(rec).values())
+        assert modes == ["delta"] + ["peer"] * 5, modes
+        assert link.bytes_up < 2 * MB
+    for h in fleet.hosts:
+        art = artifact_of(h.home)
+        assert sha256(art) == art.name.removesuffix(".tar")
+        assert current_version(h.home / "app") == "2.2.0"
+    assert leftovers(fleet) == []
+
+
+async def test_a_peer_that_refuses_means_a_direct_upload(sshd_fleet, sample_repo, tmp_path) -> None:
+    """The hosts' sshd reads no user key files: every copy between hosts is refused
+    and each host falls back to an upload from shipdeck; nothing is left behind."""
+    fleet = sshd_fleet(3, bastion=True)
+    b = fleet.bastion
+    cfg = write_config(tmp_path / "s.toml", fleet, sample_repo, ssh_jump=f'"{b.spec}"')
+    result, rec, _ = await run(load_config(cfg))
+    assert result.exit_code == 0, result.summary
+    ts = transfers(rec)
+    assert {t.mode for t in ts.values()} == {"full"}
+    assert all(t.jump for t in ts.values())
+    logs = [e.text for e in rec.of("log") if e.key.endswith("/upload")]
+    assert len([line for line in logs if "uploading directly" in line]) == 2, logs
+    for h in fleet.hosts:
+        assert current_version(h.home / "app") == "1.0.0"
+    assert leftovers(fleet) == []

@@ -23,6 +23,7 @@ from engine.remote.lock import (
     probe_script,
     takeover_script,
 )
+from engine.remote.peer import grant_line, grant_script, revoke_script
 from engine.remote.release import (
     DELTA_FAILED,
     RELEASE_FILE,
@@ -264,6 +265,8 @@ def test_cleanup_removes_leftovers_of_killed_and_failed_deploys(tmp_path: Path, 
     # the broken upload of the artifact being deployed is kept for a resume
     (app / "artifacts" / ("c" * 64 + ".tar.part")).write_bytes(b"resume me")
     (app / "releases" / "20260106T000000Z-ccccccc.tmp").mkdir()
+    (app / ".shipdeck-peer.0123abcd").mkdir()  # a killed peer copy's key folder
+    (app / ".shipdeck-peer.0123abcd" / "key").write_text("k")
     _lock(app, "d9")
     script = cleanup_script(str(app), 5, [ids[4], ids[3]], "d9", "c" * 64)
     out = subprocess.run([*shell.split(), "-c", script], capture_output=True, timeout=30)
@@ -271,5 +274,40 @@ def test_cleanup_removes_leftovers_of_killed_and_failed_deploys(tmp_path: Path, 
     assert sorted(p.name for p in (app / "releases").iterdir()) == [ids[0], ids[1], ids[3], ids[4]]
     assert not list(app.glob(".current.tmp.*"))
     assert [p.name for p in (app / "artifacts").glob("*.part")] == ["c" * 64 + ".tar.part"]
+    assert not list(app.glob(".shipdeck-peer.*"))
     assert (app / "current").resolve().name == ids[4]
     assert f"removed release {ids[2]} (never current)".encode() in out.stdout
+
+
+def test_a_peer_key_may_only_read_the_artifact_and_is_removed_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    line = grant_line("/srv/app", "a" * 64, "ssh-ed25519 AAAAC3Nz x\n", "0f1e", "202601010000Z")
+    assert line == (
+        'restrict,expiry-time="202601010000Z",command="cat \'/srv/app/artifacts/'
+        + "a" * 64
+        + ".tar'\" ssh-ed25519 AAAAC3Nz shipdeck-peer-0f1e"
+    )
+    with pytest.raises(ValueError):
+        grant_line('/srv/"app', "a" * 64, "ssh-ed25519 AAAA", "0f1e", "202601010000Z")
+    env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True)
+
+    granted = run(grant_script(line))
+    assert granted.stdout.strip() == "created=dir"
+    assert (home / ".ssh" / "authorized_keys").read_text() == line + "\n"
+    assert run(revoke_script("0f1e", "dir")).returncode == 0
+    assert list(home.iterdir()) == []  # what the grant made is gone
+    # an existing file keeps its other lines, its mode and its inode
+    (home / ".ssh").mkdir()
+    keys = home / ".ssh" / "authorized_keys"
+    keys.write_text("ssh-ed25519 AAAAother me@laptop")  # no final newline
+    keys.chmod(0o600)
+    inode = keys.stat().st_ino
+    assert run(grant_script(line)).stdout.strip() == "created="
+    assert keys.read_text() == "ssh-ed25519 AAAAother me@laptop\n" + line + "\n"
+    assert run(revoke_script("0f1e", "")).returncode == 0
+    assert keys.read_text() == "ssh-ed25519 AAAAother me@laptop\n"
+    assert keys.stat().st_ino == inode and keys.stat().st_mode & 0o777 == 0o600
