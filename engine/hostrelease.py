@@ -40,6 +40,7 @@ from engine.session import SSHError, q
 if TYPE_CHECKING:
     from engine.build import Package
     from engine.run import Run
+    from engine.upload import Upload
 
 
 @dataclass(frozen=True)
@@ -198,14 +199,17 @@ class HostRelease(HostOutcome):
         if site is None:
             await self._send(pkg)
             return
-        source = await site.source_for(self.key, lambda: self.run.aborting)
-        if source is not None:
+        st = self.st
+        base = st.base_sha if st.delta == "zstd" and st.base_sha != pkg.sha256 else ""
+        chosen = await site.source_for(self.key, lambda: self.run.aborting, base)
+        if chosen is not None:
+            source, patch_base = chosen
             src = self.run.hosts[source]
             self._status("upload", RUNNING, f"from {src.st.name}")
             started = time.monotonic()
             ok: bool | None = None
             try:
-                await copy_from_peer(self, src, pkg)
+                await copy_from_peer(self, src, pkg, patch_base)
                 ok = True
             except StepFailed as exc:
                 ok = False
@@ -215,10 +219,11 @@ class HostRelease(HostOutcome):
                     "stderr",
                 )
             finally:
-                await site.copied(self.key, source, ok)
+                await site.copied(self.key, source, ok, patch_base)
             if ok:
                 secs = time.monotonic() - started
-                detail = transfer_text("peer", 0, pkg.size, secs, src.st.name)
+                how = "patch" if patch_base else "artifact"
+                detail = transfer_text("peer", 0, pkg.size, secs, f"{src.st.name} ({how})")
                 self._status("upload", OK, detail)
                 self.run.emit(
                     Transfer(
@@ -232,18 +237,20 @@ class HostRelease(HostOutcome):
                 )
                 return
             await site.seed()
-        done = False
+        used: Upload | None = None
         try:
-            await self._send(pkg)
-            done = True
+            used = await self._send(pkg)
         finally:
-            await site.seeded(self.key, done)
+            await site.seeded(
+                self.key, used is not None, used.base if used and used.mode == "delta" else ""
+            )
 
-    async def _send(self, pkg: Package) -> None:
+    async def _send(self, pkg: Package) -> Upload:
         """Send the artifact the cheapest way the host allows (see
         :mod:`engine.upload`): each attempt but the last (the whole artifact) runs as
         a step outside the tree, so a delta the host cannot use falls through to the
-        next attempt without showing a failure. Emits a Transfer event at the end."""
+        next attempt without showing a failure. Emits a Transfer event at the end;
+        returns the attempt that worked."""
         st = self.st
         attempts = await self.run.transfers.attempts(st, pkg)
         timeout = self.run.config.ssh.command_timeout
@@ -283,6 +290,7 @@ class HostRelease(HostOutcome):
                 jump=bool(self.host.jump),
             )
         )
+        return up
 
     def _tail(self, release: Release) -> list[tuple[str, str]]:
         """Cleanup, then revisions.log and unlock: what a healthy host ends with."""

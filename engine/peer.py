@@ -41,8 +41,11 @@ def known_host_line(addr: str, port: int, key: asyncssh.SSHKey) -> str:
     return f"{name} {' '.join(key.export_public_key().decode().split()[:2])}"
 
 
-async def copy_from_peer(receiver: HostRelease, source: HostRelease, pkg: Package) -> None:
-    """Have ``receiver`` copy the artifact from ``source`` over their network. Raises
+async def copy_from_peer(
+    receiver: HostRelease, source: HostRelease, pkg: Package, patch_base: str = ""
+) -> None:
+    """Have ``receiver`` copy the artifact from ``source`` over their network (with
+    ``patch_base``: the patch from it, which ``source`` keeps). Raises
     StepFailed when the copy cannot be made (the caller uploads directly instead),
     ConnectionLost / Interrupted as any phase does."""
     src = source.host
@@ -53,7 +56,8 @@ async def copy_from_peer(receiver: HostRelease, source: HostRelease, pkg: Packag
     key = asyncssh.generate_private_key("ssh-ed25519", comment=f"shipdeck-peer-{tag}")
     expiry = time.strftime("%Y%m%d%H%MZ", time.gmtime(time.time() + GRANT_TTL))
     try:
-        line = grant_line(source.st.path, pkg.sha256, key.export_public_key().decode(), tag, expiry)
+        public = key.export_public_key().decode()
+        line = grant_line(source.st.path, pkg.sha256, public, tag, expiry, patch_base)
     except ValueError as exc:
         raise StepFailed(str(exc)) from None
     try:
@@ -79,6 +83,7 @@ async def copy_from_peer(receiver: HostRelease, source: HostRelease, pkg: Packag
             addr=src.addr,
             port=src.port,
             user=src.user,
+            patch_base=patch_base,
         )
         timeout = receiver.run.config.ssh.command_timeout
         await receiver._phase([("peer", script)], timeout)

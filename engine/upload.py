@@ -129,23 +129,30 @@ class Site:
         #: host key -> copies it serves or served; only hosts that have the artifact
         self.have: dict[str, int] = {}
         self.seeding = 0  # hosts getting it through the link now
+        #: host key -> the base of the patch it keeps (it rebuilt the artifact from it)
+        self.patches: dict[str, str] = {}
         self._changed = asyncio.Condition()
 
-    async def source_for(self, key: str, aborting: Callable[[], bool]) -> str | None:
-        """A host of the site to copy from (one of its ``fanout`` slots is taken), or
-        None: ``key`` gets the artifact through the link (counted as seeding until
-        :meth:`seeded`). Waits while another host of the site is getting it through
-        the link, or every holder's slots are taken; raises Aborted if the run is
-        aborting meanwhile."""
+    async def source_for(
+        self, key: str, aborting: Callable[[], bool], base: str = ""
+    ) -> tuple[str, str] | None:
+        """A host of the site to copy from (one of its ``fanout`` slots is taken) and,
+        when it keeps the patch from ``base`` (the receiver's artifact), that base:
+        the receiver copies the patch, not the artifact. None: ``key`` gets the
+        artifact through the link (counted as seeding until :meth:`seeded`). Waits
+        while another host of the site is getting it through the link, or every
+        holder's slots are taken; raises Aborted if the run is aborting meanwhile."""
         async with self._changed:
             while True:
                 if aborting():
                     raise Aborted()
                 free = [k for k, n in self.have.items() if n < self.fanout and k != key]
                 if free:
-                    src = min(free, key=lambda k: self.have[k])
+                    src = min(
+                        free, key=lambda k: (not base or self.patches.get(k) != base, self.have[k])
+                    )
                     self.have[src] += 1
-                    return src
+                    return src, base if base and self.patches.get(src) == base else ""
                 if not self.have and not self.seeding:
                     self.seeding += 1
                     return None
@@ -159,20 +166,21 @@ class Site:
         async with self._changed:
             self.seeding += 1
 
-    async def seeded(self, key: str, ok: bool) -> None:
-        """A host that went through the link is done (``ok``: it has the artifact)."""
+    async def seeded(self, key: str, ok: bool, patch_base: str = "") -> None:
+        """A host that went through the link is done (``ok``: it has the artifact,
+        and keeps the patch from ``patch_base`` if it got a delta)."""
         async with self._changed:
             self.seeding -= 1
             if ok:
-                self.have.setdefault(key, 0)
+                self._holds(key, patch_base)
             self._changed.notify_all()
 
-    async def copied(self, key: str, source: str, ok: bool | None) -> None:
+    async def copied(self, key: str, source: str, ok: bool | None, patch_base: str = "") -> None:
         """A copy from ``source`` ended: ``ok`` (``key`` has it now), False (the
         source is not used again) or None (stopped: the slot is given back)."""
         async with self._changed:
             if ok:
-                self.have.setdefault(key, 0)
+                self._holds(key, patch_base)
             elif ok is False:
                 self.have.pop(source, None)
             elif source in self.have:
@@ -182,8 +190,13 @@ class Site:
     async def holds(self, key: str) -> None:
         """``key`` had the artifact already: it can serve it."""
         async with self._changed:
-            self.have.setdefault(key, 0)
+            self._holds(key, "")
             self._changed.notify_all()
+
+    def _holds(self, key: str, patch_base: str) -> None:
+        self.have.setdefault(key, 0)
+        if patch_base:
+            self.patches[key] = patch_base
 
 
 class Grants:

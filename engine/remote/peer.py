@@ -12,6 +12,7 @@ list), and cleanup removes such a folder a killed copy left behind.
 
 from __future__ import annotations
 
+from engine.remote.release import patch_name
 from engine.remote.shell import q
 
 #: the folder of one copy's key and known_hosts on the receiver (``<prefix><tag>``)
@@ -22,11 +23,15 @@ def _safe(text: str) -> bool:
     return not any(c in text for c in "\"\\\n\r'")
 
 
-def grant_line(path: str, artifact_sha: str, public_key: str, tag: str, expiry: str) -> str:
-    """The authorized_keys line: this key may only ``cat`` the artifact, with no pty,
-    forwarding or agent, until ``expiry`` (``YYYYMMDDHHMMZ``). Raises ValueError for a
-    deploy path that cannot be written inside ``command="..."``."""
-    artifact = f"{path}/artifacts/{artifact_sha}.tar"
+def grant_line(
+    path: str, artifact_sha: str, public_key: str, tag: str, expiry: str, patch_base: str = ""
+) -> str:
+    """The authorized_keys line: this key may only ``cat`` the artifact (or, with
+    ``patch_base``, the patch the host rebuilt it from), with no pty, forwarding or
+    agent, until ``expiry`` (``YYYYMMDDHHMMZ``). Raises ValueError for a deploy path
+    that cannot be written inside ``command="..."``."""
+    name = patch_name(artifact_sha, patch_base) if patch_base else f"artifacts/{artifact_sha}.tar"
+    artifact = f"{path}/{name}"
     key = " ".join(public_key.split()[:2])
     if not (_safe(artifact) and _safe(key) and tag.isalnum()):
         raise ValueError(f"the deploy path {path!r} cannot be named in an authorized_keys line")
@@ -82,11 +87,15 @@ def copy_script(
     port: int,
     user: str,
     timeout: int = 10,
+    patch_base: str = "",
 ) -> str:
     """On the receiver: fetch the artifact from the serving host with the one-time
-    key into ``<sha256>.tar.part``, then check it as any upload is checked (size,
-    sha256) and name it. The key's folder is removed whatever happens."""
+    key into ``<sha256>.tar.part`` (with ``patch_base``: the patch, kept here too,
+    applied to this host's ``<patch_base>.tar``), then check it as any upload is
+    checked (size, sha256) and name it. The key's folder is removed whatever
+    happens."""
     d = q(f"{PEER_DIR}{tag}")
+    also = ' "$D"' if patch_base else ""
     ssh = (
         f'ssh -F /dev/null -i "$d/key" -o IdentitiesOnly=yes -o IdentityAgent=none'
         f' -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$d/known"'
@@ -103,11 +112,21 @@ def copy_script(
             'rm -rf "$d"; (umask 077; mkdir "$d") || exit 1',
             f"(umask 077; printf '%s\\n' {q(private_key.strip())} > \"$d/key\") || exit 1",
             f"printf '%s\\n' {q(known_host)} > \"$d/known\" || exit 1",
-            f'{ssh} > "$A.part" < /dev/null || {{ rc=$?; rm -f "$A.part"; echo "copy from the peer failed (ssh exit $rc)" >&2; exit 1; }}',
+            *(
+                [
+                    f"B={q(f'artifacts/{patch_base}.tar')}; D={q(patch_name(artifact_sha, patch_base))}",
+                    "command -v zstd >/dev/null 2>&1 || { echo 'no zstd on this host' >&2; exit 1; }",
+                    f'{ssh} < /dev/null | tee "$D" | zstd -dcq --long=31 --patch-from="$B" > "$A.part" || {{ rm -f "$A.part" "$D"; echo "the patch from the peer did not apply" >&2; exit 1; }}',
+                ]
+                if patch_base
+                else [
+                    f'{ssh} > "$A.part" < /dev/null || {{ rc=$?; rm -f "$A.part"; echo "copy from the peer failed (ssh exit $rc)" >&2; exit 1; }}'
+                ]
+            ),
             'rm -rf "$d"',
-            f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || {{ echo "copy from the peer: $n of {size} bytes" >&2; rm -f "$A.part"; exit 1; }}',
+            f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || {{ echo "copy from the peer: $n of {size} bytes" >&2; rm -f "$A.part"{also}; exit 1; }}',
             "if command -v sha256sum >/dev/null 2>&1; then",
-            f'  echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"; echo "copy from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
+            f'  echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"{also}; echo "copy from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
             "fi",
             'mv -f "$A.part" "$A"',
         ]

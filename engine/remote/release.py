@@ -25,9 +25,15 @@ _WRITE = {
     "full": 'gzip -dc > "$A.part"',
     # the rest of a broken upload: appended to what is there (checked first)
     "resume": 'cat >> "$A.part"',
-    # a zstd patch against the host's artifact $B
-    "delta": 'zstd -dcq --long=31 --patch-from="$B" > "$A.part"',
+    # a zstd patch against the host's artifact $B, kept in $D for the site's peers
+    "delta": 'tee "$D" | zstd -dcq --long=31 --patch-from="$B" > "$A.part"',
 }
+
+
+def patch_name(artifact_sha: str, base: str) -> str:
+    """Where a host keeps the patch it rebuilt ``artifact_sha`` from (``base``'s):
+    the hosts of its site that have ``base`` copy that instead of the artifact."""
+    return f"artifacts/{artifact_sha}.from-{base}.zst"
 
 
 def receive_script(
@@ -47,10 +53,10 @@ def receive_script(
     a = q(f"artifacts/{artifact_sha}.tar")
     lines = [f"cd {q(path)} || exit 1", f"A={a}"]
     if mode == "delta":
-        fail = f'{{ rm -f "$A.part"; echo "$1" >&2; exit {DELTA_FAILED}; }}'
+        fail = f'{{ rm -f "$A.part" "$D"; echo "$1" >&2; exit {DELTA_FAILED}; }}'
         lines += [
             f"no() {fail}",
-            f"B={q(f'artifacts/{base}.tar')}",
+            f"B={q(f'artifacts/{base}.tar')}; D={q(patch_name(artifact_sha, base))}",
             '[ -f "$B" ] || no "delta: the base artifact is gone"',
             f'{_WRITE["delta"]} || no "delta: zstd could not apply the patch"',
             'command -v sha256sum >/dev/null 2>&1 || no "delta: no sha256sum to check the result"',
@@ -67,13 +73,14 @@ def receive_script(
         )
     bad = f"exit {DELTA_FAILED}" if mode == "delta" else "exit 1"
     # a short full or resumed upload keeps its prefix (the next deploy resumes it)
-    short = f'rm -f "$A.part"; {bad}' if mode == "delta" else "exit 1"
+    short = f'rm -f "$A.part" "$D"; {bad}' if mode == "delta" else "exit 1"
+    also = ' "$D"' if mode == "delta" else ""  # a patch that rebuilt nothing is not kept
     lines += [
         'n=$(wc -c < "$A.part"); n=$((n))',
         f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; {short}; }}',
-        f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"; {bad}; }}',
+        f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"{also}; {bad}; }}',
         "if command -v sha256sum >/dev/null 2>&1; then",
-        f'  echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
+        f'  echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
         "fi",
         'mv -f "$A.part" "$A"',
     ]
@@ -171,6 +178,10 @@ def cleanup_script(
             'for f in .current.tmp.*; do [ -L "$f" ] || [ -e "$f" ] || continue; rm -f "$f" && echo "removed $f"; done',
             # a peer copy's key folder (engine.remote.peer) left by a killed copy
             'for f in .shipdeck-peer.*; do [ -e "$f" ] || continue; rm -rf "$f" && echo "removed $f"; done',
+            # patches kept for the site's peers: only those that rebuild this artifact
+            'for f in artifacts/*.zst; do [ -e "$f" ] || continue; '
+            f'case "$f" in {q(f"artifacts/{artifact}.from-")}*) [ -n {q(artifact)} ] && continue ;; esac; '
+            'rm -f "$f"; done',
             'for f in artifacts/*.part; do [ -e "$f" ] || continue; '
             f'[ "$f" = {q(f"artifacts/{artifact}.tar.part")} ] && continue; '
             'rm -f "$f" && echo "removed upload ${f#artifacts/}"; done',

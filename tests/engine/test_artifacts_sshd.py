@@ -264,6 +264,11 @@ async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
         modes = sorted(t.mode for t in transfers(rec).values())
         assert modes == ["delta"] + ["peer"] * 5, modes
         assert link.bytes_up < 2 * MB
+        # the hosts that had the previous artifact copied the patch, not the artifact
+        details = [
+            e.detail for e in rec.of("status") if e.key.endswith("/upload") and e.status == "ok"
+        ]
+        assert sum(d.startswith("peer from ") and "(patch)" in d for d in details) == 5, details
     for h in fleet.hosts:
         art = artifact_of(h.home)
         assert sha256(art) == art.name.removesuffix(".tar")
