@@ -101,6 +101,8 @@ def copy_script(
         f' -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$d/known"'
         f" -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout={timeout}"
         f" -o ServerAliveInterval={timeout} -o ServerAliveCountMax=3 -o LogLevel=ERROR"
+        # AES-GCM first: with AES-NI it moves bytes several times faster than chacha20
+        " -o Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
         f" -p {int(port)} -l {q(user)} {q(addr)}"
     )
     return "\n".join(
