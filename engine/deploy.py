@@ -152,6 +152,7 @@ class Deployment(Run):
             prompter=self.prompter,
             on_log=lambda m: self.log("release", m),
         )
+        self.connector = connector
         self._preconnect(connector)
         # maintenance mode, asked while fetch and build run; said before any host is touched
         maintenance = asyncio.ensure_future(announce(self))

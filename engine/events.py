@@ -209,7 +209,9 @@ class Summary:
     always written it: ``hosts``, ``ok``, ``failed``, ``skipped``, ``cancelled``
     (host counts), ``failures`` ({host: reason}), ``reason`` (why it stopped, or ""),
     ``release_id``, ``exit_code``, ``duration`` (seconds) and, only when set,
-    ``relay``. Keys this version does not know are kept in ``extra`` and written back.
+    ``relay`` and ``wire`` (what the SSH connections cost: round trips and bytes, a
+    debug counter, see :meth:`engine.ssh.Connector.wire_summary`). Keys this version
+    does not know are kept in ``extra`` and written back.
     """
 
     hosts: int = 0
@@ -223,6 +225,7 @@ class Summary:
     exit_code: int | None = None
     duration: float | None = None
     relay: str = ""
+    wire: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -234,6 +237,8 @@ class Summary:
         data["duration"] = self.duration
         if self.relay:
             data["relay"] = self.relay
+        if self.wire:
+            data["wire"] = dict(self.wire)
         data.update(self.extra)
         return data
 
@@ -261,6 +266,8 @@ class Summary:
         dur = data.get("duration")
         if isinstance(dur, (int, float)) and not isinstance(dur, bool):
             out.duration = dur
+        if isinstance(data.get("wire"), dict):
+            out.wire = data["wire"]
         known = {
             *_SUMMARY_COUNTS,
             "failures",
@@ -269,6 +276,7 @@ class Summary:
             "exit_code",
             "duration",
             "relay",
+            "wire",
         }
         out.extra = {k: v for k, v in data.items() if k not in known}
         return out

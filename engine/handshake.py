@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import socket
+import statistics
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -86,6 +87,34 @@ class WireStats:
             "bytes_in": self.bytes_in,
             "handshake_s": round(self.handshake_s, 4),
         }
+
+
+#: hosts listed one by one in :func:`wire_summary` (those with the most round trips)
+WIRE_HOSTS_KEPT = 50
+
+
+def wire_summary(stats: dict[str, WireStats], keep: int = WIRE_HOSTS_KEPT) -> dict[str, Any]:
+    """What a run's connections cost, for its summary (a debug counter): the median
+    and largest round trips per host, the handshake's share, the bytes both ways for
+    the fleet, and per host (at most ``keep`` hosts, those with the most round trips)
+    its own counts. Empty when nothing was counted."""
+    if not stats:
+        return {}
+    trips = sorted(w.round_trips for w in stats.values())
+    shakes = sorted(w.handshake_round_trips for w in stats.values())
+    heavy = sorted(stats.items(), key=lambda kv: (-kv[1].round_trips, kv[0]))[:keep]
+    return {
+        "hosts": len(stats),
+        "round_trips_median": statistics.median(trips),
+        "round_trips_max": trips[-1],
+        "handshake_round_trips_median": statistics.median(shakes),
+        "bytes_out": sum(w.bytes_out for w in stats.values()),
+        "bytes_in": sum(w.bytes_in for w in stats.values()),
+        "per_host": {
+            name: {"round_trips": w.round_trips, "bytes_out": w.bytes_out, "bytes_in": w.bytes_in}
+            for name, w in heavy
+        },
+    }
 
 
 class _CountingTransport:

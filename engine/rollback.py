@@ -99,7 +99,9 @@ class Rollback(Run):
         self.announce_freeze_override()
         if self.without_relay:
             self.log("release", "rolling back without the relay (--without-relay)", "stderr")
-        connector = Connector(self.config.ssh, self.config.base_dir, prompter=self.prompter)
+        connector = self.connector = Connector(
+            self.config.ssh, self.config.base_dir, prompter=self.prompter
+        )
         self.status("release", RUNNING)
         try:
             await announce(self)  # maintenance on: said, and the hosts stay out of rotation

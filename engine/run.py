@@ -126,6 +126,9 @@ class Run:
         self.budget = Budget.from_config(config.deploy.max_fail, len(self.selected))
         self.stop_reason = ""
         self._early: dict[str, asyncio.Future[Host]] = {}
+        #: the hosts' connections while the run holds them (their wire counters go
+        #: into the summary)
+        self.connector: Connector | None = None
         self.plan: Plan = self._build_plan()
         if config.env:  # the room, the transcript and the TUI header say which environment
             self.plan.meta["env"] = config.env
@@ -356,6 +359,7 @@ class Run:
             release_id=release_id,
             duration=round(time.time() - self.started_at, 3),
             relay="skipped (--without-relay)" if self.without_relay else "",
+            wire=self.connector.wire_summary() if self.connector is not None else None,
         )
         assert summary.exit_code is not None
         return status, summary.exit_code, summary

@@ -43,6 +43,7 @@ from engine.handshake import (
     client_factory,
     handshake,
     tcp_bytes,
+    wire_summary,
 )
 from engine.host import Host
 from engine.hostkeys import HostKeyError, HostKeys, host_key_error
@@ -353,6 +354,11 @@ class Connector:
                 row["tcp_bytes_acked"], row["tcp_bytes_received"] = tcp
             out[host.name] = row
         return out
+
+    def wire_summary(self) -> dict[str, Any]:
+        """What this run's connections cost (round trips and bytes), for its summary:
+        :func:`engine.handshake.wire_summary`."""
+        return wire_summary(self.wire)
 
     async def close(self) -> None:
         for host in self._hosts:

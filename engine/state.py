@@ -277,6 +277,7 @@ class RunState:
         release_id: str = "",
         duration: float | None = None,
         relay: str = "",
+        wire: dict[str, Any] | None = None,
     ) -> tuple[str, Summary]:
         """How the run ends, from the hosts' statuses: ``(status, summary)``. Status
         is ``stopped`` when there is a ``reason`` to stop (exit 3), else ``failed``
@@ -302,6 +303,7 @@ class RunState:
             exit_code=EXIT_CODES[status],
             duration=duration,
             relay=relay,
+            wire=dict(wire or {}),
         )
         return status, summary
 

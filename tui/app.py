@@ -16,8 +16,9 @@ from textual.app import App
 from textual.widgets import Tree
 from textual.worker import Worker, WorkerState
 
-from engine.events import OK, ChatLine
+from engine.events import OK, ChatLine, MaintenanceChanged
 from engine.freeze import Frozen
+from engine.state import RunState
 from tui import actions
 from tui.app_actions import DeckActions
 from tui.backend import default_operator
@@ -125,6 +126,9 @@ class ShipdeckApp(DeckActions, App[int]):
             self.run_worker(
                 self.watcher(self.feed), group="relay", name="relay watch", exit_on_error=False
             )
+        elif self.chat is not None and hasattr(self.chat, "set_feed"):
+            # an operator's room: only its maintenance changes reach this tree
+            self.chat.set_feed(self._room_feed)
         if self.chat is not None:
             self.run_worker(
                 self._chat_loop(), group="relay", name="relay chat", exit_on_error=False
@@ -257,6 +261,15 @@ class ShipdeckApp(DeckActions, App[int]):
     def feed(self, event: Any) -> None:
         """Give the app one event from outside (relay spectator, benchmark)."""
         self.model.push(event)
+
+    def _room_feed(self, item: Any) -> None:
+        """The room as an operator's app reads it: maintenance switched on or off by
+        anyone (``shipdeck maintenance``, another run) shows in the header while this
+        app waits, as it does for a watcher; the room's deploys are not this tree's."""
+        if isinstance(item, RunState):  # joining: the room's snapshot
+            item = item.maintenance
+        if isinstance(item, MaintenanceChanged):
+            self.model.push(item)
 
     def flush(self) -> None:
         """Apply buffered events; relabel visible dirty nodes; append log lines."""

@@ -15,6 +15,7 @@ from rich.text import Text
 from textual.widgets import Input
 
 from engine.events import FAILED
+from tui.render import plural
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.modals import ConfirmScreen, FilterScreen, RollbackScreen, gate_body
@@ -67,7 +68,7 @@ class DeckActions:
         text.append(f"{meta.get('ref', '')}")
         if meta.get("sha"):
             text.append(f" ({str(meta['sha'])[:7]})", style="yellow")
-        text.append(f"\n{len(hosts)} hosts in {len(waves)} waves\n", style="bold")
+        text.append(f"\n{plural(len(hosts), 'host')} in {plural(len(waves), 'wave')}\n", style="bold")
         for wave in waves:
             names = [model.plan.nodes[k].label for k in model.plan.children.get(wave.key, ())]
             shown = ", ".join(names[:6]) + (f", … +{len(names) - 6}" if len(names) > 6 else "")

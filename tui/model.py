@@ -82,6 +82,8 @@ class DeckModel:
         """Show ``plan`` (shared with the runner that owns it: no copy, at 3,000 hosts
         a copy is ~10 MB), or a whole state (a late joiner's snapshot)."""
         state = plan if isinstance(plan, RunState) else RunState(plan)
+        if state.maintenance is None:  # the room's, known before this deploy
+            state.maintenance = self.state.maintenance
         self.state = state
         self._reset()
         for event in state.log_events():

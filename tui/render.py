@@ -131,7 +131,37 @@ def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
     if s.relay:
         lines.append(f"  relay: {s.relay}")
     lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
+    if s.wire:  # a debug counter: last
+        lines.append(f"  wire: {wire_text(s.wire)}")
     return lines
+
+
+def wire_text(wire: dict[str, Any]) -> str:
+    """A summary's wire counter as words: ``13 round trips per host (median; max 15,
+    handshake 8), 1.2 MiB out, 84.0 KiB in``. Fields that are missing or not numbers
+    are left out."""
+
+    def num(key: str) -> float | None:
+        v = wire.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    parts = []
+    median, most, shake = (
+        num("round_trips_median"),
+        num("round_trips_max"),
+        num("handshake_round_trips_median"),
+    )
+    if median is not None:
+        extra = [f"max {most:g}"] if most is not None else []
+        extra += [f"handshake {shake:g}"] if shake is not None else []
+        parts.append(
+            f"{median:g} round trips per host" + (f" (median; {', '.join(extra)})" if extra else "")
+        )
+    for key, way in (("bytes_out", "out"), ("bytes_in", "in")):
+        n = num(key)
+        if n is not None:
+            parts.append(f"{fmt_bytes(int(n))} {way}")
+    return ", ".join(parts)
 
 
 # -- one line per event ---------------------------------------------------------------
@@ -305,7 +335,8 @@ def transcript_lines(raw: str) -> list[str]:
 CARD_ROLES = ("title", "warn", "group", "hosts", "commit", "back", "file", "more", "note")
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 wave``, ``2 waves``: a count and its word."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -324,13 +355,13 @@ def _counts(n: int | None) -> str:
 
 
 def _group_head(g: Group, target: str) -> str:
-    hosts = _plural(g.host_count, "host")
+    hosts = plural(g.host_count, "host")
     runs = g.release or g.base[:7]
     if g.state == SAME:
         return f"{hosts} already on {target[:7]}: nothing new"
     if g.state == NONE:
         return (
-            f"{hosts} with no release yet: the first release, {_plural(g.commits_total, 'commit')}"
+            f"{hosts} with no release yet: the first release, {plural(g.commits_total, 'commit')}"
         )
     if g.state == UNREAD:
         return f"{hosts} could not be read: {g.note}"
@@ -338,10 +369,10 @@ def _group_head(g: Group, target: str) -> str:
         return f"{hosts} on {runs}: {g.note or 'not in the git mirror'}"
     parts = []
     if g.commits_total:
-        parts.append(_plural(g.commits_total, "commit") + " going out")
+        parts.append(plural(g.commits_total, "commit") + " going out")
     if g.back_total:
-        parts.append(_plural(g.back_total, "commit") + " taken back")
-    parts.append(f"{_plural(g.files_total, 'file')} +{g.added} −{g.removed}")
+        parts.append(plural(g.back_total, "commit") + " taken back")
+    parts.append(f"{plural(g.files_total, 'file')} +{g.added} −{g.removed}")
     named = g.release and g.base and not g.release.endswith(g.base[:7])
     base = f" ({g.base[:7]})" if named else ""  # a release id already ends with its sha
     return f"{hosts} on {runs}{base}: " + ", ".join(parts) + (f"  [{g.note}]" if g.note else "")
@@ -351,7 +382,7 @@ def _card_head(card: Outgoing, key: str) -> list[tuple[str, str]]:
     """The card's title, then why it cannot tell or the no-op warning."""
     where = "" if key in ("", "release") else f" at {key.rsplit('/', 1)[-1]}"
     target = f"{card.target[:7]} {card.subject}".strip() or "?"
-    out = [("title", f"what goes out{where} to {_plural(card.hosts, 'host')}: {target}")]
+    out = [("title", f"what goes out{where} to {plural(card.hosts, 'host')}: {target}")]
     if card.error:
         out.append(("warn", f"⚠ cannot tell what goes out: {card.error}"))
     elif card.noop:
@@ -404,8 +435,8 @@ def outgoing_card(
         if g.state in (AHEAD, DIVERGED, NONE, BEHIND):
             out += _group_changes(g)
     if card.more_groups:
-        others = f"({_plural(card.more_hosts, 'host')}) on other commits"
-        out.append(("more", f"── … and {_plural(card.more_groups, 'more group')} {others}"))
+        others = f"({plural(card.more_hosts, 'host')}) on other commits"
+        out.append(("more", f"── … and {plural(card.more_groups, 'more group')} {others}"))
     return out
 
 

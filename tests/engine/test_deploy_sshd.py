@@ -89,6 +89,15 @@ async def test_deploy_redeploy_skip_upload_rollback(fleet3, sample_repo, tmp_pat
     assert fleet3.accepted_logins() == 3
     sessions = re.findall(r"Starting session: command for (\S+)", fleet3.log_text())
     assert sorted(sessions) == sorted(h.user for h in fleet3.hosts), sessions
+    # the summary's debug counter: what each host's connection cost on the wire
+    wire = result.summary["wire"]
+    assert wire["hosts"] == 3 and set(wire["per_host"]) == {h.spec for h in fleet3.hosts}
+    assert first.source.package is not None
+    artifact = first.source.package.size  # each host's upload is on its wire
+    for counts in wire["per_host"].values():
+        assert counts["round_trips"] >= wire["handshake_round_trips_median"] > 0
+        assert counts["bytes_out"] > artifact and counts["bytes_in"] > 0
+    assert wire["round_trips_max"] >= wire["round_trips_median"]
 
     # same build again: no upload
     result, rec, _ = await run(config)
@@ -240,7 +249,9 @@ async def test_frozen_host_fails_within_timeout(sshd_fleet, sample_repo, tmp_pat
     assert result.exit_code == 1
     assert "timed out connecting" in result.summary["failures"][fleet.hosts[1].spec]
     assert result.summary["ok"] == 2
-    assert elapsed < 15  # connect_timeout 2: the timeout fires (7x its setting, never a speed claim)
+    assert (
+        elapsed < 15
+    )  # connect_timeout 2: the timeout fires (7x its setting, never a speed claim)
 
 
 async def test_changed_host_key_refused_nothing_uploaded(sshd_fleet, sample_repo, tmp_path) -> None:

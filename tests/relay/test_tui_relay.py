@@ -187,3 +187,37 @@ async def test_watchers_header_shows_maintenance_set_in_the_room(relay) -> None:
         await until(pilot, lambda: "MAINTENANCE" not in header(), timeout=10, what="off")
         assert "waiting for a deploy" in header()
     await alice.release_lock()
+
+
+async def test_an_idle_operators_header_follows_maintenance_set_in_the_room(
+    relay, fleet, fleet_config, tmp_path
+) -> None:
+    """The deploying operator's app, waiting between deploys, learns of maintenance
+    switched on and off in its room (as a watcher does), without deploying; the
+    room's own deploys do not replace its tree."""
+    from engine.events import MaintenanceChanged
+    from relay.publish import tui_chat_backend
+
+    config = relay_config(fleet_config, relay)
+    chat = tui_chat_backend(relay.url, "web", token=TOKENS["alice"], operator="alice")
+    backend = EngineBackend(config, operator="alice", history_path=tmp_path / "h.db")
+    app = ShipdeckApp(backend, chat=chat, operator="alice", cursor_blink=False)
+    bob, _ = await relay.client("bob", "web")
+    async with app.run_test(size=(120, 40)) as pilot:
+
+        def header() -> str:
+            return app.main.query_one("DeckHeader").render().plain
+
+        await until(pilot, lambda: app.relay_status == "connected", timeout=10, what="relay")
+        tree = list(app.model.plan.nodes)
+        await bob.acquire_lock("maintenance on", ttl=30)
+        await bob.publish_event(
+            MaintenanceChanged("m1", on=True, by="bob", message="db upgrade", at=1.0)
+        )
+        await until(
+            pilot, lambda: "MAINTENANCE by bob: db upgrade" in header(), timeout=10, what="on"
+        )
+        assert list(app.model.plan.nodes) == tree  # still this operator's deploy, ready
+        await bob.publish_event(MaintenanceChanged("m2", on=False, by="bob", at=2.0))
+        await until(pilot, lambda: "MAINTENANCE" not in header(), timeout=10, what="off")
+        await bob.release_lock()

@@ -36,6 +36,7 @@ from engine.events import (
     Progress,
     Summary,
 )
+from engine.handshake import WireStats, wire_summary
 from engine.plan import HOST_STEPS, ROLLBACK_STEPS, build_plan
 from engine.state import RunState
 from engine.strategy import wave_plan
@@ -225,8 +226,13 @@ class FakeRunner:
         if not stopped:
             self._status("release", FAILED if failed else OK)
         reason = f"aborted by {self._abort.by}" if stopped and self._abort else ""
+        # no connection: the wire counter of hosts that cost nothing, in the engine's shape
+        idle = {h: WireStats() for wave in self.waves for h in wave}
         status, report = self.state.summarize(
-            reason=reason, release_id=release_id, duration=round(self.clock() - started, 3)
+            reason=reason,
+            release_id=release_id,
+            duration=round(self.clock() - started, 3),
+            wire=wire_summary(idle),
         )
         summary = report.to_json()
         self._emit(DeployFinished(self.deploy_id, status=status, summary=summary, at=self.clock()))

@@ -32,6 +32,7 @@ async def test_demo_deploy_and_rollback_leave_nothing_in_the_operators_state(
         await until(pilot, lambda: app.painted)
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "2 hosts in 1 wave\n" in str(app.screen.body)  # not "1 waves"
         await pilot.press("enter")
         await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
         await pilot.press("r")

@@ -18,6 +18,7 @@ from engine.events import (
     Summary,
     Transfer,
 )
+from engine.handshake import WireStats, wire_summary
 from engine.plan import build_plan
 from tui.headless import HeadlessPrinter
 from tui.render import (
@@ -31,6 +32,7 @@ from tui.render import (
     status_line,
     summary_lines,
     transcript_lines,
+    wire_text,
 )
 
 D = "d1"
@@ -288,3 +290,31 @@ def event_lines_of(changes) -> list[str]:
     from engine.events import ChangesOutgoing
 
     return event_lines(ChangesOutgoing(D, key="release", changes=changes))
+
+
+def test_the_wire_counter_reads_as_round_trips_and_bytes() -> None:
+    wire = wire_summary(
+        {
+            "web1": WireStats(
+                round_trips=13, bytes_out=300_000, bytes_in=20_000, handshake_round_trips=8
+            ),
+            "web2": WireStats(
+                round_trips=15, bytes_out=300_000, bytes_in=24_000, handshake_round_trips=8
+            ),
+            "web3": WireStats(
+                round_trips=12, bytes_out=300_000, bytes_in=20_000, handshake_round_trips=8
+            ),
+        },
+        keep=2,
+    )
+    assert list(wire["per_host"]) == ["web2", "web1"]  # the costliest hosts, at most keep
+    assert (
+        wire_text(wire)
+        == "13 round trips per host (median; max 15, handshake 8), 878.9KB out, 62.5KB in"
+    )
+    lines = summary_lines(Summary(hosts=3, ok=2, failed=1, failures={"web3": "down"}, wire=wire))
+    assert lines[1:] == ["  ✗ web3: down", "  wire: " + wire_text(wire)]  # the counter last
+    # read back from its JSON as any summary is; a wire that is not numbers says less
+    assert Summary.from_json(Summary(wire=wire).to_json()).wire == wire
+    assert wire_text({"round_trips_median": "x", "bytes_out": 2048}) == "2.0KB out"
+    assert summary_lines(Summary(hosts=1, ok=1)) == ["1/1 hosts ok"]  # nothing counted, no line
