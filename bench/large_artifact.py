@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +190,19 @@ def main() -> None:
     }
     rows: list[tuple[str, str, float, int]] = []
     notes: list[str] = []
+    try:
+        measure(a, root, env, size, n, tools, venv_py, rows, notes)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(table(rows, size, n, a.mbit))
+    print()
+    print("\n".join(notes))
+
+
+def measure(a, root, env, size, n, tools, venv_py, rows, notes) -> None:  # noqa: ANN001
+    """Both releases with every tool (rows: scenario, tool, wall, bytes), then the
+    killed-and-resumed one (notes)."""
     with (
         fleet(root / "fleet", n, bastion=True, user_keys=True, max_startups="100:30:200") as f,
         ThrottledProxy("127.0.0.1", f.bastion.port, rate=a.mbit * 1e6 / 8) as link,
@@ -235,11 +249,6 @@ def main() -> None:
 
         if "shipdeck" in tools and not a.no_resume:
             notes += resume_demo(f, cfg, env, dist, repo, link, size)
-
-    print()
-    print(table(rows, size, n, a.mbit))
-    print()
-    print("\n".join(notes))
 
 
 def resume_demo(
