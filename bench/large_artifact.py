@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--mbit", type=float, default=100.0, help="the bastion link's rate")
     ap.add_argument("--tools", default="shipdeck,rsync,fabric")
     ap.add_argument("--no-resume", action="store_true", help="skip the killed-upload run")
+    ap.add_argument("--log", type=Path, help="keep each shipdeck run's headless output here")
     a = ap.parse_args()
     size = a.size or (20 if a.quick else 100)
     n = a.hosts or (6 if a.quick else 20)
@@ -235,7 +236,10 @@ def measure(a, root, env, size, n, tools, venv_py, rows, notes) -> None:  # noqa
             for tool in tools:
                 link.reset()
                 if tool == "shipdeck":
-                    wall, lines = run_shipdeck(cfg, env)
+                    wall, lines = run_shipdeck(cfg, env, "--verbose")
+                    if a.log:
+                        a.log.mkdir(parents=True, exist_ok=True)
+                        (a.log / f"{scenario.split()[0]}.log").write_text("\n".join(lines) + "\n")
                     notes += [f"shipdeck, {scenario}:", *("  " + ln for ln in summary_of(lines))]
                 elif tool == "rsync":
                     wall = run_rsync(f, ssh_cfg, dist)

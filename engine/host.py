@@ -167,6 +167,27 @@ class Host:
             raise SSHError(f"connection lost: {exc}") from None
         return session
 
+    async def run_aside(self, command: str, timeout: float) -> CommandResult:
+        """A short command in a session of its own, beside whatever the shell runs
+        (a peer's key granted while the host's own steps run). Raises CommandTimeout,
+        SSHError."""
+        if self.lost:
+            raise SSHError(self.lost)
+        proc = await self._channel()
+        token = secrets.token_hex(8)
+        session = Session(proc, token, self._sessions.release)
+        session.begin(None)
+        try:
+            proc.stdin.write(loader(token, command))
+            proc.stdin.write_eof()
+            return await asyncio.wait_for(session.finished(), timeout)
+        except TimeoutError:
+            raise CommandTimeout(f"command timed out after {timeout:g}s") from None
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            raise SSHError(f"connection lost: {exc}") from None
+        finally:
+            session.close()
+
     async def _open_shell(self) -> Session:
         if self._shell is not None and not self._shell.dead:
             return self._shell

@@ -25,6 +25,7 @@ import asyncssh
 from engine.errors import SSHError, StepFailed
 from engine.remote.lock import parse_kv
 from engine.remote.peer import copy_script, grant_line, grant_script, revoke_script
+from engine.session import CommandResult
 from engine.upload import Grants
 
 if TYPE_CHECKING:
@@ -60,18 +61,21 @@ async def copy_from_peer(
         line = grant_line(source.st.path, pkg.sha256, public, tag, expiry, patch_base)
     except ValueError as exc:
         raise StepFailed(str(exc)) from None
-    try:
-        res = await src.run(grant_script(line), timeout=30)
-    except SSHError as exc:
-        raise StepFailed(f"{source.st.name}: {exc}") from None
-    if not res.ok:
-        raise StepFailed(f"{source.st.name} would not take the one-time key: {res.stderr[-200:]}")
-    # several copies may be served at once: what the first grant created is removed
-    # by the last revoke
     grants = receiver.run.transfers.grants.setdefault(source.key, Grants())
-    if grants.open == 0:
-        grants.created = parse_kv(res.stdout).get("created", "")
-    grants.open += 1
+    async with grants.lock:
+        try:
+            # beside the serving host's own steps: its shell may be busy for a while
+            res = await src.run_aside(grant_script(line), timeout=30)
+        except SSHError as exc:
+            raise StepFailed(f"{source.st.name}: {exc}") from None
+        if not res.ok:
+            why = res.stderr[-200:]
+            raise StepFailed(f"{source.st.name} would not take the one-time key: {why}")
+        # several copies may be served at once: what the first grant created is
+        # removed by the last revoke
+        if grants.open == 0:
+            grants.created = parse_kv(res.stdout).get("created", "")
+        grants.open += 1
     try:
         script = copy_script(
             receiver.st.path,
@@ -88,15 +92,21 @@ async def copy_from_peer(
         timeout = receiver.run.config.ssh.command_timeout
         await receiver._phase([("peer", script)], timeout)
     finally:
-        grants.open -= 1
-        await _revoke(source, tag, grants.created if grants.open == 0 else "")
+        await _revoke(source, tag, grants)
 
 
-async def _revoke(source: HostRelease, tag: str, created: str) -> None:
-    """Remove the key's line from ``source`` (and the folder or file the grants
-    created, when ``created`` says so: the last one), even while being cancelled
-    (the key also expires by itself)."""
-    task = asyncio.ensure_future(source.host.run(revoke_script(tag, created), timeout=30))
+async def _revoke(source: HostRelease, tag: str, grants: Grants) -> None:
+    """Remove the key's line from ``source`` (and, with the last open grant, the
+    folder or file the first one created), even while being cancelled (the key also
+    expires by itself)."""
+
+    async def revoke() -> CommandResult:
+        async with grants.lock:
+            grants.open -= 1
+            created = grants.created if grants.open == 0 else ""
+            return await source.host.run_aside(revoke_script(tag, created), timeout=30)
+
+    task = asyncio.ensure_future(revoke())
     try:
         res = await asyncio.shield(task)
     except asyncio.CancelledError:

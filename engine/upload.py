@@ -207,6 +207,8 @@ class Grants:
     def __init__(self) -> None:
         self.open = 0
         self.created = ""
+        #: one grant or revoke at a time: each rewrites the same authorized_keys
+        self.lock = asyncio.Lock()
 
 
 class Transfers:
