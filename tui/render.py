@@ -123,14 +123,14 @@ def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
     if s.exit_code is not None:
         head += f" (exit {s.exit_code})"
     lines = [head]
-    t = s.extra.get("transfer")
-    if isinstance(t, dict):
-        lines.append(f"  {transfer_totals_text(t)}")
     if s.reason:
         lines.append(f"  stopped: {s.reason}")
     if s.relay:
         lines.append(f"  relay: {s.relay}")
     lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
+    t = s.extra.get("transfer")
+    if isinstance(t, dict):
+        lines.append(f"  {transfer_totals_text(t)}")
     if s.wire:  # a debug counter: last
         lines.append(f"  wire: {wire_text(s.wire)}")
     return lines
@@ -211,7 +211,9 @@ def _progress_words(event: Progress) -> list[str]:
 
 
 def _mib(n: Any) -> str:
-    return f"{(n if isinstance(n, (int, float)) else 0) / 1048576:.1f} MiB"
+    """``100.0 MiB``; below 1 MiB in KiB (``14.2 KiB``)."""
+    n = n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.1f} KiB"
 
 
 def transfer_text(event: Transfer) -> str:
@@ -229,7 +231,8 @@ def transfer_totals_text(t: dict[str, Any]) -> str:
     peers = t.get("peer") or 0
     return (
         f"artifact {_mib(t.get('artifact'))} to {t.get('hosts', 0)} host(s): "
-        f"{_mib(t.get('sent'))} sent, {_mib(t.get('jump'))} across the jump link"
+        f"{_mib(t.get('sent'))} sent"
+        + (f", {_mib(t.get('jump'))} across the jump link" if t.get("jump") else "")
         + (f", {peers} copied from peers" if peers else "")
     )
 

@@ -93,7 +93,7 @@ def test_summary_lines() -> None:
 def test_a_transfer_in_words() -> None:
     key = "release/wave-1/web2/upload"
     peer = Transfer(D, key=key, mode="peer", sent=0, total=1 << 20, seconds=0.5, source="web1")
-    assert event_lines(peer) == [f"  {key} peer from web1 0.0 MiB of 1.0 MiB in 0.50s (0.0 MB/s)"]
+    assert event_lines(peer) == [f"  {key} peer from web1 0.0 KiB of 1.0 MiB in 0.50s (0.0 MB/s)"]
     delta = Transfer(
         D, key=key, mode="delta", sent=1 << 20, total=100 << 20, seconds=1.0, jump=True
     )
