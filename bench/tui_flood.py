@@ -13,6 +13,9 @@ the same events costs with no app, measured right after, and ``app %`` the diffe
 the TUI's own share), peak RSS, first paint
 (process start of the app, plan included -> first frame written).
 
+``merged`` is ``batched`` with the merged fleet log (L) shown in the per-node log's
+place, every log line going into it (the tree keeps the focus for the key presses).
+
 ``naive`` is the baseline in the same run: each event applied and relabelled on
 arrival (one set_label + header update per event), the design DESIGN.md warns about.
 """
@@ -148,6 +151,9 @@ async def measure(hosts: int, rate: int, duration: float, mode: str) -> dict:
         await asyncio.sleep(0.005)
     first_paint = frames[0] - t_start
     await asyncio.sleep(0.3)
+    if mode == "merged":
+        app.show_fleet_log(True, focus=False)
+        await asyncio.sleep(0.1)
     tree = app.tree
     for name in ("action_cursor_down", "action_cursor_up"):
         orig = getattr(tree, name)
@@ -160,7 +166,7 @@ async def measure(hosts: int, rate: int, duration: float, mode: str) -> dict:
 
     runner = backend.runner
     applied = [0]
-    if mode == "batched":
+    if mode in ("batched", "merged"):
         callback = app.model.push
     else:
         model = app.model
@@ -222,7 +228,7 @@ async def measure(hosts: int, rate: int, duration: float, mode: str) -> dict:
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     for j in jobs:
         j.cancel()
-    if mode == "batched":
+    if mode in ("batched", "merged"):
         done = app.model.applied_total - base_applied
         backlog = len(app.model.pending)
     else:
@@ -341,7 +347,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float)
     parser.add_argument("--hosts", type=int, nargs="*", default=None)
     parser.add_argument("--rate", type=int, nargs="*", default=None)
-    parser.add_argument("--mode", default=None)
+    parser.add_argument(
+        "--mode", default=None, help="batched, merged (the fleet log shown) or naive"
+    )
+    parser.add_argument(
+        "--merged", action="store_true", help="add a run with the merged fleet log shown"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -355,6 +366,8 @@ def main() -> None:
     hosts_list = args.hosts or [1000, 3000]
     rates = args.rate or [5000, 20000]
     modes = [args.mode] if args.mode else (["batched"] if args.no_naive else ["batched", "naive"])
+    if args.merged and "merged" not in modes:
+        modes.insert(1, "merged")
     load = os.getloadavg()[0]
     print(
         f"TUI flood: {duration:.0f} s per run, 120x40 pty, {os.cpu_count()} cores, load avg {load:.1f}"

@@ -5,10 +5,17 @@ budget, one connection per host, every line of output as an event.
 hosts wave by wave (:func:`engine.strategy.wave_plan`; no approval gates), at most
 ``parallel`` hosts at once. A host whose command exits non-zero, or that cannot be
 reached, counts against ``deploy.max_fail`` (:class:`engine.strategy.Budget`); once
-the budget is exceeded the waves not started are skipped. Events (the one
-vocabulary: :class:`~engine.events.LogLine`, :class:`~engine.events.NodeStatus`,
-:class:`~engine.events.DeployFinished`) go to ``emit``, which the headless printer
-and the history transcript share.
+the budget is exceeded (or the run is stopped) the waves not started are skipped.
+
+An exec is a plan like a deploy's (:func:`exec_plan`: ``release`` labelled with the
+command, its waves, a host node per host, no steps), so every follower draws it with
+the one reducer (:class:`engine.state.RunState`): events (the one vocabulary:
+:class:`~engine.events.PlanReady` first, then :class:`~engine.events.NodeStatus` of
+the run, waves and hosts, each host's output as :class:`~engine.events.LogLine`, and
+:class:`~engine.events.DeployFinished`) go to ``emit``, which the headless printer,
+the history transcript and the TUI share. A host node's detail is its exit status
+and duration. :class:`ExecRunner` is the run as the TUI drives it (plan first, then
+``run()``, ``abort()``).
 """
 
 from __future__ import annotations
@@ -21,12 +28,26 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import ExitCode
-from engine.events import FAILED, OK, SKIPPED, DeployFinished, Event, LogLine, NodeStatus, Summary
+from engine.events import (
+    FAILED,
+    OK,
+    RUNNING,
+    SKIPPED,
+    DeployFinished,
+    Event,
+    LogLine,
+    NodeStatus,
+    Summary,
+)
+from engine.plan import Plan, build_plan, host_key
 from engine.remote.exec import NO_DIR_EXIT, exec_script
 from engine.remote.shell import utc_stamp
 from engine.strategy import Budget, wave_plan
 
-__all__ = ["ExecResult", "HostRun", "new_exec_id", "run_exec"]
+__all__ = ["ExecResult", "ExecRunner", "HostRun", "exec_plan", "new_exec_id", "run_exec"]
+
+#: the command as the plan's root label shows it (the whole one is in meta)
+LABEL_CHARS = 80
 
 
 def new_exec_id() -> str:
@@ -63,6 +84,12 @@ class ExecResult:
     stopped: bool = False
 
     @property
+    def status(self) -> str:
+        """``ok``, ``failed`` or ``stopped``, as a deploy's."""
+        code = self.exit_code
+        return OK if code == ExitCode.OK else "stopped" if code == ExitCode.STOPPED else FAILED
+
+    @property
     def exit_code(self) -> int:
         """0 only if every host returned 0; 3 when the budget stopped it; else 1."""
         if self.stopped:
@@ -70,10 +97,130 @@ class ExecResult:
         return ExitCode.OK if all(h.status == OK for h in self.hosts) else ExitCode.FAILED
 
 
-def _detail(run: HostRun) -> str:
-    if run.error:
-        return run.error
-    return f"exit {run.exit_status} in {run.duration:.1f}s"
+def exec_plan(
+    exec_id: str,
+    waves: list[list[Any]],
+    command: str,
+    *,
+    labels: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Plan:
+    """The exec's tree: ``release`` (labelled ``exec: <command>``) -> waves -> a host
+    node per host (keys :func:`engine.plan.host_key`); ``meta`` has ``kind: exec`` and
+    the whole command."""
+    label = " ".join(command.split())
+    if len(label) > LABEL_CHARS:
+        label = label[: LABEL_CHARS - 1] + "…"
+    plan = build_plan(
+        exec_id,
+        [[spec.name for spec in wave] for wave in waves],
+        meta={**(meta or {}), "kind": "exec", "command": command},
+        steps=(),
+        wave_labels=labels,
+        with_source=False,
+    )
+    plan["release"].label = f"exec: {label}"
+    return plan
+
+
+class ExecRunner:
+    """One exec as the TUI drives a run: ``plan`` before it starts, ``subscribe``,
+    ``await run()`` (an :class:`ExecResult` with ``status``), ``abort()`` (the waves
+    not started are skipped; running hosts finish)."""
+
+    def __init__(
+        self,
+        config: Any,
+        specs: list[Any],
+        command: str,
+        *,
+        operator: str,
+        cwd: str | None = None,
+        parallel: int | None = None,
+        prompter: Any = None,
+        history: Any = None,
+    ) -> None:
+        self.config = config
+        self.specs = list(specs)
+        self.command = command
+        self.operator = operator
+        self.cwd = cwd
+        self.parallel = parallel
+        self.prompter = prompter
+        self.history = history
+        self.deploy_id = new_exec_id()
+        waves, labels, _ = wave_plan(self.specs, config.deploy)
+        meta = {
+            "project": config.project.name,
+            "operator": operator,
+            "cwd": cwd or "current",
+            "env": getattr(config, "env", "") or "",
+        }
+        self.plan = exec_plan(self.deploy_id, waves, command, labels=labels, meta=meta)
+        self.waves = waves
+        self.stop = asyncio.Event()
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._subscribers.append(callback)
+
+    def _emit(self, event: Event) -> None:
+        for callback in self._subscribers:
+            callback(event)
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        self.stop.set()
+
+    async def run(self) -> ExecResult:
+        """Run it; recorded in history (with its transcript) when there is one."""
+        emit = self._emit
+        transcript = None
+        if self.history is not None:
+            from engine.history import TranscriptWriter
+
+            self.history.start(
+                self.deploy_id, "exec", self.config.project.name, "", self.operator,
+                str(self.config.path),
+            )  # fmt: skip
+            transcript = TranscriptWriter(self.history, self.deploy_id)
+
+            def emit(event: Event) -> None:
+                transcript(event)
+                self._emit(event)
+
+        result: ExecResult | None = None
+        try:
+            result = await run_exec(
+                self.config, self.specs, self.command, emit=emit, exec_id=self.deploy_id,
+                operator=self.operator, cwd=self.cwd, parallel=self.parallel,
+                prompter=self.prompter, plan=self.plan, waves=self.waves, stop=self.stop,
+            )  # fmt: skip
+            return result
+        finally:
+            if transcript is not None:
+                transcript.close()
+                record(self.history, self.deploy_id, self.command, self.cwd, result)
+
+
+def host_detail(h: HostRun) -> str:
+    """A host's outcome in words: the error, ``not run``, or ``exit N in 1.2s``."""
+    if h.error:
+        return h.error
+    if h.exit_status is None:
+        return "not run"
+    return f"exit {h.exit_status} in {h.duration:.1f}s"
+
+
+def record(history: Any, exec_id: str, command: str, cwd: str | None, result: Any) -> None:
+    """The exec's end in history: status, exit code, the command and each host."""
+    code = int(result.exit_code) if result else int(ExitCode.STOPPED)
+    status = "ok" if code == 0 else "failed" if code == 1 else "stopped"
+    summary = {"command": command, "cwd": cwd or "current"}
+    hosts = [
+        {"host": h.host, "status": h.status, "detail": host_detail(h)}
+        for h in (result.hosts if result else [])
+    ]
+    history.finish(exec_id, status, code, summary, hosts)
 
 
 async def run_exec(
@@ -88,13 +235,20 @@ async def run_exec(
     parallel: int | None = None,
     batches: tuple[str, ...] | None = None,
     prompter: Any = None,
+    plan: Plan | None = None,
+    waves: list[list[Any]] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ExecResult:
-    """Run ``command`` on ``specs`` (see the module docstring). Never raises for a
-    host: one that fails or cannot be reached has ``error`` or a non-zero status."""
+    """Run ``command`` on ``specs`` (see the module docstring). ``plan``/``waves``:
+    the :func:`exec_plan` already made (else made here); ``stop``: when set, the waves
+    not started are skipped. Never raises for a host: one that fails or cannot be
+    reached has ``error`` or a non-zero status."""
     from engine.ssh import Connector, SSHError
 
-    deploy = replace(config.deploy, batches=batches) if batches else config.deploy
-    waves, _, _ = wave_plan(list(specs), deploy)
+    if waves is None or plan is None:
+        deploy = replace(config.deploy, batches=batches) if batches else config.deploy
+        waves, labels, _ = wave_plan(list(specs), deploy)
+        plan = exec_plan(exec_id, waves, command, labels=labels, meta={"operator": operator})
     budget = Budget.from_config(config.deploy.max_fail, len(specs))
     limit = asyncio.Semaphore(max(1, parallel or config.deploy.parallel))
     script = exec_script(config.deploy.path, command, cwd=cwd, operator=operator, exec_id=exec_id)
@@ -102,14 +256,20 @@ async def run_exec(
     runs = {spec.name: HostRun(spec.name) for spec in specs}
     result = ExecResult(exec_id, list(runs.values()))
     started = time.monotonic()
+    keys = {spec.name: host_key(n, spec.name) for n, wave in enumerate(waves, 1) for spec in wave}
+
+    def status(key: str, state: str, detail: str = "") -> None:
+        emit(NodeStatus(exec_id, key=key, status=state, at=time.time(), detail=detail))
 
     async def one(spec: Any) -> None:
         run = runs[spec.name]
+        key = keys[spec.name]
 
         def on_line(stream: str, text: str) -> None:
-            emit(LogLine(exec_id, key=spec.name, stream=stream, text=text, at=time.time()))
+            emit(LogLine(exec_id, key=key, stream=stream, text=text, at=time.time()))
 
         async with limit:
+            status(key, RUNNING)
             t0 = time.monotonic()
             try:
                 host = await connector.connect(spec)
@@ -122,24 +282,27 @@ async def run_exec(
             run.duration = time.monotonic() - t0
         run.status = OK if run.exit_status == 0 else FAILED
         if run.status == FAILED:
-            budget.fail(spec.name, _detail(run))
-        emit(
-            NodeStatus(
-                exec_id, key=spec.name, status=run.status, at=time.time(), detail=_detail(run)
-            )
-        )
+            budget.fail(spec.name, host_detail(run))
+        status(key, run.status, host_detail(run))
 
+    emit(plan.to_event())
+    status("release", RUNNING)
     try:
-        for wave in waves:
-            if budget.exceeded:
+        for number, wave in enumerate(waves, 1):
+            wkey = f"release/wave-{number}"
+            if budget.exceeded or (stop is not None and stop.is_set()):
                 result.stopped = True
+                status(wkey, SKIPPED)
                 for spec in wave:
-                    emit(NodeStatus(exec_id, key=spec.name, status=SKIPPED, at=time.time()))
+                    status(keys[spec.name], SKIPPED)
                 continue
+            status(wkey, RUNNING)
             await asyncio.gather(*(one(spec) for spec in wave))
+            status(wkey, OK if all(runs[s.name].status == OK for s in wave) else FAILED)
     finally:
         await connector.close()
     result.stopped = result.stopped or budget.exceeded
+    status("release", OK if result.exit_code == 0 else FAILED)
     emit(_finished(result, budget, time.monotonic() - started))
     return result
 
@@ -152,7 +315,13 @@ def _finished(result: ExecResult, budget: Budget, duration: float) -> DeployFini
         failed=sum(h.status == FAILED for h in hosts),
         skipped=sum(h.status == SKIPPED for h in hosts),
         failures=dict(budget.failed),
-        reason="failure budget exceeded" if result.stopped else "",
+        reason=(
+            "failure budget exceeded"
+            if budget.exceeded
+            else "stopped before every wave ran"
+            if result.stopped
+            else ""
+        ),
         exit_code=int(result.exit_code),
         duration=round(duration, 3),
     )

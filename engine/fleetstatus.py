@@ -14,11 +14,14 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.remote.status import HostStatus, parse_status
 
 __all__ = ["FleetStatus", "HostStatus", "fleet_status", "mark_drift", "subjects"]
+
+if TYPE_CHECKING:
+    from engine.releases import Choices, ProbeResult
 
 
 @dataclass
@@ -35,6 +38,28 @@ class FleetStatus:
     @property
     def drifted(self) -> list[HostStatus]:
         return [h for h in self.hosts if h.drift]
+
+    def releases(self) -> ProbeResult:
+        """What the rollback picker reads: each read host's current release, release
+        directories and revisions (unreachable hosts as errors: a release is on every
+        host only if every host could be read)."""
+        from engine.releases import HostReleases, ProbeResult
+
+        return ProbeResult(
+            [
+                HostReleases(h.host, h.current, h.releases, h.revisions)
+                for h in self.hosts
+                if not h.error
+            ],
+            {h.host: h.error for h in self.unreachable},
+        )
+
+    def rollback_choices(self, subjects: dict[str, str] | None = None) -> Choices:
+        """The rollback picker's releases from this version map (present on every
+        host: :attr:`engine.releases.ReleaseInfo.everywhere`)."""
+        from engine.releases import choices
+
+        return choices(self.releases(), subjects)
 
     def to_json(self) -> dict[str, Any]:
         return {

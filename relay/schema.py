@@ -65,7 +65,8 @@ _FIELD_DOCS: dict[str, dict[str, Any]] = {
     },
     "plan.meta": {
         "description": "Facts about the deploy: project, ref, sha, release_id, operator,"
-        " kind (deploy | rollback), and others a newer engine may add."
+        " kind (deploy | rollback | exec), an exec's command and cwd, and others a newer"
+        " engine may add."
     },
     "meta.meta": {"description": "Keys to merge into the plan's meta (the resolved sha, ...)."},
     "status.status": {"$ref": "#/$defs/node_status"},

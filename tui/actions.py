@@ -71,6 +71,13 @@ ACTIONS: tuple[Action, ...] = (
         footer=WIDE,
         display="/",
     ),
+    Action(
+        "fleet_log",
+        "L",
+        "Fleet log",
+        "merged fleet log (again: the selected node's log): / filter, s search, n N, m mark, t times",
+        footer=WIDE,
+    ),
     Action("follow", "f", "Follow", "follow: keep the cursor on what is running", footer=WIDE),
     Action("focus_chat", "c", "Chat", "chat: type, Enter sends; Esc returns to the tree"),
     Action(
@@ -80,6 +87,22 @@ ACTIONS: tuple[Action, ...] = (
         "history of deploys on this machine, per-host outcomes, transcripts",
         frozenset({OPERATOR}),
         footer=WIDE,
+    ),
+    Action(
+        "exec",
+        "x",
+        "Exec",
+        "run a command on the selected hosts: a dialog, a confirmation naming the host count",
+        frozenset({OPERATOR}),
+        footer=None,
+    ),
+    Action(
+        "status",
+        "v",
+        "Fleet status",
+        "fleet status: which release runs where (read-only), drift highlighted",
+        frozenset({OPERATOR}),
+        footer=None,
     ),
     Action("help", "question_mark", "Help", "this help: keys and glyphs", display="?"),
     Action(
@@ -91,6 +114,14 @@ ACTIONS: tuple[Action, ...] = (
     ),
     Action(
         "focus_tree", "escape", "Stage tree", "back to the stage tree", footer=None, display="esc"
+    ),
+    Action(
+        "logs",
+        "",
+        "Tail a log file",
+        "tail a file on every selected host into the fleet log, merged (q stops)",
+        frozenset({OPERATOR}),
+        footer=None,
     ),
     Action("clear_filter", "", "Clear host filter", "show every host again", footer=None),
     Action(
@@ -110,6 +141,12 @@ NAVIGATION: tuple[tuple[str, str], ...] = (
     ("ctrl+p", "command palette: every action, searchable"),
 )
 
+#: the merged fleet log's own keys, when it has the focus (help and README only;
+#: bound in tui/widgets/fleet_log.py)
+FLEET_LOG: tuple[tuple[str, str], ...] = (
+    ("/ s n N m t end", "in the fleet log: filter, search, next, previous, mark, times, follow"),
+)
+
 
 def for_mode(mode: str) -> list[Action]:
     """The actions that work in ``mode``, in footer order."""
@@ -117,7 +154,7 @@ def for_mode(mode: str) -> list[Action]:
 
 
 #: actions a relay ``observer`` may not use (the relay refuses them anyway)
-OPERATOR_ONLY = frozenset({"deploy", "abort", "rollback", "approve"})
+OPERATOR_ONLY = frozenset({"deploy", "abort", "rollback", "approve", "exec"})
 
 
 def role_allows(action_id: str, role: str) -> bool:
@@ -153,4 +190,4 @@ def bindings() -> list[Binding]:
 def key_table(mode: str = OPERATOR) -> list[tuple[str, str]]:
     """(keys, what) rows for the help screen and the README."""
     rows = [(a.key_text(), a.explain(mode)) for a in for_mode(mode) if a.keys]
-    return rows + list(NAVIGATION)
+    return rows + list(NAVIGATION) + list(FLEET_LOG)

@@ -8,6 +8,7 @@ Events from the engine (or a relay, or a scripted source) are buffered in a plai
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +25,20 @@ from tui.app_actions import DeckActions
 from tui.backend import default_operator
 from tui.chat import ChatBackend
 from tui.commands import DeckCommands
+from tui.fleetlines import FleetLines, StatusOf
 from tui.messages import ChatReceived, ChatSubmitted, DeployDone, PresenceChanged, RelayStatus
-from tui.model import DeckModel
+from tui.model import DeckModel, LogEntry
 from tui.render import control_note, maintenance_text
 from tui.screens.main import MainScreen
 from tui.screens.modals import TuiPrompter
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.fleet_log import FleetLogPane
 from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
+
+#: tail lines kept between two flushes (a burst beyond it keeps the newest)
+TAIL_PENDING = 20_000
 
 
 class ShipdeckApp(DeckActions, App[int]):
@@ -55,6 +61,7 @@ class ShipdeckApp(DeckActions, App[int]):
         cursor_blink: bool = True,
         watch: str | None = None,
         start_message: str | None = None,
+        tail: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -66,6 +73,18 @@ class ShipdeckApp(DeckActions, App[int]):
         self.watch_room = watch
         self.start_message = start_message
         self.model = DeckModel(clock=clock)
+        #: the merged fleet log's ring (every host's lines, bounded)
+        self.fleet_lines = FleetLines()
+        #: a tail's lines (shipdeck logs) waiting for the next flush, bounded
+        self.tail_pending: deque[tuple[str, str, str, str, float]] = deque(maxlen=TAIL_PENDING)
+        self.tail_worker: Worker | None = None
+        #: hosts whose tail is disconnected now (the engine reconnects them)
+        self.tail_down: set[str] = set()
+        #: started by ``shipdeck logs``: q quits (stopping the tail)
+        self.tail_only = tail is not None
+        self._start_tail = tail
+        #: node key -> (host, step) tags of the merged log, for the current plan
+        self._tags: dict[str, tuple[str, str]] = {}
         self.prompter = TuiPrompter(self)
         self.runner: Any = None
         self.runner_used = False
@@ -115,12 +134,67 @@ class ShipdeckApp(DeckActions, App[int]):
     def chat_pane(self) -> ChatPane:
         return self.main.chat_pane_w
 
+    @property
+    def fleet_pane(self) -> FleetLogPane:
+        return self.main.fleet_pane_w
+
+    @property
+    def fleet_shown(self) -> bool:
+        """Whether the merged fleet log is shown (in the per-node log's place)."""
+        return self.is_mounted_main and self.main.has_class("-fleet")
+
+    def host_status_lookup(self) -> StatusOf:
+        """host name -> its status now, in the shown run (the fleet log's status filter)."""
+        status = {h.label: h.status for h in self.model.plan.hosts()}
+        return status.get
+
+    def _tag(self, key: str) -> tuple[str, str]:
+        """(host, step) of a log line's node: a step's host and name, a host's name,
+        a stage's name as the step."""
+        tag = self._tags.get(key)
+        if tag is None:
+            plan = self.model.plan
+            node = plan.nodes.get(key)
+            if node is None:
+                tag = (key, "")
+            elif node.kind == "host":
+                tag = (node.label, "")
+            elif node.kind == "step" and node.parent in plan.nodes:
+                tag = (plan.nodes[node.parent].label, node.label)
+            else:
+                tag = ("", node.label)
+            if len(self._tags) > 50_000:
+                self._tags.clear()
+            self._tags[key] = tag
+        return tag
+
+    def _fleet_source(self) -> None:
+        """The fleet log's title names the run its lines now come from."""
+        meta = self.model.meta
+        kind = str(meta.get("kind") or "deploy")
+        command = str(meta.get("command") or "")
+        source = f"{kind}: {command}" if command else kind
+        if not self.tailing and self.fleet_pane.source != source:
+            self.fleet_pane.source = source[:60]
+            self.fleet_pane.update_title()
+
+    def fleet_add(self, entries: list[LogEntry]) -> None:
+        """A flush's log lines into the merged fleet log (kept when it is hidden)."""
+        if not entries:
+            return
+        tag = self._tag
+        self.fleet_pane.append((*tag(e.key), e.stream, e.text, e.at) for e in entries)
+
     def on_mount(self) -> None:
         self.main = MainScreen(self)
         self.push_screen(self.main)
         self.set_interval(self.flush_interval, self.flush, name="flush")
         self.set_interval(1.0, self.tick, name="tick")
-        if self.backend is not None and not getattr(self.backend, "read_only", False):
+        if (
+            self.backend is not None
+            and not getattr(self.backend, "read_only", False)
+            and not self.tail_only  # shipdeck logs: no deploy planned until d
+        ):
             self.prepare(lambda: self.backend.new_deploy(self.prompter))
         if self.watcher is not None:  # a spectator: the room's deploy events feed the tree
             self.run_worker(
@@ -145,6 +219,8 @@ class ShipdeckApp(DeckActions, App[int]):
             self.chat_pane.add_system(self.start_message)
         self.update_header()
         self.painted = True
+        if self._start_tail is not None:  # shipdeck logs at a terminal
+            self.start_tail(**self._start_tail)
 
     # -- runners ------------------------------------------------------------------
 
@@ -274,6 +350,11 @@ class ShipdeckApp(DeckActions, App[int]):
     def flush(self) -> None:
         """Apply buffered events; relabel visible dirty nodes; append log lines."""
         model = self.model
+        if self.tail_pending and self.is_mounted_main:
+            lines = list(self.tail_pending)
+            self.tail_pending.clear()
+            self.fleet_pane.append(lines)
+            self.fleet_pane.set_down(self.tail_down)
         if not model.pending or not self.is_mounted_main:
             return
         self.flushes += 1
@@ -281,6 +362,8 @@ class ShipdeckApp(DeckActions, App[int]):
             batch = model.apply_pending()
             tree = self.tree
             if batch.plan_changed:
+                self._tags.clear()
+                self._fleet_source()
                 self._apply_filter(rebuild=False)
                 tree.rebuild()
                 self.log_pane.show(tree.selected_key)
@@ -288,6 +371,7 @@ class ShipdeckApp(DeckActions, App[int]):
                 self._follow()
             tree.relabel_visible()
             self.log_pane.add(batch.lines)
+            self.fleet_add(batch.lines)
             if self.log_pane.key in batch.dirty:
                 self.log_pane.refresh_title()
             for gate in batch.gates:
@@ -325,6 +409,7 @@ class ShipdeckApp(DeckActions, App[int]):
             if keep != self.tree.host_filter:
                 self.tree.host_filter = keep
                 self.tree.rebuild()
+        self.fleet_pane.refilter()
         with self.batch_update():
             self.tree.relabel_visible(running_too=True)
             self.update_header()
@@ -361,7 +446,9 @@ class ShipdeckApp(DeckActions, App[int]):
         return HeaderFacts(
             operator=str(meta.get("operator") or self.operator),
             project=project,
-            env=str(meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""),
+            env=str(
+                meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""
+            ),
             ref=ref,
             sha=str(meta.get("sha") or ""),
             release_id=str(meta.get("release_id") or ""),

@@ -9,6 +9,7 @@ No textual here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from engine.operator import default_operator
@@ -31,8 +32,11 @@ class DeckBackend(Protocol):
 
     def new_deploy(self, prompter) -> Runner: ...
     def new_rollback(self, to: str | None, prompter) -> Runner: ...
+    def new_exec(self, command: str, prompter) -> Runner: ...
+    def exec_hosts(self) -> list[str]: ...
     def releases(self) -> list[str]: ...
     async def probe_releases(self, prompter) -> Any: ...
+    async def fleet_status(self, prompter) -> Any: ...
     def history(self) -> Any | None: ...
 
 
@@ -96,17 +100,82 @@ class EngineBackend:
     def releases(self) -> list[str]:
         return list(self.history().releases(self.project))
 
+    @property
+    def confirm_exec(self) -> str:
+        """``typed`` when an exec needs the host count typed (deploy.confirm_exec)."""
+        return str(self.config.deploy.confirm_exec or "")
+
+    def exec_hosts(self, hosts: str | None = None) -> list[str]:
+        """The names of the hosts an exec runs on (the selected ones, or ``hosts``'s).
+        Raises ConfigError for a pattern that selects none."""
+        return [spec.name for spec in self.config.select_hosts(hosts or self.hosts)]
+
+    def new_exec(self, command: str, prompter, *, hosts: str | None = None, cwd: str | None = None):
+        """An exec of ``command`` on the selected hosts (or ``hosts``'s), in ``cwd``
+        (default current), recorded in history."""
+        from engine.fleetexec import ExecRunner
+
+        return ExecRunner(
+            self.config,
+            self.config.select_hosts(hosts or self.hosts),
+            command,
+            operator=self.operator,
+            cwd=cwd,
+            prompter=prompter,
+            history=self.history(),
+        )
+
+    def aliases(self) -> dict[str, list[str]]:
+        """The config's ``[aliases]``: name -> the words of its command line. Raises
+        ConfigError (an AliasError) for aliases ``shipdeck`` refuses."""
+        from tui.cli import build_parser
+        from tui.cli.aliases import commands, read_aliases
+
+        if not self.config.aliases:
+            return {}
+        env = getattr(self.config, "env", None) or None
+        return read_aliases(self.config.path, commands(build_parser()), env)
+
+    async def tail(
+        self,
+        path: str,
+        *,
+        lines: int,
+        follow: bool,
+        on_line: Callable[[str, str, str], None],
+        on_note: Callable[[str, str], None],
+        prompter: Any = None,
+        hosts: str | None = None,
+    ) -> dict[str, str]:
+        """``shipdeck logs`` on the selected hosts (or ``hosts``'s:
+        :func:`engine.fleetlogs.tail_fleet`): host -> why, for hosts whose file could
+        not be read."""
+        from engine.fleetlogs import tail_fleet
+
+        return await tail_fleet(
+            self.config, self.config.select_hosts(hosts or self.hosts), path, lines=lines,
+            follow=follow, on_line=on_line, on_note=on_note, prompter=prompter,
+        )  # fmt: skip
+
+    async def fleet_status(self, prompter=None, *, hosts: str | None = None):
+        """The selected hosts' (or ``hosts``'s) version map (read-only:
+        :func:`engine.fleetstatus.fleet_status`)."""
+        from engine.fleetstatus import fleet_status
+
+        specs = self.config.select_hosts(hosts or self.hosts)
+        return await fleet_status(self.config, specs, prompter)
+
     async def probe_releases(self, prompter=None):
-        """The rollback picker's choices: each selected host's releases (over SSH),
-        merged; commit subjects from the local git mirror when it has them."""
+        """The rollback picker's choices, from the fleet's version map (a release is
+        offered when every selected host has it); commit subjects from the local git
+        mirror when it has them."""
         import asyncio
 
-        from engine.releases import choices, probe
-
-        result = await probe(self.config, self.hosts, prompter)
+        status = await self.fleet_status(prompter)
+        result = status.releases()
         shas = {r.sha for h in result.hosts for r in h.revisions if r.sha}
         subjects = await asyncio.to_thread(self._subjects, sorted(shas)[:50])
-        return choices(result, subjects)
+        return status.rollback_choices(subjects)
 
     def _subjects(self, shas: list[str]) -> dict[str, str]:
         try:

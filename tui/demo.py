@@ -26,6 +26,7 @@ def run_demo(
     with_failure: bool = False,
     mouse: bool = True,
     simulate: bool = False,
+    batches: tuple[str, ...] | None = None,
 ) -> int:
     """Run the demo. ``simulate`` (``--simulate``) is accepted for old scripts and
     changes nothing: the demo always is the real engine over the in-process fleet."""
@@ -35,7 +36,7 @@ def run_demo(
     root = Path(directory).resolve() if keep else temp_root()
     root.mkdir(parents=True, exist_ok=True)
     with own_state(root):
-        return asyncio.run(_demo(hosts, root, keep, with_failure, mouse))
+        return asyncio.run(_demo(hosts, root, keep, with_failure, mouse, batches=batches))
 
 
 @contextlib.contextmanager
@@ -62,8 +63,11 @@ async def _demo(
     with_failure: bool,
     mouse: bool,
     drive: Callable[[Any, Any], Awaitable[None]] | None = None,
+    *,
+    batches: tuple[str, ...] | None = None,
 ) -> int:
-    """The demo; ``drive(app, pilot)``, if given, plays the operator (tests)."""
+    """The demo; ``drive(app, pilot)``, if given, plays the operator (tests);
+    ``batches``: the waves of a deploy (deploy.batches)."""
     from engine.config import load_config
     from engine.deploy import Deployment
     from engine.history import History
@@ -83,9 +87,11 @@ async def _demo(
         # every command follows: SHIPDECK_OPERATOR, else the relay's, else user@host)
         relay, watch_cmd, token, me = await _start_relay(root)
         async with LocalFleet(root / "fleet", n=n) as fleet:
+            waves = {"batches": list(batches)} if batches else {}
             config_path = fleet.write_config(
-                root / "shipdeck.toml", repo=repo, relay_url=relay_url(relay), relay_room="demo"
-            )
+                root / "shipdeck.toml", repo=repo, relay_url=relay_url(relay), relay_room="demo",
+                **waves,
+            )  # fmt: skip
             config = load_config(config_path)
             os.environ["SHIPDECK_TOKEN"] = token
             say(

@@ -158,4 +158,6 @@ def detail_part(node: Node, counts: Counts | None, note: str | None) -> Part:
         return node.detail, "yellow" if status == RUNNING else "dim"
     if node.detail and shows_detail(node, counts):
         return node.detail, "red" if status == FAILED else "dim"
+    if node.kind == "host" and status == OK and node.detail.startswith("exit "):
+        return node.detail, "dim"  # an exec's host: its exit status and duration
     return None

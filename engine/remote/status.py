@@ -8,7 +8,7 @@ it printed into a :class:`HostStatus`. Pure functions of strings, tested without
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.releases import Revision, parse_probe
@@ -45,9 +45,15 @@ class HostStatus:
     lock_holder: str = ""  # who holds it, as the operator reads it
     drift: bool = False  # not on the majority release
     error: str = ""
+    #: the release directories it has, and its revisions.log's last lines (what the
+    #: rollback picker reads; not in :meth:`to_json`)
+    releases: tuple[str, ...] = field(default=(), repr=False)
+    revisions: tuple[Revision, ...] = field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["releases"], data["revisions"]
+        return data
 
 
 def _made_current(current: str, revisions: tuple[Revision, ...]) -> Revision | None:
@@ -63,7 +69,13 @@ def parse_status(host: str, output: str, default_ttl: float = 60.0) -> HostStatu
     limits); a lock older than its TTL is ``stale``."""
     found = parse_probe(host, output)
     info = parse_kv(output)
-    st = HostStatus(host, current=found.current, releases_kept=len(set(found.releases)))
+    st = HostStatus(
+        host,
+        current=found.current,
+        releases_kept=len(set(found.releases)),
+        releases=found.releases,
+        revisions=found.revisions,
+    )
     rev = _made_current(found.current, found.revisions) if found.current else None
     if rev is not None:
         st.sha, st.deployed_by, st.deployed_at, st.kind = rev.sha, rev.operator, rev.at, rev.kind

@@ -57,3 +57,23 @@ def test_drift_is_every_host_off_the_majority() -> None:
     assert [h.host for h in hosts if h.drift] == ["c"]
     tie = [HostStatus("a", "r1"), HostStatus("b", "r2")]
     assert mark_drift(tie) == "r2"  # a tie goes to the newest release
+
+
+def test_rollback_choices_come_from_the_version_map() -> None:
+    """The picker's "on every host" is the version map's: a release one host lost to
+    cleanup, or a host that could not be read, keeps a release from being everywhere."""
+    from engine.fleetstatus import FleetStatus
+
+    lost = OUT.replace("release=20261201T070000Z-aaa\n", "")
+    hosts = [parse_status("web1", OUT), parse_status("web2", OUT), parse_status("web3", lost)]
+    status = FleetStatus(hosts, mark_drift(hosts))
+    found = {r.release_id: r for r in status.rollback_choices().releases}
+    assert found["20261201T070000Z-aaa"].hosts_with == 2
+    assert not found["20261201T070000Z-aaa"].everywhere
+    assert found["20261201T080000Z-bbb"].everywhere
+    assert "revisions" not in hosts[0].to_json() and "releases" not in hosts[0].to_json()
+    everywhere = FleetStatus(hosts[:2], mark_drift(hosts[:2]))
+    assert everywhere.rollback_choices().default == "20261201T070000Z-aaa"
+    down = FleetStatus([*hosts[:2], HostStatus("web4", lock="unknown", error="timed out")])
+    choices = down.rollback_choices()
+    assert choices.default is None and choices.errors == {"web4": "timed out"}

@@ -435,6 +435,69 @@ class FakeHistory:
         ]
 
 
+class FakeExecRunner:
+    """An exec as :func:`engine.fleetexec.run_exec` plays it (its plan, a running and
+    an outcome status per host, one output line each), with no hosts: ``failing``
+    hosts exit 1."""
+
+    def __init__(self, hosts: list[str], command: str, *, failing=frozenset(), clock=None):
+        from engine.fleetexec import exec_plan
+
+        self.clock = clock or FakeClock()
+        self.deploy_id = "exec-0001"
+        self.command = command
+        self.failing = set(failing)
+        self.specs = [HostSpec(name=h, host=h) for h in hosts]
+        self.waves, labels, _ = wave_plan(
+            self.specs, DeployConfig(path="/srv/app", batches=("100%",))
+        )
+        self.plan = exec_plan(self.deploy_id, self.waves, command, labels=labels)
+        self.subscribers: list = []
+
+    def subscribe(self, callback) -> None:
+        self.subscribers.append(callback)
+
+    def _emit(self, event) -> None:
+        for callback in self.subscribers:
+            callback(event)
+
+    def abort(self, by: str = "", reason: str = "") -> None:
+        pass
+
+    async def run(self) -> FakeResult:
+        from engine.plan import host_key
+
+        now, did = self.clock, self.deploy_id
+        self._emit(self.plan.to_event())
+        self._emit(NodeStatus(did, key="release", status=RUNNING, at=now()))
+        failed = {}
+        for number, wave in enumerate(self.waves, 1):
+            self._emit(NodeStatus(did, key=f"release/wave-{number}", status=RUNNING, at=now()))
+            for spec in wave:
+                key = host_key(number, spec.name)
+                code = 1 if spec.name in self.failing else 0
+                self._emit(NodeStatus(did, key=key, status=RUNNING, at=now()))
+                self._emit(LogLine(did, key=key, text=f"{spec.name}: up 3 days", at=now()))
+                status = FAILED if code else OK
+                detail = f"exit {code} in 0.0s"
+                if code:
+                    failed[spec.name] = detail
+                self._emit(NodeStatus(did, key=key, status=status, at=now(), detail=detail))
+                await asyncio.sleep(0)
+            self._emit(NodeStatus(did, key=f"release/wave-{number}", status=OK, at=now()))
+        status = FAILED if failed else OK
+        self._emit(NodeStatus(did, key="release", status=status, at=now()))
+        summary = Summary(
+            hosts=len(self.specs),
+            ok=len(self.specs) - len(failed),
+            failed=len(failed),
+            failures=failed,
+            exit_code=1 if failed else 0,
+        ).to_json()
+        self._emit(DeployFinished(did, status=status, summary=summary, at=now()))
+        return FakeResult(status, 1 if failed else 0, summary)
+
+
 class FakeBackend:
     """A :class:`tui.backend.DeckBackend` made of :class:`FakeRunner` s."""
 
@@ -454,7 +517,14 @@ class FakeBackend:
         releases: list[str] | None = None,
         project: str = "web",
         ref: str = "main",
+        drifted: set[str] | frozenset[str] = frozenset(),
+        confirm_exec: str = "",
+        aliases: dict[str, str] | None = None,
     ) -> None:
+        self._aliases = dict(aliases or {})
+        self.drifted = set(drifted)
+        self.confirm_exec = confirm_exec
+        self.execs: list[FakeExecRunner] = []
         self.hosts = (
             [f"web{i}" for i in range(1, hosts + 1)] if isinstance(hosts, int) else list(hosts)
         )
@@ -513,10 +583,48 @@ class FakeBackend:
     def releases(self) -> list[str]:
         return self._history.releases(self.project) + self._releases
 
-    async def probe_releases(self, prompter=None):
-        """Like the engine's probe: every host has the releases deployed ok, except
-        the oldest, which cleanup removed from all hosts but the first."""
-        from engine.releases import HostReleases, ProbeResult, Revision, choices
+    def exec_hosts(self, hosts: str | None = None) -> list[str]:
+        import fnmatch
+
+        return [h for h in self.hosts if not hosts or fnmatch.fnmatchcase(h, hosts)]
+
+    def new_exec(self, command: str, prompter, *, hosts=None, cwd=None) -> FakeExecRunner:
+        names = self.exec_hosts(hosts)
+        runner = FakeExecRunner(names, command, failing=self.failing, clock=self.clock)
+        self.execs.append(runner)
+        return runner
+
+    def aliases(self) -> dict[str, list[str]]:
+        import shlex
+
+        return {name: shlex.split(line) for name, line in self._aliases.items()}
+
+    async def tail(self, path, *, lines, follow, on_line, on_note, prompter=None, hosts=None):
+        """Like the engine's tail: ``lines`` lines per host, then (following) the first
+        host disconnects and is reconnected, a line each, and it waits to be stopped;
+        a path with "missing" in it cannot be read."""
+        if "missing" in path:
+            return {h: f"tail: {path}: No such file or directory" for h in self.hosts}
+        for n in range(lines):
+            for host in self.hosts:
+                on_line(host, "stdout", f"line {n}")
+        if not follow:
+            return {}
+        first = self.hosts[0]
+        on_note(first, "disconnected (connection lost); reconnecting")
+        self.tail_gate = asyncio.Event()
+        await self.tail_gate.wait()  # the test lets it reconnect
+        on_note(first, "reconnected")
+        on_line(first, "stdout", "after the reconnect")
+        await asyncio.Event().wait()  # until stopped
+        return {}
+
+    async def fleet_status(self, prompter=None, *, hosts=None):
+        """Like the engine's version map: every host has the releases deployed ok,
+        except the oldest, which cleanup removed from all hosts but the first; every
+        host runs the newest, except the ``drifted`` ones, still on the one before."""
+        from engine.fleetstatus import FleetStatus, HostStatus, mark_drift
+        from engine.releases import Revision
 
         ids = self.releases()
         when = {
@@ -527,13 +635,34 @@ class FakeBackend:
             for rid in reversed(ids)
         )
         hosts = []
-        for i, name in enumerate(self.hosts):
+        for i, name in enumerate(self.exec_hosts(hosts)):
             have = tuple(ids if i == 0 else ids[:-1])
-            hosts.append(HostReleases(name, ids[0] if ids else "", have, revisions))
-        subjects = {
-            rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)
-        }
-        return choices(ProbeResult(hosts), subjects)
+            current = ids[1] if name in self.drifted and len(ids) > 1 else (ids[0] if ids else "")
+            rev = next((r for r in revisions if r.release == current), None)
+            hosts.append(
+                HostStatus(
+                    name,
+                    current=current,
+                    sha=rev.sha if rev else "",
+                    subject=self._subjects().get(rev.sha, "") if rev else "",
+                    deployed_by=rev.operator if rev else "",
+                    deployed_at=rev.at if rev else "",
+                    kind="deploy",
+                    releases_kept=len(have),
+                    releases=have,
+                    revisions=revisions,
+                )
+            )
+        return FleetStatus(hosts, mark_drift(hosts))
+
+    def _subjects(self) -> dict[str, str]:
+        ids = self.releases()
+        return {rid.rpartition("-")[2]: f"Release {n}" for n, rid in enumerate(reversed(ids), 1)}
+
+    async def probe_releases(self, prompter=None):
+        """The picker's choices from the version map, as the engine's backend does."""
+        status = await self.fleet_status(prompter)
+        return status.rollback_choices(self._subjects())
 
     def history(self) -> FakeHistory:
         return self._history

@@ -11,7 +11,7 @@ from textual.widgets import OptionList
 
 from engine.config import load_config
 from engine.localfleet import commit_version
-from tests.tui.conftest import label, until
+from tests.tui.conftest import label, screen_lines, until
 from tui.app import ShipdeckApp
 from tui.backend import EngineBackend
 from tui.screens.modals import ConfirmScreen, RollbackScreen
@@ -177,3 +177,54 @@ async def test_a_deploy_during_maintenance_says_so_in_the_header(
         assert header.splitlines()[1].startswith("⚠ MAINTENANCE by alice: db upgrade  ✓ deploy ok")
         notices = [n.message for n in app._notifications]
         assert any(m.startswith("maintenance on since") and "alice" in m for m in notices), notices
+
+
+async def test_status_shows_the_drifted_host_and_exec_runs_on_every_host(
+    fleet, sample_repo: Path, tmp_path: Path
+) -> None:
+    """A host whose health check failed is rolled back, so it drifts: the status
+    screen (v) says so; an exec from the dialog (x) runs on every host, drawn as a
+    tree with each host's exit status, output in the merged log."""
+    from tui.screens.exec import ExecScreen
+    from tui.screens.status import StatusScreen
+
+    config = load_config(
+        fleet.write_config(tmp_path / "shipdeck.toml", repo=sample_repo, health_timeout=1)
+    )
+    backend = EngineBackend(config, operator="tester", history_path=tmp_path / "history.db")
+    app = ShipdeckApp(backend, operator="tester", cursor_blink=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.painted)
+        for version in (None, "2.0.0"):
+            if version:
+                commit_version(sample_repo, version)
+                fleet.fail_health("host2", version)
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, StatusScreen))
+        shown = lambda: "\n".join(screen_lines(app))  # noqa: E731
+        await until(pilot, lambda: "1 drifted: host2" in shown(), timeout=20, what="drift")
+        row = next(r for r in screen_lines(app)[2:] if " host2 " in r)
+        assert "! drift" in row
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.main)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ExecScreen))
+        await pilot.press(*"echo up from $(hostname)", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        n = len(fleet.hosts)
+        assert f"Run on {n} host(s)?" in shown()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.last_exit is not None and not app.deploying, timeout=40)
+        assert app.last_exit == 0 and app.model.meta["kind"] == "exec"
+        for h in app.model.plan.hosts():
+            assert label(app, h.key).startswith(f"✓ {h.label}") and "exit 0 in" in label(app, h.key)
+        await pilot.press("L")
+        await until(pilot, lambda: app.fleet_shown)
+        lines = [line for line in app.fleet_lines.shown if "up from" in line.text]
+        assert {line.host for line in lines} == {h.label for h in app.model.plan.hosts()}
+        row = backend.history().list(1)[0]
+        assert row["kind"] == "exec" and row["status"] == "ok"

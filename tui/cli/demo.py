@@ -23,6 +23,9 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="one host fails its health check, to show the failure and its rollback",
     )
+    p.add_argument(
+        "--batches", nargs="+", metavar="SIZE", help="deploy in waves: counts or %% (1 50%% 100%%)"
+    )
     p.add_argument("--no-mouse", action="store_true", help="do not capture the mouse")
     p.add_argument(
         "--simulate",
@@ -41,4 +44,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with_failure=args.with_failure,
         mouse=not args.no_mouse,
         simulate=args.simulate,
+        batches=tuple(args.batches) if args.batches else None,
     )

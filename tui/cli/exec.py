@@ -115,15 +115,21 @@ def line_text(host: str, stream: str, text: str) -> str:
 
 
 class _Printer:
-    """Prints the exec's events (text or JSON lines) and writes its transcript."""
+    """Prints the exec's events (text or JSON lines) and writes its transcript. Text:
+    each output line tagged with its host, each host's outcome, the summary (the
+    plan, the run's and waves' statuses only in JSON)."""
 
     def __init__(self, as_json: bool, transcript: Any) -> None:
+        from engine.state import RunState
+
         self.as_json = as_json
         self.transcript = transcript
         self.gone = False  # stdout's reader went away: the run goes on, quietly
+        self.state = RunState()  # the plan's host names, for a key
 
     def __call__(self, event: Any) -> None:
         self.transcript(event)
+        self.state.apply(event)
         if self.gone:
             return
         try:
@@ -140,19 +146,28 @@ class _Printer:
         if self.as_json:
             sys.stdout.write(event.dumps() + "\n")
         elif event.type == "log":
-            sys.stdout.write(line_text(event.key, event.stream, event.text) + "\n")
+            sys.stdout.write(line_text(self._host(event.key), event.stream, event.text) + "\n")
         elif event.type == "status":
+            node = self.state.plan.nodes.get(event.key)
+            if node is None or node.kind != "host" or event.status == "running":
+                return
             glyph = {"ok": "✓", "failed": "✗"}.get(event.status, "-")
-            sys.stdout.write(f"{glyph} {event.key}: {event.detail or event.status}\n")
+            sys.stdout.write(f"{glyph} {node.label}: {event.detail or event.status}\n")
         elif event.type == "finished":
             s = event.report
             why = f" ({s.reason})" if s.reason else ""
             sys.stdout.write(f"{s.ok} ok, {s.failed} failed, {s.skipped} skipped{why}\n")
+        else:
+            return
         sys.stdout.flush()
+
+    def _host(self, key: str) -> str:
+        node = self.state.plan.nodes.get(key)
+        return node.label if node is not None else key
 
 
 async def _run(config: Any, specs: list[Any], command: str, args: argparse.Namespace) -> int:
-    from engine.fleetexec import new_exec_id, run_exec
+    from engine.fleetexec import new_exec_id, record, run_exec
     from engine.history import History, TranscriptWriter
     from engine.operator import default_operator
 
@@ -173,20 +188,6 @@ async def _run(config: Any, specs: list[Any], command: str, args: argparse.Names
         )  # fmt: skip
     finally:
         transcript.close()
-        code = int(result.exit_code) if result else int(ExitCode.STOPPED)
-        status = "ok" if code == 0 else "failed" if code == 1 else "stopped"
-        summary = {"command": command, "cwd": args.cwd or "current"}
-        hosts = [
-            {"host": h.host, "status": h.status, "detail": _detail(h)}
-            for h in (result.hosts if result else [])
-        ]
-        history.finish(exec_id, status, code, summary, hosts)
+        record(history, exec_id, command, args.cwd, result)
+    code = int(result.exit_code) if result else int(ExitCode.STOPPED)
     return ExitCode.PIPE if printer.gone else code
-
-
-def _detail(h: Any) -> str:
-    if h.error:
-        return h.error
-    if h.exit_status is None:
-        return "not run"
-    return f"exit {h.exit_status} in {h.duration:.1f}s"

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.errors import ExitCode
 from tui.cli.common import add_config, add_hosts, err, load
-from tui.cli.prompt import prompter
+from tui.cli.prompt import interactive, prompter
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,7 +23,9 @@ def add_parsers(sub: Any) -> None:
         " host, merged in arrival order. PATH is relative to deploy.path"
         " (shared/log/app.log), ~/... under the login home, or absolute. --follow goes on"
         " until Ctrl-C over one connection per host; a host that disconnects is marked and"
-        " connected again. Exit 0, or 1 if a host's file could not be read.",
+        " connected again. At a terminal --follow opens the TUI's fleet log instead (filter,"
+        " search, marks; q quits; --plain prints). Exit 0, or 1 if a host's file could not"
+        " be read.",
     )
     add_config(p)
     p.add_argument("path", metavar="PATH", help="relative to deploy.path, ~/..., or absolute")
@@ -31,6 +33,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     p.add_argument("--lines", "-n", type=int, default=10, metavar="N", help="last N lines (10)")
     p.add_argument("--grep", metavar="RE", help="only lines matching this regular expression")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="print lines even at a terminal (where --follow otherwise opens the TUI's"
+        " fleet log; q stops)",
+    )
+    p.add_argument("--no-mouse", action="store_true", help="TUI: do not capture the mouse")
     p.set_defaults(func=cmd_logs)
 
 
@@ -91,6 +100,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         err(str(exc))
         return ExitCode.USAGE
+    if args.follow and not args.plain and interactive() and sys.stdout.isatty():
+        return _tui(config, args)
     out = _Out(pattern)
 
     async def go() -> dict[str, str]:
@@ -111,3 +122,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for host, why in failed.items():
         err(f"logs: {host}: {why}")
     return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _tui(config: Any, args: argparse.Namespace) -> int:
+    """``shipdeck logs --follow`` at a terminal: the TUI, its fleet log following the
+    file on every selected host (a disconnected host marked and reconnected); q quits."""
+    from tui.app import ShipdeckApp
+    from tui.backend import EngineBackend
+
+    backend = EngineBackend(config, hosts=args.hosts)
+    tail = {"path": args.path, "lines": args.lines, "follow": True, "grep": args.grep}
+    app = ShipdeckApp(backend, operator=backend.operator, tail=tail)
+    app.run(mouse=not args.no_mouse)
+    return ExitCode.OK

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from tui import actions
 from tui.widgets.chat_pane import ChatPane
+from tui.widgets.fleet_log import FleetLogPane
 from tui.widgets.footer import DeckFooter
 from tui.widgets.header import DeckHeader
 from tui.widgets.log_pane import LogPane
@@ -39,11 +40,19 @@ class MainScreen(Screen[None]):
         self.chat_pane_w = ChatPane(
             configured=deck.chat is not None, cursor_blink=deck.cursor_blink, id="chat-pane"
         )
+        self.fleet_pane_w = FleetLogPane(
+            deck.fleet_lines,
+            clock=deck.clock,
+            status_of=deck.host_status_lookup,
+            cursor_blink=deck.cursor_blink,
+            id="fleet-pane",
+        )
         yield DeckHeader(id="header")
         with Horizontal(id="main"):
             yield self.stage_tree
             with Vertical(id="side"):
                 yield self.log_pane_w
+                yield self.fleet_pane_w
                 yield self.chat_pane_w
         yield Static("", id="too-small")
         yield DeckFooter(compact=True)
