@@ -1,6 +1,12 @@
 """Build and package: export the sha, run the build commands there, pack the
-artifact folder as a tar.gz named by its sha256. A package is reused when the sha
-and the build config are unchanged.
+artifact folder as a tar named by its sha256. A package is reused when the sha and
+the build config are unchanged.
+
+The tar is deterministic (sorted names, fixed owner, mtime and modes), so an
+unchanged file yields unchanged bytes at the same place in the stream, and it is
+stored on the host uncompressed: that is what makes a delta against the host's
+previous artifact small (:mod:`engine.delta`). Only the wire copy is compressed
+(``<sha256>.tar.gz``, for a full upload).
 """
 
 from __future__ import annotations
@@ -21,20 +27,36 @@ from engine.config import BuildConfig
 from engine.errors import BuildError
 from engine.git import cache_dir, export_tree
 
+#: the package format; a change rebuilds every cached package
+FORMAT = 2
+#: every member's mtime (1980-01-01, what reproducible builds use)
+MTIME = 315532800
+
 
 @dataclass(frozen=True)
 class Package:
-    path: Path  # .../<sha256>.tar.gz
-    sha256: str
-    size: int
+    path: Path  # .../<sha256>.tar (deterministic, uncompressed: what the host keeps)
+    sha256: str  # of the tar
+    size: int  # of the tar
     files: int
     reused: bool = False
     unpacked: int = 0  # bytes of the files inside
 
+    @property
+    def wire(self) -> Path:
+        """The gzip copy sent by a full upload (the host unzips it on the fly)."""
+        return self.path.with_suffix(".tar.gz")
+
 
 def build_key(sha: str, build: BuildConfig) -> str:
     spec = json.dumps(
-        {"sha": sha, "commands": list(build.commands), "artifact": build.artifact}, sort_keys=True
+        {
+            "sha": sha,
+            "commands": list(build.commands),
+            "artifact": build.artifact,
+            "format": FORMAT,
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
@@ -47,8 +69,8 @@ def cached_package(sha: str, build: BuildConfig) -> Package | None:
     meta = packages_dir() / build_key(sha, build) / "package.json"
     try:
         info = json.loads(meta.read_text())
-        path = meta.parent / f"{info['sha256']}.tar.gz"
-        if path.stat().st_size == info["size"]:
+        path = meta.parent / f"{info['sha256']}.tar"
+        if path.stat().st_size == info["size"] and path.with_suffix(".tar.gz").is_file():
             return Package(
                 path=path,
                 sha256=info["sha256"],
@@ -84,26 +106,34 @@ def _check_member(src: Path, full: Path, arc: str) -> None:
             )
 
 
+def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The same header for the same file wherever and whenever it was built: no
+    owner, a fixed mtime, modes reduced to 0755/0644 (0777 for a symlink)."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = MTIME
+    if info.issym():
+        info.mode = 0o777
+    elif info.isdir() or info.mode & 0o100:
+        info.mode = 0o755
+    else:
+        info.mode = 0o644
+    return info
+
+
 def _pack(src: Path, dest_dir: Path) -> Package:
-    """Deterministic tar.gz of ``src`` (sorted names, fixed owner, gzip mtime 0)."""
+    """Deterministic tar of ``src`` (sorted names, normalised headers) and its gzip
+    wire copy (mtime 0)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     files = 0
     unpacked = 0
-
-    def reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        return info
-
+    digest = hashlib.sha256()
     try:
-        with (
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
-        ):
-            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with open(tmp, "wb") as raw:
+            with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for root, dirs, names in os.walk(src):
                     dirs.sort()
                     for name in sorted(dirs + names):
@@ -111,18 +141,29 @@ def _pack(src: Path, dest_dir: Path) -> Package:
                         arc = str(full.relative_to(src))
                         _check_member(src, full, arc)
                         if full.is_dir() and not full.is_symlink():
-                            tar.addfile(reset(tar.gettarinfo(full, arc)))
+                            tar.addfile(_normalise(tar.gettarinfo(full, arc)))
                         else:
-                            tar.add(full, arc, recursive=False, filter=reset)
+                            tar.add(full, arc, recursive=False, filter=_normalise)
                             files += 1
                             if full.is_file() and not full.is_symlink():
                                 unpacked += full.stat().st_size
-        digest = hashlib.sha256()
         with open(tmp, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         sha256 = digest.hexdigest()
-        final = dest_dir / f"{sha256}.tar.gz"
+        final = dest_dir / f"{sha256}.tar"
+        wire = final.with_suffix(".tar.gz")
+        wire_tmp = Path(f"{tmp}.gz")
+        try:
+            with (
+                open(tmp, "rb") as f,
+                open(wire_tmp, "wb") as out,
+                gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) as gz,
+            ):
+                shutil.copyfileobj(f, gz, 1 << 20)
+            os.replace(wire_tmp, wire)
+        finally:
+            wire_tmp.unlink(missing_ok=True)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -131,6 +172,15 @@ def _pack(src: Path, dest_dir: Path) -> Package:
         json.dumps({"sha256": sha256, "size": size, "files": files, "unpacked": unpacked})
     )
     return Package(path=final, sha256=sha256, size=size, files=files, unpacked=unpacked)
+
+
+def find_package(sha256: str) -> Path | None:
+    """The cached tar whose sha256 is ``sha256`` (a base for a delta), if any."""
+    if not all(c in "0123456789abcdef" for c in sha256) or len(sha256) != 64:
+        return None
+    for meta in packages_dir().glob(f"*/{sha256}.tar"):
+        return meta
+    return None
 
 
 async def run_local(

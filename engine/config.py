@@ -174,6 +174,12 @@ class DeployConfig:
     require_distinct_approver: bool = key(False, _DISTINCT)
     lock_wait: float = key(0.0, _LOCK_WAIT, min=0)
     lock_ttl: float = key(60.0, _LOCK_TTL, min=1)
+    peer_fanout: int = key(
+        3,
+        "hosts one host of a site copies the artifact to (see Large artifacts); 0: every"
+        " host gets it from shipdeck",
+        min=0,
+    )
     drain: tuple[str, ...] = key((), "hooks taking a host out of rotation (see [balancer])")
     undrain: tuple[str, ...] = key((), "hooks putting a healthy host back in rotation")
     maintenance_on: tuple[str, ...] = key(
@@ -247,6 +253,24 @@ class RelayConfig:
     connect_timeout: float = key(10.0, _RELAY_WAIT, min=0.1)
 
 
+def read_sites(r: Reader, at: Any, value: Any) -> dict[str, tuple[str, ...]] | None:
+    """``[sites]``: site name -> the hosts in it (names, groups or globs)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise r.error(at, None, 'expected a table of sites, e.g. eu = ["web-eu-*"]')
+    out: dict[str, tuple[str, ...]] = {}
+    for name, hosts in value.items():
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(h, str) and h.strip() for h in hosts)
+        ):
+            raise r.error(at, name, "expected a non-empty list of host names, groups or globs")
+        out[name] = tuple(h.strip() for h in hosts)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """A whole shipdeck.toml: a field per section, in the order the README lists them."""
@@ -266,6 +290,13 @@ class Config:
     freeze: tuple[FreezeWindow, ...] = key((), "deploy freeze windows (see Freeze windows)")
     notify: tuple[NotifyEntry, ...] = key((), "commands run on events (see Notifications)")
     secrets: SecretsConfig | None = None
+    sites: dict[str, tuple[str, ...]] | None = key(
+        None,
+        '`eu = ["web-eu-*"]`: hosts (names, groups or globs) on one network; the artifact'
+        " crosses the link to a site once and its hosts copy it from each other (see Large"
+        " artifacts). Without it, the hosts behind one `ssh.jump` are one site",
+        read=read_sites,
+    )
     aliases: dict[str, str] | None = key(
         None,
         '`console = "exec --hosts web1 -- ./bin/console"`: `shipdeck console` runs it (see Aliases)',

@@ -128,6 +128,25 @@ class Progress(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer(Event):
+    """How the artifact reached one host, once it is there. ``key`` is the host's
+    upload step; ``mode`` is ``full``, ``resume`` (the rest of a broken upload),
+    ``delta`` (a patch against the host's previous artifact) or ``peer`` (copied from
+    ``source``, a host of its site); ``sent`` the bytes shipdeck sent to it (all
+    attempts), which crossed the jump host's link when ``jump``; ``total`` the
+    artifact's bytes; ``seconds`` the time it took."""
+
+    type: ClassVar[str] = "transfer"
+    key: str = ""
+    mode: str = ""
+    sent: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    source: str = ""
+    jump: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class GateWaiting(Event):
     type: ClassVar[str] = "gate"
     key: str = ""
@@ -290,6 +309,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeStatus,
         LogLine,
         Progress,
+        Transfer,
         GateWaiting,
         Control,
         MaintenanceChanged,

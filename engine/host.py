@@ -72,6 +72,10 @@ class Host:
         self._dead_after = dead_after
         #: what the connection cost on the wire (a debug counter), if counted
         self.wire = wire
+        #: how the host was reached: its jump chain (None: directly), and the address,
+        #: port and user another host of its network connects to (a peer copy)
+        self.jump: str | None = None
+        self.addr, self.port, self.user = name, 22, ""
 
     def _why(self, exc: SSHError) -> SSHError:
         """``exc``, or why the connection ended when that says more: a host that
@@ -164,6 +168,27 @@ class Host:
             raise SSHError(f"connection lost: {exc}") from None
         return session
 
+    async def run_aside(self, command: str, timeout: float) -> CommandResult:
+        """A short command in a session of its own, beside whatever the shell runs
+        (a peer's key granted while the host's own steps run). Raises CommandTimeout,
+        SSHError."""
+        if self.lost:
+            raise SSHError(self.lost)
+        proc = await self._channel()
+        token = secrets.token_hex(8)
+        session = Session(proc, token, self._sessions.release)
+        session.begin(None)
+        try:
+            proc.stdin.write(loader(token, command))
+            proc.stdin.write_eof()
+            return await asyncio.wait_for(session.finished(), timeout)
+        except TimeoutError:
+            raise CommandTimeout(f"command timed out after {timeout:g}s") from None
+        except (asyncssh.Error, OSError, BrokenPipeError) as exc:
+            raise SSHError(f"connection lost: {exc}") from None
+        finally:
+            session.close()
+
     async def _open_shell(self) -> Session:
         if self._shell is not None and not self._shell.dead:
             return self._shell
@@ -195,18 +220,25 @@ class Host:
         timeout: float | None = None,
         stdin_file: Path | bytes | None = None,
         progress: Callable[[int, int], None] | None = None,
+        stdin_offset: int = 0,
     ) -> CommandResult:
         """Run a command with POSIX sh on the host; stream its output lines to
         ``on_line``.
 
         ``stdin_file`` (a file, or bytes: never on the command line, where the host's
-        process list would show them) is sent as the command's standard input, ending
-        at its last byte (with ``progress(done, total)`` calls): an upload. Raises CommandTimeout, or
+        process list would show them; from byte ``stdin_offset`` on) is sent as the
+        command's standard input, ending at its last byte (with ``progress(done,
+        total)`` calls): an upload. Raises CommandTimeout, or
         SSHError (connection lost, the host stopped answering keepalives, or "upload
         stalled" when no byte moved for ``upload_stall`` seconds)."""
         try:
             return await self._run(
-                command, on_line, timeout or self.command_timeout, stdin_file, progress
+                command,
+                on_line,
+                timeout or self.command_timeout,
+                stdin_file,
+                progress,
+                stdin_offset,
             )
         except SSHError as exc:
             raise self._why(exc) from None
@@ -218,6 +250,7 @@ class Host:
         timeout: float,
         stdin_file: Path | bytes | None,
         progress: Callable[[int, int], None] | None,
+        offset: int = 0,
     ) -> CommandResult:
         if self.lost:
             raise SSHError(self.lost)
@@ -227,9 +260,9 @@ class Host:
                     shell = self._inline()
                     if shell is not None:
                         return await self._run_inline(
-                            shell, command, on_line, timeout, stdin_file, progress
+                            shell, command, on_line, timeout, stdin_file, progress, offset
                         )
-            return await self._run_once(command, on_line, timeout, stdin_file, progress)
+            return await self._run_once(command, on_line, timeout, stdin_file, progress, offset)
         async with self._shell_lock:
             shell = await self._open_shell()
             self.commands_run += 1
@@ -259,13 +292,14 @@ class Host:
         timeout: float,
         stdin_file: Path | bytes,
         progress: Callable[[int, int], None] | None,
+        offset: int = 0,
     ) -> CommandResult:
         """``command`` on the shell, the file's bytes following its lines (the shell
         hands the command exactly that many, see ``_LOOP``). The shell serves on only
         if every byte went out and the command's end came back; otherwise (a timeout,
         a cancel, a stall, a lost connection) it is dropped."""
         self.commands_run += 1
-        size = stdin_size(stdin_file)
+        size = stdin_size(stdin_file) - offset
         n, body = script_lines(command)
         shell.begin(on_line)
         self._active.add(shell)
@@ -277,7 +311,7 @@ class Host:
             self._drop_shell()
             raise SSHError(f"connection lost: {exc}") from None
         feeding = asyncio.ensure_future(
-            feed_file(shell.proc.stdin, stdin_file, progress, self.upload_stall, size)
+            feed_file(shell.proc.stdin, stdin_file, progress, self.upload_stall, size, offset)
         )
         finished = asyncio.ensure_future(shell.done())
         try:
@@ -296,6 +330,7 @@ class Host:
         timeout: float,
         stdin_file: Path | bytes,
         progress: Callable[[int, int], None] | None,
+        offset: int = 0,
     ) -> CommandResult:
         self.commands_run += 1
         session = await self._start(command)
@@ -303,7 +338,9 @@ class Host:
         self._active.add(session)
 
         async def send() -> None:
-            await feed_file(session.proc.stdin, stdin_file, progress, self.upload_stall)
+            await feed_file(
+                session.proc.stdin, stdin_file, progress, self.upload_stall, offset=offset
+            )
             session.proc.stdin.write_eof()
 
         feeding = asyncio.ensure_future(send())

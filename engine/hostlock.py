@@ -47,6 +47,10 @@ class HostState:
     path: str = ""
     current: str = ""  # release current before this run
     artifact_sha: str = ""  # sha256 of the artifact already there, if any
+    part_size: int = 0  # bytes of a broken upload of this artifact on the host
+    part_sha: str = ""  # their sha256 (empty: the host cannot hash)
+    base_sha: str = ""  # the host's newest other artifact (a delta's base)
+    delta: str = ""  # "zstd": the host can apply a zstd patch and check the result
     free_kb: int | None = None
     locked: bool = False
     activated: bool = False
@@ -107,6 +111,11 @@ class HostLock:
         st.path = info["path"]
         st.current = info.get("current", "")
         st.artifact_sha = info.get("artifact_sha", "")
+        part = info.get("part_size", "")
+        st.part_size = int(part) if part.isdigit() else 0
+        st.part_sha = info.get("part_sha", "")
+        st.base_sha = info.get("base", "")
+        st.delta = info.get("delta", "")
         st.free_kb = int(info["free_kb"]) if info.get("free_kb", "").isdigit() else None
         if info.get("lock_error"):
             # not a lock: the path cannot be written (permissions, read-only)

@@ -17,15 +17,18 @@ from engine.remote.release import step_detail
 from engine.session import CommandTimeout, SSHError
 
 if TYPE_CHECKING:
-    from engine.build import Package
+    from engine.upload import Upload
 
 #: steps an abort stops while they run (their remote processes are signalled); any
 #: other step (unpack, activate, cleanup, finish) is short and finishes first
-KILLABLE = frozenset({"upload", "before", "restart", "health"})
+KILLABLE = frozenset({"upload", "peer", "before", "restart", "health"})
 
 
 class HostPhase(HostLock):
     """Runs phases on one locked host."""
+
+    #: the watch of the last phase started (an upload's bytes sent, even if it failed)
+    last_watch: _PhaseWatch | None = None
 
     async def _phase(
         self,
@@ -33,22 +36,25 @@ class HostPhase(HostLock):
         timeout: float,
         *,
         keep_running: set[str] | frozenset[str] = frozenset(),
-        upload: Package | None = None,
+        upload: Upload | None = None,
         done: set[str] | None = None,
-    ) -> None:
+    ) -> _PhaseWatch:
         """Run several steps as one remote script; each step reports its start and end,
         so the tree keeps per-step status while sshd spawns one shell. Raises
         StepFailed (a step failed, or the script timed out), ConnectionLost,
         Interrupted (an abort signalled a running hook or health check) or Aborted
-        (an abort stopped the upload)."""
-        watch = _PhaseWatch(self, keep_running, upload, done, [name for name, _ in steps])
+        (an abort stopped the upload). With ``upload``, the phase is that one upload
+        step (whatever its name); the watch returned counts the bytes it sent."""
+        names = [name for name, _ in steps]
+        watch = self.last_watch = _PhaseWatch(self, keep_running, upload, done, names)
         run = asyncio.ensure_future(
             self.host.run(
-                phase_script(steps, stdin_step="upload" if upload is not None else None),
+                phase_script(steps, stdin_step=steps[0][0] if upload is not None else None),
                 on_line=watch.on_line,
                 timeout=timeout,
                 stdin_file=upload.path if upload is not None else None,
                 progress=watch.progress if upload is not None else None,
+                stdin_offset=upload.offset if upload is not None else 0,
             )
         )
         try:
@@ -76,6 +82,7 @@ class HostPhase(HostLock):
             raise StepFailed(
                 f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
             )
+        return watch
 
     async def _watch_abort(self, run: asyncio.Future[Any], watch: _PhaseWatch) -> str:
         """Wait for the phase; on an abort, stop an upload at once (nothing is live
@@ -89,7 +96,7 @@ class HostPhase(HostLock):
                     break
                 watch.stepped.clear()
                 step = watch.reader.step
-                if watch.upload is not None and step in ("", "upload"):
+                if watch.upload is not None:
                     run.cancel()
                     await _settled(run)
                     self._status("upload", CANCELLED, "aborted")
@@ -136,7 +143,7 @@ class _PhaseWatch:
         self,
         hr: HostPhase,
         keep_running: set[str] | frozenset[str],
-        upload: Package | None,
+        upload: Upload | None,
         done: set[str] | None,
         names: list[str] | None = None,
     ) -> None:
@@ -153,6 +160,9 @@ class _PhaseWatch:
         self.stepped = asyncio.Event()  # a step started (an abort waits for a killable one)
         self._upload_started = time.monotonic()
         self._progress_at = 0.0
+        #: bytes of the upload sent so far, and how long it took once it ended
+        self.sent = 0
+        self.seconds = 0.0
 
     @property
     def nothing_to_stop(self) -> bool:
@@ -204,18 +214,26 @@ class _PhaseWatch:
             self.failed.append(reason)
 
     def _detail(self, name: str, out: list[str]) -> str:
-        if name == "upload" and self.upload is not None:
-            size = self.upload.size
-            secs = max(time.monotonic() - self._upload_started, 1e-6)
-            return f"{size_text(size)} in {secs:.2f}s ({size / secs / 1e6:.1f} MB/s)"
+        if self.upload is not None:
+            self.seconds = max(time.monotonic() - self._upload_started, 1e-6)
+            return transfer_text(self.upload.mode, self.sent, self.upload.total, self.seconds)
         return step_detail(name, out)
 
     def progress(self, sent: int, total: int) -> None:
+        self.sent = sent
         t = time.monotonic()
         if sent == total or t - self._progress_at >= 0.1:
             self._progress_at = t
             key = f"{self.hr.key}/upload"
             self.run.emit(Progress(self.run.deploy_id, key=key, done=sent, total=total))
+
+
+def transfer_text(mode: str, sent: int, total: int, seconds: float, source: str = "") -> str:
+    """``delta: 1.0 MiB sent for 100.0 MiB in 0.41s (2.6 MB/s)``; a copy from a peer
+    says where from."""
+    rate = f" ({sent / max(seconds, 1e-6) / 1e6:.1f} MB/s)" if seconds else ""
+    what = f"{mode} from {source}" if source else mode
+    return f"{what}: {size_text(sent)} sent for {size_text(total)} in {seconds:.2f}s{rate}"
 
 
 def size_text(n: float) -> str:

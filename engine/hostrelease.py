@@ -10,13 +10,16 @@ one place (:mod:`engine.hostoutcome`); the hooks, health checks and switch are
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.errors import ConnectionLost, Interrupted, StepFailed
-from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED
+from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED, Transfer
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
+from engine.hostphase import transfer_text
+from engine.peer import copy_from_peer
 from engine.remote.envfile import env_file_result, env_file_script
 from engine.remote.hooks import hooks_script
 from engine.remote.release import (
@@ -38,6 +41,7 @@ from engine.session import SSHError, q
 if TYPE_CHECKING:
     from engine.build import Package
     from engine.run import Run
+    from engine.upload import Upload
 
 
 @dataclass(frozen=True)
@@ -176,14 +180,24 @@ class HostRelease(HostOutcome):
         self.run.close_host(self.key, OK, release.release_id)
 
     async def _stage(self, release: Release, env: dict[str, str]) -> None:
-        """Phase 1: upload, unpack, link, before -- nothing live changes."""
+        """Phase 1: upload, then unpack, link, before -- nothing live changes."""
         st, d, pkg = self.st, self.run.config.deploy, release.package
         steps: list[tuple[str, str]] = []
         upload = st.artifact_sha != pkg.sha256
-        if upload:
-            steps.append(("upload", receive_script(st.path, pkg.sha256, pkg.size)))
-        else:
-            self._status("upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+        try:
+            if upload:
+                await self._upload(pkg)
+            else:
+                self._status("upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+                site = self.run.transfers.site(st.name, self.host.jump)
+                if site is not None:
+                    await site.holds(self.key)
+        except Interrupted:
+            raise Aborted() from None  # nothing live changed
+        except StepFailed as exc:
+            if self._step_status("upload") == FAILED:
+                raise StepFailed(f"{exc}{await self._free_space_hint(pkg)}") from None
+            raise
         steps.append(
             ("unpack", unpack_script(st.path, pkg.sha256, release.release_id, release.sha))
         )
@@ -199,14 +213,110 @@ class HostRelease(HostOutcome):
             self._status("before", SKIPPED, "no hooks")
         steps = [(name, self._fence(name, script)) for name, script in steps]
         try:
-            timeout = self.run.config.ssh.command_timeout
-            await self._phase(steps, timeout, upload=pkg if upload else None)
+            await self._phase(steps, self.run.config.ssh.command_timeout)
         except Interrupted:
             raise Aborted() from None  # nothing live changed
-        except StepFailed as exc:
-            if upload and self._step_status("upload") == FAILED:
-                raise StepFailed(f"{exc}{await self._free_space_hint(pkg)}") from None
-            raise
+
+    async def _upload(self, pkg: Package) -> None:
+        """Get the artifact onto the host: from a host of its site that has it (see
+        :class:`engine.upload.Site`), else through shipdeck's link; a copy that
+        fails falls back to the link."""
+        site = self.run.transfers.site(self.st.name, self.host.jump)
+        if site is None:
+            await self._send(pkg)
+            return
+        st = self.st
+        base = st.base_sha if st.delta == "zstd" and st.base_sha != pkg.sha256 else ""
+        chosen = await site.source_for(self.key, lambda: self.run.aborting, base)
+        if chosen is not None:
+            source, patch_base = chosen
+            src = self.run.hosts[source]
+            self._status("upload", RUNNING, f"from {src.st.name}")
+            started = time.monotonic()
+            ok: bool | None = None
+            try:
+                await copy_from_peer(self, src, pkg, patch_base)
+                ok = True
+            except StepFailed as exc:
+                ok = False
+                self.run.log(
+                    f"{self.key}/upload",
+                    f"copy from {src.st.name} failed: {exc}; uploading directly",
+                    "stderr",
+                )
+            finally:
+                await site.copied(self.key, source, ok, patch_base)
+            if ok:
+                secs = time.monotonic() - started
+                how = "patch" if patch_base else "artifact"
+                detail = transfer_text("peer", 0, pkg.size, secs, f"{src.st.name} ({how})")
+                self._status("upload", OK, detail)
+                self.run.emit(
+                    Transfer(
+                        self.run.deploy_id,
+                        key=f"{self.key}/upload",
+                        mode="peer",
+                        total=pkg.size,
+                        seconds=round(secs, 3),
+                        source=src.st.name,
+                    )
+                )
+                return
+            await site.seed()
+        used: Upload | None = None
+        try:
+            used = await self._send(pkg)
+        finally:
+            await site.seeded(
+                self.key, used is not None, used.base if used and used.mode == "delta" else ""
+            )
+
+    async def _send(self, pkg: Package) -> Upload:
+        """Send the artifact the cheapest way the host allows (see
+        :mod:`engine.upload`): each attempt but the last (the whole artifact) runs as
+        a step outside the tree, so a delta the host cannot use falls through to the
+        next attempt without showing a failure. Emits a Transfer event at the end;
+        returns the attempt that worked."""
+        st = self.st
+        attempts = await self.run.transfers.attempts(st, pkg)
+        timeout = self.run.config.ssh.command_timeout
+        started = time.monotonic()
+        sent = 0
+        for n, up in enumerate(attempts):
+            last = n == len(attempts) - 1
+            name = "upload" if last else up.mode
+            if not last:  # the last attempt's step says it runs itself
+                self._status("upload", RUNNING, up.mode)
+            script = receive_script(
+                st.path, pkg.sha256, pkg.size, up.mode, offset=up.offset, base=up.base
+            )
+            self.last_watch = None
+            try:
+                await self._phase([(name, script)], timeout, upload=up)
+            except StepFailed as exc:
+                if last:
+                    raise
+                nxt = attempts[n + 1].mode
+                self.run.log(f"{self.key}/upload", f"{up.mode}: {exc}; now {nxt}", "stderr")
+                continue
+            finally:
+                sent += self.last_watch.sent if self.last_watch is not None else 0
+            if not last:  # a step outside the tree: its end is said here
+                secs = time.monotonic() - started
+                self._status("upload", OK, transfer_text(up.mode, sent, pkg.size, secs))
+            break
+        self.run.emit(
+            Transfer(
+                self.run.deploy_id,
+                key=f"{self.key}/upload",
+                mode=up.mode,
+                sent=sent,
+                total=pkg.size,
+                seconds=round(time.monotonic() - started, 3),
+                jump=bool(self.host.jump),
+            )
+        )
+        return up
 
     def _tail(self, release: Release) -> list[tuple[str, str]]:
         """Cleanup, then revisions.log and unlock: what a healthy host ends with."""
@@ -215,7 +325,12 @@ class HostRelease(HostOutcome):
         deploy_id = self.run.deploy_id
         protect = [release.release_id, st.current]
         return [
-            ("cleanup", cleanup_script(st.path, d.keep_releases, protect, deploy_id)),
+            (
+                "cleanup",
+                cleanup_script(
+                    st.path, d.keep_releases, protect, deploy_id, release.package.sha256
+                ),
+            ),
             (
                 "finish",
                 finish_script(st.path, line, unlock=True, remove_release=None, deploy_id=deploy_id),

@@ -56,6 +56,7 @@ from engine.remote.shell import utc_stamp
 from engine.ssh import CommandTimeout, Connector, Host, Prompter, SSHError
 from engine.state import RunState
 from engine.strategy import Budget
+from engine.upload import Transfers
 from engine.waves import run_waves
 
 log = logging.getLogger("shipdeck.engine")
@@ -158,6 +159,8 @@ class Run:
         self.notifier = Notifier.of(self)
         if self.notifier is not None:
             self.subscribe(self.notifier)
+        #: how the artifact gets to each host (patches made once, sites' copies)
+        self.transfers = Transfers(config)
 
     # -- plan and events -----------------------------------------------------
 

@@ -315,15 +315,17 @@ async def feed_file(
     progress: Callable[[int, int], None] | None,
     stall: float = UPLOAD_STALL,
     total: int | None = None,
+    offset: int = 0,
 ) -> None:
     """Stream a local file (in the page cache: 256 KiB reads do not stall the loop),
-    or bytes held in memory (never written to disk: an env file of secrets), its
-    first ``total`` bytes when given. Raises SSHError when the host takes no byte for
-    ``stall`` seconds."""
+    or bytes held in memory (never written to disk: an env file of secrets), from
+    byte ``offset``, ``total`` bytes when given (else to its end). Raises SSHError
+    when the host takes no byte for ``stall`` seconds."""
     if total is None:
-        total = stdin_size(path)
+        total = stdin_size(path) - offset
     done = 0
     with io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb") as f:  # noqa: ASYNC230
+        f.seek(offset)
         while done < total and (chunk := f.read(min(256 * 1024, total - done))):
             stdin.write(chunk)
             try:

@@ -335,6 +335,8 @@ class Connector:
             dead_after=self.ssh.dead_after,
             wire=wire,
         )
+        host.jump = target.jump
+        host.addr, host.port, host.user = target.host, target.port, target.user
         self._hosts.append(host)
         return host
 

@@ -26,12 +26,15 @@ What it keeps:
   (off unless ``log_lines`` is given: the relay keeps them for its snapshot).
 - ``finished`` / ``summary``: the :class:`DeployFinished` event and its typed
   :class:`engine.events.Summary` once the deploy is over.
+- ``transfers[host_key]``: how the artifact reached each host (the
+  :class:`engine.events.Transfer` as its dict); :meth:`RunState.transfer_totals`
+  sums them for the fleet (bytes sent, bytes across the jump link).
 - ``maintenance``: the latest :class:`MaintenanceChanged` (on or off) of the room,
   whichever deploy it came with; a new plan keeps it (``maintenance_on`` reads it).
 
 A snapshot is the state itself: :meth:`RunState.to_json` gives
-``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"}``,
-plus ``approvals`` once a gate has one (the
+``{"deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing",
+"transfers"}``, plus ``approvals`` once a gate has one (the
 relay protocol's
 ``snapshot.deploy`` object) and :meth:`RunState.from_json` reads one back into a
 RunState, with no detour through synthetic events.
@@ -75,6 +78,7 @@ from engine.events import (
     PlanReady,
     Progress,
     Summary,
+    Transfer,
     event_from_json,
 )
 from engine.outgoing import fit_card
@@ -188,6 +192,7 @@ class RunState:
         #: who approved each gate, and when: ``{"by", "at"}`` dicts, in order
         self.approvals: dict[str, list[dict[str, Any]]] = {}
         self.outgoing: dict[str, dict[str, Any]] = {}
+        self.transfers: dict[str, dict[str, Any]] = {}
         self.finished: DeployFinished | None = None
         self._finished_json: dict[str, Any] | None = None
         self.latest_running: str | None = None
@@ -218,6 +223,7 @@ class RunState:
         self._finished_json = None
         self.approvals = {}
         self.outgoing = {}
+        self.transfers = {}
         self.latest_running = None
         self.started = None
         self.logs.clear()
@@ -290,7 +296,11 @@ class RunState:
         counts = self.host_counts()
         failures = {h.label: (h.detail or "failed") for h in hosts if h.status == FAILED}
         status = "stopped" if reason else ("failed" if failures else OK)
+        extra: dict[str, Any] = {}
+        if self.transfers:
+            extra["transfer"] = self.transfer_totals()
         summary = Summary(
+            extra=extra,
             hosts=len(hosts),
             ok=counts.ok,
             failed=len(failures),
@@ -305,6 +315,28 @@ class RunState:
             wire=dict(wire or {}),
         )
         return status, summary
+
+    def transfer_totals(self) -> dict[str, int]:
+        """The fleet's transfers: ``hosts`` that received the artifact, ``sent`` (bytes
+        shipdeck sent), ``jump`` (of those, bytes across the jump host's link),
+        ``peer`` (hosts that copied it from a peer) and ``artifact`` (its bytes)."""
+        ts = list(self.transfers.values())
+        return {
+            "hosts": len(ts),
+            "sent": sum(int(t.get("sent") or 0) for t in ts),
+            "jump": sum(int(t.get("sent") or 0) for t in ts if t.get("jump")),
+            "peer": sum(1 for t in ts if t.get("mode") == "peer"),
+            "artifact": max((int(t.get("total") or 0) for t in ts), default=0),
+        }
+
+    def _transfer(self, event: Transfer, data: dict[str, Any] | None) -> Touched:
+        host = self._host_of.get(event.key)
+        if host is None:
+            return _NOTHING
+        # what a follower keeps is cut to size, whatever the relay carried
+        event = dataclasses.replace(event, mode=event.mode[:20], source=event.source[:200])
+        self.transfers[host] = event.to_json()
+        return (event.key, host)
 
     def host_of(self, key: str) -> str | None:
         """The host node a step belongs to (None for anything that is not a step)."""
@@ -511,6 +543,7 @@ class RunState:
             "logs": list(self.logs),
             "maintenance": None if self.maintenance is None else self.maintenance.to_json(),
             "outgoing": dict(self.outgoing),
+            "transfers": dict(self.transfers),
         }
         if self.approvals:
             data["approvals"] = {k: [dict(a) for a in v] for k, v in self.approvals.items()}
@@ -555,6 +588,15 @@ class RunState:
         if isinstance(outgoing, dict):
             for key, changes in outgoing.items():
                 state._keep_outgoing(key, changes)
+        transfers = data.get("transfers")
+        if isinstance(transfers, dict):
+            for saved in transfers.values():
+                try:
+                    event = event_from_json(saved) if isinstance(saved, dict) else None
+                except ValueError:
+                    continue
+                if isinstance(event, Transfer):
+                    state._transfer(event, None)
         return state
 
     def _restore_approvals(self, saved: Any) -> None:
@@ -617,6 +659,7 @@ _APPLY: dict[type[Event], Callable[[RunState, Any, dict[str, Any] | None], Touch
     NodeStatus: RunState._status,
     LogLine: RunState._log,
     Progress: RunState._progress,
+    Transfer: RunState._transfer,
     GateWaiting: RunState._gate_waiting,
     DeployMeta: RunState._meta,
     Control: RunState._control,

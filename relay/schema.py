@@ -81,6 +81,13 @@ _FIELD_DOCS: dict[str, dict[str, Any]] = {
     },
     "progress.done": {"description": "Units done so far (bytes for an upload)."},
     "progress.total": {"description": "Units in all; 0 when unknown."},
+    "transfer.key": {"description": "The host's upload step.", "maxLength": MAX_KEY_CHARS},
+    "transfer.mode": {"enum": ["full", "resume", "delta", "peer"]},
+    "transfer.sent": {"description": "Bytes shipdeck sent to the host (every attempt)."},
+    "transfer.total": {"description": "The artifact's bytes."},
+    "transfer.seconds": {"description": "How long getting the artifact there took."},
+    "transfer.source": {"description": "The host of its site it copied from (mode peer)."},
+    "transfer.jump": {"description": "Whether the bytes sent crossed the jump host's link."},
     "control.action": {"enum": ["abort", "approve"]},
     "control.by": {"description": "The operator who asked (the relay's sender of the request)."},
     "control.key": {"description": "The gate approved (approve only; empty: every waiting gate)."},
@@ -105,6 +112,9 @@ _EVENT_DOCS: dict[str, str] = {
     " approval and leaves it (ok, or cancelled on abort) when approved.",
     "log": "One line of output of a node (a host's step, a hook).",
     "progress": "Progress of a node (an upload's bytes).",
+    "transfer": "How the artifact reached one host (full, resume, delta or from a peer),"
+    " the bytes sent and whether they crossed the jump host's link; the run's summary"
+    " sums them under 'transfer'.",
     "gate": "A gate is waiting for an operator's approval: a control frame with action"
     " 'approve' (and this key) sent to the room reaches the lease holder, whose engine"
     " approves it and then emits a control event and the gate's status. Under the"

@@ -397,6 +397,7 @@ class SshdFleet:
         extra_config: str = "",
         one_process_per_host: bool = False,
         start_timeout: float = 15.0,
+        user_keys: bool = False,
     ) -> None:
         if n_hosts < 0:
             raise ValueError("n_hosts must be >= 0")
@@ -407,6 +408,8 @@ class SshdFleet:
         self.max_startups = max_startups
         self.extra_config = extra_config
         self.one_process_per_host = one_process_per_host
+        #: also read each user's own ~/.ssh/authorized_keys (keys a deploy installs)
+        self.user_keys = user_keys
         self.start_timeout = start_timeout
         self.want_bastion = bastion or bastion_chain
         self.want_chain = bastion_chain
@@ -578,7 +581,8 @@ class SshdFleet:
         lines += [
             f"HostKey {proc.host_key}",
             f"PidFile {proc.dir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
+            f"AuthorizedKeysFile {self.authorized_keys}"
+            + (" .ssh/authorized_keys" if self.user_keys else ""),
             f"AllowUsers {' '.join(sorted({h.user for h in proc.hosts}))}",
             "UsePAM no",
             "StrictModes no",

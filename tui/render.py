@@ -39,6 +39,7 @@ from engine.events import (
     PlanReady,
     Progress,
     Summary,
+    Transfer,
     event_from_json,
 )
 from engine.outgoing import (
@@ -127,6 +128,9 @@ def summary_lines(summary: Summary | dict[str, Any]) -> list[str]:
     if s.relay:
         lines.append(f"  relay: {s.relay}")
     lines.extend(f"  {GLYPH[FAILED]} {host}: {why}" for host, why in s.failures.items())
+    t = s.extra.get("transfer")
+    if isinstance(t, dict):
+        lines.append(f"  {transfer_totals_text(t)}")
     if s.wire:  # a debug counter: last
         lines.append(f"  wire: {wire_text(s.wire)}")
     return lines
@@ -206,6 +210,37 @@ def _progress_words(event: Progress) -> list[str]:
     return [f"  {event.key} {event.done}/{event.total} bytes"]
 
 
+def _mib(n: Any) -> str:
+    """``100.0 MiB``; below 1 MiB in KiB (``14.2 KiB``)."""
+    n = n if isinstance(n, (int, float)) and not isinstance(n, bool) else 0
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.1f} KiB"
+
+
+def transfer_text(event: Transfer) -> str:
+    """``delta 1.0 MiB of 100.0 MiB in 0.41s (2.6 MB/s) via the jump host``, ``peer
+    from web1 ...``: how the artifact reached one host."""
+    how = f"{event.mode} from {event.source}" if event.source else event.mode
+    rate = f" ({event.sent / event.seconds / 1e6:.1f} MB/s)" if event.seconds > 0 else ""
+    via = " via the jump host" if event.jump else ""
+    return f"{how} {_mib(event.sent)} of {_mib(event.total)} in {event.seconds:.2f}s{rate}{via}"
+
+
+def transfer_totals_text(t: dict[str, Any]) -> str:
+    """``artifact 100.0 MiB to 20 hosts: 101.2 MiB sent, 100.0 MiB across the jump
+    link, 19 copied from peers`` (the summary's ``transfer``)."""
+    peers = t.get("peer") or 0
+    return (
+        f"artifact {_mib(t.get('artifact'))} to {t.get('hosts', 0)} host(s): "
+        f"{_mib(t.get('sent'))} sent"
+        + (f", {_mib(t.get('jump'))} across the jump link" if t.get("jump") else "")
+        + (f", {peers} copied from peers" if peers else "")
+    )
+
+
+def _transfer_words(event: Transfer) -> list[str]:
+    return [f"  {event.key} {transfer_text(event)}"]
+
+
 def _gate_words(event: GateWaiting) -> list[str]:
     return [f"{GLYPH[WAITING]} {event.key} waiting for approval"]
 
@@ -245,6 +280,7 @@ _WORDS: dict[type[Event], Callable[[Any], list[str]]] = {
     DeployFinished: _finished_words,
     Control: _control_words,
     Progress: _progress_words,
+    Transfer: _transfer_words,
     GateWaiting: _gate_words,
     MaintenanceChanged: _maintenance_words,
     ChangesOutgoing: _outgoing_words,

@@ -58,6 +58,27 @@ def _write_owner_sh(lock: str, owner: dict[str, object]) -> str:
     )
 
 
+def artifact_probe_sh(artifact_sha: str) -> str:
+    """Shell that reports what the host has towards ``artifact_sha``: the artifact's
+    own sha256 (``artifact_sha=``, when there); a broken upload of it (``part_size=``
+    and, where the host can hash, ``part_sha=``: what a resume continues); its newest
+    other artifact (``base=``, what a delta is made against) and ``delta=zstd`` when
+    it can apply a zstd patch and check the result."""
+    a = f'"$P/artifacts/"{q(artifact_sha + ".tar")}'
+    return "\n".join(
+        [
+            "h=; command -v sha256sum >/dev/null 2>&1 && h=1",
+            f'if [ -f {a} ] && [ -n "$h" ]; then echo "artifact_sha=$(sha256sum < {a} | cut -d\' \' -f1)"; fi',
+            f'if [ -f {a}.part ]; then echo "part_size=$(($(wc -c < {a}.part)))"; '
+            f'[ -n "$h" ] && echo "part_sha=$(sha256sum < {a}.part | cut -d\' \' -f1)"; fi',
+            f'b=$(ls -t "$P"/artifacts/*.tar 2>/dev/null | grep -v {q(artifact_sha)} | head -n 1); '
+            'b=${b##*/}; [ -n "$b" ] && echo "base=${b%.tar}"',
+            '[ -n "$h" ] && command -v zstd >/dev/null 2>&1 && echo delta=zstd',
+            ":",
+        ]
+    )
+
+
 def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] | None) -> str:
     """Resolve the path, create the layout, report current/artifact/disk and take the lock.
 
@@ -92,10 +113,7 @@ def probe_script(path: str, artifact_sha: str | None, owner: dict[str, object] |
         'l=$(tail -n 1 "$P/revisions.log" 2>/dev/null | cut -c1-500); echo "last_revision=$l"',
     ]
     if artifact_sha:
-        a = f'"$P/artifacts/"{q(artifact_sha + ".tar.gz")}'
-        lines.append(
-            f"if [ -f {a} ]; then echo \"artifact_sha=$(sha256sum < {a} | cut -d' ' -f1)\"; fi"
-        )
+        lines.append(artifact_probe_sh(artifact_sha))
     lock = f'"$P/"{LOCK_DIR}'
     held = _lock_state_sh(lock)
     if owner is None:

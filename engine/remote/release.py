@@ -1,6 +1,6 @@
 """The release steps on a host: upload, unpack, link, activate, cleanup, finish.
 
-Files appear atomically: an upload goes to ``<sha256>.tar.gz.part`` and is renamed
+Files appear atomically: an upload goes to ``<sha256>.tar.part`` and is renamed
 only after its size (and, where the host can, checksum) is verified; a release is
 unpacked into ``<id>.tmp`` and renamed when complete; ``current`` is switched with a
 new symlink and ``mv -T``. So ``current`` always names a complete release, whatever
@@ -15,43 +15,88 @@ from engine.remote.shell import q
 RELEASE_FILE = ".shipdeck-release"
 
 
-def receive_script(path: str, artifact_sha: str, size: int) -> str:
-    """Write the bytes arriving on stdin to ``<sha256>.tar.gz.part`` and name it only
-    when all ``size`` of them arrived. The upload has a session of its own whose stdin
-    ends with the file's last byte, so ``cat`` reads to EOF: no tool has to stop at an
-    exact count (BusyBox ``head -c`` reads past it). Integrity: SSH's MAC covers every
-    byte in transit, the sha256 is checked where the host can, and unpacking checks
-    the gzip CRC."""
-    a = q(f"artifacts/{artifact_sha}.tar.gz")
-    part = q(f"artifacts/{artifact_sha}.tar.gz.part")
-    return "\n".join(
-        [
-            f"cd {q(path)} || exit 1",
-            f"cat > {part} || {{ rm -f {part}; exit 1; }}",
-            f"n=$(wc -c < {part}); n=$((n))",
-            f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; rm -f {part}; exit 1; }}',
-            f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f {part}; exit 1; }}',
-            f"mv -f {part} {a}",
+#: the exit status of an upload whose delta did not rebuild the artifact (no zstd,
+#: a base that changed, a sha256 mismatch): the client sends the whole artifact
+DELTA_FAILED = 3
+
+#: how the bytes on stdin become the artifact, per upload mode
+_WRITE = {
+    # the gzip wire copy: unzipped on the fly, so a broken upload leaves a prefix
+    "full": 'gzip -dc > "$A.part"',
+    # the rest of a broken upload: appended to what is there (checked first)
+    "resume": 'cat >> "$A.part"',
+    # a zstd patch against the host's artifact $B, kept in $D for the site's peers
+    "delta": 'tee "$D" | zstd -dcq --long=31 --patch-from="$B" > "$A.part"',
+}
+
+
+def patch_name(artifact_sha: str, base: str) -> str:
+    """Where a host keeps the patch it rebuilt ``artifact_sha`` from (``base``'s):
+    the hosts of its site that have ``base`` copy that instead of the artifact."""
+    return f"artifacts/{artifact_sha}.from-{base}.zst"
+
+
+def receive_script(
+    path: str, artifact_sha: str, size: int, mode: str = "full", *, offset: int = 0, base: str = ""
+) -> str:
+    """Turn the bytes arriving on stdin into ``artifacts/<sha256>.tar``: through
+    ``<sha256>.tar.part``, named only when it has all ``size`` bytes and (where the
+    host has ``sha256sum``) its sha256 is ``artifact_sha``. The upload's stdin ends
+    with its last byte, so no tool has to stop at an exact count (BusyBox ``head -c``
+    reads past it).
+
+    ``mode``: ``full`` (a gzip stream of the artifact), ``resume`` (the bytes after
+    the first ``offset``, which must be what ``.part`` holds) or ``delta`` (a zstd
+    patch against ``artifacts/<base>.tar``). A broken full or resumed upload keeps its
+    ``.part`` (a prefix of the artifact) for the next deploy to continue; a delta
+    that does not rebuild the artifact exits :data:`DELTA_FAILED`, leaving nothing."""
+    a = q(f"artifacts/{artifact_sha}.tar")
+    lines = [f"cd {q(path)} || exit 1", f"A={a}"]
+    if mode == "delta":
+        fail = f'{{ rm -f "$A.part" "$D"; echo "$1" >&2; exit {DELTA_FAILED}; }}'
+        lines += [
+            f"no() {fail}",
+            f"B={q(f'artifacts/{base}.tar')}; D={q(patch_name(artifact_sha, base))}",
+            '[ -f "$B" ] || no "delta: the base artifact is gone"',
+            f'{_WRITE["delta"]} || no "delta: zstd could not apply the patch"',
+            'command -v sha256sum >/dev/null 2>&1 || no "delta: no sha256sum to check the result"',
         ]
-    )
+    elif mode == "resume":
+        lines += [
+            'n=$(wc -c < "$A.part" 2>/dev/null) || n=0; n=$((n))',
+            f'[ "$n" = {offset} ] || {{ echo "resume: the broken upload has $n bytes, not {offset}" >&2; rm -f "$A.part"; exit 1; }}',
+            f"{_WRITE['resume']} || exit 1",
+        ]
+    else:
+        lines.append(
+            f"{_WRITE['full']} || {{ echo 'upload broken: the rest of it is sent by the next deploy' >&2; exit 1; }}"
+        )
+    bad = f"exit {DELTA_FAILED}" if mode == "delta" else "exit 1"
+    # a short full or resumed upload keeps its prefix (the next deploy resumes it)
+    short = f'rm -f "$A.part" "$D"; {bad}' if mode == "delta" else "exit 1"
+    also = ' "$D"' if mode == "delta" else ""  # a patch that rebuilt nothing is not kept
+    lines += [
+        'n=$(wc -c < "$A.part"); n=$((n))',
+        f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; {short}; }}',
+        f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"{also}; {bad}; }}',
+        "if command -v sha256sum >/dev/null 2>&1; then",
+        f'  [ "$(sha256sum < "$A.part" | cut -d" " -f1)" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
+        "fi",
+        'mv -f "$A.part" "$A"',
+    ]
+    return "\n".join(lines)
 
 
 def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> str:
-    a = f"artifacts/{artifact_sha}.tar.gz"
+    a = f"artifacts/{artifact_sha}.tar"
     r = f"releases/{release_id}"
     return "\n".join(
         [
             "set -e",
             f"cd {q(path)}",
             f"A={q(a)}; R={q(r)}",
-            'if [ -f "$A.part" ]; then',
-            "  if command -v sha256sum >/dev/null 2>&1; then",
-            f'    echo {q(artifact_sha)}"  $A.part" | sha256sum -c --status || {{ rm -f "$A.part"; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; exit 1; }}',
-            "  fi",
-            '  mv -f "$A.part" "$A"',
-            "fi",
             '[ -e "$R.tmp" ] && rm -rf "$R.tmp"; mkdir "$R.tmp"',
-            'tar -xzf "$A" -C "$R.tmp"',
+            'tar -xf "$A" -C "$R.tmp"',
             # the release marker is ours: never written through what the artifact put there
             f'rm -rf "$R.tmp/{RELEASE_FILE}"',
             f"printf 'release=%s\\nsha=%s\\nartifact=%s\\n' {q(release_id)} {q(sha)} {q(artifact_sha)} > \"$R.tmp/{RELEASE_FILE}\"",
@@ -112,12 +157,16 @@ def activate_script(path: str, release_id: str) -> str:
     )
 
 
-def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = "") -> str:
+def cleanup_script(
+    path: str, keep: int, protect: list[str], deploy_id: str = "", artifact: str = ""
+) -> str:
     """Keep the newest ``keep`` releases, ``current`` and ``protect``; remove what
     deploys left behind: unpacks and uploads that never finished (``*.tmp``,
     ``artifacts/*.part``), switch links (``.current.tmp.*``), releases older than
     ``current`` that never became current (no ``outcome=ok`` line in revisions.log;
     ``protect`` holds the previous one), and artifacts no release was unpacked from.
+    The broken upload of ``artifact`` (the one being deployed) is kept: the next
+    deploy resumes it.
     Fenced by the lock when ``deploy_id`` is given: it holds the lock, so no other
     deploy is writing any of these."""
     keep_names = " ".join(q(p) for p in protect if p)
@@ -127,7 +176,15 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
         + [
             f"cd {q(path)} || exit 0",
             'for f in .current.tmp.*; do [ -L "$f" ] || [ -e "$f" ] || continue; rm -f "$f" && echo "removed $f"; done',
-            'for f in artifacts/*.part; do [ -e "$f" ] || continue; rm -f "$f" && echo "removed upload ${f#artifacts/}"; done',
+            # a peer copy's key folder (engine.remote.peer) left by a killed copy
+            'for f in .shipdeck-peer.*; do [ -e "$f" ] || continue; rm -rf "$f" && echo "removed $f"; done',
+            # patches kept for the site's peers: only those that rebuild this artifact
+            'for f in artifacts/*.zst; do [ -e "$f" ] || continue; '
+            f'case "$f" in {q(f"artifacts/{artifact}.from-")}*) [ -n {q(artifact)} ] && continue ;; esac; '
+            'rm -f "$f"; done',
+            'for f in artifacts/*.part; do [ -e "$f" ] || continue; '
+            f'[ "$f" = {q(f"artifacts/{artifact}.tar.part")} ] && continue; '
+            'rm -f "$f" && echo "removed upload ${f#artifacts/}"; done',
             # releases that became current at some point (deploy or rollback)
             "ok=' '",
             "if [ -f revisions.log ]; then",
@@ -162,7 +219,7 @@ def cleanup_script(path: str, keep: int, protect: list[str], deploy_id: str = ""
             '  while IFS== read -r k v; do [ "$k" = artifact ] && used="$used$v "; done < "$f"',
             "done",
             "cd ../artifacts || exit 0",
-            'for a in *.tar.gz; do [ -e "$a" ] || continue; s=${a%.tar.gz}',
+            'for a in *.tar *.tar.gz; do [ -e "$a" ] || continue; s=${a%.gz}; s=${s%.tar}',
             '  case "$used" in *" $s "*) ;; *) rm -f "$a" && echo "removed artifact $s" ;; esac',
             "done",
         ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -21,7 +23,14 @@ from engine.remote.lock import (
     probe_script,
     takeover_script,
 )
-from engine.remote.release import RELEASE_FILE, cleanup_script, finish_script, receive_script
+from engine.remote.peer import grant_line, grant_script, revoke_script
+from engine.remote.release import (
+    DELTA_FAILED,
+    RELEASE_FILE,
+    cleanup_script,
+    finish_script,
+    receive_script,
+)
 
 
 def sh(script: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -39,26 +48,76 @@ def test_receive_takes_exactly_its_bytes_and_names_only_a_complete_upload(
     tmp_path: Path,
 ) -> None:
     app = layout(tmp_path)
-    data = b"release bytes" * 1000
+    data = os.urandom(20000)
     sha = hashlib.sha256(data).hexdigest()
-    short = sh(receive_script(str(app), sha, len(data)), data[:-10])
+    wire = gzip.compress(data, mtime=0)
+    part = app / "artifacts" / f"{sha}.tar.part"
+    # a broken full upload keeps what arrived (a prefix of the tar), never the final name
+    short = sh(receive_script(str(app), sha, len(data)), wire[: len(wire) // 2])
     assert short.returncode != 0
-    assert f"upload incomplete: {len(data) - 10} of {len(data)} bytes".encode() in short.stderr
-    assert list((app / "artifacts").iterdir()) == []  # neither .part nor the final name
+    assert b"upload broken" in short.stderr
+    assert [p.name for p in (app / "artifacts").iterdir()] == [part.name]
+    kept = part.read_bytes()
+    assert 0 < len(kept) < len(data) and data.startswith(kept)
     # the upload's stdin ends with the artifact: more bytes than announced are refused
-    long = sh(receive_script(str(app), sha, len(data)), data + b"NEXT COMMAND")
+    long = sh(receive_script(str(app), sha, len(data)), gzip.compress(data + b"NEXT", mtime=0))
     assert long.returncode != 0 and b"upload too long" in long.stderr
     assert list((app / "artifacts").iterdir()) == []
-    ok = sh(receive_script(str(app), sha, len(data)), data)
+    # a resume appends the rest to exactly the bytes it was told are there
+    part.write_bytes(data[:5000])
+    wrong = sh(receive_script(str(app), sha, len(data), "resume", offset=4000), data[4000:])
+    assert wrong.returncode != 0 and b"not 4000" in wrong.stderr
+    part.write_bytes(data[:5000])
+    ok = sh(receive_script(str(app), sha, len(data), "resume", offset=5000), data[5000:])
     assert ok.returncode == 0, ok.stderr
-    assert (app / "artifacts" / f"{sha}.tar.gz").read_bytes() == data
+    assert (app / "artifacts" / f"{sha}.tar").read_bytes() == data
+    # bytes that are not the artifact (a resume of someone else's prefix) are refused
+    (app / "artifacts" / f"{sha}.tar").unlink()
+    part.write_bytes(b"x" * 5000)
+    bad = sh(receive_script(str(app), sha, len(data), "resume", offset=5000), data[5000:])
+    assert bad.returncode != 0 and b"sha256 mismatch" in bad.stderr
+    assert list((app / "artifacts").iterdir()) == []
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd is not installed")
+def test_receive_a_delta_rebuilds_the_artifact_or_says_so(tmp_path: Path) -> None:
+    app = layout(tmp_path)
+    old, new = os.urandom(50000), bytearray()
+    new[:] = old
+    new[20000:21000] = os.urandom(1000)
+    base = hashlib.sha256(old).hexdigest()
+    sha = hashlib.sha256(new).hexdigest()
+    (app / "artifacts" / f"{base}.tar").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    subprocess.run(
+        [
+            "zstd",
+            "-qf",
+            f"--patch-from={app / 'artifacts' / (base + '.tar')}",
+            str(tmp_path / "new"),
+            "-o",
+            str(tmp_path / "p"),
+        ],
+        check=True,
+    )
+    patch = (tmp_path / "p").read_bytes()
+    assert len(patch) < 5000
+    ok = sh(receive_script(str(app), sha, len(new), "delta", base=base), patch)
+    assert ok.returncode == 0, ok.stderr
+    assert (app / "artifacts" / f"{sha}.tar").read_bytes() == bytes(new)
+    # a base that is not what the patch was made against: no artifact, exit DELTA_FAILED
+    (app / "artifacts" / f"{sha}.tar").unlink()
+    (app / "artifacts" / f"{base}.tar").write_bytes(old[:-1] + b"!")
+    bad = sh(receive_script(str(app), sha, len(new), "delta", base=base), patch)
+    assert bad.returncode == DELTA_FAILED, bad.stderr
+    assert sorted(p.name for p in (app / "artifacts").iterdir()) == [f"{base}.tar"]
 
 
 def _release(app: Path, rid: str, artifact: str) -> None:
     r = app / "releases" / rid
     r.mkdir()
     (r / RELEASE_FILE).write_text(f"release={rid}\nsha=abc\nartifact={artifact}\n")
-    (app / "artifacts" / f"{artifact}.tar.gz").write_bytes(b"x")
+    (app / "artifacts" / f"{artifact}.tar").write_bytes(b"x")
 
 
 def _lock(app: Path, deploy_id: str) -> None:
@@ -71,7 +130,8 @@ def test_cleanup_keeps_n_releases_and_their_artifacts_only(tmp_path: Path) -> No
     app = layout(tmp_path)
     for i in range(1, 6):
         _release(app, f"2026010{i}T000000Z-aaaaaaa", f"{i:064x}")
-    (app / "artifacts" / f"{9:064x}.tar.gz").write_bytes(b"orphan")
+    (app / "artifacts" / f"{9:064x}.tar").write_bytes(b"orphan")
+    (app / "artifacts" / f"{8:064x}.tar.gz").write_bytes(b"an older shipdeck's")
     (app / "current").symlink_to("releases/20260102T000000Z-aaaaaaa")
     _lock(app, "d1")
     out = sh(cleanup_script(str(app), 2, ["20260105T000000Z-aaaaaaa"], "d1"))
@@ -201,16 +261,53 @@ def test_cleanup_removes_leftovers_of_killed_and_failed_deploys(tmp_path: Path, 
     (app / "current").symlink_to(f"releases/{ids[4]}")
     (app / ".current.tmp.20260106T000000Z-bbbbbbb").symlink_to(f"releases/{ids[4]}")
     (app / "artifacts" / ("e" * 64 + ".tar.gz.part")).write_bytes(b"half")
+    (app / "artifacts" / ("d" * 64 + ".tar.part")).write_bytes(b"half")
+    # the broken upload of the artifact being deployed is kept for a resume
+    (app / "artifacts" / ("c" * 64 + ".tar.part")).write_bytes(b"resume me")
     (app / "releases" / "20260106T000000Z-ccccccc.tmp").mkdir()
+    (app / ".shipdeck-peer.0123abcd").mkdir()  # a killed peer copy's key folder
+    (app / ".shipdeck-peer.0123abcd" / "key").write_text("k")
     _lock(app, "d9")
-    out = subprocess.run(
-        [*shell.split(), "-c", cleanup_script(str(app), 5, [ids[4], ids[3]], "d9")],
-        capture_output=True,
-        timeout=30,
-    )
+    script = cleanup_script(str(app), 5, [ids[4], ids[3]], "d9", "c" * 64)
+    out = subprocess.run([*shell.split(), "-c", script], capture_output=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (app / "releases").iterdir()) == [ids[0], ids[1], ids[3], ids[4]]
     assert not list(app.glob(".current.tmp.*"))
-    assert not list((app / "artifacts").glob("*.part"))
+    assert [p.name for p in (app / "artifacts").glob("*.part")] == ["c" * 64 + ".tar.part"]
+    assert not list(app.glob(".shipdeck-peer.*"))
     assert (app / "current").resolve().name == ids[4]
     assert f"removed release {ids[2]} (never current)".encode() in out.stdout
+
+
+def test_a_peer_key_may_only_read_the_artifact_and_is_removed_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    line = grant_line("/srv/app", "a" * 64, "ssh-ed25519 AAAAC3Nz x\n", "0f1e", "202601010000Z")
+    assert line == (
+        'restrict,expiry-time="202601010000Z",command="cat \'/srv/app/artifacts/'
+        + "a" * 64
+        + ".tar'\" ssh-ed25519 AAAAC3Nz shipdeck-peer-0f1e"
+    )
+    with pytest.raises(ValueError):
+        grant_line('/srv/"app', "a" * 64, "ssh-ed25519 AAAA", "0f1e", "202601010000Z")
+    env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True)
+
+    granted = run(grant_script(line))
+    assert granted.stdout.strip() == "created=dir"
+    assert (home / ".ssh" / "authorized_keys").read_text() == line + "\n"
+    assert run(revoke_script("0f1e", "dir")).returncode == 0
+    assert list(home.iterdir()) == []  # what the grant made is gone
+    # an existing file keeps its other lines, its mode and its inode
+    (home / ".ssh").mkdir()
+    keys = home / ".ssh" / "authorized_keys"
+    keys.write_text("ssh-ed25519 AAAAother me@laptop")  # no final newline
+    keys.chmod(0o600)
+    inode = keys.stat().st_ino
+    assert run(grant_script(line)).stdout.strip() == "created="
+    assert keys.read_text() == "ssh-ed25519 AAAAother me@laptop\n" + line + "\n"
+    assert run(revoke_script("0f1e", "")).returncode == 0
+    assert keys.read_text() == "ssh-ed25519 AAAAother me@laptop\n"
+    assert keys.stat().st_ino == inode and keys.stat().st_mode & 0o777 == 0o600

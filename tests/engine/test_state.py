@@ -19,6 +19,7 @@ from engine.events import (
     NodeStatus,
     Progress,
     Summary,
+    Transfer,
 )
 from engine.plan import build_plan
 from engine.state import Bounds, RunState
@@ -175,9 +176,18 @@ def test_snapshot_round_trip_keeps_statuses_counts_gates_logs_and_summary():
     state.apply(status("release/wave-2/web2/upload", "running"))
     state.apply(LogLine(D, key="release/wave-2/web2/upload", text="sent 1 MB", at=3.0))
     state.apply(GateWaiting(D, key="release/gate-1"))
+    sent = Transfer(D, key="release/wave-1/web1/upload", mode="delta", sent=5, total=100, jump=True)
+    state.apply(sent)
     snap = json.loads(json.dumps(state.to_json()))
     assert set(snap) == {
-        "deploy_id", "plan", "finished", "gates", "logs", "maintenance", "outgoing"
+        "deploy_id",
+        "plan",
+        "finished",
+        "gates",
+        "logs",
+        "maintenance",
+        "outgoing",
+        "transfers",
     }
     back = RunState.from_json(snap)
     assert back.deploy_id == D
@@ -185,11 +195,31 @@ def test_snapshot_round_trip_keeps_statuses_counts_gates_logs_and_summary():
     assert back.waiting_gate == "release/gate-1"
     assert back.current_step["release/wave-2/web2"] == "release/wave-2/web2/upload"
     assert [e.text for e in back.log_events()] == ["sent 1 MB"]
+    assert back.transfer_totals() == {"hosts": 1, "sent": 5, "jump": 5, "peer": 0, "artifact": 100}
     summary = Summary(hosts=3, ok=3, exit_code=0)
     back.apply(DeployFinished(D, status="ok", summary=summary.to_json()))
     again = RunState.from_json(back.to_json())
     assert again.summary == summary and again.finished.status == "ok"
     assert again.to_json() == back.to_json()
+
+
+def test_transfers_sum_into_the_summary_per_fleet():
+    state = started_state()
+    up = "release/wave-2/web2/upload"
+    state.apply(
+        Transfer(D, key="release/wave-1/web1/upload", mode="full", sent=90, total=100, jump=True)
+    )
+    state.apply(Transfer(D, key=up, mode="peer", sent=0, total=100, source="web1"))
+    state.apply(Transfer(D, key="nowhere/upload", mode="full", sent=7, total=100))  # not a host
+    _, summary = state.summarize()
+    assert summary.extra["transfer"] == {
+        "hosts": 2,
+        "sent": 90,
+        "jump": 90,
+        "peer": 1,
+        "artifact": 100,
+    }
+    assert state.transfers["release/wave-2/web2"]["source"] == "web1"
 
 
 def test_maintenance_is_the_rooms_it_outlives_a_new_plan_and_snapshots():

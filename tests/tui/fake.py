@@ -35,6 +35,7 @@ from engine.events import (
     NodeStatus,
     Progress,
     Summary,
+    Transfer,
 )
 from engine.handshake import WireStats, wire_summary
 from engine.plan import HOST_STEPS, ROLLBACK_STEPS, build_plan
@@ -308,6 +309,11 @@ class FakeRunner:
                     self._emit(Progress(self.deploy_id, key=key, done=done, total=total))
                     await self._pause(0.2)
                 self._log(key, f"sent {total} bytes", "info")
+                self._emit(
+                    Transfer(
+                        self.deploy_id, key=key, mode="full", sent=total, total=total, seconds=0.8
+                    )
+                )
             elif step == "restart":
                 self._log(key, "$ systemctl --user restart web")
             elif step == "health":

@@ -16,6 +16,7 @@ from engine.events import (
     NodeStatus,
     Progress,
     Summary,
+    Transfer,
 )
 from engine.handshake import WireStats, wire_summary
 from engine.plan import build_plan
@@ -82,6 +83,23 @@ def test_summary_lines() -> None:
         "  relay: skipped",
     ]
     assert summary_lines({}) == ["0/0 hosts ok"]  # nothing guessed
+    moved = {"hosts": 20, "sent": 105 << 20, "jump": 100 << 20, "peer": 19, "artifact": 100 << 20}
+    assert summary_lines(Summary(hosts=20, ok=20, extra={"transfer": moved}))[1] == (
+        "  artifact 100.0 MiB to 20 host(s): 105.0 MiB sent, 100.0 MiB across the jump link,"
+        " 19 copied from peers"
+    )
+
+
+def test_a_transfer_in_words() -> None:
+    key = "release/wave-1/web2/upload"
+    peer = Transfer(D, key=key, mode="peer", sent=0, total=1 << 20, seconds=0.5, source="web1")
+    assert event_lines(peer) == [f"  {key} peer from web1 0.0 KiB of 1.0 MiB in 0.50s (0.0 MB/s)"]
+    delta = Transfer(
+        D, key=key, mode="delta", sent=1 << 20, total=100 << 20, seconds=1.0, jump=True
+    )
+    assert event_lines(delta) == [
+        f"  {key} delta 1.0 MiB of 100.0 MiB in 1.00s (1.0 MB/s) via the jump host"
+    ]
 
 
 def test_one_line_per_event() -> None:
