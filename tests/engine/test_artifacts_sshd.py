@@ -262,13 +262,26 @@ async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
         result, rec, _ = await run(config)
         assert result.exit_code == 0, result.summary
         modes = sorted(t.mode for t in transfers(rec).values())
-        assert modes == ["delta"] + ["peer"] * 5, modes
-        assert link.bytes_up < 2 * MB
+        # one host gets the patch across the link and the others copy it from each
+        # other; a copy that fails (a loaded machine: sshd's MaxStartups, a timeout)
+        # falls back to a delta across the link, and says so
+        fell_back = [
+            e.text
+            for e in rec.of("log")
+            if e.key.endswith("/upload") and "; uploading directly" in e.text
+        ]
+        assert modes == ["delta"] * (1 + len(fell_back)) + ["peer"] * (5 - len(fell_back)), (
+            modes,
+            fell_back,
+        )
+        assert modes.count("peer") >= 1
+        assert link.bytes_up < (1 + len(fell_back)) * 2 * MB
         # the hosts that had the previous artifact copied the patch, not the artifact
         details = [
             e.detail for e in rec.of("status") if e.key.endswith("/upload") and e.status == "ok"
         ]
-        assert sum(d.startswith("peer from ") and "(patch)" in d for d in details) == 5, details
+        patched = sum(d.startswith("peer from ") and "(patch)" in d for d in details)
+        assert patched == 5 - len(fell_back), details
     for h in fleet.hosts:
         art = artifact_of(h.home)
         assert sha256(art) == art.name.removesuffix(".tar")

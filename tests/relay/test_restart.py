@@ -34,17 +34,20 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
 
     n = 300
     sent: list[asyncio.Future] = []
+    published: list[asyncio.Future] = []
 
     async def keep_sending() -> None:
         for i in range(n):
             sent.append(sender.chat(f"msg {i}"))
             if i % 20 == 0:
-                deployer.publish_event(
-                    NodeStatus(
-                        "d1",
-                        key=f"release/wave-1/web{1 + i % 2}/connect",
-                        status="ok" if i > 150 else "running",
-                        at=float(i),
+                published.append(
+                    deployer.publish_event(
+                        NodeStatus(
+                            "d1",
+                            key=f"release/wave-1/web{1 + i % 2}/connect",
+                            status="ok" if i > 150 else "running",
+                            at=float(i),
+                        )
                     )
                 )
             await asyncio.sleep(0.004)
@@ -60,6 +63,12 @@ async def test_sigkill_and_restart_loses_nothing(relay_process: RelayProcess) ->
     await sending
     await asyncio.wait_for(asyncio.gather(*sent), 30)
     deployer.flush()
+    await asyncio.wait_for(asyncio.gather(*published), 30)  # every event stored
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30  # a client with nothing left to send reconnects all the same
+    while not (deployer.connects == 2 and deployer.connected and sender.connects == 2):
+        assert loop.time() < deadline, (sender.connects, deployer.connects, deployer.state)
+        await asyncio.sleep(0.02)
     await rcol.wait(lambda c: len(c.of("chat")) == n, timeout=30)
 
     assert rcol.chats() == [f"msg {i}" for i in range(n)]  # once each, in order
