@@ -146,7 +146,11 @@ class FleetLog(ScrollView, can_focus=True):
         if (host_width, step_width) != (self.host_width, self.step_width):
             self.host_width, self.step_width = host_width, step_width
             self._cache.clear()
-        self._resized(self.lines.dropped_shown)
+        if self.is_mounted:  # before it is, on_mount lays out what is there
+            self._resized(self.lines.dropped_shown)
+
+    def on_mount(self) -> None:
+        self._resized()
 
     def _resized(self, dropped: int = 0) -> None:
         """The view's length changed: keep following, or keep the place when not."""
@@ -322,17 +326,20 @@ class FleetLogPane(Vertical):
         self.down: tuple[str, ...] = ()
         self._title = ""
         self._titled = 0.0
+        #: held, not queried: lines may arrive before the pane's children are mounted
+        self._log = FleetLog(self.lines, clock=clock, id="fleet-log")
+        self._title_w = Static("fleet log", id="fleet-title")
 
     def compose(self) -> ComposeResult:
-        yield Static("fleet log", id="fleet-title")
-        yield FleetLog(self.lines, clock=self.clock, id="fleet-log")
+        yield self._title_w
+        yield self._log
         prompt = Input(id="fleet-prompt", compact=True)
         prompt.cursor_blink = self.cursor_blink
         yield prompt
 
     @property
     def log(self) -> FleetLog:
-        return self.query_one(FleetLog)
+        return self._log
 
     def on_mount(self) -> None:
         self.update_title()
@@ -401,7 +408,7 @@ class FleetLogPane(Vertical):
         if title != self._title:
             self._title = title
             # one line, always: no layout pass (a flush must not lay out the screen)
-            self.query_one("#fleet-title", Static).update(Text(title, style="bold"), layout=False)
+            self._title_w.update(Text(title, style="bold"), layout=False)
 
     @on(FleetLog.Moved)
     def _moved(self) -> None:

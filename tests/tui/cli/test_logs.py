@@ -95,6 +95,16 @@ async def test_follow_into_head_ends_quietly(sshd_fleet, sample_repo, tmp_path) 
     )  # fmt: skip
     assert (await asyncio.wait_for(proc.stdout.readline(), 30)).endswith(b"| first\n")
     proc._transport.get_pipe_transport(1).close()
-    _log(h1, "second\n")
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    # the log goes on being written, as an app's does, until shipdeck has ended
+    ended = asyncio.ensure_future(proc.communicate())
+    for n in range(120):
+        _log(h1, f"line {n}\n")
+        done, _ = await asyncio.wait({ended}, timeout=0.5)
+        if done:
+            break
+    else:
+        proc.kill()
+        _, err = await ended
+        raise AssertionError(f"shipdeck logs went on after its reader left: {err!r}")
+    _, err = ended.result()
     assert proc.returncode == 141 and err == b""
