@@ -5,14 +5,15 @@ the build config are unchanged.
 The tar is deterministic (sorted names, fixed owner, mtime and modes), so an
 unchanged file yields unchanged bytes at the same place in the stream, and it is
 stored on the host uncompressed: that is what makes a delta against the host's
-previous artifact small (:mod:`engine.delta`). Only the wire copy is compressed
-(``<sha256>.tar.gz``, for a full upload).
+previous artifact small (:mod:`engine.upload`). Only the wire copy of a full upload
+is compressed (``<sha256>.tar.zst`` or ``.tar.gz``), made when an upload first needs
+it (:func:`engine.upload.make_wire`): a deploy that sends only deltas never pays for
+compressing the whole artifact.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.config import BuildConfig
 from engine.errors import BuildError
@@ -42,10 +44,10 @@ class Package:
     reused: bool = False
     unpacked: int = 0  # bytes of the files inside
 
-    @property
-    def wire(self) -> Path:
-        """The gzip copy sent by a full upload (the host unzips it on the fly)."""
-        return self.path.with_suffix(".tar.gz")
+    def wire(self, codec: str) -> Path:
+        """Where the compressed copy a full upload sends is kept (``codec``: ``zstd``
+        or ``gzip``; the host decompresses it on the fly)."""
+        return self.path.with_suffix(".tar.zst" if codec == "zstd" else ".tar.gz")
 
 
 def build_key(sha: str, build: BuildConfig) -> str:
@@ -70,7 +72,7 @@ def cached_package(sha: str, build: BuildConfig) -> Package | None:
     try:
         info = json.loads(meta.read_text())
         path = meta.parent / f"{info['sha256']}.tar"
-        if path.stat().st_size == info["size"] and path.with_suffix(".tar.gz").is_file():
+        if path.stat().st_size == info["size"]:
             return Package(
                 path=path,
                 sha256=info["sha256"],
@@ -122,18 +124,18 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _pack(src: Path, dest_dir: Path) -> Package:
-    """Deterministic tar of ``src`` (sorted names, normalised headers) and its gzip
-    wire copy (mtime 0)."""
+    """Deterministic tar of ``src`` (sorted names, normalised headers), hashed as it
+    is written."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     files = 0
     unpacked = 0
-    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            hashed = _Hashing(raw)
+            with tarfile.open(fileobj=hashed, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 for root, dirs, names in os.walk(src):
                     dirs.sort()
                     for name in sorted(dirs + names):
@@ -147,23 +149,8 @@ def _pack(src: Path, dest_dir: Path) -> Package:
                             files += 1
                             if full.is_file() and not full.is_symlink():
                                 unpacked += full.stat().st_size
-        with open(tmp, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        sha256 = digest.hexdigest()
+        sha256 = hashed.digest.hexdigest()
         final = dest_dir / f"{sha256}.tar"
-        wire = final.with_suffix(".tar.gz")
-        wire_tmp = Path(f"{tmp}.gz")
-        try:
-            with (
-                open(tmp, "rb") as f,
-                open(wire_tmp, "wb") as out,
-                gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) as gz,
-            ):
-                shutil.copyfileobj(f, gz, 1 << 20)
-            os.replace(wire_tmp, wire)
-        finally:
-            wire_tmp.unlink(missing_ok=True)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -172,6 +159,24 @@ def _pack(src: Path, dest_dir: Path) -> Package:
         json.dumps({"sha256": sha256, "size": size, "files": files, "unpacked": unpacked})
     )
     return Package(path=final, sha256=sha256, size=size, files=files, unpacked=unpacked)
+
+
+class _Hashing:
+    """A write-only file that hashes what goes through it (the tar is read once)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 def find_package(sha256: str) -> Path | None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.errors import ConnectionLost, Interrupted, StepFailed
+from engine.errors import BuildError, ConnectionLost, Interrupted, StepFailed
 from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED, Transfer
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
@@ -278,7 +278,10 @@ class HostRelease(HostOutcome):
         next attempt without showing a failure. Emits a Transfer event at the end;
         returns the attempt that worked."""
         st = self.st
-        attempts = await self.run.transfers.attempts(st, pkg)
+        try:
+            attempts = await self.run.transfers.attempts(st, pkg)
+        except BuildError as exc:
+            raise StepFailed(str(exc)) from None
         timeout = self.run.config.ssh.command_timeout
         started = time.monotonic()
         sent = 0
@@ -288,10 +291,15 @@ class HostRelease(HostOutcome):
             if not last:  # the last attempt's step says it runs itself
                 self._status("upload", RUNNING, up.mode)
             script = receive_script(
-                st.path, pkg.sha256, pkg.size, up.mode, offset=up.offset, base=up.base
-            )
+                st.path, pkg.sha256, pkg.size, up.mode, offset=up.offset, base=up.base,
+                codec=up.codec,
+            )  # fmt: skip
             self.last_watch = None
             try:
+                try:
+                    up = await self.run.transfers.ready(up, pkg)
+                except BuildError as exc:
+                    raise StepFailed(str(exc)) from None
                 await self._phase([(name, script)], timeout, upload=up)
             except StepFailed as exc:
                 if last:

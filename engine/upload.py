@@ -11,7 +11,9 @@ whole artifact always last:
   package cache still has that artifact: a ``zstd --patch-from`` patch against it
   is sent, the host rebuilds the tar and checks its sha256 (any mismatch: the next
   attempt);
-- ``full``: the gzip wire copy of the tar.
+- ``full``: a compressed copy of the tar (``zstd`` where the host has it, else
+  ``gzip``), made the first time a run needs it (:func:`make_wire`) and kept in the
+  package cache.
 
 Why zstd's ``--patch-from``: it is a maintained, widely packaged tool (Debian,
 Alpine, RHEL, Homebrew ship it), its patch format is zstd's own frame format (the
@@ -32,14 +34,16 @@ site that has it (:mod:`engine.peer`), each host serving at most
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.build import find_package
+from engine.errors import BuildError
 from engine.hostlock import Aborted
 from engine.hosts import select
 
@@ -68,6 +72,7 @@ class Upload:
     size: int
     total: int
     base: str = ""  # delta: the host's artifact the patch applies to
+    codec: str = "gzip"  # full: how the wire copy is compressed (zstd | gzip)
 
 
 def prefix_sha256(path: Path, n: int) -> str:
@@ -112,10 +117,49 @@ async def make_patch(pkg: Package, base: Path) -> Path | None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    if rc != 0 or tmp.stat().st_size >= pkg.wire.stat().st_size:  # noqa: ASYNC240
+    # a patch half the artifact's size is a wholesale change: the wire copy is as good
+    if rc != 0 or tmp.stat().st_size >= pkg.size // 2:  # noqa: ASYNC240
         tmp.unlink(missing_ok=True)
         return None
     os.replace(tmp, out)
+    return out
+
+
+def _gzip(src: Path, dest: Path) -> None:
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) as gz:
+            shutil.copyfileobj(f, gz, 1 << 20)
+
+
+async def make_wire(pkg: Package, codec: str) -> Path:
+    """The compressed copy of the tar a full upload sends, made once and kept beside
+    it: ``zstd`` (several times faster to make than gzip, and the host's stock
+    ``zstd -d`` reads it) or ``gzip`` (for hosts without zstd). Raises BuildError
+    when it cannot be made."""
+    out = pkg.wire(codec)
+    if out.is_file():  # noqa: ASYNC240
+        return out
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        if codec == "zstd":
+            zstd = shutil.which("zstd")
+            if zstd is None:
+                raise BuildError("zstd is not installed here")
+            proc = await asyncio.create_subprocess_exec(
+                zstd, "-q", "-f", "-3", "-T0", str(pkg.path), "-o", str(tmp),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise BuildError(f"zstd could not compress the artifact: {err.decode()[-200:]}")
+        else:
+            await asyncio.to_thread(_gzip, pkg.path, tmp)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise BuildError(f"could not write the artifact's wire copy: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -217,6 +261,7 @@ class Transfers:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config
         self._patches: dict[tuple[str, str], asyncio.Future[Path | None]] = {}
+        self._wires: dict[tuple[str, str], asyncio.Future[Path]] = {}
         self._sites: dict[str, Site] = {}
         self._site_of: dict[str, str] | None = None
         #: per serving host's key: the one-time keys it holds now
@@ -255,9 +300,42 @@ class Transfers:
             fut = self._patches[key] = asyncio.ensure_future(make_patch(pkg, base))
         return await asyncio.shield(fut)
 
+    async def wire(self, pkg: Package, codec: str) -> Path:
+        """The wire copy of ``pkg`` in ``codec`` (made once per run, whatever the
+        number of hosts waiting for it)."""
+        key = (pkg.sha256, codec)
+        fut = self._wires.get(key)
+        if fut is None or (fut.done() and fut.exception() is not None):
+            fut = self._wires[key] = asyncio.ensure_future(make_wire(pkg, codec))
+        return await asyncio.shield(fut)
+
     async def attempts(self, st: HostState, pkg: Package) -> list[Upload]:
-        """The uploads to try for ``st``, cheapest first; the full one always last."""
-        full = Upload("full", pkg.wire, 0, pkg.wire.stat().st_size, pkg.size)  # noqa: ASYNC240
+        """The uploads to try for ``st``, cheapest first; the full one always last
+        (its wire copy is made only when the cheaper ones cannot be used, or are no
+        smaller than a wire copy already made)."""
+        codec = "zstd" if st.delta == "zstd" and shutil.which("zstd") else "gzip"
+        found = await self._cheaper(st, pkg)
+        made = pkg.wire(codec)
+        if made.is_file():  # noqa: ASYNC240
+            found = [u for u in found if u.size < made.stat().st_size]  # noqa: ASYNC240
+        if found:  # the full upload is only a fallback: its copy is made if it is needed
+            wire = made
+            size = made.stat().st_size if made.is_file() else pkg.size  # noqa: ASYNC240
+        else:
+            wire = await self.wire(pkg, codec)
+            size = wire.stat().st_size  # noqa: ASYNC240
+        return [*found, Upload("full", wire, 0, size, pkg.size, codec=codec)]
+
+    async def ready(self, up: Upload, pkg: Package) -> Upload:
+        """``up`` with its bytes on disk: a full upload's wire copy is made now if it
+        was not yet. Raises BuildError."""
+        if up.mode != "full":
+            return up
+        wire = await self.wire(pkg, up.codec)
+        return replace(up, path=wire, size=wire.stat().st_size)  # noqa: ASYNC240
+
+    async def _cheaper(self, st: HostState, pkg: Package) -> list[Upload]:
+        """A resume or a delta the host allows, cheapest first."""
         found: list[Upload] = []
         n = st.part_size
         if st.part_sha and 0 < n < pkg.size:
@@ -269,4 +347,4 @@ class Transfers:
                 size = patch.stat().st_size  # noqa: ASYNC240
                 found.append(Upload("delta", patch, 0, size, pkg.size, base=st.base_sha))
         found.sort(key=lambda u: u.size)
-        return [u for u in found if u.size < full.size] + [full]
+        return found

@@ -21,8 +21,9 @@ DELTA_FAILED = 3
 
 #: how the bytes on stdin become the artifact, per upload mode
 _WRITE = {
-    # the gzip wire copy: unzipped on the fly, so a broken upload leaves a prefix
+    # the wire copy: decompressed on the fly, so a broken upload leaves a prefix
     "full": 'gzip -dc > "$A.part"',
+    "full-zstd": 'zstd -dcq > "$A.part"',
     # the rest of a broken upload: appended to what is there (checked first)
     "resume": 'cat >> "$A.part"',
     # a zstd patch against the host's artifact $B, kept in $D for the site's peers
@@ -37,7 +38,14 @@ def patch_name(artifact_sha: str, base: str) -> str:
 
 
 def receive_script(
-    path: str, artifact_sha: str, size: int, mode: str = "full", *, offset: int = 0, base: str = ""
+    path: str,
+    artifact_sha: str,
+    size: int,
+    mode: str = "full",
+    *,
+    offset: int = 0,
+    base: str = "",
+    codec: str = "gzip",
 ) -> str:
     """Turn the bytes arriving on stdin into ``artifacts/<sha256>.tar``: through
     ``<sha256>.tar.part``, named only when it has all ``size`` bytes and (where the
@@ -45,7 +53,7 @@ def receive_script(
     with its last byte, so no tool has to stop at an exact count (BusyBox ``head -c``
     reads past it).
 
-    ``mode``: ``full`` (a gzip stream of the artifact), ``resume`` (the bytes after
+    ``mode``: ``full`` (a ``codec`` stream of the artifact: gzip or zstd), ``resume`` (the bytes after
     the first ``offset``, which must be what ``.part`` holds) or ``delta`` (a zstd
     patch against ``artifacts/<base>.tar``). A broken full or resumed upload keeps its
     ``.part`` (a prefix of the artifact) for the next deploy to continue; a delta
@@ -69,7 +77,7 @@ def receive_script(
         ]
     else:
         lines.append(
-            f"{_WRITE['full']} || {{ echo 'upload broken: the rest of it is sent by the next deploy' >&2; exit 1; }}"
+            f"{_WRITE['full-zstd' if codec == 'zstd' else 'full']} || {{ echo 'upload broken: the rest of it is sent by the next deploy' >&2; exit 1; }}"
         )
     bad = f"exit {DELTA_FAILED}" if mode == "delta" else "exit 1"
     # a short full or resumed upload keeps its prefix (the next deploy resumes it)

@@ -115,6 +115,11 @@ async def test_delta_after_one_file_change(sshd_fleet, sample_repo, tmp_path) ->
         ).read_bytes()
     totals = result.summary.get("transfer") if isinstance(result.summary, dict) else None
     assert totals is None or totals["sent"] == sum(t.sent for t in delta.values())
+    # the first release's wire copy was made (zstd: the hosts have it); the second's,
+    # sent only as a patch, never was
+    assert first.package is not None and first.package.wire("zstd").is_file()
+    assert second.package is not None
+    assert not second.package.wire("zstd").exists() and not second.package.wire("gzip").exists()
 
 
 async def test_corrupted_base_falls_back_to_full_upload(sshd_fleet, sample_repo, tmp_path) -> None:

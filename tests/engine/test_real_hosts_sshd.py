@@ -125,6 +125,9 @@ async def test_deploy_rollback_and_dry_run_on_odd_hosts(odd_fleet, sample_repo, 
 
     result, _, first = await run(config)
     assert result.exit_code == 0, result.summary
+    # the BusyBox host has no zstd: its full upload came as gzip, the others' as zstd
+    assert first.package is not None
+    assert first.package.wire("gzip").is_file() and first.package.wire("zstd").is_file()
     commit_version(sample_repo, "2.0.0")
     result, rec, second = await run(config)
     assert result.exit_code == 0, result.summary

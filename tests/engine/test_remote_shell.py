@@ -79,6 +79,22 @@ def test_receive_takes_exactly_its_bytes_and_names_only_a_complete_upload(
     assert list((app / "artifacts").iterdir()) == []
 
 
+def test_receive_a_zstd_wire_copy(tmp_path: Path) -> None:
+    app = layout(tmp_path)
+    data = os.urandom(30000) + bytes(30000)
+    sha = hashlib.sha256(data).hexdigest()
+    wire = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True)
+    ok = sh(receive_script(str(app), sha, len(data), codec="zstd"), wire.stdout)
+    assert ok.returncode == 0, ok.stderr
+    assert (app / "artifacts" / f"{sha}.tar").read_bytes() == data
+    # cut short: what arrived is kept for a resume, a prefix of the artifact
+    (app / "artifacts" / f"{sha}.tar").unlink()
+    short = sh(receive_script(str(app), sha, len(data), codec="zstd"), wire.stdout[:-200])
+    assert short.returncode != 0 and b"upload" in short.stderr
+    kept = (app / "artifacts" / f"{sha}.tar.part").read_bytes()
+    assert len(kept) < len(data) and data.startswith(kept)
+
+
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd is not installed")
 def test_receive_a_delta_rebuilds_the_artifact_or_says_so(tmp_path: Path) -> None:
     app = layout(tmp_path)
