@@ -17,11 +17,13 @@ from engine.remote.release import step_detail
 from engine.session import CommandTimeout, SSHError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.upload import Upload
 
 #: steps an abort stops while they run (their remote processes are signalled); any
 #: other step (unpack, activate, cleanup, finish) is short and finishes first
-KILLABLE = frozenset({"upload", "peer", "before", "restart", "health"})
+KILLABLE = frozenset({"upload", "peer", "rebuild", "before", "restart", "health"})
 
 
 class HostPhase(HostLock):
@@ -38,15 +40,18 @@ class HostPhase(HostLock):
         keep_running: set[str] | frozenset[str] = frozenset(),
         upload: Upload | None = None,
         done: set[str] | None = None,
+        on_ok: Callable[[str], None] | None = None,
     ) -> _PhaseWatch:
         """Run several steps as one remote script; each step reports its start and end,
         so the tree keeps per-step status while sshd spawns one shell. Raises
         StepFailed (a step failed, or the script timed out), ConnectionLost,
         Interrupted (an abort signalled a running hook or health check) or Aborted
         (an abort stopped the upload). With ``upload``, the phase is that one upload
-        step (whatever its name); the watch returned counts the bytes it sent."""
+        step (whatever its name); the watch returned counts the bytes it sent.
+        ``on_ok(name)`` is called as each step ends with exit 0, while the rest of the
+        phase runs."""
         names = [name for name, _ in steps]
-        watch = self.last_watch = _PhaseWatch(self, keep_running, upload, done, names)
+        watch = self.last_watch = _PhaseWatch(self, keep_running, upload, done, names, on_ok)
         run = asyncio.ensure_future(
             self.host.run(
                 phase_script(steps, stdin_step=steps[0][0] if upload is not None else None),
@@ -146,8 +151,10 @@ class _PhaseWatch:
         upload: Upload | None,
         done: set[str] | None,
         names: list[str] | None = None,
+        on_ok: Callable[[str], None] | None = None,
     ) -> None:
         self.hr = hr
+        self.on_ok = on_ok
         self.names = names or []  # the phase's steps, in order
         self.run = hr.run
         self.reader = PhaseReader()
@@ -200,6 +207,8 @@ class _PhaseWatch:
             self.succeeded.add(name)
             if self.done is not None:
                 self.done.add(name)
+            if self.on_ok is not None:
+                self.on_ok(name)
         if key not in self.run.plan:
             if rc:
                 self.failed.append(step_failure(name, rc, out, self.hr.st.path))

@@ -10,6 +10,7 @@ one place (:mod:`engine.hostoutcome`); the hooks, health checks and switch are
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED, Transfer
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
 from engine.hostphase import transfer_text
-from engine.peer import copy_from_peer
+from engine.peer import RebuildFailed, copy_from_peer
 from engine.remote.envfile import env_file_result, env_file_script
 from engine.remote.hooks import hooks_script
 from engine.remote.release import (
@@ -234,9 +235,20 @@ class HostRelease(HostOutcome):
             self._status("upload", RUNNING, f"from {src.st.name}")
             started = time.monotonic()
             ok: bool | None = None
+            told: list[asyncio.Future[None]] = []
+
+            def has_patch() -> None:  # it can serve the patch on while it rebuilds
+                told.append(asyncio.ensure_future(site.has_patch(self.key, patch_base)))
+
             try:
-                await copy_from_peer(self, src, pkg, patch_base)
+                await copy_from_peer(self, src, pkg, patch_base, has_patch)
                 ok = True
+            except RebuildFailed as exc:  # its base, not the peer: the slot is given back
+                self.run.log(
+                    f"{self.key}/upload",
+                    f"the patch from {src.st.name} did not apply: {exc}; uploading directly",
+                    "stderr",
+                )
             except StepFailed as exc:
                 ok = False
                 self.run.log(
@@ -245,6 +257,10 @@ class HostRelease(HostOutcome):
                     "stderr",
                 )
             finally:
+                if told:
+                    await asyncio.gather(*told, return_exceptions=True)
+                    if not ok:
+                        await site.drop(self.key)
                 await site.copied(self.key, source, ok, patch_base)
             if ok:
                 secs = time.monotonic() - started

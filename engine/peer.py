@@ -24,11 +24,19 @@ import asyncssh
 
 from engine.errors import SSHError, StepFailed
 from engine.remote.lock import parse_kv
-from engine.remote.peer import copy_script, grant_line, grant_script, revoke_script
+from engine.remote.peer import (
+    copy_script,
+    grant_line,
+    grant_script,
+    rebuild_script,
+    revoke_script,
+)
 from engine.session import CommandResult
 from engine.upload import Grants
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.build import Package
     from engine.hostrelease import HostRelease
 
@@ -42,14 +50,31 @@ def known_host_line(addr: str, port: int, key: asyncssh.SSHKey) -> str:
     return f"{name} {' '.join(key.export_public_key().decode().split()[:2])}"
 
 
+class RebuildFailed(StepFailed):
+    """The patch was copied, but did not rebuild the artifact on the receiver (its base
+    is not what it should be): the serving host is not to blame."""
+
+
 async def copy_from_peer(
-    receiver: HostRelease, source: HostRelease, pkg: Package, patch_base: str = ""
+    receiver: HostRelease,
+    source: HostRelease,
+    pkg: Package,
+    patch_base: str = "",
+    on_patch: Callable[[], None] | None = None,
 ) -> None:
     """Have ``receiver`` copy the artifact from ``source`` over their network (with
-    ``patch_base``: the patch from it, which ``source`` keeps). Raises
-    StepFailed when the copy cannot be made (the caller uploads directly instead),
-    ConnectionLost / Interrupted as any phase does."""
+    ``patch_base``: the patch from it, which ``source`` keeps; ``on_patch()`` is
+    called once the receiver has it too and rebuilds the artifact from it, so that it
+    can serve the patch on meanwhile). Raises StepFailed when the copy cannot be made
+    (the caller uploads directly instead), RebuildFailed when the copied patch did not
+    rebuild the artifact, ConnectionLost / Interrupted as any phase does."""
     src = source.host
+    patch_size, patch_sha = 0, ""
+    if patch_base:
+        patch = await receiver.run.transfers.patch(pkg, patch_base)
+        if patch is None:
+            raise StepFailed("the patch is not in the local package cache")
+        patch_size, patch_sha = await receiver.run.transfers.patch_digest(patch)
     hostkey = src.conn.get_server_host_key()
     if hostkey is None:
         raise StepFailed(f"{source.st.name}: its host key is not known (a certificate?)")
@@ -88,9 +113,27 @@ async def copy_from_peer(
             port=src.port,
             user=src.user,
             patch_base=patch_base,
+            patch_size=patch_size,
+            patch_sha=patch_sha,
         )
+        steps = [("peer", script)]
+        if patch_base:
+            steps.append(
+                ("rebuild", rebuild_script(receiver.st.path, pkg.sha256, pkg.size, patch_base))
+            )
+
+        def ok(name: str) -> None:
+            if name == "peer" and on_patch is not None:
+                on_patch()
+
         timeout = receiver.run.config.ssh.command_timeout
-        await receiver._phase([("peer", script)], timeout)
+        try:
+            await receiver._phase(steps, timeout, on_ok=ok)
+        except StepFailed as exc:
+            watch = receiver.last_watch
+            if patch_base and watch is not None and "peer" in watch.succeeded:
+                raise RebuildFailed(str(exc)) from None
+            raise
     finally:
         await _revoke(source, tag, grants)
 

@@ -170,10 +170,15 @@ class Site:
     def __init__(self, name: str, fanout: int) -> None:
         self.name = name
         self.fanout = fanout
-        #: host key -> copies it serves or served; only hosts that have the artifact
+        #: host key -> copies it serves or served: hosts that have the artifact, or a
+        #: patch to it (served on to the hosts with that patch's base)
         self.have: dict[str, int] = {}
+        #: the hosts of ``have`` that have the artifact itself
+        self.artifact: set[str] = set()
+        #: hosts that have a patch and are rebuilding the artifact from it now
+        self.rebuilding: set[str] = set()
         self.seeding = 0  # hosts getting it through the link now
-        #: host key -> the base of the patch it keeps (it rebuilt the artifact from it)
+        #: host key -> the base of the patch it keeps
         self.patches: dict[str, str] = {}
         self._changed = asyncio.Condition()
 
@@ -190,14 +195,20 @@ class Site:
             while True:
                 if aborting():
                     raise Aborted()
-                free = [k for k, n in self.have.items() if n < self.fanout and k != key]
+                free = [
+                    k
+                    for k, n in self.have.items()
+                    if n < self.fanout
+                    and k != key
+                    and (k in self.artifact or (base and self.patches.get(k) == base))
+                ]
                 if free:
                     src = min(
                         free, key=lambda k: (not base or self.patches.get(k) != base, self.have[k])
                     )
                     self.have[src] += 1
                     return src, base if base and self.patches.get(src) == base else ""
-                if not self.have and not self.seeding:
+                if not self.artifact and not self.rebuilding and not self.seeding:
                     self.seeding += 1
                     return None
                 try:
@@ -227,8 +238,29 @@ class Site:
                 self._holds(key, patch_base)
             elif ok is False:
                 self.have.pop(source, None)
+                self.artifact.discard(source)
+                self.rebuilding.discard(source)
+                self.patches.pop(source, None)
             elif source in self.have:
                 self.have[source] -= 1
+            self._changed.notify_all()
+
+    async def has_patch(self, key: str, patch_base: str) -> None:
+        """``key`` has the patch from ``patch_base`` (it rebuilds the artifact from it
+        now): the hosts with that base can copy the patch from it already."""
+        async with self._changed:
+            self.have.setdefault(key, 0)
+            self.patches[key] = patch_base
+            self.rebuilding.add(key)
+            self._changed.notify_all()
+
+    async def drop(self, key: str) -> None:
+        """``key`` could not rebuild the artifact from its patch: it serves nothing."""
+        async with self._changed:
+            self.have.pop(key, None)
+            self.patches.pop(key, None)
+            self.artifact.discard(key)
+            self.rebuilding.discard(key)
             self._changed.notify_all()
 
     async def holds(self, key: str) -> None:
@@ -239,6 +271,8 @@ class Site:
 
     def _holds(self, key: str, patch_base: str) -> None:
         self.have.setdefault(key, 0)
+        self.artifact.add(key)
+        self.rebuilding.discard(key)
         if patch_base:
             self.patches[key] = patch_base
 
@@ -262,6 +296,7 @@ class Transfers:
         self.config = config
         self._patches: dict[tuple[str, str], asyncio.Future[Path | None]] = {}
         self._wires: dict[tuple[str, str], asyncio.Future[Path]] = {}
+        self._digests: dict[Path, asyncio.Future[tuple[int, str]]] = {}
         self._sites: dict[str, Site] = {}
         self._site_of: dict[str, str] | None = None
         #: per serving host's key: the one-time keys it holds now
@@ -298,6 +333,15 @@ class Transfers:
             if base is None:
                 return None
             fut = self._patches[key] = asyncio.ensure_future(make_patch(pkg, base))
+        return await asyncio.shield(fut)
+
+    async def patch_digest(self, patch: Path) -> tuple[int, str]:
+        """A patch's size and sha256 (what a host that copies it from a peer checks)."""
+        fut = self._digests.get(patch)
+        if fut is None:
+            fut = self._digests[patch] = asyncio.ensure_future(
+                asyncio.to_thread(lambda: (patch.stat().st_size, prefix_sha256(patch, 1 << 62)))
+            )
         return await asyncio.shield(fut)
 
     async def wire(self, pkg: Package, codec: str) -> Path:

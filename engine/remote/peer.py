@@ -88,14 +88,16 @@ def copy_script(
     user: str,
     timeout: int = 10,
     patch_base: str = "",
+    patch_size: int = 0,
+    patch_sha: str = "",
 ) -> str:
     """On the receiver: fetch the artifact from the serving host with the one-time
-    key into ``<sha256>.tar.part`` (with ``patch_base``: the patch, kept here too,
-    applied to this host's ``<patch_base>.tar``), then check it as any upload is
-    checked (size, sha256) and name it. The key's folder is removed whatever
-    happens."""
+    key into ``<sha256>.tar.part``, then check it as any upload is checked (size,
+    sha256) and name it. With ``patch_base``: fetch the patch the serving host keeps
+    instead (checked against ``patch_size`` and ``patch_sha``), kept here under the
+    same name so that this host can serve it on at once; :func:`rebuild_script` then
+    applies it. The key's folder is removed whatever happens."""
     d = q(f"{PEER_DIR}{tag}")
-    also = ' "$D"' if patch_base else ""
     ssh = (
         f'ssh -F /dev/null -i "$d/key" -o IdentitiesOnly=yes -o IdentityAgent=none'
         f' -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$d/known"'
@@ -105,30 +107,51 @@ def copy_script(
         " -o Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr"
         f" -p {int(port)} -l {q(user)} {q(addr)}"
     )
+    head = [
+        f"cd {q(path)} || exit 1",
+        "command -v ssh >/dev/null 2>&1 || { echo 'no ssh client on this host' >&2; exit 1; }",
+        f"d={d}",
+        "trap 'rm -rf \"$d\"' EXIT; trap 'exit 1' HUP INT TERM",
+        'rm -rf "$d"; (umask 077; mkdir "$d") || exit 1',
+        f"(umask 077; printf '%s\\n' {q(private_key.strip())} > \"$d/key\") || exit 1",
+        f"printf '%s\\n' {q(known_host)} > \"$d/known\" || exit 1",
+    ]
+    if patch_base:
+        what, want, sha = "the patch", int(patch_size), patch_sha
+        head.append(f"F={q(patch_name(artifact_sha, patch_base))}")
+    else:
+        what, want, sha = "the artifact", int(size), artifact_sha
+        head.append(f"F={q(f'artifacts/{artifact_sha}.tar')}")
+    return "\n".join(
+        [
+            *head,
+            f'{ssh} > "$F.part" < /dev/null || {{ rc=$?; rm -f "$F.part"; echo "copy of {what} from the peer failed (ssh exit $rc)" >&2; exit 1; }}',
+            'rm -rf "$d"',
+            f'n=$(wc -c < "$F.part"); n=$((n)); [ "$n" = {want} ] || {{ echo "copy from the peer: $n of {want} bytes" >&2; rm -f "$F.part"; exit 1; }}',
+            "if command -v sha256sum >/dev/null 2>&1; then",
+            f'  [ "$(sha256sum < "$F.part" | cut -d" " -f1)" = {q(sha)} ] || {{ rm -f "$F.part"; echo "copy of {what} from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
+            "fi",
+            'mv -f "$F.part" "$F"',
+        ]
+    )
+
+
+def rebuild_script(path: str, artifact_sha: str, size: int, patch_base: str) -> str:
+    """On a host that copied the patch from ``patch_base`` from a peer: rebuild the
+    artifact from it and this host's ``<patch_base>.tar``, checked as any upload is
+    (size, sha256). A patch that rebuilds nothing is not kept (nor served on)."""
     return "\n".join(
         [
             f"cd {q(path)} || exit 1",
-            "command -v ssh >/dev/null 2>&1 || { echo 'no ssh client on this host' >&2; exit 1; }",
-            f"d={d}; A={q(f'artifacts/{artifact_sha}.tar')}",
-            "trap 'rm -rf \"$d\"' EXIT; trap 'exit 1' HUP INT TERM",
-            'rm -rf "$d"; (umask 077; mkdir "$d") || exit 1',
-            f"(umask 077; printf '%s\\n' {q(private_key.strip())} > \"$d/key\") || exit 1",
-            f"printf '%s\\n' {q(known_host)} > \"$d/known\" || exit 1",
-            *(
-                [
-                    f"B={q(f'artifacts/{patch_base}.tar')}; D={q(patch_name(artifact_sha, patch_base))}",
-                    "command -v zstd >/dev/null 2>&1 || { echo 'no zstd on this host' >&2; exit 1; }",
-                    f'{ssh} < /dev/null | tee "$D" | zstd -dcq --long=31 --patch-from="$B" > "$A.part" || {{ rm -f "$A.part" "$D"; echo "the patch from the peer did not apply" >&2; exit 1; }}',
-                ]
-                if patch_base
-                else [
-                    f'{ssh} > "$A.part" < /dev/null || {{ rc=$?; rm -f "$A.part"; echo "copy from the peer failed (ssh exit $rc)" >&2; exit 1; }}'
-                ]
-            ),
-            'rm -rf "$d"',
-            f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || {{ echo "copy from the peer: $n of {size} bytes" >&2; rm -f "$A.part"{also}; exit 1; }}',
+            f"A={q(f'artifacts/{artifact_sha}.tar')}; B={q(f'artifacts/{patch_base}.tar')}",
+            f"D={q(patch_name(artifact_sha, patch_base))}",
+            'no() { rm -f "$A.part" "$D"; echo "$1" >&2; exit 1; }',
+            "command -v zstd >/dev/null 2>&1 || no 'no zstd on this host'",
+            '[ -f "$B" ] || no "the base artifact is gone"',
+            'zstd -dcq --long=31 --patch-from="$B" < "$D" > "$A.part" || no "the patch from the peer did not apply"',
+            f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || no "the patch from the peer rebuilt $n of {size} bytes"',
             "if command -v sha256sum >/dev/null 2>&1; then",
-            f'  [ "$(sha256sum < "$A.part" | cut -d" " -f1)" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "copy from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
+            f'  [ "$(sha256sum < "$A.part" | cut -d" " -f1)" = {q(artifact_sha)} ] || no "the artifact rebuilt from the peer\'s patch is corrupt (sha256 mismatch)"',
             "fi",
             'mv -f "$A.part" "$A"',
         ]

@@ -310,3 +310,41 @@ async def test_a_peer_that_refuses_means_a_direct_upload(sshd_fleet, sample_repo
     for h in fleet.hosts:
         assert current_version(h.home / "app") == "1.0.0"
     assert leftovers(fleet) == []
+
+
+async def test_a_host_whose_base_is_corrupt_rebuilds_nothing_from_a_peers_patch(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """One host's copy of the previous artifact was damaged: the patch (from a peer or
+    across the link) cannot rebuild the new one there, so that host gets the whole
+    artifact instead; the hosts serving the patch go on serving it to the others."""
+    fleet = sshd_fleet(4, bastion=True, user_keys=True)
+    add_data(sample_repo, files=2)
+    b = fleet.bastion
+    config = load_config(
+        write_config(tmp_path / "s.toml", fleet, sample_repo, ssh_jump=f'"{b.spec}"')
+    )
+    result, _, _ = await run(config)
+    assert result.exit_code == 0, result.summary
+    bad = fleet.hosts[3]
+    base = artifact_of(bad.home)
+    with open(base, "r+b") as f:  # same size, other bytes: only its sha256 tells
+        f.seek(base.stat().st_size // 2)
+        f.write(b"\0" * 4096)
+
+    change_blob(sample_repo, 1)
+    result, rec, _ = await run(config)
+    assert result.exit_code == 0, result.summary
+    ts = transfers(rec)
+    bad_key = next(k for k in ts if f"/{bad.spec}/" in k)
+    assert ts[bad_key].mode == "full", ts[bad_key]
+    others = sorted(t.mode for k, t in ts.items() if k != bad_key)
+    assert others in (["delta", "peer", "peer"], ["delta", "delta", "peer"]), others
+    logs = [e.text for e in rec.of("log") if e.key.endswith("/upload")]
+    # no serving host was blamed for the damaged base
+    assert not [line for line in logs if "copy from" in line and "failed" in line], logs
+    for h in fleet.hosts:
+        art = artifact_of(h.home)
+        assert sha256(art) == art.name.removesuffix(".tar")
+        assert current_version(h.home / "app") == "2.1.0"
+    assert leftovers(fleet) == []
