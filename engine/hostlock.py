@@ -125,17 +125,19 @@ class HostLock:
     async def _take_over(self, held: HeldLock, owner: dict[str, object]) -> str:
         """Take over ``held`` if it is stale (or ``--force-unlock``); else LockHeld."""
         desc = held.describe()
-        if not (held.stale or self.run.force_unlock):
+        gone = not held.stale and held.owner_gone
+        if not (held.stale or gone or self.run.force_unlock):
             raise LockHeld(
                 f"locked by {desc}, heartbeat {held.age}s ago (stale after {held.ttl:g}s); "
                 "if that deploy is dead and its host cannot be reached, rerun with --force-unlock",
                 stale_in=held.stale_in,
             )
-        why = (
-            f"stale: no heartbeat for {held.age}s, ttl {held.ttl:g}s"
-            if held.stale
-            else "--force-unlock"
-        )
+        if held.stale:
+            why = f"stale: no heartbeat for {held.age}s, ttl {held.ttl:g}s"
+        elif gone:
+            why = f"its process {held.owner.get('pid')} on this machine has ended"
+        else:
+            why = "--force-unlock"
         self.run.log(f"{self.key}/lock", f"taking over the lock held by {desc} ({why})", "stderr")
         script = takeover_script(
             self.st.path, owner, held.deploy_id, held.ttl, force=not held.stale, old_line=held.line

@@ -24,10 +24,33 @@ LOCK_DIR = ".shipdeck.lock"
 REQUIRED_TOOLS = ("tar", "gzip", "mkdir", "mv", "ln", "rm", "cat", "wc", "readlink", "df")
 
 
+def boot_id() -> str:
+    """This machine's boot id (Linux), "" where there is none: with a pid, it names
+    one process of one boot of one machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read(64).strip()
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, object]:
     """The owner record written into a host's lock. ``pid`` and ``host`` are for people
-    reading it; liveness is the heartbeat (``ttl``: the owner refreshes it well within)."""
-    return {
+    reading it; liveness is the heartbeat (``ttl``: the owner refreshes it well within),
+    and ``boot`` with ``pid`` lets a later run on the same machine see at once that the
+    owner's process has ended (a killed client), without waiting for the TTL."""
+    owner: dict[str, object] = {
         "operator": operator,
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -35,6 +58,10 @@ def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, ob
         "deploy_id": deploy_id,
         "ttl": ttl,
     }
+    boot = boot_id()
+    if boot:
+        owner["boot"] = boot
+    return owner
 
 
 def _lock_state_sh(lock: str) -> str:
@@ -296,6 +323,15 @@ class HeldLock:
     def stale(self) -> bool:
         """No heartbeat for longer than its TTL: its owner is gone."""
         return self.age > self.ttl
+
+    @property
+    def owner_gone(self) -> bool:
+        """Its owner ran on this machine, in this boot, and that process has ended (it
+        was killed): no heartbeat will come again. False whenever that is not known."""
+        boot, pid = self.owner.get("boot"), self.owner.get("pid")
+        if not boot or boot != boot_id() or not isinstance(pid, int) or pid <= 0:
+            return False
+        return pid != os.getpid() and not pid_alive(pid)
 
     @property
     def deploy_id(self) -> str:

@@ -204,8 +204,13 @@ async def test_resume_after_a_killed_upload(sshd_fleet, sample_repo, tmp_path) -
 
         link.reset()
         config = load_config(cfg)
-        result, rec, _ = await run(config, force_unlock=True)
+        # no --force-unlock: the killed client's lock names a process of this machine
+        # that has ended, so the rerun takes it over at once
+        result, rec, _ = await run(config)
         assert result.exit_code == 0, result.summary
+        assert any("on this machine has ended" in e.text for e in rec.of("log")), [
+            e.text for e in rec.of("log")
+        ]
         (t,) = transfers(rec).values()
         assert t.mode == "resume", t
         assert t.jump

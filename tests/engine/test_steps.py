@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.remote.hooks import TIMED_OUT, failure_line, hooks_script
 from engine.remote.lock import (
     TAKEOVER_REFUSED,
+    boot_id,
     held_lock,
     parse_heartbeat,
     parse_kv,
@@ -48,6 +49,25 @@ def test_held_lock_reads_owner_age_and_ttl() -> None:
     assert held.deploy_id == "d-9"
     assert (held.age, held.ttl, held.stale) == (31, 30.0, True)
     assert held.describe() == "bob (pid 42 on ci, since T)"
+
+
+def test_a_lock_whose_process_on_this_machine_ended_is_known_gone() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    here = boot_id()
+    assert here, "Linux has a boot id"
+    fresh = {"lock_age": "1"}
+    assert held_lock({**fresh, "owner": owner(pid=dead.pid, boot=here)}, 60.0).owner_gone
+    # alive, another boot (or machine), or an older shipdeck's record: not known gone
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not held_lock({**fresh, "owner": owner(pid=alive.pid, boot=here)}, 60).owner_gone
+    finally:
+        alive.kill()
+        alive.wait()
+    assert not held_lock({**fresh, "owner": owner(pid=dead.pid, boot="other")}, 60).owner_gone
+    assert not held_lock({**fresh, "owner": owner(pid=dead.pid)}, 60.0).owner_gone
+    assert not held_lock({**fresh, "owner": owner(pid="x", boot=here)}, 60.0).owner_gone
 
 
 def test_held_lock_a_fresh_heartbeat_is_not_stale() -> None:
