@@ -261,68 +261,119 @@ async def run_exec(
     the :func:`exec_plan` already made (else made here); ``stop``: when set, the waves
     not started are skipped. Never raises for a host: one that fails or cannot be
     reached has ``error`` or a non-zero status."""
-    from engine.ssh import Connector, SSHError
+    from engine.ssh import Connector
 
     if waves is None or plan is None:
-        deploy = replace(config.deploy, batches=batches) if batches else config.deploy
-        waves, labels, _ = wave_plan(list(specs), deploy)
-        plan = exec_plan(exec_id, waves, command, labels=labels, meta={"operator": operator})
-    budget = Budget.from_config(config.deploy.max_fail, len(specs))
-    limit = asyncio.Semaphore(max(1, parallel or config.deploy.parallel))
+        plan, waves = _planned(config, specs, command, exec_id, operator, batches)
     script = exec_script(config.deploy.path, command, cwd=cwd, operator=operator, exec_id=exec_id)
-    connector = Connector(config.ssh, config.base_dir, prompter=prompter)
-    runs = {spec.name: HostRun(spec.name) for spec in specs}
-    result = ExecResult(exec_id, list(runs.values()))
-    started = time.monotonic()
-    keys = {spec.name: host_key(n, spec.name) for n, wave in enumerate(waves, 1) for spec in wave}
+    run = _ExecRun(
+        exec_id,
+        emit,
+        Connector(config.ssh, config.base_dir, prompter=prompter),
+        script,
+        Budget.from_config(config.deploy.max_fail, len(specs)),
+        asyncio.Semaphore(max(1, parallel or config.deploy.parallel)),
+        waves,
+    )
+    return await run.run(plan, stop)
 
-    def status(key: str, state: str, detail: str = "") -> None:
-        emit(NodeStatus(exec_id, key=key, status=state, at=time.time(), detail=detail))
 
-    async def one(spec: Any) -> None:
-        run = runs[spec.name]
-        key = keys[spec.name]
+class _ExecRun:
+    """One ``exec``: its hosts' runs, wave after wave, within the failure budget."""
 
-        def on_line(stream: str, text: str) -> None:
-            emit(LogLine(exec_id, key=key, stream=stream, text=text, at=time.time()))
+    def __init__(
+        self,
+        exec_id: str,
+        emit: Callable[[Event], None],
+        connector: Any,
+        script: str,
+        budget: Budget,
+        limit: asyncio.Semaphore,
+        waves: list[list[Any]],
+    ) -> None:
+        self.exec_id, self.emit, self.connector, self.script = exec_id, emit, connector, script
+        self.budget, self.limit, self.waves = budget, limit, waves
+        self.runs = {spec.name: HostRun(spec.name) for wave in waves for spec in wave}
+        self.keys = {s.name: host_key(n, s.name) for n, wave in enumerate(waves, 1) for s in wave}
+        self.result = ExecResult(exec_id, list(self.runs.values()))
 
-        async with limit:
-            status(key, RUNNING)
-            t0 = time.monotonic()
-            try:
-                host = await connector.connect(spec)
-                res = await host.run(script, on_line=on_line)
-                run.exit_status = res.exit_status
-                if res.exit_status == NO_DIR_EXIT:
-                    run.error = (res.stderr.strip().splitlines() or ["no such directory"])[-1][:300]
-            except (TimeoutError, SSHError, OSError) as exc:
-                run.error = str(exc)[:300] or type(exc).__name__
-            run.duration = time.monotonic() - t0
+    def status(self, key: str, state: str, detail: str = "") -> None:
+        self.emit(NodeStatus(self.exec_id, key=key, status=state, at=time.time(), detail=detail))
+
+    async def run(self, plan: Plan, stop: asyncio.Event | None) -> ExecResult:
+        started = time.monotonic()
+        result = self.result
+        self.emit(plan.to_event())
+        self.status("release", RUNNING)
+        try:
+            for number, wave in enumerate(self.waves, 1):
+                wkey = f"release/wave-{number}"
+                if self.budget.exceeded or (stop is not None and stop.is_set()):
+                    result.stopped = True
+                    for key in (wkey, *(self.keys[spec.name] for spec in wave)):
+                        self.status(key, SKIPPED)
+                    continue
+                self.status(wkey, RUNNING)
+                await asyncio.gather(*(self.one(spec) for spec in wave))
+                ok = all(self.runs[s.name].status == OK for s in wave)
+                self.status(wkey, OK if ok else FAILED)
+        finally:
+            await self.connector.close()
+        result.stopped = result.stopped or self.budget.exceeded
+        self.status("release", OK if result.exit_code == 0 else FAILED)
+        self.emit(_finished(result, self.budget, time.monotonic() - started))
+        return result
+
+    async def one(self, spec: Any) -> None:
+        run, key = self.runs[spec.name], self.keys[spec.name]
+        async with self.limit:
+            self.status(key, RUNNING)
+            await _exec_on(self.connector, spec, self.script, run, key, self.exec_id, self.emit)
         run.status = OK if run.exit_status == 0 else FAILED
         if run.status == FAILED:
-            budget.fail(spec.name, host_detail(run))
-        status(key, run.status, host_outcome(run))
+            self.budget.fail(spec.name, host_detail(run))
+        self.status(key, run.status, host_outcome(run))
 
-    emit(plan.to_event())
-    status("release", RUNNING)
+
+def _planned(
+    config: Any,
+    specs: list[Any],
+    command: str,
+    exec_id: str,
+    operator: str,
+    batches: tuple[str, ...] | None,
+) -> tuple[Plan, list[list[Any]]]:
+    deploy = replace(config.deploy, batches=batches) if batches else config.deploy
+    waves, labels, _ = wave_plan(list(specs), deploy)
+    return exec_plan(exec_id, waves, command, labels=labels, meta={"operator": operator}), waves
+
+
+async def _exec_on(
+    connector: Any,
+    spec: Any,
+    script: str,
+    run: HostRun,
+    key: str,
+    exec_id: str,
+    emit: Callable[[Event], None],
+) -> None:
+    """The command on one host: its output as log lines of ``key``, its exit status
+    (or why it could not run) and duration into ``run``."""
+    from engine.ssh import SSHError
+
+    def on_line(stream: str, text: str) -> None:
+        emit(LogLine(exec_id, key=key, stream=stream, text=text, at=time.time()))
+
+    t0 = time.monotonic()
     try:
-        for number, wave in enumerate(waves, 1):
-            wkey = f"release/wave-{number}"
-            if budget.exceeded or (stop is not None and stop.is_set()):
-                result.stopped = True
-                status(wkey, SKIPPED)
-                for spec in wave:
-                    status(keys[spec.name], SKIPPED)
-                continue
-            status(wkey, RUNNING)
-            await asyncio.gather(*(one(spec) for spec in wave))
-            status(wkey, OK if all(runs[s.name].status == OK for s in wave) else FAILED)
-    finally:
-        await connector.close()
-    result.stopped = result.stopped or budget.exceeded
-    status("release", OK if result.exit_code == 0 else FAILED)
-    emit(_finished(result, budget, time.monotonic() - started))
-    return result
+        host = await connector.connect(spec)
+        res = await host.run(script, on_line=on_line)
+        run.exit_status = res.exit_status
+        if res.exit_status == NO_DIR_EXIT:
+            run.error = (res.stderr.strip().splitlines() or ["no such directory"])[-1][:300]
+    except (TimeoutError, SSHError, OSError) as exc:
+        run.error = str(exc)[:300] or type(exc).__name__
+    run.duration = time.monotonic() - t0
 
 
 def _finished(result: ExecResult, budget: Budget, duration: float) -> DeployFinished:

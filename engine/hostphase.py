@@ -52,15 +52,16 @@ class HostPhase(HostLock):
         phase runs."""
         names = [name for name, _ in steps]
         watch = self.last_watch = _PhaseWatch(self, keep_running, upload, done, names, on_ok)
+        stdin = {}
+        if upload is not None:
+            stdin = {
+                "stdin_file": upload.path,
+                "progress": watch.progress,
+                "stdin_offset": upload.offset,
+            }
+        script = phase_script(steps, stdin_step=steps[0][0] if upload is not None else None)
         run = asyncio.ensure_future(
-            self.host.run(
-                phase_script(steps, stdin_step=steps[0][0] if upload is not None else None),
-                on_line=watch.on_line,
-                timeout=timeout,
-                stdin_file=upload.path if upload is not None else None,
-                progress=watch.progress if upload is not None else None,
-                stdin_offset=upload.offset if upload is not None else 0,
-            )
+            self.host.run(script, on_line=watch.on_line, timeout=timeout, **stdin)
         )
         try:
             interrupted = await self._watch_abort(run, watch)
@@ -72,22 +73,30 @@ class HostPhase(HostLock):
                 raise Interrupted(f"{interrupted} {reason}")
             res = await run
         except (CommandTimeout, SSHError) as exc:
-            if watch.nothing_to_stop and self.run.aborting:
-                return  # an abort's signal ended the session after its last hook: the
-                # steps that ended are in ``done``, the caller finishes the rest
-            key = watch.current_key
-            if key != self.key and key in self.run.plan:
-                self.run.status(key, FAILED, str(exc))
-            if not isinstance(exc, CommandTimeout):
-                raise ConnectionLost(str(exc)) from None
-            raise StepFailed(str(exc)) from None
+            self._phase_lost(watch, exc)
+            return watch
+        ended_by_abort = watch.nothing_to_stop and self.run.aborting
         if watch.failed:
             raise StepFailed(watch.failed[0])
-        if not res.ok and not watch.soft and not (watch.nothing_to_stop and self.run.aborting):
+        if not res.ok and not watch.soft and not ended_by_abort:
             raise StepFailed(
                 f"remote script failed (exit {res.exit_status}): {(res.stderr or res.stdout)[-200:]}"
             )
         return watch
+
+    def _phase_lost(self, watch: _PhaseWatch, exc: CommandTimeout | SSHError) -> None:
+        """The phase's command timed out or its connection was lost: raises StepFailed
+        or ConnectionLost, unless an abort's signal ended the session after the last
+        step it stops (the steps that ended are in ``done``, the caller finishes the
+        rest)."""
+        if watch.nothing_to_stop and self.run.aborting:
+            return
+        key = watch.current_key
+        if key != self.key and key in self.run.plan:
+            self.run.status(key, FAILED, str(exc))
+        if not isinstance(exc, CommandTimeout):
+            raise ConnectionLost(str(exc)) from None
+        raise StepFailed(str(exc)) from None
 
     async def _watch_abort(self, run: asyncio.Future[Any], watch: _PhaseWatch) -> str:
         """Wait for the phase; on an abort, stop an upload at once (nothing is live

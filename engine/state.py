@@ -83,6 +83,7 @@ from engine.events import (
 )
 from engine.outgoing import fit_card
 from engine.plan import Plan
+from engine.snapshot import MAX_APPROVALS, restore, snapshot
 
 __all__ = ["Bounds", "Counts", "RunState", "Summary", "cut_text", "json_size", "shrink_json"]
 
@@ -96,8 +97,6 @@ EXIT_CODES = {
     "stopped": int(ExitCode.STOPPED),
 }
 _NOTHING: Touched = ()
-#: approvals kept per gate (a gate needs at most 100)
-_MAX_APPROVALS = 100
 
 
 # -- counts -----------------------------------------------------------------------
@@ -458,7 +457,7 @@ class RunState:
         if key not in self.plan:
             return _NOTHING
         given = self.approvals.setdefault(key, [])
-        if len(given) < _MAX_APPROVALS:
+        if len(given) < MAX_APPROVALS:
             by = str(event.by)
             if self.bounds is not None:
                 by = cut_text(by, self.bounds.label_chars)[0]
@@ -523,31 +522,11 @@ class RunState:
         while len(logs) > 1 and self._log_size > self.log_bytes:
             self._log_size -= json_size(logs.popleft())
 
-    # -- snapshots ----------------------------------------------------------------
+    # -- snapshots (engine/snapshot.py) --------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The snapshot: ``{"deploy_id", "plan", "finished", "gates", "logs",
-        "maintenance", "outgoing"}``; ``plan`` is a plan event whose nodes carry their
-        current state, ``finished`` the finished event's dict (or None), ``gates`` the
-        waiting gates' keys, ``logs`` the kept log events' dicts, oldest first,
-        ``maintenance`` the latest maintenance event's dict (or None), ``outgoing`` the
-        kept what-goes-out cards by key."""
-        finished = self._finished_json
-        if finished is None and self.finished is not None:
-            finished = self.finished.to_json()
-        data = {
-            "deploy_id": self.plan.deploy_id,
-            "plan": self.plan.snapshot().to_json(),
-            "finished": finished,
-            "gates": sorted(self.gates),
-            "logs": list(self.logs),
-            "maintenance": None if self.maintenance is None else self.maintenance.to_json(),
-            "outgoing": dict(self.outgoing),
-            "transfers": dict(self.transfers),
-        }
-        if self.approvals:
-            data["approvals"] = {k: [dict(a) for a in v] for k, v in self.approvals.items()}
-        return data
+        """The snapshot (see :func:`engine.snapshot.snapshot`)."""
+        return snapshot(self)
 
     @classmethod
     def from_json(
@@ -573,72 +552,8 @@ class RunState:
         state = cls(log_lines=keep, log_bytes=log_bytes, bounds=bounds)
         state._keep_logs = log_lines > 0
         state.load(Plan.from_event(plan_event))
-        for line in logs:
-            if isinstance(line, dict) and line.get("type") == "log":
-                state._keep_log(line)
-        state.gates = {
-            key: None
-            for key in data.get("gates") or ()
-            if isinstance(key, str) and key in state.plan
-        }
-        state._restore_approvals(data.get("approvals"))
-        state._restore_finished(data.get("finished"))
-        state._restore_maintenance(data.get("maintenance"))
-        outgoing = data.get("outgoing")
-        if isinstance(outgoing, dict):
-            for key, changes in outgoing.items():
-                state._keep_outgoing(key, changes)
-        transfers = data.get("transfers")
-        if isinstance(transfers, dict):
-            for saved in transfers.values():
-                try:
-                    event = event_from_json(saved) if isinstance(saved, dict) else None
-                except ValueError:
-                    continue
-                if isinstance(event, Transfer):
-                    state._transfer(event, None)
+        restore(state, data)
         return state
-
-    def _restore_approvals(self, saved: Any) -> None:
-        """A snapshot's approvals, those that read (gates of the plan, ``by`` a string)."""
-        if not isinstance(saved, dict):
-            return
-        for key, given in saved.items():
-            if key not in self.plan or not isinstance(given, list):
-                continue
-            kept = [
-                {"by": a["by"], "at": a.get("at") if isinstance(a.get("at"), (int, float)) else 0.0}
-                for a in given[:_MAX_APPROVALS]
-                if isinstance(a, dict) and isinstance(a.get("by"), str)
-            ]
-            if kept:
-                self.approvals[key] = kept
-
-    def _restore_maintenance(self, saved: Any) -> None:
-        """A snapshot's maintenance event, if it reads as one (else none)."""
-        if not isinstance(saved, dict):
-            return
-        try:
-            event = event_from_json(saved)
-        except ValueError:
-            return
-        if isinstance(event, MaintenanceChanged):
-            self._maintenance(event)
-
-    def _restore_finished(self, finished: Any) -> None:
-        """A snapshot's finished event, if it reads as one (else none)."""
-        if not isinstance(finished, dict):
-            return
-        try:
-            event = event_from_json(finished)
-        except ValueError:
-            return
-        if isinstance(event, DeployFinished):
-            self.finished = event
-            bounds = self.bounds
-            self._finished_json = (
-                shrink_json(finished, bounds.finished_bytes) if bounds else finished
-            )
 
     def log_events(self) -> list[LogLine]:
         """The kept log lines as events (those that do not read are left out)."""

@@ -195,17 +195,8 @@ class Site:
             while True:
                 if aborting():
                     raise Aborted()
-                free = [
-                    k
-                    for k, n in self.have.items()
-                    if n < self.fanout
-                    and k != key
-                    and (k in self.artifact or (base and self.patches.get(k) == base))
-                ]
-                if free:
-                    src = min(
-                        free, key=lambda k: (not base or self.patches.get(k) != base, self.have[k])
-                    )
+                src = self._free_source(key, base)
+                if src is not None:
                     self.have[src] += 1
                     return src, base if base and self.patches.get(src) == base else ""
                 if not self.artifact and not self.rebuilding and not self.seeding:
@@ -215,6 +206,18 @@ class Site:
                     await asyncio.wait_for(self._changed.wait(), 1.0)
                 except TimeoutError:
                     pass
+
+    def _free_source(self, key: str, base: str) -> str | None:
+        """The least busy host with a free slot that can serve ``key``: one with the
+        patch from ``base`` first, else one with the artifact."""
+
+        def serves(k: str) -> bool:
+            return k in self.artifact or bool(base) and self.patches.get(k) == base
+
+        free = [k for k, n in self.have.items() if n < self.fanout and k != key and serves(k)]
+        if not free:
+            return None
+        return min(free, key=lambda k: (not base or self.patches.get(k) != base, self.have[k]))
 
     async def seed(self) -> None:
         """``key`` goes through the link after all (its copy failed)."""

@@ -34,6 +34,16 @@ def boot_id() -> str:
         return ""
 
 
+def pid_space() -> str:
+    """Which pid namespace this process is in (``pid:[<inode>]``), "" if unknown: a
+    pid means something here only to a process of the same namespace (another
+    container on this machine shares the boot id, not the pids)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")[:64]
+    except OSError:
+        return ""
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (another user's counts)."""
     try:
@@ -48,7 +58,7 @@ def pid_alive(pid: int) -> bool:
 def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, object]:
     """The owner record written into a host's lock. ``pid`` and ``host`` are for people
     reading it; liveness is the heartbeat (``ttl``: the owner refreshes it well within),
-    and ``boot`` with ``pid`` lets a later run on the same machine see at once that the
+    and ``boot`` and ``pidns`` with ``pid`` let a later run on the same machine see at once that the
     owner's process has ended (a killed client), without waiting for the TTL."""
     owner: dict[str, object] = {
         "operator": operator,
@@ -58,9 +68,9 @@ def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, ob
         "deploy_id": deploy_id,
         "ttl": ttl,
     }
-    boot = boot_id()
-    if boot:
-        owner["boot"] = boot
+    boot, space = boot_id(), pid_space()
+    if boot and space:
+        owner["boot"], owner["pidns"] = boot, space
     return owner
 
 
@@ -326,10 +336,13 @@ class HeldLock:
 
     @property
     def owner_gone(self) -> bool:
-        """Its owner ran on this machine, in this boot, and that process has ended (it
-        was killed): no heartbeat will come again. False whenever that is not known."""
-        boot, pid = self.owner.get("boot"), self.owner.get("pid")
-        if not boot or boot != boot_id() or not isinstance(pid, int) or pid <= 0:
+        """Its owner ran on this machine, in this boot and this pid namespace, and that
+        process has ended (it was killed): no heartbeat will come again. False
+        whenever that is not known (another machine or container, an older record)."""
+        boot, space, pid = self.owner.get("boot"), self.owner.get("pidns"), self.owner.get("pid")
+        if not boot or boot != boot_id() or not space or space != pid_space():
+            return False
+        if not isinstance(pid, int) or pid <= 0:
             return False
         return pid != os.getpid() and not pid_alive(pid)
 

@@ -15,6 +15,7 @@ from engine.remote.lock import (
     parse_heartbeat,
     parse_kv,
     parse_takeover,
+    pid_space,
     refused_line,
 )
 from engine.remote.release import step_detail
@@ -54,20 +55,25 @@ def test_held_lock_reads_owner_age_and_ttl() -> None:
 def test_a_lock_whose_process_on_this_machine_ended_is_known_gone() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its pid names no process now
-    here = boot_id()
-    assert here, "Linux has a boot id"
+    here = {"boot": boot_id(), "pidns": pid_space()}
+    assert all(here.values()), "Linux has a boot id and pid namespaces"
     fresh = {"lock_age": "1"}
-    assert held_lock({**fresh, "owner": owner(pid=dead.pid, boot=here)}, 60.0).owner_gone
-    # alive, another boot (or machine), or an older shipdeck's record: not known gone
+
+    def gone(**who: object) -> bool:
+        return held_lock({**fresh, "owner": owner(**who)}, 60.0).owner_gone
+
+    assert gone(pid=dead.pid, **here)
+    # alive; another boot, machine or container (pid namespace); an older record
     alive = subprocess.Popen(["sleep", "30"])
     try:
-        assert not held_lock({**fresh, "owner": owner(pid=alive.pid, boot=here)}, 60).owner_gone
+        assert not gone(pid=alive.pid, **here)
     finally:
         alive.kill()
         alive.wait()
-    assert not held_lock({**fresh, "owner": owner(pid=dead.pid, boot="other")}, 60).owner_gone
-    assert not held_lock({**fresh, "owner": owner(pid=dead.pid)}, 60.0).owner_gone
-    assert not held_lock({**fresh, "owner": owner(pid="x", boot=here)}, 60.0).owner_gone
+    assert not gone(pid=dead.pid, boot="other", pidns=here["pidns"])
+    assert not gone(pid=dead.pid, boot=here["boot"], pidns="pid:[1]")
+    assert not gone(pid=dead.pid)
+    assert not gone(pid="x", **here)
 
 
 def test_held_lock_a_fresh_heartbeat_is_not_stale() -> None:
