@@ -250,36 +250,26 @@ class Summary:
         if not isinstance(data, dict):
             return cls()
         out = cls()
-        for k in _SUMMARY_COUNTS:
+        for k, kinds in _SUMMARY_FIELDS.items():
             v = data.get(k)
-            if isinstance(v, int) and not isinstance(v, bool):
+            if isinstance(v, kinds) and not isinstance(v, bool):
                 setattr(out, k, v)
         failures = data.get("failures")
         if isinstance(failures, dict):
             out.failures = {str(h): str(why) for h, why in failures.items()}
-        for k in ("reason", "release_id", "relay"):
-            if isinstance(data.get(k), str):
-                setattr(out, k, data[k])
-        code = data.get("exit_code")
-        if isinstance(code, int) and not isinstance(code, bool):
-            out.exit_code = code
-        dur = data.get("duration")
-        if isinstance(dur, (int, float)) and not isinstance(dur, bool):
-            out.duration = dur
-        if isinstance(data.get("wire"), dict):
-            out.wire = data["wire"]
-        known = {
-            *_SUMMARY_COUNTS,
-            "failures",
-            "reason",
-            "release_id",
-            "exit_code",
-            "duration",
-            "relay",
-            "wire",
-        }
-        out.extra = {k: v for k, v in data.items() if k not in known}
+        out.extra = {k: v for k, v in data.items() if k not in _SUMMARY_KEYS}
         return out
+
+
+#: the summary's fields read back as they are when of these types (never guessed)
+_SUMMARY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(_SUMMARY_COUNTS, int),
+    **dict.fromkeys(("reason", "release_id", "relay"), str),
+    "exit_code": int,
+    "duration": (int, float),
+    "wire": dict,
+}
+_SUMMARY_KEYS = frozenset({*_SUMMARY_FIELDS, "failures"})
 
 
 @dataclass(frozen=True, slots=True)

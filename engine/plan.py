@@ -195,6 +195,25 @@ def host_key(wave: int, host: str) -> str:
     return f"release/wave-{wave}/{host}"
 
 
+def _host_steps(steps: tuple[str, ...], *, drain: bool, secrets: bool) -> tuple[str, ...]:
+    """A host's steps with drain/undrain (``drain``) and secrets (after ``lock``)."""
+    steps = drained(steps) if drain else steps
+    if secrets:
+        at = steps.index("lock") + 1 if "lock" in steps else 0
+        steps = (*steps[:at], "secrets", *steps[at:])
+    return steps
+
+
+def _add_wave(plan: Plan, number: int, label: str, hosts: list[str], steps: tuple[str, ...]) -> None:
+    wkey = f"release/wave-{number}"
+    plan.add(wkey, label, "wave")
+    for host in hosts:
+        hkey = f"{wkey}/{host}"
+        plan.add(hkey, host, "host")
+        for step in steps:
+            plan.add(f"{hkey}/{step}", step, "step")
+
+
 def build_plan(
     deploy_id: str,
     waves: Iterable[Iterable[str]],
@@ -217,35 +236,19 @@ def build_plan(
     ``secrets`` stage (the env file made, after ``package``) and each host's
     ``secrets`` step (it written, after ``lock``).
     """
-    steps = drained(steps) if drain else steps
-    if secrets:
-        at = steps.index("lock") + 1 if "lock" in steps else 0
-        steps = (*steps[:at], "secrets", *steps[at:])
+    steps = _host_steps(steps, drain=drain, secrets=secrets)
     plan = Plan(deploy_id=deploy_id, meta=dict(meta or {}))
-    if with_source:
-        plan.add("fetch", "fetch", "stage")
-        plan.add("build", "build", "stage")
-        plan.add("package", "package", "stage")
-    if secrets:
-        plan.add("secrets", "secrets", "stage")
-    plan.add("release", "release", "stage")
+    stages = ["fetch", "build", "package"] if with_source else []
+    for stage in [*stages, *(["secrets"] if secrets else []), "release"]:
+        plan.add(stage, stage, "stage")
     if once:
         plan.add("release/once", once, "stage")
-    gate_after = set(gates)
     waves = [list(w) for w in waves]
-    labels = (
-        list(wave_labels)
-        if wave_labels is not None
-        else [f"wave {i}" for i in range(1, len(waves) + 1)]
-    )
+    labels = list(wave_labels) if wave_labels is not None else []
+    labels += [f"wave {i}" for i in range(len(labels) + 1, len(waves) + 1)]
+    gate_after = set(gates)
     for number, hosts in enumerate(waves, start=1):
-        wkey = f"release/wave-{number}"
-        plan.add(wkey, labels[number - 1], "wave")
-        for host in hosts:
-            hkey = f"{wkey}/{host}"
-            plan.add(hkey, host, "host")
-            for step in steps:
-                plan.add(f"{hkey}/{step}", step, "step")
+        _add_wave(plan, number, labels[number - 1], hosts, steps)
         if number in gate_after and number < len(waves):
             plan.add(f"release/gate-{number}", f"gate after wave {number}", "gate")
     if not build and with_source:

@@ -440,15 +440,12 @@ class ShipdeckApp(DeckActions, App[int]):
         model = self.model
         meta = model.meta
         finished = model.finished
-        exit_code = finished.report.exit_code if finished is not None else None
         watched = self.chat is not None or bool(self.watch_room)
         project, ref = self._project_ref()
         return HeaderFacts(
             operator=str(meta.get("operator") or self.operator),
             project=project,
-            env=str(
-                meta.get("env") or getattr(getattr(self.backend, "config", None), "env", "") or ""
-            ),
+            env=self._env(),
             ref=ref,
             sha=str(meta.get("sha") or ""),
             release_id=str(meta.get("release_id") or ""),
@@ -458,7 +455,7 @@ class ShipdeckApp(DeckActions, App[int]):
             command=str(meta.get("command") or ""),
             cwd=str(meta.get("cwd") or ""),
             finished=finished.status if finished is not None else None,
-            exit_code=self.last_exit if exit_code is None else exit_code,
+            exit_code=self._exit_code(),
             running=self.deploying or model.running,
             totals=model.host_totals() if model.plan.nodes else None,
             spectator=self.backend is None,
@@ -469,6 +466,19 @@ class ShipdeckApp(DeckActions, App[int]):
             filtered=len(self.tree.host_filter or ()),
             maintenance=model.state.maintenance_on,
         )
+
+    def _env(self) -> str:
+        """The environment of the run: the plan's, else the backend config's."""
+        env = self.model.meta.get("env") or getattr(
+            getattr(self.backend, "config", None), "env", ""
+        )
+        return str(env or "")
+
+    def _exit_code(self) -> int | None:
+        """The finished run's exit code, else the last command's."""
+        finished = self.model.finished
+        code = finished.report.exit_code if finished is not None else None
+        return self.last_exit if code is None else code
 
     def _project_ref(self) -> tuple[str, str]:
         """The project and ref of the run: the plan's, else the backend's (else the

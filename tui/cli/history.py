@@ -105,14 +105,27 @@ def _print_run(r: dict[str, Any]) -> None:
     print(f"  started   {_when(r['started'])}   ended {_when(r.get('ended'))}")
     print(f"  status    {r['status']} (exit {r.get('exit_code')})")
     summary = r.get("summary") or {}
+    for line in _why_and_who(summary, r.get("freeze_override")):
+        print(line)
+    from tui.render import glyph
+
+    print("  hosts:")
+    for host in r["hosts"]:
+        print(
+            f"    {glyph(host['status'])} {host['host']:<24} {host['status']:<10} {host.get('detail') or ''}"
+        )
+
+
+def _why_and_who(summary: dict[str, Any], override: dict[str, Any] | None) -> list[str]:
+    """The reason it stopped, the relay, a freeze override and the gates' approvals."""
+    lines = []
     if summary.get("reason"):
-        print(f"  reason    {summary['reason']}")
+        lines.append(f"  reason    {summary['reason']}")
     if summary.get("relay"):
-        print(f"  relay     {summary['relay']}")
-    override = r.get("freeze_override")
+        lines.append(f"  relay     {summary['relay']}")
     if override:
         role = f" ({override['role']})" if override.get("role") else ""
-        print(
+        lines.append(
             f"  freeze    {override.get('window')!r} overridden by {override.get('by')}{role}:"
             f" {override.get('override_reason')}"
         )
@@ -121,14 +134,8 @@ def _print_run(r: dict[str, Any]) -> None:
             who = ", ".join(
                 f"{a.get('by')} at {_when(a.get('at'))}" for a in given if isinstance(a, dict)
             )
-            print(f"  approved  {gate} by {who}")
-    from tui.render import glyph
-
-    print("  hosts:")
-    for host in r["hosts"]:
-        print(
-            f"    {glyph(host['status'])} {host['host']:<24} {host['status']:<10} {host.get('detail') or ''}"
-        )
+            lines.append(f"  approved  {gate} by {who}")
+    return lines
 
 
 def _print_transcript(path: Any, full: bool) -> None:

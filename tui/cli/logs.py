@@ -85,25 +85,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.appsecrets import SecretsError, redactor_for
-    from engine.config import ConfigError
     from engine.fleetlogs import tail_fleet
-    from engine.remote.tail import file_sh
 
-    try:
-        pattern = re.compile(args.grep) if args.grep else None
-    except re.error as exc:
-        err(f"logs: --grep {args.grep!r}: {exc}")
-        return ExitCode.USAGE
-    if args.lines < 0:
-        err(f"logs: --lines {args.lines}: expected a number >= 0")
-        return ExitCode.USAGE
-    try:
-        file_sh(args.path)
-        config = load(args)
-        specs = config.select_hosts(args.hosts)
-    except (ConfigError, ValueError) as exc:
-        err(str(exc))
-        return ExitCode.USAGE
+    ready = _prepare(args)
+    if isinstance(ready, int):
+        return ready
+    pattern, config, specs = ready
     if args.follow and not args.plain and interactive() and sys.stdout.isatty():
         return _tui(config, args)
     out = _Out(pattern)
@@ -133,6 +120,29 @@ def cmd_logs(args: argparse.Namespace) -> int:
     for host, why in failed.items():
         err(f"logs: {host}: {why}")
     return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _prepare(args: argparse.Namespace) -> tuple[re.Pattern[str] | None, Any, list[Any]] | int:
+    """The --grep pattern, the config and the selected hosts; or the usage exit code
+    after saying what is wrong."""
+    from engine.config import ConfigError
+    from engine.remote.tail import file_sh
+
+    try:
+        pattern = re.compile(args.grep) if args.grep else None
+    except re.error as exc:
+        err(f"logs: --grep {args.grep!r}: {exc}")
+        return ExitCode.USAGE
+    if args.lines < 0:
+        err(f"logs: --lines {args.lines}: expected a number >= 0")
+        return ExitCode.USAGE
+    try:
+        file_sh(args.path)
+        config = load(args)
+        return pattern, config, config.select_hosts(args.hosts)
+    except (ConfigError, ValueError) as exc:
+        err(str(exc))
+        return ExitCode.USAGE
 
 
 def _tui(config: Any, args: argparse.Namespace) -> int:
