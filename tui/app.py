@@ -21,7 +21,7 @@ from engine.events import OK, ChatLine, MaintenanceChanged
 from engine.freeze import Frozen
 from engine.state import RunState
 from tui import actions
-from tui.app_actions import DeckActions
+from tui.app_fleet import FleetActions
 from tui.backend import default_operator
 from tui.chat import ChatBackend
 from tui.commands import DeckCommands
@@ -41,7 +41,7 @@ from tui.widgets.stage_tree import StageTree
 TAIL_PENDING = 20_000
 
 
-class ShipdeckApp(DeckActions, App[int]):
+class ShipdeckApp(FleetActions, App[int]):
     """Drives one backend (engine, fake) or watches a relay room (``backend=None``)."""
 
     CSS_PATH = "app.tcss"
