@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.serve import serve
-from relay.server import Limits, Relay, tls_context
+from relay.server import Limits, Relay
+from relay.tls import tls_context
 from relay.tokens import TokensError, load_tokens
 
 

@@ -212,15 +212,10 @@ class Relay:
         """Refuse the upgrade (401) without one valid bearer token, or (503) while
         shutting down."""
         values = request.headers.get_all("Authorization")
-        header = values[0] if len(values) == 1 else ""  # none or several: no token
-        scheme, _, token = header.partition(" ")
-        operator = self.tokens.operator_for(token.strip()) if scheme.lower() == "bearer" else None
+        operator = self.tokens.operator_for_header(values)
         if operator is None:
-            log.info(
-                "refused %s: %s token",
-                peer_addr(connection),
-                "missing" if not header else "invalid",
-            )
+            why = "invalid" if values else "missing"
+            log.info("refused %s: %s token", peer_addr(connection), why)
             response = connection.respond(
                 HTTPStatus.UNAUTHORIZED, "missing or invalid bearer token\n"
             )
@@ -598,12 +593,4 @@ class Relay:
             await coordinator.break_lease(room, peer, msg_id, ack)
 
 
-def tls_context(cert: str, key: str | None) -> ssl.SSLContext:
-    """Server TLS context from a PEM certificate (chain) and key. Raises ``ssl.SSLError``/``OSError``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
-
-
-__all__ = ["CLOSE_UNAVAILABLE", "Limits", "Relay", "tls_context"]
+__all__ = ["CLOSE_UNAVAILABLE", "Limits", "Relay"]

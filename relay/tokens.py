@@ -61,6 +61,13 @@ class TokenTable:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def operator_for_header(self, values: list[str]) -> str | None:
+        """The operator an ``Authorization`` header's bearer token names (``values``:
+        every such header sent; none or several name nobody)."""
+        header = values[0] if len(values) == 1 else ""
+        scheme, _, token = header.partition(" ")
+        return self.operator_for(token.strip()) if scheme.lower() == "bearer" else None
+
     def operator_for(self, token: str | None) -> str | None:
         """The operator owning ``token``, or ``None``. Every entry is compared."""
         if not token:

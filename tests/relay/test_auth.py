@@ -15,8 +15,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from relay.client import AuthError, RelayClient
-from relay.server import Relay, tls_context
+from relay.server import Relay
 from relay.store import SQLiteStore
+from relay.tls import tls_context
 from relay.tokens import TokensError, TokenTable, load_tokens
 from tests.relay.conftest import ROOT, TOKENS, InProcessRelay, write_tokens
 

@@ -113,8 +113,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     import ssl
 
     from relay.serve import serve
-    from relay.server import Limits, Relay, tls_context
+    from relay.server import Limits, Relay
     from relay.store import SQLiteStore
+    from relay.tls import tls_context
     from relay.tokens import TokensError, load_tokens
 
     logging.basicConfig(
