@@ -308,8 +308,9 @@ async def test_drain_hooks_for_any_balancer(site, tmp_path) -> None:
         assert d.plan[f"{hkey(d, h.spec)}/drain"].detail == "1 hook(s)"
 
 
-async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site) -> None:
-    config = site.config(batches='["100%"]', max_unavailable="1")
+@pytest.mark.parametrize("limit", ["1", '"33%"'])  # a count, or a share of the 3 hosts
+async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site, limit) -> None:
+    config = site.config(batches='["100%"]', max_unavailable=limit)
     result, rec, d = await deploy(config)
     assert result.exit_code == 0, result.summary
     host = hkey(d, site.hosts[0].spec)

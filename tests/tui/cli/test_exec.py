@@ -77,6 +77,29 @@ async def test_exec_exit_codes_and_budget(deployed, tmp_path, sample_repo) -> No
     assert code == 1 and "| ran" not in out and "no directory" in out
 
 
+async def test_parallel_one_runs_on_one_host_at_a_time(deployed) -> None:
+    fleet, config, _ = deployed
+    code, out, _ = await shipdeck(
+        "exec", "-c", str(config), "--json", "--parallel", "1", "--", "sleep 0.3; echo done"
+    )  # fmt: skip
+    assert code == 0, out
+    events = [json.loads(line) for line in out.splitlines()]
+    hosts = {f"release/wave-1/{h.spec}" for h in fleet.hosts}
+
+    def at(state: str) -> dict[str, float]:
+        return {
+            e["key"]: e["at"]
+            for e in events
+            if e["type"] == "status" and e["key"] in hosts and e["status"] == state
+        }
+
+    started, ended = at("running"), at("ok")
+    assert set(started) == set(ended) == hosts
+    spans = sorted((started[k], ended[k]) for k in hosts)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start, spans  # the next host starts only after the last ended
+
+
 async def test_typed_confirmation_and_pipe(deployed, tmp_path, sample_repo) -> None:
     fleet, _, _ = deployed
     typed = write_config(tmp_path / "typed.toml", fleet, sample_repo, confirm_exec='"typed"')
