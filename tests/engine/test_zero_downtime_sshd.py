@@ -308,6 +308,24 @@ async def test_drain_hooks_for_any_balancer(site, tmp_path) -> None:
         assert d.plan[f"{hkey(d, h.spec)}/drain"].detail == "1 hook(s)"
 
 
+async def test_drain_hooks_run_on_the_balancer_host(site) -> None:
+    """``kind = "hooks"`` with a balancer host: the hooks run there, over SSH, not here."""
+    lb = site.hosts[0]
+    drain = '["echo drain $SHIPDECK_HOST $(whoami) >> $HOME/lb-calls"]'
+    undrain = '["echo undrain $SHIPDECK_HOST $(whoami) >> $HOME/lb-calls"]'
+    site.config("hooks.toml", drain=drain, undrain=undrain)
+    path = site.root / "hooks.toml"
+    text = path.read_text() + f'[balancer]\nkind = "hooks"\nhost = "{lb.spec}"\nbackend = "web"\n'
+    path.write_text(text)
+    result, _, _ = await deploy(load_config(path))
+    assert result.exit_code == 0, result.summary
+    calls = sorted((lb.home / "lb-calls").read_text().splitlines())
+    assert calls == sorted(
+        f"{what} {h.spec} {lb.user}" for h in site.hosts for what in ("drain", "undrain")
+    )
+    assert not (Path.home() / "lb-calls").exists()
+
+
 @pytest.mark.parametrize("limit", ["1", '"33%"'])  # a count, or a share of the 3 hosts
 async def test_max_unavailable_without_a_balancer_restarts_one_at_a_time(site, limit) -> None:
     config = site.config(batches='["100%"]', max_unavailable=limit)
