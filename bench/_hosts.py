@@ -172,17 +172,28 @@ def new_commit(repo: Path, size: int, label: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+#: what the benches' hosts do after the switch: a restart and a health check
+DEPLOY_STEPS = (
+    "after_activate = [\"sh -c 'sleep 0.05; echo restarted'\"]",
+    'health = "test -f HEALTH && echo healthy"',
+    "health_timeout = 10",
+    "health_interval = 0.2",
+)
+
+
 def write_shipdeck_config(
-    path: Path, f: SshdFleet, repo: Path, deploy_path: str, *, parallel: int | None = None
+    path: Path,
+    f: SshdFleet,
+    repo: Path,
+    deploy_path: str,
+    *,
+    parallel: int | None = None,
+    steps: tuple[str, ...] = DEPLOY_STEPS,
+    ssh: tuple[str, ...] = ("connect_timeout = 10",),
 ) -> Path:
-    deploy = [
-        f'path = "{deploy_path}"',
-        "keep_releases = 3",
-        "after_activate = [\"sh -c 'sleep 0.05; echo restarted'\"]",
-        'health = "test -f HEALTH && echo healthy"',
-        "health_timeout = 10",
-        "health_interval = 0.2",
-    ]
+    """shipdeck's config for the fleet ``f``: ``[deploy]`` with ``steps``, ``[ssh]``
+    with the fleet's key and known_hosts and the ``ssh`` lines."""
+    deploy = [f'path = "{deploy_path}"', "keep_releases = 3", *steps]
     if parallel is not None:
         deploy.append(f"parallel = {parallel}")
     text = "\n".join(
@@ -199,7 +210,7 @@ def write_shipdeck_config(
             f'identity = "{f.client_key}"',
             f'known_hosts = "{f.known_hosts}"',
             'config = ""',
-            "connect_timeout = 10",
+            *ssh,
             "[hosts]",
             "bench = [" + ", ".join(f'"{h.spec}"' for h in f.hosts) + "]",
         ]

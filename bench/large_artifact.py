@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _hosts import PEERS, REPO, ensure_venv, fleet, git, init_repo
+from _hosts import PEERS, REPO, ensure_venv, fleet, git, init_repo, write_shipdeck_config
 
 from tests.throttle import ThrottledProxy
 
@@ -82,33 +82,9 @@ def setup_ssh(f, proxy: ThrottledProxy, root: Path) -> tuple[str, Path]:
 
 
 def shipdeck_config(path: Path, f, repo: Path, jump: str) -> Path:
-    text = "\n".join(
-        [
-            "[project]",
-            'name = "bench"',
-            f'repo = "{repo}"',
-            'ref = "main"',
-            "[build]",
-            'artifact = "dist"',
-            "[deploy]",
-            'path = "sd"',
-            "keep_releases = 3",
-            'health = "test -f HEALTH && echo healthy"',
-            "health_timeout = 30",
-            "health_interval = 0.2",
-            "[ssh]",
-            f'identity = "{f.client_key}"',
-            f'known_hosts = "{f.known_hosts}"',
-            'config = ""',
-            "connect_timeout = 30",
-            "command_timeout = 900",
-            f'jump = "{jump}"',
-            "[hosts]",
-            "bench = [" + ", ".join(f'"{h.spec}"' for h in f.hosts) + "]",
-        ]
-    )
-    path.write_text(text + "\n")
-    return path
+    steps = ('health = "test -f HEALTH && echo healthy"', "health_timeout = 30", "health_interval = 0.2")
+    ssh = ("connect_timeout = 30", "command_timeout = 900", f'jump = "{jump}"')
+    return write_shipdeck_config(path, f, repo, "sd", steps=steps, ssh=ssh)
 
 
 def run_shipdeck(cfg: Path, env: dict[str, str], *extra: str) -> tuple[float, list[str]]:

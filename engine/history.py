@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.errors import ShipdeckError
 from engine.events import Event, MaintenanceChanged
+from engine.remote.lock import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deploys (
@@ -162,7 +163,7 @@ class History:
             d["status"] == "running"
             and d.get("client") == socket.gethostname()
             and d.get("pid")
-            and not _alive(d["pid"])
+            and not pid_alive(d["pid"])
         ):
             d["status"] = "interrupted"
         counts = db.execute(
@@ -383,13 +384,3 @@ class TranscriptWriter:
 
     def close(self) -> None:
         self._file.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

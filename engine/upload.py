@@ -75,10 +75,10 @@ class Upload:
     codec: str = "gzip"  # full: how the wire copy is compressed (zstd | gzip)
 
 
-def prefix_sha256(path: Path, n: int) -> str:
-    """The sha256 of the first ``n`` bytes of ``path``."""
+def prefix_sha256(path: Path, n: int | None = None) -> str:
+    """The sha256 of the first ``n`` bytes of ``path`` (all of it when None)."""
     digest = hashlib.sha256()
-    left = n
+    left = path.stat().st_size if n is None else n
     with open(path, "rb") as f:
         while left > 0 and (block := f.read(min(1 << 20, left))):
             digest.update(block)
@@ -343,7 +343,7 @@ class Transfers:
         fut = self._digests.get(patch)
         if fut is None:
             fut = self._digests[patch] = asyncio.ensure_future(
-                asyncio.to_thread(lambda: (patch.stat().st_size, prefix_sha256(patch, 1 << 62)))
+                asyncio.to_thread(lambda: (patch.stat().st_size, prefix_sha256(patch)))
             )
         return await asyncio.shield(fut)
 

@@ -73,6 +73,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.remote.lock import pid_alive
+
 __all__ = [
     "SSHD",
     "SshAgent",
@@ -263,13 +265,6 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -328,7 +323,7 @@ def sweep_stale() -> None:
         for item in env.split(b"\0"):
             if item.startswith(key):
                 owner = int(item[len(key) :] or b"0")
-                if not _pid_alive(owner):
+                if not pid_alive(owner):
                     for p in [pid, *_descendants(pid, table)]:
                         _kill(p, signal.SIGKILL)
                 break
@@ -344,7 +339,7 @@ def sweep_stale() -> None:
             owner = int(parts[4].split("pid=", 1)[1])
         except ValueError:
             continue
-        if _pid_alive(owner):
+        if pid_alive(owner):
             continue
         uid = int(parts[2])
         for p, (_, puid) in _proc_table().items():
