@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,16 @@ pytestmark = [pytest.mark.sshd, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
+
+
+@pytest.fixture
+def zstd_available() -> None:
+    """Skip (or, with CI=true, fail) without zstd: deltas need it on both ends."""
+    if shutil.which("zstd") is None:
+        reason = "zstd not installed (apt-get install zstd; .ci/run installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " and CI=true", pytrace=False)
+        pytest.skip(reason)
 
 
 def add_data(repo: Path, files: int = 4, size: int = MB) -> None:
@@ -86,7 +97,9 @@ def test_package_is_deterministic(tmp_path: Path) -> None:
     assert len(x) == len(y) and 0 < len(diff) <= 5000 + 512  # the file and its header
 
 
-async def test_delta_after_one_file_change(sshd_fleet, sample_repo, tmp_path) -> None:
+async def test_delta_after_one_file_change(
+    zstd_available, sshd_fleet, sample_repo, tmp_path
+) -> None:
     fleet = sshd_fleet(2)
     add_data(sample_repo, files=4)
     config = load_config(write_config(tmp_path / "s.toml", fleet, sample_repo))
@@ -122,7 +135,9 @@ async def test_delta_after_one_file_change(sshd_fleet, sample_repo, tmp_path) ->
     assert not second.package.wire("zstd").exists() and not second.package.wire("gzip").exists()
 
 
-async def test_corrupted_base_falls_back_to_full_upload(sshd_fleet, sample_repo, tmp_path) -> None:
+async def test_corrupted_base_falls_back_to_full_upload(
+    zstd_available, sshd_fleet, sample_repo, tmp_path
+) -> None:
     fleet = sshd_fleet(1)
     (h,) = fleet.hosts
     add_data(sample_repo, files=2)
@@ -238,7 +253,7 @@ def leftovers(fleet) -> list[str]:
 
 
 async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
-    sshd_fleet, sample_repo, tmp_path
+    zstd_available, sshd_fleet, sample_repo, tmp_path
 ) -> None:
     """Through a bastion (behind a counting proxy), one host gets the artifact from
     shipdeck and the others copy it from each other, none serving more than 3; a
@@ -318,7 +333,7 @@ async def test_a_peer_that_refuses_means_a_direct_upload(sshd_fleet, sample_repo
 
 
 async def test_a_host_whose_base_is_corrupt_rebuilds_nothing_from_a_peers_patch(
-    sshd_fleet, sample_repo, tmp_path
+    zstd_available, sshd_fleet, sample_repo, tmp_path
 ) -> None:
     """One host's copy of the previous artifact was damaged: the patch (from a peer or
     across the link) cannot rebuild the new one there, so that host gets the whole
