@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.errors import ShipdeckError
 from engine.events import Event, MaintenanceChanged
-from engine.remote.lock import pid_alive
+from engine.localproc import pid_alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deploys (

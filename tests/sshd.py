@@ -73,7 +73,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.remote.lock import pid_alive
+from engine.localproc import pid_alive
 
 __all__ = [
     "SSHD",

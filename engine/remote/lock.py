@@ -16,43 +16,13 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.localproc import boot_id, pid_alive, pid_space
 from engine.remote.shell import iso, q, resolve_path_sh
 
 LOCK_DIR = ".shipdeck.lock"
 
 #: commands every host needs (POSIX, or BusyBox applets)
 REQUIRED_TOOLS = ("tar", "gzip", "mkdir", "mv", "ln", "rm", "cat", "wc", "readlink", "df")
-
-
-def boot_id() -> str:
-    """This machine's boot id (Linux), "" where there is none: with a pid, it names
-    one process of one boot of one machine."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read(64).strip()
-    except OSError:
-        return ""
-
-
-def pid_space() -> str:
-    """Which pid namespace this process is in (``pid:[<inode>]``), "" if unknown: a
-    pid means something here only to a process of the same namespace (another
-    container on this machine shares the boot id, not the pids)."""
-    try:
-        return os.readlink("/proc/self/ns/pid")[:64]
-    except OSError:
-        return ""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def lock_owner(operator: str, deploy_id: str, ttl: float = 60.0) -> dict[str, object]:

@@ -7,15 +7,14 @@ import json
 import subprocess
 from pathlib import Path
 
+from engine.localproc import boot_id, pid_space
 from engine.remote.hooks import TIMED_OUT, failure_line, hooks_script
 from engine.remote.lock import (
     TAKEOVER_REFUSED,
-    boot_id,
     held_lock,
     parse_heartbeat,
     parse_kv,
     parse_takeover,
-    pid_space,
     refused_line,
 )
 from engine.remote.release import step_detail
