@@ -237,6 +237,13 @@ async def test_resume_after_a_killed_upload(sshd_fleet, sample_repo, tmp_path) -
     assert current_version(h.home / "app") == "1.0.0"
 
 
+def fallbacks(rec) -> list[str]:
+    """The log lines of copies between hosts that fell back to an upload from shipdeck."""
+    return [
+        e.text for e in rec.of("log") if e.key.endswith("/upload") and "; uploading directly" in e.text
+    ]
+
+
 def leftovers(fleet) -> list[str]:
     """What a peer copy could leave on a host: a key folder, a key line, a .part."""
     found = []
@@ -269,18 +276,27 @@ async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
         first = link.bytes_up
         ts = transfers(rec)
         modes = sorted(t.mode for t in ts.values())
-        assert modes == ["full"] + ["peer"] * 5, modes
+        # one host gets it across the link, the others from each other; a copy that
+        # fails on a loaded machine (sshd's MaxStartups, a timeout) falls back to an
+        # upload across the link, and says so
+        direct = fallbacks(rec)
+        assert modes == ["full"] * (1 + len(direct)) + ["peer"] * (5 - len(direct)), (
+            modes,
+            direct,
+        )
+        assert modes.count("peer") >= 3, (modes, direct)
         size = next(iter(ts.values())).total
-        assert first < 1.3 * size, (first, size)  # not 6 x the artifact
+        assert first < (1.3 + len(direct)) * size, (first, size)  # not 6 x the artifact
         served = [t.source for t in ts.values() if t.mode == "peer"]
         assert max(served.count(s) for s in set(served)) <= 3, served
         # the tree says where each host's artifact came from
         details = [
             e.detail for e in rec.of("status") if e.key.endswith("/upload") and e.status == "ok"
         ]
-        assert sum(d.startswith("peer from ") for d in details) == 5, details
+        assert sum(d.startswith("peer from ") for d in details) == 5 - len(direct), details
         summary = result.summary["transfer"]
-        assert summary["peer"] == 5 and summary["jump"] == summary["sent"] < 1.1 * size
+        assert summary["peer"] == 5 - len(direct)
+        assert summary["jump"] == summary["sent"] < (1.1 + len(direct)) * size
 
         link.reset()
         change_blob(sample_repo, 2)
@@ -290,11 +306,7 @@ async def test_a_site_behind_a_bastion_gets_the_artifact_across_the_link_once(
         # one host gets the patch across the link and the others copy it from each
         # other; a copy that fails (a loaded machine: sshd's MaxStartups, a timeout)
         # falls back to a delta across the link, and says so
-        fell_back = [
-            e.text
-            for e in rec.of("log")
-            if e.key.endswith("/upload") and "; uploading directly" in e.text
-        ]
+        fell_back = fallbacks(rec)
         assert modes == ["delta"] * (1 + len(fell_back)) + ["peer"] * (5 - len(fell_back)), (
             modes,
             fell_back,
