@@ -33,7 +33,7 @@ from tui.screens.main import MainScreen
 from tui.screens.modals import TuiPrompter
 from tui.widgets.chat_pane import ChatPane
 from tui.widgets.fleet_log import FleetLogPane
-from tui.widgets.header import DeckHeader, HeaderFacts, identity_line, state_line
+from tui.widgets.header import HeaderFacts, identity_line, state_line
 from tui.widgets.log_pane import LogPane
 from tui.widgets.stage_tree import StageTree
 
@@ -433,7 +433,7 @@ class ShipdeckApp(FleetActions, App[int]):
         key = (ident.plain, state.plain, len(ident.spans), len(state.spans))
         if key != self._header_key:
             self._header_key = key
-            self.main.query_one(DeckHeader).show(ident, state)
+            self.main.header_w.show(ident, state)
 
     def header_facts(self) -> HeaderFacts:
         """What the header says now, gathered from the model and the app's modes."""

@@ -47,7 +47,9 @@ class MainScreen(Screen[None]):
             cursor_blink=deck.cursor_blink,
             id="fleet-pane",
         )
-        yield DeckHeader(id="header")
+        #: held, not queried: the header is redrawn before the screen's children mount
+        self.header_w = DeckHeader(id="header")
+        yield self.header_w
         with Horizontal(id="main"):
             yield self.stage_tree
             with Vertical(id="side"):
