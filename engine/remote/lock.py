@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.localproc import boot_id, pid_alive, pid_space
-from engine.remote.shell import iso, q, resolve_path_sh
+from engine.remote.shell import SHA256_SH, iso, q, resolve_path_sh
 
 LOCK_DIR = ".shipdeck.lock"
 
@@ -74,10 +74,11 @@ def artifact_probe_sh(artifact_sha: str) -> str:
     a = f'"$P/artifacts/"{q(artifact_sha + ".tar")}'
     return "\n".join(
         [
-            "h=; command -v sha256sum >/dev/null 2>&1 && h=1",
-            f'if [ -f {a} ] && [ -n "$h" ]; then echo "artifact_sha=$(sha256sum < {a} | cut -d\' \' -f1)"; fi',
+            SHA256_SH,
+            'h=; sd_can_hash && h=1',
+            f'if [ -f {a} ] && [ -n "$h" ]; then echo "artifact_sha=$(sd_sha256 {a})"; fi',
             f'if [ -f {a}.part ]; then echo "part_size=$(($(wc -c < {a}.part)))"; '
-            f'[ -n "$h" ] && echo "part_sha=$(sha256sum < {a}.part | cut -d\' \' -f1)"; fi',
+            f'[ -n "$h" ] && echo "part_sha=$(sd_sha256 {a}.part)"; fi',
             f'b=$(ls -t "$P"/artifacts/*.tar 2>/dev/null | grep -v {q(artifact_sha)} | head -n 1); '
             'b=${b##*/}; [ -n "$b" ] && echo "base=${b%.tar}"',
             '[ -n "$h" ] && command -v zstd >/dev/null 2>&1 && echo delta=zstd',

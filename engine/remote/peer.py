@@ -13,7 +13,7 @@ list), and cleanup removes such a folder a killed copy left behind.
 from __future__ import annotations
 
 from engine.remote.release import patch_name
-from engine.remote.shell import q
+from engine.remote.shell import SHA256_SH, q
 
 #: the folder of one copy's key and known_hosts on the receiver (``<prefix><tag>``)
 PEER_DIR = ".shipdeck-peer."
@@ -128,8 +128,9 @@ def copy_script(
             f'{ssh} > "$F.part" < /dev/null || {{ rc=$?; rm -f "$F.part"; echo "copy of {what} from the peer failed (ssh exit $rc)" >&2; exit 1; }}',
             'rm -rf "$d"',
             f'n=$(wc -c < "$F.part"); n=$((n)); [ "$n" = {want} ] || {{ echo "copy from the peer: $n of {want} bytes" >&2; rm -f "$F.part"; exit 1; }}',
-            "if command -v sha256sum >/dev/null 2>&1; then",
-            f'  [ "$(sha256sum < "$F.part" | cut -d" " -f1)" = {q(sha)} ] || {{ rm -f "$F.part"; echo "copy of {what} from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
+            SHA256_SH,
+            'if sd_can_hash; then',
+            f'  [ "$(sd_sha256 "$F.part")" = {q(sha)} ] || {{ rm -f "$F.part"; echo "copy of {what} from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
             "fi",
             'mv -f "$F.part" "$F"',
         ]
@@ -150,8 +151,9 @@ def rebuild_script(path: str, artifact_sha: str, size: int, patch_base: str) -> 
             '[ -f "$B" ] || no "the base artifact is gone"',
             'zstd -dcq --long=31 --patch-from="$B" < "$D" > "$A.part" || no "the patch from the peer did not apply"',
             f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || no "the patch from the peer rebuilt $n of {size} bytes"',
-            "if command -v sha256sum >/dev/null 2>&1; then",
-            f'  [ "$(sha256sum < "$A.part" | cut -d" " -f1)" = {q(artifact_sha)} ] || no "the artifact rebuilt from the peer\'s patch is corrupt (sha256 mismatch)"',
+            SHA256_SH,
+            'if sd_can_hash; then',
+            f'  [ "$(sd_sha256 "$A.part")" = {q(artifact_sha)} ] || no "the artifact rebuilt from the peer\'s patch is corrupt (sha256 mismatch)"',
             "fi",
             'mv -f "$A.part" "$A"',
         ]

@@ -10,7 +10,7 @@ moment the deploy dies at. :func:`step_detail` reads what each step printed.
 from __future__ import annotations
 
 from engine.remote.lock import LOCK_DIR, owns_lock_sh
-from engine.remote.shell import q
+from engine.remote.shell import SHA256_SH, q
 
 RELEASE_FILE = ".shipdeck-release"
 
@@ -49,7 +49,7 @@ def receive_script(
 ) -> str:
     """Turn the bytes arriving on stdin into ``artifacts/<sha256>.tar``: through
     ``<sha256>.tar.part``, named only when it has all ``size`` bytes and (where the
-    host has ``sha256sum``) its sha256 is ``artifact_sha``. The upload's stdin ends
+    host can hash) its sha256 is ``artifact_sha``. The upload's stdin ends
     with its last byte, so no tool has to stop at an exact count (BusyBox ``head -c``
     reads past it).
 
@@ -59,7 +59,7 @@ def receive_script(
     ``.part`` (a prefix of the artifact) for the next deploy to continue; a delta
     that does not rebuild the artifact exits :data:`DELTA_FAILED`, leaving nothing."""
     a = q(f"artifacts/{artifact_sha}.tar")
-    lines = [f"cd {q(path)} || exit 1", f"A={a}"]
+    lines = [f"cd {q(path)} || exit 1", f"A={a}", SHA256_SH]
     if mode == "delta":
         fail = f'{{ rm -f "$A.part" "$D"; echo "$1" >&2; exit {DELTA_FAILED}; }}'
         lines += [
@@ -67,7 +67,7 @@ def receive_script(
             f"B={q(f'artifacts/{base}.tar')}; D={q(patch_name(artifact_sha, base))}",
             '[ -f "$B" ] || no "delta: the base artifact is gone"',
             f'{_WRITE["delta"]} || no "delta: zstd could not apply the patch"',
-            'command -v sha256sum >/dev/null 2>&1 || no "delta: no sha256sum to check the result"',
+            'sd_can_hash || no "delta: no sha256 tool to check the result"',
         ]
     elif mode == "resume":
         lines += [
@@ -87,8 +87,8 @@ def receive_script(
         'n=$(wc -c < "$A.part"); n=$((n))',
         f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; {short}; }}',
         f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"{also}; {bad}; }}',
-        "if command -v sha256sum >/dev/null 2>&1; then",
-        f'  [ "$(sha256sum < "$A.part" | cut -d" " -f1)" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
+        'if sd_can_hash; then',
+        f'  [ "$(sd_sha256 "$A.part")" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
         "fi",
         'mv -f "$A.part" "$A"',
     ]

@@ -327,3 +327,58 @@ def test_a_peer_key_may_only_read_the_artifact_and_is_removed_again(tmp_path: Pa
     assert run(revoke_script("0f1e", "")).returncode == 0
     assert keys.read_text() == "ssh-ed25519 AAAAother me@laptop\n"
     assert keys.stat().st_ino == inode and keys.stat().st_mode & 0o777 == 0o600
+
+
+def _tools_dir(tmp_path: Path, names: list[str], fake_openssl: str | None = None) -> str:
+    """A PATH holding only ``names`` (linked to the real tools) and, if given, an
+    ``openssl`` that is this shell script."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    for name in names:
+        real = shutil.which(name)
+        assert real, f"{name} is needed for this test"
+        (d / name).symlink_to(real)
+    if fake_openssl is not None:
+        (d / "openssl").write_text(f"#!/bin/sh\n{fake_openssl}\n")
+        (d / "openssl").chmod(0o755)
+    return str(d)
+
+
+@pytest.mark.parametrize(
+    "tools, fake_openssl",
+    [
+        (["openssl", "sha256sum", "cat"], None),  # OpenSSL's digest, as a stock host has
+        (["sha256sum", "cat"], None),  # no openssl: coreutils
+        (["sha256sum", "cat"], "echo 'SHA256(stdin)= nothex'"),  # an openssl without -r
+        (["sha256sum", "cat"], "exit 1"),  # a broken openssl
+    ],
+    ids=["openssl", "sha256sum", "openssl-without-r", "broken-openssl"],
+)
+def test_the_hosts_sha256_is_right_whichever_tool_it_has(
+    tmp_path: Path, tools: list[str], fake_openssl: str | None
+) -> None:
+    from engine.remote.shell import SHA256_SH
+
+    data = os.urandom(300_000)
+    f = tmp_path / "artifact.tar"
+    f.write_bytes(data)
+    path = _tools_dir(tmp_path, tools, fake_openssl)
+    script = f"{SHA256_SH}\nsd_can_hash && sd_sha256 {f}"
+    out = subprocess.run(
+        ["/bin/sh", "-c", script], env={"PATH": path}, capture_output=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_host_with_no_hash_tool_says_so(tmp_path: Path) -> None:
+    from engine.remote.shell import SHA256_SH
+
+    path = _tools_dir(tmp_path, ["cat"])
+    out = subprocess.run(
+        ["/bin/sh", "-c", f"{SHA256_SH}\nsd_can_hash || echo none"],
+        env={"PATH": path},
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.stdout == b"none\n"
