@@ -110,10 +110,13 @@ class HostPhase(HostLock):
                     break
                 watch.stepped.clear()
                 step = watch.reader.step
-                if watch.upload is not None:
+                if watch.upload is not None:  # the upload, or a step it carries
                     run.cancel()
                     await _settled(run)
-                    self._status("upload", CANCELLED, "aborted")
+                    later = (
+                        step and step != watch.names[0] and f"{self.key}/{step}" in self.run.plan
+                    )
+                    self._status(step if later else "upload", CANCELLED, "aborted")
                     raise Aborted()
                 if step in KILLABLE:
                     await self.host.interrupt()
@@ -232,7 +235,7 @@ class _PhaseWatch:
             self.failed.append(reason)
 
     def _detail(self, name: str, out: list[str]) -> str:
-        if self.upload is not None:
+        if self.upload is not None and self.names and name == self.names[0]:
             self.seconds = max(time.monotonic() - self._upload_started, 1e-6)
             return transfer_text(self.upload.mode, self.sent, self.upload.total, self.seconds)
         return step_detail(name, out)

@@ -19,7 +19,7 @@ from engine.errors import BuildError, ConnectionLost, Interrupted, StepFailed
 from engine.events import FAILED, OK, PENDING, RUNNING, SKIPPED, Transfer
 from engine.hostlock import Aborted, HostState
 from engine.hostoutcome import Deployed, HostOutcome, Lost, Unhealthy
-from engine.hostphase import transfer_text
+from engine.hostphase import KILLABLE, transfer_text
 from engine.peer import RebuildFailed, copy_from_peer
 from engine.remote.envfile import env_file_result, env_file_script
 from engine.remote.hooks import hooks_script
@@ -181,27 +181,14 @@ class HostRelease(HostOutcome):
         self.run.close_host(self.key, OK, release.release_id)
 
     async def _stage(self, release: Release, env: dict[str, str]) -> None:
-        """Phase 1: upload, then unpack, link, before -- nothing live changes."""
+        """Phase 1: upload, then unpack, link, before -- nothing live changes. A direct
+        upload carries the steps after it in its own command (one round trip less per
+        host), unless one of them is a hook (an abort signals a hook, but stops an
+        upload at once)."""
         st, d, pkg = self.st, self.run.config.deploy, release.package
-        steps: list[tuple[str, str]] = []
-        upload = st.artifact_sha != pkg.sha256
-        try:
-            if upload:
-                await self._upload(pkg)
-            else:
-                self._status("upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
-                site = self.run.transfers.site(st.name, self.host.jump)
-                if site is not None:
-                    await site.holds(self.key)
-        except Interrupted:
-            raise Aborted() from None  # nothing live changed
-        except StepFailed as exc:
-            if self._step_status("upload") == FAILED:
-                raise StepFailed(f"{exc}{await self._free_space_hint(pkg)}") from None
-            raise
-        steps.append(
+        steps: list[tuple[str, str]] = [
             ("unpack", unpack_script(st.path, pkg.sha256, release.release_id, release.sha))
-        )
+        ]
         if d.shared:
             steps.append(("link", link_script(st.path, release.release_id, d.shared)))
         else:
@@ -213,19 +200,38 @@ class HostRelease(HostOutcome):
         else:
             self._status("before", SKIPPED, "no hooks")
         steps = [(name, self._fence(name, script)) for name, script in steps]
+        then = [] if any(name in KILLABLE for name, _ in steps) else steps
+        ran = False
+        try:
+            if st.artifact_sha != pkg.sha256:
+                ran = await self._upload(pkg, then)
+            else:
+                self._status("upload", SKIPPED, f"already on host ({pkg.sha256[:12]})")
+                site = self.run.transfers.site(st.name, self.host.jump)
+                if site is not None:
+                    await site.holds(self.key)
+        except Interrupted:
+            raise Aborted() from None  # nothing live changed
+        except StepFailed as exc:
+            if self._step_status("upload") == FAILED:
+                raise StepFailed(f"{exc}{await self._free_space_hint(pkg)}") from None
+            raise
+        if ran:
+            return
         try:
             await self._phase(steps, self.run.config.ssh.command_timeout)
         except Interrupted:
             raise Aborted() from None  # nothing live changed
 
-    async def _upload(self, pkg: Package) -> None:
+    async def _upload(self, pkg: Package, then: list[tuple[str, str]]) -> bool:
         """Get the artifact onto the host: from a host of its site that has it (see
         :class:`engine.upload.Site`), else through shipdeck's link; a copy that
-        fails falls back to the link."""
+        fails falls back to the link. Without a site the upload's command runs the
+        steps ``then`` after it too: returns True when it did."""
         site = self.run.transfers.site(self.st.name, self.host.jump)
         if site is None:
-            await self._send(pkg)
-            return
+            await self._send(pkg, then)
+            return bool(then)
         st = self.st
         base = st.base_sha if st.delta == "zstd" and st.base_sha != pkg.sha256 else ""
         chosen = await site.source_for(self.key, lambda: self.run.aborting, base)
@@ -277,7 +283,7 @@ class HostRelease(HostOutcome):
                         source=src.st.name,
                     )
                 )
-                return
+                return False
             await site.seed()
         used: Upload | None = None
         try:
@@ -286,13 +292,16 @@ class HostRelease(HostOutcome):
             await site.seeded(
                 self.key, used is not None, used.base if used and used.mode == "delta" else ""
             )
+        return False
 
-    async def _send(self, pkg: Package) -> Upload:
+    async def _send(self, pkg: Package, then: list[tuple[str, str]] | None = None) -> Upload:
         """Send the artifact the cheapest way the host allows (see
         :mod:`engine.upload`): each attempt but the last (the whole artifact) runs as
         a step outside the tree, so a delta the host cannot use falls through to the
-        next attempt without showing a failure. Emits a Transfer event at the end;
-        returns the attempt that worked."""
+        next attempt without showing a failure. The steps ``then`` run in the same
+        command once the upload is in (a failure there is theirs: no other attempt
+        follows). Emits a Transfer event as the upload ends; returns the attempt that
+        worked."""
         st = self.st
         try:
             attempts = await self.run.transfers.attempts(st, pkg)
@@ -310,36 +319,47 @@ class HostRelease(HostOutcome):
                 st.path, pkg.sha256, pkg.size, up.mode, offset=up.offset, base=up.base,
                 codec=up.codec,
             )  # fmt: skip
+
+            def uploaded(
+                step: str, up: Upload = up, name: str = name, last: bool = last, before: int = sent
+            ) -> None:
+                if step != name:
+                    return
+                secs = time.monotonic() - started
+                total = before + (self.last_watch.sent if self.last_watch else 0)
+                if not last:  # a step outside the tree: its end is said here
+                    self._status("upload", OK, transfer_text(up.mode, total, pkg.size, secs))
+                self.run.emit(
+                    Transfer(
+                        self.run.deploy_id,
+                        key=f"{self.key}/upload",
+                        mode=up.mode,
+                        sent=total,
+                        total=pkg.size,
+                        seconds=round(secs, 3),
+                        jump=bool(self.host.jump),
+                    )
+                )
+
             self.last_watch = None
             try:
                 try:
                     up = await self.run.transfers.ready(up, pkg)
                 except BuildError as exc:
                     raise StepFailed(str(exc)) from None
-                await self._phase([(name, script)], timeout, upload=up)
+                await self._phase(
+                    [(name, script), *(then or [])], timeout, upload=up, on_ok=uploaded
+                )
             except StepFailed as exc:
-                if last:
+                watch = self.last_watch
+                if last or (watch is not None and name in watch.succeeded):
                     raise
                 nxt = attempts[n + 1].mode
                 self.run.log(f"{self.key}/upload", f"{up.mode}: {exc}; now {nxt}", "stderr")
                 continue
             finally:
                 sent += self.last_watch.sent if self.last_watch is not None else 0
-            if not last:  # a step outside the tree: its end is said here
-                secs = time.monotonic() - started
-                self._status("upload", OK, transfer_text(up.mode, sent, pkg.size, secs))
             break
-        self.run.emit(
-            Transfer(
-                self.run.deploy_id,
-                key=f"{self.key}/upload",
-                mode=up.mode,
-                sent=sent,
-                total=pkg.size,
-                seconds=round(time.monotonic() - started, 3),
-                jump=bool(self.host.jump),
-            )
-        )
         return up
 
     def _tail(self, release: Release) -> list[tuple[str, str]]:

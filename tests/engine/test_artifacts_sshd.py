@@ -163,6 +163,36 @@ async def test_corrupted_base_falls_back_to_full_upload(
     assert not list((h.home / "app" / "artifacts").glob("*.part"))
 
 
+async def test_an_unpack_that_fails_after_a_delta_is_not_a_failed_upload(
+    zstd_available, sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """The upload's command carries the unpack: when the patch went in but the unpack
+    fails, the unpack is what failed -- no whole artifact is sent after it."""
+    fleet = sshd_fleet(1)
+    (h,) = fleet.hosts
+    add_data(sample_repo, files=2)
+    config = load_config(write_config(tmp_path / "s.toml", fleet, sample_repo))
+    result, _, first = await run(config)
+    assert result.exit_code == 0, result.summary
+    releases = h.home / "app" / "releases"
+    releases.chmod(0o555)  # the host's user can no longer create a release there
+    try:
+        change_blob(sample_repo, 0)
+        result, rec, _ = await run(config)
+    finally:
+        releases.chmod(0o755)
+    assert result.exit_code != 0
+    (t,) = transfers(rec).values()
+    assert t.mode == "delta" and t.sent < 1.2 * MB
+    status = {e.key.rsplit("/", 1)[-1]: e for e in rec.of("status") if e.status in ("ok", "failed")}
+    assert status["upload"].status == "ok" and status["unpack"].status == "failed"
+    assert "Permission denied" in status["unpack"].detail, status["unpack"].detail
+    logs = [e.text for e in rec.of("log") if e.key.endswith("/upload")]
+    assert not any("now full" in line for line in logs), logs
+    assert current_version(h.home / "app") == "1.0.0"  # current as it was
+    assert first.release_id in (h.home / "app" / "current").resolve().name
+
+
 def _through(fleet, proxy: ThrottledProxy) -> str:
     """The bastion reached through ``proxy``: its spec, its host key known there."""
     b = fleet.bastion
@@ -240,7 +270,9 @@ async def test_resume_after_a_killed_upload(sshd_fleet, sample_repo, tmp_path) -
 def fallbacks(rec) -> list[str]:
     """The log lines of copies between hosts that fell back to an upload from shipdeck."""
     return [
-        e.text for e in rec.of("log") if e.key.endswith("/upload") and "; uploading directly" in e.text
+        e.text
+        for e in rec.of("log")
+        if e.key.endswith("/upload") and "; uploading directly" in e.text
     ]
 
 

@@ -98,6 +98,9 @@ async def test_deploy_redeploy_skip_upload_rollback(fleet3, sample_repo, tmp_pat
         assert counts["round_trips"] >= wire["handshake_round_trips_median"] > 0
         assert counts["bytes_out"] > artifact and counts["bytes_in"] > 0
     assert wire["round_trips_max"] >= wire["round_trips_median"]
+    # three commands per host: the lock, the upload carrying unpack and link (no
+    # hook among them), then activate to unlock
+    assert [hr.host.commands_run for hr in first.hosts.values()] == [3, 3, 3]
 
     # same build again: no upload
     result, rec, _ = await run(config)
