@@ -72,9 +72,15 @@ _LOAD = (
 )
 # The session also says whether the host's ``head -c N`` stops at exactly N bytes of a
 # pipe (GNU coreutils reads no further; BusyBox's buffered read takes more): then an
-# upload can travel inline on the session's stdin (see ``_LOOP``). ``head`` gets
-# /dev/null as stdin: whatever it is, it cannot read the session's.
-_PROBE = 'g=0; case $(head --version </dev/null 2>/dev/null) in *"(GNU coreutils)"*) g=1 ;; esac; '
+# upload can travel inline on the session's stdin (see ``_LOOP``). It learns in the
+# same subshell whether ``timeout`` is GNU's (which has ``-k``): the hook scripts it
+# runs then need not try it (``SD_TK``, see :func:`engine.remote.hooks.hooks_script`).
+# Both get /dev/null as stdin: whatever they are, they cannot read the session's.
+_PROBE = (
+    "g=0; SD_TK=; v=$( { head --version; timeout --version; } </dev/null 2>/dev/null); "
+    'case $v in *"head (GNU coreutils)"*) g=1 ;; esac; '
+    'case $v in *"timeout (GNU coreutils)"*) SD_TK=1 ;; esac; '
+)
 # the session: "SD2 <token> <lines>" then that many lines of script, run with stdin
 # from /dev/null; a done marker with the exit status follows on stdout and stderr, so
 # both streams are complete when the client has seen both. A header without the

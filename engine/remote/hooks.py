@@ -40,7 +40,7 @@ def hooks_script(
     if timeout:
         secs = f"{max(timeout, 0.1):g}"
         lines.append(
-            f'if timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k 2 {secs}"; '
+            f'if [ "${{SD_TK-}}" = 1 ] || timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k 2 {secs}"; '
             f'elif timeout 5 true >/dev/null 2>&1; then T="timeout {secs}"; else T=""; fi'
         )
     for command in commands:

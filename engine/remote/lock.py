@@ -75,11 +75,14 @@ def artifact_probe_sh(artifact_sha: str) -> str:
     return "\n".join(
         [
             SHA256_SH,
-            'h=; sd_can_hash && h=1',
-            f'if [ -f {a} ] && [ -n "$h" ]; then echo "artifact_sha=$(sd_sha256 {a})"; fi',
+            "h=; sd_can_hash && h=1",
+            f'if [ -f {a} ] && [ -n "$h" ]; then sd_sha256 {a} && echo "artifact_sha=$SD_SUM"; fi',
             f'if [ -f {a}.part ]; then echo "part_size=$(($(wc -c < {a}.part)))"; '
-            f'[ -n "$h" ] && echo "part_sha=$(sd_sha256 {a}.part)"; fi',
-            f'b=$(ls -t "$P"/artifacts/*.tar 2>/dev/null | grep -v {q(artifact_sha)} | head -n 1); '
+            f'[ -n "$h" ] && sd_sha256 {a}.part && echo "part_sha=$SD_SUM"; fi',
+            # the newest other artifact, by the shell alone (``-nt``: every sh shipdeck
+            # meets has it; where one did not, the first found would do)
+            f'b=; for f in "$P"/artifacts/*.tar; do [ -f "$f" ] || continue; case "$f" in *{q(artifact_sha)}*) continue ;; esac; '
+            '{ [ -z "$b" ] || [ "$f" -nt "$b" ]; } && b=$f; done; '
             'b=${b##*/}; [ -n "$b" ] && echo "base=${b%.tar}"',
             '[ -n "$h" ] && command -v zstd >/dev/null 2>&1 && echo delta=zstd',
             ":",

@@ -87,8 +87,8 @@ def receive_script(
         'n=$(wc -c < "$A.part"); n=$((n))',
         f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; {short}; }}',
         f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"{also}; {bad}; }}',
-        'if sd_can_hash; then',
-        f'  [ "$(sd_sha256 "$A.part")" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
+        "if sd_can_hash; then",
+        f'  sd_sha256 "$A.part"; [ "$SD_SUM" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
         "fi",
         'mv -f "$A.part" "$A"',
     ]
@@ -106,7 +106,7 @@ def unpack_script(path: str, artifact_sha: str, release_id: str, sha: str) -> st
             '[ -e "$R.tmp" ] && rm -rf "$R.tmp"; mkdir "$R.tmp"',
             'tar -xf "$A" -C "$R.tmp"',
             # the release marker is ours: never written through what the artifact put there
-            f'rm -rf "$R.tmp/{RELEASE_FILE}"',
+            f'{{ [ -e "$R.tmp/{RELEASE_FILE}" ] || [ -L "$R.tmp/{RELEASE_FILE}" ]; }} && rm -rf "$R.tmp/{RELEASE_FILE}"',
             f"printf 'release=%s\\nsha=%s\\nartifact=%s\\n' {q(release_id)} {q(sha)} {q(artifact_sha)} > \"$R.tmp/{RELEASE_FILE}\"",
             '[ -e "$R" ] && rm -rf "$R"; mv "$R.tmp" "$R"',
             'echo "unpacked into $R"',
@@ -155,11 +155,10 @@ def activate_script(path: str, release_id: str) -> str:
         [
             f"cd {q(path)} || exit 1",
             f"test -d {rel} || {{ echo {q(f'releases/{release_id} is missing')} >&2; exit 1; }}",
-            f"rm -f {tmp}; ln -s {rel} {tmp} || exit 1",
+            f"{{ [ -L {tmp} ] || [ -e {tmp} ]; }} && rm -f {tmp}; ln -s {rel} {tmp} || exit 1",
             f"if [ -d current ] && [ ! -L current ]; then echo 'current is a directory, not a symlink' >&2; rm -f {tmp}; exit 1; fi",
             f"if mv -T {tmp} current 2>/dev/null || mv -h {tmp} current 2>/dev/null; then :",
-            f"else ln -sfn {rel} current || {{ rm -f {tmp}; exit 1; }}; fi",
-            f"rm -f {tmp}",
+            f"else ln -sfn {rel} current || {{ rm -f {tmp}; exit 1; }}; rm -f {tmp}; fi",
             f"echo {q('current -> releases/' + release_id)}",
         ]
     )

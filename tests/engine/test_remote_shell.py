@@ -363,7 +363,7 @@ def test_the_hosts_sha256_is_right_whichever_tool_it_has(
     f = tmp_path / "artifact.tar"
     f.write_bytes(data)
     path = _tools_dir(tmp_path, tools, fake_openssl)
-    script = f"{SHA256_SH}\nsd_can_hash && sd_sha256 {f}"
+    script = f'{SHA256_SH}\nsd_can_hash && sd_sha256 {f} && echo "$SD_SUM"'
     out = subprocess.run(
         ["/bin/sh", "-c", script], env={"PATH": path}, capture_output=True, timeout=30
     )
@@ -382,3 +382,33 @@ def test_a_host_with_no_hash_tool_says_so(tmp_path: Path) -> None:
         timeout=30,
     )
     assert out.stdout == b"none\n"
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "busybox sh", "bash --posix"])
+def test_the_probe_names_the_newest_other_artifact_as_the_base(tmp_path: Path, shell: str) -> None:
+    """What a delta is made against: the host's newest artifact but the one going out
+    (mtime, as ``ls -t`` ordered them), in the shells hosts have."""
+    from engine.remote.lock import artifact_probe_sh
+
+    exe = shell.split()[0]
+    if shutil.which(exe) is None and not Path(exe).exists():
+        pytest.skip(f"{exe} not installed")
+    app = layout(tmp_path)
+    now = time.time()
+    names = {"a" * 64: now - 300, "b" * 64: now - 100, "c" * 64: now - 200, "d" * 64: now}
+    for name, at in names.items():
+        f = app / "artifacts" / f"{name}.tar"
+        f.write_bytes(b"x")
+        os.utime(f, (at, at))
+    (app / "artifacts" / ("e" * 64 + ".tar.part")).write_bytes(b"x")  # not an artifact
+    script = f"P={app}\n{artifact_probe_sh('d' * 64)}"
+    out = subprocess.run([*shell.split(), "-c", script], capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    kv = parse_kv(out.stdout.decode())
+    assert kv["base"] == "b" * 64  # the newest, "d" being the one going out
+    assert kv["artifact_sha"] == hashlib.sha256(b"x").hexdigest()
+    # no other artifact: no base
+    for name in ("a", "b", "c"):
+        (app / "artifacts" / f"{name * 64}.tar").unlink()
+    out = subprocess.run([*shell.split(), "-c", script], capture_output=True, timeout=30)
+    assert "base=" not in out.stdout.decode()
