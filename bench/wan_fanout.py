@@ -69,6 +69,7 @@ TOOLS = ["shipdeck", "shipdeck-cap", "floor", "fabric", "pyinfra"]
 LABELS = {
     "shipdeck": "shipdeck (defaults)",
     "shipdeck-cap": "shipdeck max_startups=N",
+    "shipdeck-hs": "shipdeck max_handshakes=N",
     "shipdeck-wide": "shipdeck parallel=N",
     "before": "shipdeck before (defaults)",
     "floor": "asyncssh floor",
@@ -246,11 +247,14 @@ class Bench:
     def run(self, tool: str, f, pf, n: int, rnd: int, nd: Path, proxies: DelayProxies) -> Run:
         exclude = fleet_pids(f)
         proxies.take()
-        if tool in ("shipdeck", "shipdeck-cap", "shipdeck-wide", "before"):
+        if tool in ("shipdeck", "shipdeck-cap", "shipdeck-hs", "shipdeck-wide", "before"):
             new_commit(self.repo, ARTIFACT_BYTES, f"bench: {tool} N={n} run {rnd}")
             cfg = write_shipdeck_config(nd / f"{tool}.toml", pf, self.repo, f"sd-{tool}")
             if tool == "shipdeck-cap":
                 text = cfg.read_text().replace("[ssh]\n", f"[ssh]\nmax_startups = {n}\n")
+                cfg.write_text(text)
+            elif tool == "shipdeck-hs":  # every handshake of the fleet in flight at once
+                text = cfg.read_text().replace("[ssh]\n", f"[ssh]\nmax_handshakes = {n}\n")
                 cfg.write_text(text)
             elif tool == "shipdeck-wide":  # every host in flight (deploy.parallel)
                 text = cfg.read_text().replace("[deploy]\n", f"[deploy]\nparallel = {n}\n")
@@ -259,6 +263,10 @@ class Bench:
             env = dict(self.env, PYTHONPATH=str(tree))
             cmd = [sys.executable, "-m", "tui.cli", "deploy", "-c", str(cfg), "--json"]
             m = measure(cmd, env=env, cwd=tree, exclude=exclude, timeout=self.args.timeout)
+            if self.args.keep_json:  # the run's events, for a timeline of where the time went
+                self.args.keep_json.mkdir(parents=True, exist_ok=True)
+                name = f"{tool}-n{n}-rtt{round(2000 * proxies.delay)}-run{rnd}.jsonl"
+                (self.args.keep_json / name).write_text(m.stdout)
             finished: dict = {}
             for line in m.stdout.splitlines():
                 try:
@@ -355,6 +363,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="N=10, 0 and 25 ms, 1 run")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--notes", action="store_true", help="print failed runs' reasons")
+    p.add_argument("--keep-json", type=Path, help="keep each shipdeck run's --json events here")
     args = p.parse_args()
     if args.quick:
         args.n, args.delays, args.runs = "10", "0,25", 1
