@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -173,6 +174,38 @@ async def test_before_hook_failure_leaves_current(fleet3, sample_repo, tmp_path)
     for h in fleet3.hosts:
         assert current(h.home / "app") == first.release_id
         assert releases(h.home / "app") == [first.release_id]
+
+
+async def test_a_hook_past_its_timeout_is_killed_on_the_host(
+    sshd_fleet, sample_repo, tmp_path
+) -> None:
+    """The session told the hook scripts that the host's ``timeout`` is GNU's: the
+    hook is killed there (``-k``), the step says so, and ``current`` stays."""
+    fleet = sshd_fleet(1)
+    (h,) = fleet.hosts
+    config = load_config(write_config(tmp_path / "shipdeck.toml", fleet, sample_repo))
+    _, _, first = await run(config)
+    commit_version(sample_repo, "2.0.0")
+    mark = h.home / "hook-ran"
+    config = load_config(
+        write_config(
+            tmp_path / "b.toml",
+            fleet,
+            sample_repo,
+            before_activate=f'["touch {mark}; exec sleep 300"]',
+            hook_timeout="1",
+        )
+    )
+    result, rec, _ = await run(config)
+    assert result.exit_code == 1
+    assert mark.exists()
+    before = [e for e in rec.of("status") if e.key.endswith("/before") and e.status == "failed"]
+    assert len(before) == 1 and "(exit 124)" in before[0].detail, before
+    logs = [e.text for e in rec.of("log") if e.key.endswith("/before")]
+    assert "timed out after 1s" in logs, logs
+    assert current(h.home / "app") == first.release_id
+    out = subprocess.run(["pgrep", "-u", h.user, "-f", "sleep 300"], capture_output=True)
+    assert out.returncode == 1, out.stdout  # nothing of the hook is left running
 
 
 async def test_password_authentication(sshd_fleet, sample_repo, tmp_path, monkeypatch) -> None:
