@@ -12,6 +12,12 @@ Two releases, each tool deploying to its own folder on every host:
 Then (shipdeck only, unless ``--no-resume``) a release of all-new content is killed
 (SIGKILL) mid-upload and run again: the rerun resumes.
 
+For the change, ``floor`` is the least the hosts themselves must do when each rebuilds
+the artifact from a patch and checks its sha256 before unpacking (what issue 17 asks
+of a delta): N shells at once on this machine, each ``zstd -d --patch-from`` of the
+same 1 MiB patch against its own copy of the previous tar, ``openssl dgst -sha256``,
+``tar -x``; no SSH, no network, no deploy tool.
+
     python bench/large_artifact.py            # 100 MiB, 20 hosts, 100 Mbit/s (~10 min)
     python bench/large_artifact.py --quick    # 20 MiB, 6 hosts (~1 min)
 
@@ -36,6 +42,7 @@ from pathlib import Path
 
 from _hosts import PEERS, REPO, ensure_venv, fleet, git, init_repo, write_shipdeck_config
 
+from engine.build import _pack
 from tests.throttle import ThrottledProxy
 
 MB = 1 << 20
@@ -138,6 +145,33 @@ def run_fabric(venv_py: Path, fleet_json: Path, dist: Path, work: Path) -> float
     return time.perf_counter() - t0
 
 
+def host_work_floor(old: Path, new: Path, n: int, work: Path) -> float:
+    """Wall seconds for n hosts' own work on a delta (see the module's doc): rebuild
+    ``new`` from a patch against ``old``, hash it, unpack it, all n at once."""
+    patch = work / "floor.patch"
+    zstd = ["zstd", "-q", "-f", "--long=31", f"--patch-from={old}", str(new), "-o", str(patch)]
+    subprocess.run(zstd, check=True)
+    dirs = []
+    for i in range(n):
+        d = work / f"floor-h{i}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        shutil.copyfile(old, d / "base.tar")
+        dirs.append(d)
+    work_sh = (
+        'zstd -dcq --long=31 --patch-from=base.tar < "$1" > new.tar'
+        " && openssl dgst -sha256 -r new.tar >/dev/null && mkdir r && tar -xf new.tar -C r"
+    )
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["sh", "-c", work_sh, "sh", str(patch)], cwd=d) for d in dirs]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("the host-work floor failed")
+    wall = time.perf_counter() - t0
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    return wall
+
+
 def summary_of(lines: list[str]) -> list[str]:
     at = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("finished:")), None)
     return lines[at:] if at is not None else lines[-3:]
@@ -149,7 +183,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="artifact MiB (default 100)")
     ap.add_argument("--hosts", type=int, default=None, help="hosts (default 20)")
     ap.add_argument("--mbit", type=float, default=100.0, help="the bastion link's rate")
-    ap.add_argument("--tools", default="shipdeck,rsync,fabric")
+    ap.add_argument("--tools", default="shipdeck,rsync,fabric,floor")
     ap.add_argument("--no-resume", action="store_true", help="skip the killed-upload run")
     ap.add_argument("--log", type=Path, help="keep each shipdeck run's headless output here")
     a = ap.parse_args()
@@ -207,9 +241,17 @@ def measure(a, root, env, size, n, tools, venv_py, rows, notes) -> None:  # noqa
 
         for scenario in ("first deploy", "one 1 MiB file changed"):
             if scenario != "first deploy":
+                old = _pack(dist, root / "floor-old").path
                 (dist / "blob0007.bin").write_bytes(os.urandom(MB))
                 git(repo, "commit", "-qam", "one file")
             for tool in tools:
+                if tool == "floor":
+                    if scenario != "first deploy":
+                        new = _pack(dist, root / "floor-new").path
+                        wall = host_work_floor(old, new, n, root / "floor")
+                        rows.append((scenario, "host-work floor", wall, 0))
+                        print(f"  {scenario:24} {'floor':9} {wall:7.1f}s", flush=True)
+                    continue
                 link.reset()
                 if tool == "shipdeck":
                     wall, lines = run_shipdeck(cfg, env, "--verbose")
