@@ -148,6 +148,7 @@ def run_fabric(venv_py: Path, fleet_json: Path, dist: Path, work: Path) -> float
 def host_work_floor(old: Path, new: Path, n: int, work: Path) -> float:
     """Wall seconds for n hosts' own work on a delta (see the module's doc): rebuild
     ``new`` from a patch against ``old``, hash it, unpack it, all n at once."""
+    work.mkdir(parents=True, exist_ok=True)  # (zstd 1.5.4 crashes writing into a missing folder)
     patch = work / "floor.patch"
     zstd = ["zstd", "-q", "-f", "--long=31", f"--patch-from={old}", str(new), "-o", str(patch)]
     subprocess.run(zstd, check=True)
