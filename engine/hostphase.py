@@ -110,13 +110,10 @@ class HostPhase(HostLock):
                     break
                 watch.stepped.clear()
                 step = watch.reader.step
-                if watch.upload is not None:  # the upload, or a step it carries
-                    run.cancel()
+                if watch.upload is not None and watch.names[0] not in watch.succeeded:
+                    run.cancel()  # the upload itself: stopped at once, nothing is live yet
                     await _settled(run)
-                    later = (
-                        step and step != watch.names[0] and f"{self.key}/{step}" in self.run.plan
-                    )
-                    self._status(step if later else "upload", CANCELLED, "aborted")
+                    self._status("upload", CANCELLED, "aborted")
                     raise Aborted()
                 if step in KILLABLE:
                     await self.host.interrupt()
@@ -185,7 +182,10 @@ class _PhaseWatch:
 
     @property
     def nothing_to_stop(self) -> bool:
-        """Every step an abort stops (:data:`KILLABLE`) of the phase ended with exit 0."""
+        """Every step an abort stops (:data:`KILLABLE`) of the phase ended with exit 0
+        (for an upload carrying further steps: every step)."""
+        if self.upload is not None and len(self.names) > 1:
+            return all(n in self.succeeded for n in self.names)
         killable = [n for n in self.names if n in KILLABLE]
         return bool(killable) and all(n in self.succeeded for n in killable)
 
@@ -219,8 +219,6 @@ class _PhaseWatch:
             self.succeeded.add(name)
             if self.done is not None:
                 self.done.add(name)
-            if self.on_ok is not None:
-                self.on_ok(name)
         if key not in self.run.plan:
             if rc:
                 self.failed.append(step_failure(name, rc, out, self.hr.st.path))
@@ -233,6 +231,8 @@ class _PhaseWatch:
             reason = step_failure(name, rc, out, self.hr.st.path)
             self.run.status(key, FAILED, reason)
             self.failed.append(reason)
+        if rc == 0 and self.on_ok is not None:
+            self.on_ok(name)
 
     def _detail(self, name: str, out: list[str]) -> str:
         if self.upload is not None and self.names and name == self.names[0]:

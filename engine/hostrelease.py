@@ -347,9 +347,9 @@ class HostRelease(HostOutcome):
                     up = await self.run.transfers.ready(up, pkg)
                 except BuildError as exc:
                     raise StepFailed(str(exc)) from None
-                await self._phase(
-                    [(name, script), *(then or [])], timeout, upload=up, on_ok=uploaded
-                )
+                # the steps carried get the time they had as a command of their own
+                limit = timeout * (2 if then else 1)
+                await self._phase([(name, script), *(then or [])], limit, upload=up, on_ok=uploaded)
             except StepFailed as exc:
                 watch = self.last_watch
                 if last or (watch is not None and name in watch.succeeded):

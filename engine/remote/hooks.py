@@ -39,8 +39,11 @@ def hooks_script(
     lines = [f"cd {q(cwd)} || exit 1"] + [f"export {k}={q(v)}" for k, v in env.items()]
     if timeout:
         secs = f"{max(timeout, 0.1):g}"
+        # the session found GNU's timeout on its PATH (SD_TK): the hooks use it unless
+        # their environment brings a PATH of its own
+        known = '[ "${SD_TK-}" = 1 ] || ' if "PATH" not in env else ""
         lines.append(
-            f'if [ "${{SD_TK-}}" = 1 ] || timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k 2 {secs}"; '
+            f'if {known}timeout -k 1 5 true >/dev/null 2>&1; then T="timeout -k 2 {secs}"; '
             f'elif timeout 5 true >/dev/null 2>&1; then T="timeout {secs}"; else T=""; fi'
         )
     for command in commands:

@@ -29,14 +29,19 @@ def resolve_path_sh(path: str) -> str:
 
 #: Shell defining ``sd_sha256 FILE`` (sets ``$SD_SUM`` to the file's hex sha256, in
 #: this shell: no subshell around it; fails when the host has no tool for it) and
-#: ``sd_can_hash`` (true when it has one; no program started). OpenSSL's digest uses
+#: ``sd_can_hash`` (true when it has one that works). OpenSSL's digest uses
 #: the CPU's SHA extensions where coreutils' ``sha256sum`` does not: on a 100 MiB
 #: artifact it takes 0.1 s where ``sha256sum`` takes 0.6 s, and every host hashes each
 #: artifact it receives. An ``openssl`` that fails or answers in another shape (no
 #: ``-r``) gives way to ``sha256sum``, then ``shasum``.
 SHA256_SH = "\n".join(
     [
-        "sd_can_hash() { command -v openssl || command -v sha256sum || command -v shasum; } >/dev/null 2>&1",
+        # coreutils' or perl's tool by name (no program started); OpenSSL alone only if it
+        # hashes an empty input right (one that is broken would fail every check)
+        "sd_can_hash() { command -v sha256sum || command -v shasum || "
+        "case $(openssl dgst -sha256 -r </dev/null 2>/dev/null) in "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855*) true ;; *) false ;; esac; "
+        "} >/dev/null 2>&1",
         "sd_sha256() {",
         '  SD_SUM=$(openssl dgst -sha256 -r < "$1" 2>/dev/null) && SD_SUM=${SD_SUM%% *} && [ ${#SD_SUM} = 64 ] && return 0',
         '  SD_SUM=$(sha256sum < "$1" 2>/dev/null) || SD_SUM=$(shasum -a 256 < "$1" 2>/dev/null) || { SD_SUM=; return 1; }',

@@ -371,10 +371,13 @@ def test_the_hosts_sha256_is_right_whichever_tool_it_has(
     assert out.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
 
 
-def test_a_host_with_no_hash_tool_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fake_openssl", [None, "exit 1", "echo 'SHA256(stdin)= e3b0'"])
+def test_a_host_with_no_hash_tool_says_so(tmp_path: Path, fake_openssl: str | None) -> None:
+    """No tool, or only an openssl that does not hash right: the host says it cannot
+    hash (its uploads go unchecked, as before) rather than failing every check."""
     from engine.remote.shell import SHA256_SH
 
-    path = _tools_dir(tmp_path, ["cat"])
+    path = _tools_dir(tmp_path, ["cat"], fake_openssl)
     out = subprocess.run(
         ["/bin/sh", "-c", f"{SHA256_SH}\nsd_can_hash || echo none"],
         env={"PATH": path},
@@ -412,3 +415,14 @@ def test_the_probe_names_the_newest_other_artifact_as_the_base(tmp_path: Path, s
         (app / "artifacts" / f"{name * 64}.tar").unlink()
     out = subprocess.run([*shell.split(), "-c", script], capture_output=True, timeout=30)
     assert "base=" not in out.stdout.decode()
+
+
+def test_hooks_whose_environment_brings_a_path_try_timeout_themselves(tmp_path: Path) -> None:
+    """The session's SD_TK says GNU's timeout is on the session's PATH; a hook
+    environment with a PATH of its own (here: none of the tools) runs without it."""
+    from engine.remote.hooks import hooks_script
+
+    script = hooks_script(str(tmp_path), ["echo ran"], {"PATH": "/nonexistent"}, timeout=5)
+    res = sh(f"SD_TK=1\n{script}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.decode().splitlines()[-1] == "ran"
