@@ -357,7 +357,7 @@ def _toml(tmp_path: Path, ssh: str) -> Path:
 
 def test_ssh_keys_dead_after_max_handshakes_passphrase_env(tmp_path) -> None:
     c = load_config(_toml(tmp_path, ""))
-    assert (c.ssh.dead_after, c.ssh.keepalive, c.ssh.max_handshakes) == (20, None, 64)
+    assert (c.ssh.dead_after, c.ssh.keepalive, c.ssh.max_handshakes) == (20, None, 256)
     c = load_config(_toml(tmp_path, 'dead_after = 8\nmax_handshakes = 3\npassphrase_env = "P"'))
     assert (c.ssh.dead_after, c.ssh.keepalive, c.ssh.max_handshakes) == (8, None, 3)
     assert c.ssh.passphrase_env == "P"
