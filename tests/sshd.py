@@ -201,6 +201,37 @@ def _host_addr(i: int) -> str:
     return str(ipaddress.IPv4Address("127.0.0.0") + block * 256 + off + 1)
 
 
+def _listener_inode(addr: str, port: int) -> int | None:
+    """The socket inode listening on ``addr:port`` (IPv4, from /proc/net/tcp), if any."""
+    want = f"{socket.inet_aton(addr)[::-1].hex().upper()}:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split()
+        if len(f) > 9 and f[1] == want and f[3] == "0A":  # 0A: LISTEN
+            return int(f[9])
+    return None
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    found = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(int(link[8:-1]))
+    return found
+
+
 def _free_port(addrs: list[str]) -> int:
     """A port that is free on every address in ``addrs`` right now."""
     for _ in range(50):
@@ -263,7 +294,6 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
 
     return True
 
@@ -638,7 +668,14 @@ class SshdFleet:
             for idx in list(pending):
                 proc = self.procs[idx]
                 left = []
+                # the listener must be this sshd's: fleets of other test workers use the
+                # same addresses, and one may hold this port (then this sshd logs "Address
+                # already in use" and is moved to another port below)
+                ours = _socket_inodes(proc.popen.pid) if proc.popen is not None else None
                 for h in pending[idx]:
+                    if ours is not None and _listener_inode(h.addr, proc.port) not in ours:
+                        left.append(h)
+                        continue
                     try:
                         with socket.create_connection((h.addr, proc.port), timeout=1):
                             pass

@@ -181,3 +181,40 @@ def test_extra_config_overrides_defaults_and_may_end_in_match(sshd_fleet) -> Non
     ).stdout
     assert "x11forwarding yes" in effective
     assert "maxstartups 50:30:200" in effective
+
+
+async def test_a_port_another_listener_holds_is_not_taken_for_the_fleets(
+    tmp_path, sshd_available, monkeypatch
+) -> None:
+    """Test workers' fleets share the addresses 127.0.0.x: when another listener holds
+    the port a fleet picked, the fleet must not take that listener for its sshd (its
+    tests would meet a stranger's host key); it moves to another port."""
+    import socket
+
+    import tests.sshd as sshd_mod
+
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.2", 0))
+    squatter.listen(8)
+    taken = squatter.getsockname()[1]
+    real = sshd_mod._free_port
+    picks: list[int] = []
+
+    def first_the_taken_port(addrs: list[str]) -> int:
+        picks.append(taken if not picks else real(addrs))
+        return picks[-1]
+
+    monkeypatch.setattr(sshd_mod, "_free_port", first_the_taken_port)
+    fleet = SshdFleet(tmp_path / "f", 1)
+    try:
+        fleet.start()
+        (h,) = fleet.hosts
+        assert h.port != taken and len(picks) >= 2
+        conn = await _connect(fleet, h)  # its own sshd, with the host key it knows
+        async with conn:
+            res = await conn.run("echo ok", check=True)
+        assert res.stdout == "ok\n"
+    finally:
+        fleet.stop()
+        squatter.close()
