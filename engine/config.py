@@ -240,7 +240,9 @@ class SshConfig:
         min=0.4,
         derive=lambda given: 4 * given["keepalive"] if "keepalive" in given else None,
     )
-    max_handshakes: int = key(256, "handshakes in flight over the whole fleet (the client's own ceiling)", min=1)
+    max_handshakes: int = key(
+        256, "handshakes in flight over the whole fleet (the client's own ceiling)", min=1
+    )
     passphrase_env: str | None = key(None, _PASSPHRASE)
     upload_stall: float = key(30.0, _STALL, min=0.1)
 

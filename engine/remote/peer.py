@@ -129,9 +129,7 @@ def copy_script(
             'rm -rf "$d"',
             f'n=$(wc -c < "$F.part"); n=$((n)); [ "$n" = {want} ] || {{ echo "copy from the peer: $n of {want} bytes" >&2; rm -f "$F.part"; exit 1; }}',
             SHA256_SH,
-            "if sd_can_hash; then",
-            f'  sd_sha256 "$F.part"; [ "$SD_SUM" = {q(sha)} ] || {{ rm -f "$F.part"; echo "copy of {what} from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
-            "fi",
+            f'sd_check "$F.part" {q(sha)} || {{ rm -f "$F.part"; echo "copy of {what} from the peer is corrupt (sha256 mismatch)" >&2; exit 1; }}',
             'mv -f "$F.part" "$F"',
         ]
     )
@@ -152,9 +150,7 @@ def rebuild_script(path: str, artifact_sha: str, size: int, patch_base: str) -> 
             'zstd -dcq --long=31 --patch-from="$B" < "$D" > "$A.part" || no "the patch from the peer did not apply"',
             f'n=$(wc -c < "$A.part"); n=$((n)); [ "$n" = {size} ] || no "the patch from the peer rebuilt $n of {size} bytes"',
             SHA256_SH,
-            "if sd_can_hash; then",
-            f'  sd_sha256 "$A.part"; [ "$SD_SUM" = {q(artifact_sha)} ] || no "the artifact rebuilt from the peer\'s patch is corrupt (sha256 mismatch)"',
-            "fi",
+            f'sd_check "$A.part" {q(artifact_sha)} || no "the artifact rebuilt from the peer\'s patch is corrupt (sha256 mismatch)"',
             'mv -f "$A.part" "$A"',
         ]
     )

@@ -87,9 +87,7 @@ def receive_script(
         'n=$(wc -c < "$A.part"); n=$((n))',
         f'[ "$n" -lt {size} ] && {{ echo "upload incomplete: $n of {size} bytes arrived" >&2; {short}; }}',
         f'[ "$n" = {size} ] || {{ echo "upload too long: $n bytes arrived, {size} expected" >&2; rm -f "$A.part"{also}; {bad}; }}',
-        "if sd_can_hash; then",
-        f'  sd_sha256 "$A.part"; [ "$SD_SUM" = {q(artifact_sha)} ] || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
-        "fi",
+        f'sd_check "$A.part" {q(artifact_sha)} || {{ rm -f "$A.part"{also}; echo "uploaded artifact is corrupt (sha256 mismatch)" >&2; {bad}; }}',
         'mv -f "$A.part" "$A"',
     ]
     return "\n".join(lines)

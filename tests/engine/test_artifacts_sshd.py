@@ -135,15 +135,22 @@ async def test_delta_after_one_file_change(
     assert not second.package.wire("zstd").exists() and not second.package.wire("gzip").exists()
 
 
-async def test_corrupted_base_falls_back_to_full_upload(
-    zstd_available, sshd_fleet, sample_repo, tmp_path
-) -> None:
+async def one_host_with_a_first_release(sshd_fleet, sample_repo, tmp_path):
+    """One sshd host that holds a first release of the sample app with 2 MiB of data:
+    (host, config, the first run's Deployment)."""
     fleet = sshd_fleet(1)
     (h,) = fleet.hosts
     add_data(sample_repo, files=2)
     config = load_config(write_config(tmp_path / "s.toml", fleet, sample_repo))
-    result, _, _ = await run(config)
+    result, _, first = await run(config)
     assert result.exit_code == 0, result.summary
+    return h, config, first
+
+
+async def test_corrupted_base_falls_back_to_full_upload(
+    zstd_available, sshd_fleet, sample_repo, tmp_path
+) -> None:
+    h, config, _ = await one_host_with_a_first_release(sshd_fleet, sample_repo, tmp_path)
     base = artifact_of(h.home)
     with open(base, "r+b") as f:  # a flipped block in the middle of the host's artifact
         f.seek(base.stat().st_size // 2)
@@ -168,12 +175,7 @@ async def test_an_unpack_that_fails_after_a_delta_is_not_a_failed_upload(
 ) -> None:
     """The upload's command carries the unpack: when the patch went in but the unpack
     fails, the unpack is what failed -- no whole artifact is sent after it."""
-    fleet = sshd_fleet(1)
-    (h,) = fleet.hosts
-    add_data(sample_repo, files=2)
-    config = load_config(write_config(tmp_path / "s.toml", fleet, sample_repo))
-    result, _, first = await run(config)
-    assert result.exit_code == 0, result.summary
+    h, config, first = await one_host_with_a_first_release(sshd_fleet, sample_repo, tmp_path)
     releases = h.home / "app" / "releases"
     releases.chmod(0o555)  # the host's user can no longer create a release there
     try:
