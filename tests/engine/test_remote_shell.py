@@ -123,7 +123,11 @@ def test_receive_a_delta_rebuilds_the_artifact_or_says_so(tmp_path: Path) -> Non
     assert (app / "artifacts" / f"{sha}.tar").read_bytes() == bytes(new)
     # a base that is not what the patch was made against: no artifact, exit DELTA_FAILED
     (app / "artifacts" / f"{sha}.tar").unlink()
-    (app / "artifacts" / f"{base}.tar").write_bytes(old[:-1] + b"!")
+    # (a block the patch must copy from the base: its last byte alone may come in it
+    # as a literal, and then the result is right after all)
+    damaged = bytearray(old)
+    damaged[40000:40100] = bytes(255 - x for x in old[40000:40100])
+    (app / "artifacts" / f"{base}.tar").write_bytes(bytes(damaged))
     bad = sh(receive_script(str(app), sha, len(new), "delta", base=base), patch)
     assert bad.returncode == DELTA_FAILED, bad.stderr
     assert sorted(p.name for p in (app / "artifacts").iterdir()) == [f"{base}.tar"]
